@@ -1,0 +1,45 @@
+# xentlab: every target installs what it needs first (a .venv made by `make install`, idempotent).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+SWEEP  ?= losses
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+STORE  := sqlite:///$(CURDIR)/outputs/mlflow.db
+
+.DEFAULT_GOAL := help
+.PHONY: help install train ui test test-all lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install xentlab with its dev tools (idempotent)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	mkdir -p outputs
+	touch $(STAMP)
+
+train: install ## train the default experiment (seed CNN on digits); extra overrides in ARGS="..."
+	$(BIN)/xentlab-train $(ARGS)
+
+ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db
+	mkdir -p outputs
+	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+
+test: install ## the fast test suite (what .ci/run calls)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: install ## every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+lint: install ## ruff over sources and tests
+	$(BIN)/ruff check src tests
+
+clean: ## remove run outputs (keeps the MLflow store) and caches
+	rm -rf outputs/runs outputs/multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

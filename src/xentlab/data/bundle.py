@@ -1,0 +1,83 @@
+"""The DataBundle every loader returns, and the split helpers they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+
+class DataError(ValueError):
+    """Data that cannot be used as asked: missing file, bad labels, empty split."""
+
+
+@dataclass
+class DataBundle:
+    """Train/val/test splits as numpy arrays. Labels are integer class ids, always.
+
+    Attributes:
+        name: source name (the `data=` option).
+        x_train, y_train, x_val, y_val, x_test, y_test: features and integer labels per split.
+        num_classes: number of classes the model must output.
+        class_names: a readable name per class (for plots and per-class metrics).
+        meta: source-specific facts worth logging (e.g. file path, corpus size).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            self.class_names = [str(c) for c in range(self.num_classes)]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def input_dtype(self) -> str:
+        return "int32" if np.issubdtype(self.x_train.dtype, np.integer) else "float32"
+
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {
+            "train": (self.x_train, self.y_train),
+            "val": (self.x_val, self.y_val),
+            "test": (self.x_test, self.y_test),
+        }
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(x) for name, (x, _) in self.splits().items()}
+
+
+def split_holdout(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int, stratify: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Splits off `fraction` of (x, y), stratified by label when every class has two or more examples."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"split fraction must be in (0, 1), got {fraction}; set data.val_fraction/test_fraction")
+    strat = None
+    if stratify and y.ndim == 1:
+        _, counts = np.unique(y, return_counts=True)
+        strat = y if counts.min() >= 2 else None
+    x_a, x_b, y_a, y_b = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=strat)
+    return x_a, y_a, x_b, y_b
+
+
+def limit_training(bundle: DataBundle, limit: int | None) -> DataBundle:
+    """Caps the training split at `limit` examples (data.limit); val and test stay whole."""
+    if limit is None:
+        return bundle
+    if limit < 1:
+        raise DataError(f"data.limit must be a positive number of training examples or null, got {limit}")
+    bundle.x_train = bundle.x_train[:limit]
+    bundle.y_train = bundle.y_train[:limit]
+    return bundle

@@ -1,0 +1,83 @@
+"""tf.data pipelines: integer labels -> the chosen encoding, per-element sample weights, n/a masking.
+
+Integer labels are the canonical form; a one-hot view is made per batch, never as a numpy array up front.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+ENCODINGS = ("sparse", "one_hot")
+
+
+def encode_labels(y: tf.Tensor, *, encoding: str, num_classes: int) -> tf.Tensor:
+    """Returns the labels in `encoding`: integer ids unchanged, or their one-hot view.
+
+    `tf.one_hot` maps an out-of-range id (e.g. ignore_class=-1) to an all-zero row, which the losses and
+    metrics treat as masked.
+    """
+    if encoding == "sparse":
+        return y
+    if encoding == "one_hot":
+        return tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=tf.float32)
+    raise ValueError(f"unknown label encoding {encoding!r}; expected one of {ENCODINGS}")
+
+
+def element_weights(
+    y: tf.Tensor,
+    *,
+    class_weights: np.ndarray | None,
+    ignore_class: int | None,
+    normalize: str = "element",
+) -> tf.Tensor | None:
+    """Per-element sample weights for a batch of integer labels of any shape, or None without class weights.
+
+    The weight is gathered by label (0 at ignored positions). With normalize="weight_sum" the batch's
+    weights are rescaled to sum to its number of unmasked elements, so Keras' "divide by element count"
+    reduction becomes a weighted mean (sum of w*loss / sum of w).
+    """
+    if class_weights is None:
+        return None  # the losses and metrics mask ignore_class themselves
+    y = tf.cast(y, tf.int32)
+    k = len(class_weights)
+    valid = tf.ones_like(y, dtype=tf.float32)
+    if ignore_class is not None:
+        valid = tf.cast(tf.not_equal(y, ignore_class), tf.float32)
+    table = tf.constant(class_weights, dtype=tf.float32)
+    w = tf.gather(table, tf.clip_by_value(y, 0, k - 1)) * valid
+    if normalize == "weight_sum":
+        w = w * tf.math.divide_no_nan(tf.reduce_sum(valid), tf.reduce_sum(w))
+    return w
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    encoding: str,
+    num_classes: int,
+    class_weights: np.ndarray | None = None,
+    ignore_class: int | None = None,
+    normalize: str = "element",
+    shuffle: bool = False,
+    shuffle_buffer: int | None = None,
+    seed: int = 0,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Builds a batched, prefetched dataset yielding (x, labels) or (x, labels, sample_weight).
+
+    Batching comes before the label map so encoding and weighting run once per batch, vectorised.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer or len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def to_model_inputs(xb, yb):
+        labels = encode_labels(yb, encoding=encoding, num_classes=num_classes)
+        w = element_weights(yb, class_weights=class_weights, ignore_class=ignore_class, normalize=normalize)
+        return (xb, labels) if w is None else (xb, labels, w)
+
+    return ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,198 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+A mistyped key or a wrongly typed value fails at compose time, before TensorFlow is imported.
+Each YAML option in `conf/<group>/` starts from one of these schemas (`defaults: [base_<name>]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# ---------------------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    path: Optional[str] = None  # local file or folder for file-based data (Keras cache used when null)
+    limit: Optional[int] = None  # cap on training examples; null = all
+    val_fraction: float = 0.15  # share of the labelled pool held out for validation
+    test_fraction: float = 0.15  # used only where the source has no official test split
+    split_seed: int = 0  # fixed, so every variant sees the same split
+
+
+@dataclass
+class TextDataConfig(DataConfig):
+    seq_len: int = 100  # window length in bytes; targets are the window shifted by one
+    stride: int = 100  # step between window starts (== seq_len: non-overlapping windows)
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    num_examples: int = 2000
+    noise: float = 0.1  # share of labels drawn at random, so the task is learnable but not trivial
+
+
+# ---------------------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    head: str = "auto"  # auto: softmax over classes (linear when loss.from_logits); see models.HEADS
+
+
+@dataclass
+class MnistCnnConfig(ModelConfig):
+    conv1_filters: int = 32
+    conv2_filters: int = 64
+    dense_units: int = 128
+    dropout_conv: float = 0.25
+    dropout_dense: float = 0.5
+
+
+@dataclass
+class MlpConfig(ModelConfig):
+    hidden_units: list[int] = field(default_factory=lambda: [256, 128])
+    dropout: float = 0.2
+
+
+@dataclass
+class CharLstmConfig(ModelConfig):
+    embedding_dim: int = 512
+    lstm_units: int = 512
+    num_layers: int = 2
+
+
+@dataclass
+class MultiHeadConfig(ModelConfig):
+    embedding_dim: int = 32
+    hidden_units: int = 64
+    heads: str = "shared"  # shared: one Dense(H*K) reshaped to (H, K); separate: one Dense(K) per head
+
+
+# ---------------------------------------------------------------------------------------------------- loss
+@dataclass
+class LossConfig:
+    name: str = MISSING
+    from_logits: bool = False  # true: the model head is linear and the loss applies (log-)softmax itself
+    label_smoothing: float = 0.0
+    reduction: str = "sum_over_batch_size"  # or sum, none
+    _target_: Optional[str] = None  # a user's own loss: dotted path to any Keras-compatible callable
+
+
+@dataclass
+class FocalLossConfig(LossConfig):
+    gamma: float = 2.0
+    alpha: Optional[Any] = None  # null, a scalar, or one value per class
+
+
+@dataclass
+class WeightedBinaryLossConfig(LossConfig):
+    pos_weight: Any = 1.0  # scalar or one value per label
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+@dataclass
+class LabelsConfig:
+    encoding: str = "sparse"  # sparse: integer ids; one_hot: made per batch inside tf.data
+    ignore_class: Optional[int] = None  # the "n/a" label: zero loss and gradient, excluded from metrics
+
+
+# ---------------------------------------------------------------------------------------------------- weighting
+@dataclass
+class WeightingConfig:
+    scheme: str = "none"  # none, balanced, inverse_sqrt, effective_number, custom
+    normalize: str = "element"  # element: divide by element count (Keras); weight_sum: divide by sum of weights
+    beta: float = 0.999  # effective_number only (Cui et al. 2019)
+    weights: Optional[list[float]] = None  # custom only: one weight per class
+
+
+# ---------------------------------------------------------------------------------------------------- strategy
+@dataclass
+class StrategyConfig:
+    name: str = MISSING  # cpu, gpu, multi_gpu, tpu, multi_worker, auto
+    precision: str = "float32"  # float32, mixed_float16, mixed_bfloat16; the output head stays float32
+    jit_compile: bool = False  # XLA measured about 8x slower than plain TF for the seed CNN on CPU
+    steps_per_execution: int = 1
+    drop_remainder: bool = False  # static batch shapes, needed on TPU
+    tpu: Optional[str] = None  # TPU address for TPUClusterResolver ("" or "local" on a TPU VM)
+    num_devices: Optional[int] = None  # multi_gpu: how many GPUs (null = all)
+
+
+# ---------------------------------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # adadelta, rmsprop, adam, sgd
+    learning_rate: float = 0.001
+    momentum: float = 0.0  # sgd and rmsprop
+    clipnorm: Optional[float] = None
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainerConfig:
+    epochs: int = 12
+    batch_size: int = 128
+    seed: int = 0
+    deterministic: bool = False  # TF op determinism + fixed seeds: same numbers on every run
+    dry_run: bool = False  # compose, validate config and data, build the model, print a summary; no training
+    resume: str = "never"  # never, auto
+    verbose: str = "auto"  # auto: progress bar on a terminal, one line per epoch otherwise; or 0, 1, 2
+    shuffle_buffer: Optional[int] = None  # null = the whole training split
+
+
+# ---------------------------------------------------------------------------------------------------- tracking
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/outputs/mlflow.db
+    experiment: str = "xentlab"
+    run_name: Optional[str] = None  # null: <model>/<loss>/<labels>/<weighting>
+    log_model: bool = True
+    log_plots: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------- root
+@dataclass
+class TrainConfig:
+    data: Any = MISSING
+    model: Any = MISSING
+    loss: Any = MISSING
+    labels: Any = MISSING
+    weighting: Any = MISSING
+    strategy: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: Any = MISSING
+    tracking: Any = MISSING
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"base_data": DataConfig, "base_text": TextDataConfig, "base_synthetic": SyntheticDataConfig},
+    "model": {
+        "base_mnist_cnn": MnistCnnConfig,
+        "base_mlp": MlpConfig,
+        "base_char_lstm": CharLstmConfig,
+        "base_multi_head": MultiHeadConfig,
+    },
+    "loss": {
+        "base_loss": LossConfig,
+        "base_focal": FocalLossConfig,
+        "base_weighted_binary": WeightedBinaryLossConfig,
+    },
+    "labels": {"base_labels": LabelsConfig},
+    "weighting": {"base_weighting": WeightingConfig},
+    "strategy": {"base_strategy": StrategyConfig},
+    "optimizer": {"base_optimizer": OptimizerConfig},
+    "trainer": {"base_trainer": TrainerConfig},
+    "tracking": {"base_tracking": TrackingConfig},
+}
+
+
+def register_configs() -> None:
+    """Registers the root schema and one schema per group option base in Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_train", node=TrainConfig)
+    for group, nodes in SCHEMAS.items():
+        for name, node in nodes.items():
+            cs.store(group=group, name=name, node=node)

@@ -1,0 +1,244 @@
+"""`xentlab-train`: the only place that reads the whole config; it calls the builders and tracks the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from xentlab.schema import register_configs
+
+CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().parents[2] / "conf")
+CONTRACT_METRICS = ("loss", "accuracy", "auc")
+
+
+def main() -> None:
+    """Console entry point: quiet TF's C++ logs, register the schemas, hand over to Hydra."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    register_configs()
+    _hydra_entry()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def _hydra_entry(cfg: DictConfig) -> float | None:
+    return run(cfg)
+
+
+def launch_dir() -> Path:
+    """The directory the command was started from (Hydra may change the working directory)."""
+    try:
+        return Path(hydra.utils.get_original_cwd())
+    except ValueError:  # called outside a Hydra app (tests calling run() directly)
+        return Path.cwd()
+
+
+def run_name(config: dict[str, Any]) -> str:
+    """`<model>/<loss>/<labels>/<weighting>`, unless tracking.run_name is set."""
+    if config["tracking"]["run_name"]:
+        return config["tracking"]["run_name"]
+    return "/".join(
+        [config["model"]["name"], config["loss"]["name"], config["labels"]["encoding"],
+         config["weighting"]["scheme"]]
+    )
+
+
+def resolve_verbose(setting: str) -> int:
+    """Keras' progress bar on a terminal, one line per epoch otherwise (logs, CI, sweeps)."""
+    if setting == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    if setting not in ("0", "1", "2"):
+        raise ValueError(f"trainer.verbose must be auto, 0, 1 or 2, got {setting!r}")
+    return int(setting)
+
+
+@dataclass
+class Prepared:
+    """Everything built before training: hardware plan, checked data, datasets, compiled model."""
+
+    plan: Any
+    bundle: Any
+    train_ds: Any
+    val_ds: Any
+    test_ds: Any
+    model: Any
+    class_weights: Any
+    from_logits: bool
+
+
+def build_loss_from_config(loss_cfg: dict[str, Any], *, encoding: str, ignore_class: int | None):
+    """A user's own `loss._target_` callable, or one of xentlab.losses by `loss.name`."""
+    from xentlab.losses import build_loss
+
+    target = loss_cfg.get("_target_")
+    if target:
+        obj = hydra.utils.get_object(target)
+        return obj() if isinstance(obj, type) else obj
+    options = {k: v for k, v in loss_cfg.items() if k not in ("name", "_target_")}
+    return build_loss(loss_cfg["name"], encoding=encoding, ignore_class=ignore_class, **options)
+
+
+def prepare(config: dict[str, Any]) -> Prepared:
+    """Checks and builds everything in order: strategy, data, checks, datasets, then the model in scope."""
+    import keras
+    import tensorflow as tf
+
+    from xentlab import checks
+    from xentlab.data import load_data
+    from xentlab.labels import make_dataset
+    from xentlab.metrics import build_metrics
+    from xentlab.models import build_model, head_spec
+    from xentlab.optimizers import build_optimizer
+    from xentlab.strategy import build_strategy
+    from xentlab.weighting import class_weights, label_counts
+
+    trainer, labels, loss_cfg = config["trainer"], config["labels"], config["loss"]
+    keras.backend.clear_session()  # jobs in one process (sweeps, tests) must not share layers or names
+    keras.utils.set_random_seed(trainer["seed"])
+    if trainer["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    strategy_cfg = {k: v for k, v in config["strategy"].items() if k != "name"}
+    plan = build_strategy(config["strategy"]["name"], **strategy_cfg)
+
+    data_cfg = {k: v for k, v in config["data"].items() if k != "name"}
+    bundle = load_data(config["data"]["name"], **data_cfg)
+    ignore_class, encoding = labels["ignore_class"], labels["encoding"]
+    bundle = checks.check_bundle(bundle, ignore_class=ignore_class)
+    checks.check_loss_and_labels(loss=loss_cfg["name"], encoding=encoding, num_classes=bundle.num_classes)
+    checks.check_batch(batch_size=trainer["batch_size"], replicas=plan.replicas, train_size=len(bundle.x_train))
+
+    weighting = config["weighting"]
+    weights = class_weights(
+        label_counts(bundle.y_train, bundle.num_classes, ignore_class), weighting["scheme"],
+        beta=weighting["beta"], weights=weighting["weights"],
+    )
+    common = {
+        "batch_size": trainer["batch_size"], "encoding": encoding, "num_classes": bundle.num_classes,
+        "ignore_class": ignore_class, "drop_remainder": plan.drop_remainder,
+    }
+    train_ds = make_dataset(
+        bundle.x_train, bundle.y_train, class_weights=weights, normalize=weighting["normalize"], shuffle=True,
+        shuffle_buffer=trainer["shuffle_buffer"], seed=trainer["seed"], **common,
+    )
+    # Validation and test losses stay unweighted, so variants with different weightings compare on one scale.
+    val_ds = make_dataset(bundle.x_val, bundle.y_val, **common)
+    test_ds = make_dataset(bundle.x_test, bundle.y_test, **common)
+
+    from_logits = bool(loss_cfg["from_logits"])
+    model_cfg = {k: v for k, v in config["model"].items() if k not in ("name", "head")}
+    with plan.strategy.scope():
+        model = build_model(
+            config["model"]["name"], input_shape=bundle.input_shape, num_classes=bundle.num_classes,
+            loss=loss_cfg["name"], from_logits=from_logits, **model_cfg,
+        )
+        units, _ = head_spec(loss=loss_cfg["name"], from_logits=from_logits, num_classes=bundle.num_classes)
+        head = model.layers[-1]
+        checks.check_model_output(
+            output_shape=tuple(model.output_shape), label_shape=bundle.y_train.shape[1:], units=units,
+            num_classes=bundle.num_classes, head_activation=getattr(head.activation, "__name__", None),
+            head_dtype=head.compute_dtype, from_logits=from_logits, single_unit=units == 1,
+        )
+        model.compile(
+            optimizer=build_optimizer(config["optimizer"]["name"], **{
+                k: v for k, v in config["optimizer"].items() if k != "name"}),
+            loss=build_loss_from_config(loss_cfg, encoding=encoding, ignore_class=ignore_class),
+            metrics=build_metrics(
+                bundle.num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class
+            ),
+            jit_compile=plan.jit_compile,
+            steps_per_execution=plan.steps_per_execution,
+        )
+    return Prepared(plan, bundle, train_ds, val_ds, test_ds, model, weights, from_logits)
+
+
+def log_prepared(prepared: Prepared, config: dict[str, Any]) -> None:
+    """Params and artifacts known before training: hardware, split sizes, class weights, resolved config."""
+    import mlflow
+
+    from xentlab.tracking import mask_config
+
+    params = dict(prepared.plan.params())
+    params.update({f"data.{split}_size": str(n) for split, n in prepared.bundle.sizes().items()})
+    params["data.num_classes"] = str(prepared.bundle.num_classes)
+    if prepared.class_weights is not None:
+        weights = [round(float(w), 6) for w in prepared.class_weights]
+        params["weighting.class_weights"] = json.dumps(weights)
+        mlflow.log_dict(
+            {"class_names": prepared.bundle.class_names, "class_weights": weights}, "class_weights.json"
+        )
+    mlflow.log_params(params)
+    mlflow.log_text(OmegaConf.to_yaml(mask_config(config)), "config.yaml")
+    try:
+        overrides = hydra.core.hydra_config.HydraConfig.get().overrides.task
+        mlflow.log_text(OmegaConf.to_yaml(list(overrides)), "overrides.yaml")
+    except ValueError:  # not launched through Hydra
+        pass
+
+
+def train_and_evaluate(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
+    """Fits with validation, logs per-epoch metrics, evaluates on the test split and logs `test_*`."""
+    import mlflow
+
+    from xentlab.tracking import EpochLogger
+
+    trainer = config["trainer"]
+    history = prepared.model.fit(
+        prepared.train_ds,
+        validation_data=prepared.val_ds,
+        epochs=trainer["epochs"],
+        verbose=resolve_verbose(str(trainer["verbose"])),
+        callbacks=[EpochLogger(samples_per_epoch=len(prepared.bundle.x_train))],
+    )
+    test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
+    test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
+    mlflow.log_metrics(test_metrics)
+    print("test: " + "  ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()), flush=True)
+    return {"val_loss": float(history.history["val_loss"][-1]), **test_metrics}
+
+
+def log_model(prepared: Prepared) -> None:
+    """The trained model with an input/output signature and pinned requirements (no slow inference)."""
+    import keras
+    import mlflow
+    import numpy as np
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    sample = prepared.bundle.x_val[:4]
+    signature = infer_signature(sample, np.asarray(prepared.model.predict(sample, verbose=0)))
+    mlflow.keras.log_model(
+        prepared.model, name="model", signature=signature,
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Trains one job described by `cfg`; returns the final validation loss (None for a dry run)."""
+    from xentlab.tracking import flatten_params, resolve_tracking_uri, setup_experiment, tracked_run
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if config["trainer"]["dry_run"]:
+        prepared = prepare(config)
+        prepared.model.summary()
+        print(f"dry run: config and data valid; splits {prepared.bundle.sizes()}; nothing trained or logged")
+        return None
+
+    tracking = config["tracking"]
+    uri = resolve_tracking_uri(tracking["uri"], launch_dir())
+    experiment_id = setup_experiment(uri, tracking["experiment"])
+    with tracked_run(experiment_id=experiment_id, run_name=run_name(config), params=flatten_params(config)):
+        prepared = prepare(config)
+        log_prepared(prepared, config)
+        results = train_and_evaluate(prepared, config)
+        if tracking["log_model"]:
+            log_model(prepared)
+    return results["val_loss"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Shared fixtures: a real SQLite MLflow store under tmp_path, real Hydra composition, tiny data files."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+# Small and fast: every end-to-end case trains on at most this many examples, for one epoch.
+TINY = ["trainer.epochs=1", "trainer.batch_size=32", "data.limit=96", "tracking.log_model=false"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A fresh SQLite tracking URI under tmp_path."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def compose(overrides: list[str]):
+    """Composes conf/train.yaml with `overrides` through Hydra's compose API (the real config tree)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from xentlab.schema import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """Runs `xentlab-train ARGS` in a subprocess, as a user would."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-c", "from xentlab.train import main; main()", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def runs_of(uri: str, experiment: str = "xentlab"):
+    """All runs of `experiment` in the store at `uri`, newest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+
+
+@pytest.fixture(scope="session")
+def mnist_npz(tmp_path_factory) -> Path:
+    """A tiny file in Keras' mnist.npz layout: 28x28 uint8 images whose class sets a bright row."""
+    rng = np.random.default_rng(0)
+
+    def images(labels):
+        x = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.uint8)
+        for i, c in enumerate(labels):
+            x[i, 2 + 2 * c, :] = 255  # learnable: one bright row per class
+        return x
+
+    y_train, y_test = rng.integers(0, 10, 300).astype(np.uint8), rng.integers(0, 10, 60).astype(np.uint8)
+    path = tmp_path_factory.mktemp("keras") / "mnist.npz"
+    np.savez(path, x_train=images(y_train), y_train=y_train, x_test=images(y_test), y_test=y_test)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory, mnist_npz: Path) -> Path:
+    """The same tiny images as Keras' four fashion-mnist idx .gz files."""
+    folder = tmp_path_factory.mktemp("fashion-mnist")
+    with np.load(mnist_npz) as f:
+        parts = {"train": (f["x_train"], f["y_train"]), "t10k": (f["x_test"], f["y_test"])}
+    for prefix, (x, y) in parts.items():
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as out:
+            out.write(b"\0" * 8 + y.tobytes())
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as out:
+            out.write(b"\0" * 16 + x.tobytes())
+    return folder

@@ -1,0 +1,162 @@
+"""End to end: real Hydra composition, real TensorFlow training on tiny data, a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import CONF_DIR, TINY, compose, run_cli, runs_of
+
+CONTRACT = ["loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "test_loss", "test_accuracy", "test_auc"]
+
+
+def test_cli_trains_and_logs_the_contract(tmp_path, store):
+    result = run_cli(
+        ["trainer.epochs=2", "data.limit=400", f"tracking.uri={store}", "strategy=cpu"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    (run,) = runs_of(store)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "mnist_cnn/crossentropy/sparse/none"
+    assert set(CONTRACT) <= set(run.data.metrics)
+    client = MlflowClient(store)
+    val_loss = client.get_metric_history(run.info.run_id, "val_loss")
+    assert sorted(m.step for m in val_loss) == [0, 1]
+    assert run.data.metrics["test_accuracy"] > 0.3  # chance is 0.1 on ten classes
+    assert run.data.metrics["test_auc"] > 0.6  # chance is 0.5
+    params = run.data.params
+    assert params["loss.from_logits"] == "False" and params["labels.encoding"] == "sparse"
+    assert params["hardware.strategy"] == "cpu" and params["data.train_size"] == "400"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "overrides.yaml", "model_summary.txt", "model"} <= artifacts
+    # The tracking URI was absolute: nothing was written into Hydra's job directory or the cwd.
+    assert not list(tmp_path.glob("outputs/**/mlflow.db")) and not (tmp_path / "mlruns").exists()
+
+
+def test_default_store_is_absolute_under_the_launch_directory(tmp_path):
+    result = run_cli(TINY + ["data=digits", "model=mlp"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    db = tmp_path / "outputs" / "mlflow.db"
+    assert db.is_file()
+    (run,) = runs_of(f"sqlite:///{db}")
+    assert run.info.artifact_uri.startswith((tmp_path / "outputs" / "mlartifacts").as_uri())
+
+
+# ------------------------------------------------------------------------------------------ option matrix
+def _companions(group: str, option: str, mnist_npz, fashion_dir) -> list[str]:
+    """Extra overrides an option needs to train here (files for file-based data)."""
+    return {
+        ("data", "mnist"): [f"data.path={mnist_npz}", "model=mlp"],
+        ("data", "fashion_mnist"): [f"data.path={fashion_dir}", "model=mlp"],
+    }.get((group, option), [])
+
+
+UNAVAILABLE_HERE = {("strategy", "gpu"), ("strategy", "multi_gpu"), ("strategy", "tpu"), ("strategy", "multi_worker")}
+MATRIX = [
+    (g, f.stem)
+    for g in ("data", "model", "loss", "labels", "weighting", "strategy", "optimizer", "trainer", "tracking")
+    for f in sorted((CONF_DIR / g).glob("*.yaml"))
+    if (g, f.stem) not in UNAVAILABLE_HERE
+]
+
+
+@pytest.mark.parametrize(("group", "option"), MATRIX, ids=[f"{g}={o}" for g, o in MATRIX])
+def test_every_option_trains_one_short_epoch(group, option, store, mnist_npz, fashion_dir):
+    from xentlab.train import run
+
+    overrides = [*TINY, f"tracking.uri={store}", f"{group}={option}", *_companions(group, option, mnist_npz, fashion_dir)]
+    val_loss = run(compose(overrides))
+    assert np.isfinite(val_loss)
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FINISHED"
+    assert {"loss", "accuracy", "auc", "val_auc", "test_auc"} <= set(logged.data.metrics)
+
+
+def test_sparse_and_one_hot_give_the_same_loss_on_the_same_batch():
+    import keras
+
+    from xentlab.train import prepare
+
+    losses = {}
+    for encoding in ("sparse", "one_hot"):
+        config = _container([*TINY, f"labels={encoding}", "strategy=cpu"])
+        prepared = prepare(config)
+        x, y = next(iter(prepared.val_ds))
+        keras.utils.set_random_seed(0)
+        probs = prepared.model(x, training=False)
+        losses[encoding] = float(prepared.model.loss(y, probs))
+        assert y.shape == ((32,) if encoding == "sparse" else (32, 10))
+    assert losses["sparse"] == pytest.approx(losses["one_hot"], abs=1e-6)
+
+
+def _container(overrides):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose(overrides), resolve=True)
+
+
+# ------------------------------------------------------------------------------------------ failures
+def test_missing_mnist_file_fails_the_run_with_a_clear_error(tmp_path, store):
+    from xentlab.data import DataError
+    from xentlab.train import run
+
+    with pytest.raises(DataError, match=r"data.path=.*does not exist"):
+        run(compose([*TINY, f"tracking.uri={store}", "data=mnist", f"data.path={tmp_path / 'nope.npz'}"]))
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FAILED"
+    assert "data.path" in logged.data.tags["xentlab.error"]
+    assert not logged.data.metrics
+
+
+def test_mnist_offline_without_cache_names_the_file_and_data_path(tmp_path, monkeypatch):
+    from xentlab.data import DataError, images
+
+    monkeypatch.setattr(images, "KERAS_CACHE", tmp_path)
+
+    def offline():
+        raise OSError("network unreachable")
+
+    with pytest.raises(DataError, match=r"mnist\.npz.*data\.path="):
+        images._mnist_format("mnist", None, tmp_path / "mnist.npz", images._read_mnist_npz, offline, 0.1, 0)
+
+
+def test_out_of_range_labels_fail_before_training(tmp_path, store):
+    bad = tmp_path / "bad.npz"
+    x = np.zeros((50, 28, 28), np.uint8)
+    np.savez(bad, x_train=x, y_train=np.full(50, 12), x_test=x[:10], y_test=np.zeros(10, np.int64))
+    result = run_cli([*TINY, f"tracking.uri={store}", "data=mnist", f"data.path={bad}", "model=mlp"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "labels out of range" in result.stderr
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FAILED" and "out of range" in logged.data.tags["xentlab.error"]
+    assert not logged.data.metrics
+
+
+def test_ctrl_c_marks_the_run_killed(tmp_path, store):
+    env_args = ["trainer.epochs=200", "data.limit=400", f"tracking.uri={store}", "trainer.verbose=2"]
+    cmd = [sys.executable, "-c", "from xentlab.train import main; main()", *env_args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    for line in proc.stdout:  # wait for the first epoch line, then interrupt mid-training
+        if "val_loss" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    (logged,) = runs_of(store)
+    assert logged.info.status == "KILLED"
+    assert "KeyboardInterrupt" in logged.data.tags["xentlab.error"]
+
+
+def test_dry_run_validates_and_builds_without_logging(tmp_path, store):
+    result = run_cli(["trainer.dry_run=true", f"tracking.uri={store}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dry run: config and data valid" in result.stdout
+    assert "Total params" in result.stdout
+    assert runs_of(store) == []
