@@ -12,10 +12,30 @@ import keras
 from keras import layers
 
 SINGLE_UNIT_LOSSES = ("binary",)  # one sigmoid unit for 2-class data
+HEADS = ("auto", "softmax2", "sigmoid1")
+
+
+def resolve_loss_kind(loss: str, head: str, num_classes: int) -> str:
+    """The loss a head implies: cross-entropy on one sigmoid unit is binary cross-entropy.
+
+    model.head=sigmoid1 with loss=crossentropy trains with loss=binary, so the seed's "2 softmax units vs
+    1 sigmoid" comparison is the single override model.head=softmax2|sigmoid1.
+    """
+    if head not in HEADS:
+        raise ValueError(f"model.head must be one of {HEADS}, got {head!r}")
+    if head != "auto" and num_classes != 2:
+        raise ValueError(
+            f"model.head={head} is for 2-class data, the data has {num_classes} classes; set model.head=auto"
+        )
+    if head == "sigmoid1" and loss == "crossentropy":
+        return "binary"
+    if head == "softmax2" and loss in SINGLE_UNIT_LOSSES:
+        raise ValueError(f"model.head=softmax2 needs a softmax loss, got loss={loss}; use loss=crossentropy")
+    return loss
 
 
 def head_spec(*, loss: str, from_logits: bool, num_classes: int) -> tuple[int, str | None]:
-    """Returns (units, activation) of the output layer for a loss and class count."""
+    """Returns (units, activation) of the output layer for a loss kind and class count."""
     if loss in SINGLE_UNIT_LOSSES:
         return 1, None if from_logits else "sigmoid"
     if loss == "weighted_binary":
@@ -77,7 +97,90 @@ def mlp(
     return keras.Sequential([*stack, _head(units, activation)], name="mlp")
 
 
-MODELS: dict[str, Callable[..., keras.Model]] = {"mnist_cnn": mnist_cnn, "mlp": mlp}
+def char_lstm(
+    input_shape: tuple[int, ...],
+    units: int,
+    activation: str | None,
+    *,
+    embedding_dim: int = 512,
+    lstm_units: int = 512,
+    num_layers: int = 2,
+    vocab_size: int | None = None,
+    batch_size: int | None = None,
+    stateful: bool = False,
+    **_: Any,
+) -> keras.Model:
+    """The seed's language model: Embedding, stacked LSTMs returning sequences, time-distributed head.
+
+    Output (batch, seq_len, units). Generation builds a stateful copy (batch 5, seq_len 1) with the same
+    weights; see xentlab.generate.
+    """
+    source = keras.Input(shape=input_shape, batch_size=batch_size, dtype="int32", name="seed")
+    h = layers.Embedding(vocab_size or units, embedding_dim, name="embedding")(source)
+    for i in range(num_layers):
+        h = layers.LSTM(lstm_units, return_sequences=True, stateful=stateful, name=f"lstm_{i + 1}")(h)
+    out = layers.TimeDistributed(
+        layers.Dense(units, activation=activation, dtype="float32"), dtype="float32", name="head"
+    )(h)
+    return keras.Model(source, out, name="char_lstm")
+
+
+def multi_head(
+    input_shape: tuple[int, ...],
+    units: int,
+    activation: str | None,
+    *,
+    num_heads: int = 1,
+    vocab_size: int | None = None,
+    embedding_dim: int = 32,
+    hidden_units: int = 64,
+    heads: str = "shared",
+    **_: Any,
+) -> keras.Model:
+    """Token sequence -> `num_heads` classifications, output (batch, num_heads, units).
+
+    heads="shared": one Dense(num_heads * units) reshaped to (num_heads, units), the seed's 18 -> (3, 6).
+    heads="separate": one Dense(units) per head, stacked. Either way the sparse loss sees labels
+    (batch, num_heads) and averages over every (example, head) element, i.e. the heads' losses added up and
+    divided by num_heads.
+    """
+    if heads not in ("shared", "separate"):
+        raise ValueError(f"model.heads must be shared or separate, got {heads!r}")
+    source = keras.Input(shape=input_shape, dtype="int32", name="tokens")
+    h = layers.Embedding(vocab_size or 1000, embedding_dim, name="embedding")(source)
+    h = layers.Flatten()(h)  # keeps token positions, so each head can read its own period
+    h = layers.Dense(hidden_units, activation="relu")(h)
+    if heads == "shared":
+        logits = layers.Dense(num_heads * units, dtype="float32", name="heads")(h)
+        logits = layers.Reshape((num_heads, units), dtype="float32")(logits)
+    else:
+        per_head = [
+            layers.Reshape((1, units), dtype="float32")(layers.Dense(units, dtype="float32", name=f"head{i}")(h))
+            for i in range(num_heads)
+        ]
+        logits = layers.Concatenate(axis=1, dtype="float32")(per_head) if num_heads > 1 else per_head[0]
+    out = layers.Activation(activation or "linear", dtype="float32", name="head")(logits)
+    return keras.Model(source, out, name=f"multi_head_{heads}")
+
+
+MODELS: dict[str, Callable[..., keras.Model]] = {
+    "mnist_cnn": mnist_cnn,
+    "mlp": mlp,
+    "char_lstm": char_lstm,
+    "multi_head": multi_head,
+}
+
+
+def head_layer(model: keras.Model) -> layers.Layer:
+    """The layer that applies the output activation (unwrapping TimeDistributed)."""
+    last = model.layers[-1]
+    return getattr(last, "layer", last)
+
+
+def head_activation(model: keras.Model) -> str | None:
+    """softmax, sigmoid, or None for a linear head."""
+    name = getattr(getattr(head_layer(model), "activation", None), "__name__", None)
+    return None if name in (None, "linear") else name
 
 
 def build_model(
@@ -89,7 +192,16 @@ def build_model(
     from_logits: bool = False,
     **arch: Any,
 ) -> keras.Model:
-    """Builds model `name` with a head that fits the loss (see head_spec) and architecture knobs `arch`."""
+    """Builds model `name` with a head that fits the loss (see head_spec).
+
+    Args:
+        name: a key of MODELS.
+        input_shape: one example's input shape (from the data).
+        num_classes: classes per output position (from the data).
+        loss: loss kind, for the head's width and activation.
+        from_logits: linear head when true.
+        **arch: the model's architecture knobs plus data facts some models need (vocab_size, num_heads).
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
     units, activation = head_spec(loss=loss, from_logits=from_logits, num_classes=num_classes)

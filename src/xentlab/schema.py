@@ -31,16 +31,27 @@ class TextDataConfig(DataConfig):
 
 
 @dataclass
-class SyntheticDataConfig(DataConfig):
+class ImbalancedDataConfig(DataConfig):
+    class_counts: list[int] = field(default_factory=lambda: [198, 436, 710, 272])  # the seed's A/B/C/D
+    num_features: int = 16
+    separation: float = 1.2  # spread of class centres, in units of the within-class std
+
+
+@dataclass
+class PeriodsDataConfig(DataConfig):
     num_examples: int = 2000
-    noise: float = 0.1  # share of labels drawn at random, so the task is learnable but not trivial
+    num_periods: int = 3
+    num_categories: int = 6
+    tokens_per_period: int = 20
+    vocab_size: int = 300
+    noise: float = 0.1  # share of labels redrawn at random, so the task is learnable but not trivial
 
 
 # ---------------------------------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    head: str = "auto"  # auto: softmax over classes (linear when loss.from_logits); see models.HEADS
+    head: str = "auto"  # auto: fits the loss; softmax2 / sigmoid1 for 2-class data (see models.head_spec)
 
 
 @dataclass
@@ -168,7 +179,8 @@ class TrainConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"base_data": DataConfig, "base_text": TextDataConfig, "base_synthetic": SyntheticDataConfig},
+    "data": {"base_data": DataConfig, "base_text": TextDataConfig, "base_imbalanced": ImbalancedDataConfig,
+             "base_periods": PeriodsDataConfig},
     "model": {
         "base_mnist_cnn": MnistCnnConfig,
         "base_mlp": MlpConfig,

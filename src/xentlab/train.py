@@ -92,7 +92,7 @@ def prepare(config: dict[str, Any]) -> Prepared:
     from xentlab.data import load_data
     from xentlab.labels import make_dataset
     from xentlab.metrics import build_metrics
-    from xentlab.models import build_model, head_spec
+    from xentlab.models import build_model, head_activation, head_layer, head_spec, resolve_loss_kind
     from xentlab.optimizers import build_optimizer
     from xentlab.strategy import build_strategy
     from xentlab.weighting import class_weights, label_counts
@@ -109,7 +109,8 @@ def prepare(config: dict[str, Any]) -> Prepared:
     bundle = load_data(config["data"]["name"], **data_cfg)
     ignore_class, encoding = labels["ignore_class"], labels["encoding"]
     bundle = checks.check_bundle(bundle, ignore_class=ignore_class)
-    checks.check_loss_and_labels(loss=loss_cfg["name"], encoding=encoding, num_classes=bundle.num_classes)
+    loss_kind = resolve_loss_kind(loss_cfg["name"], config["model"]["head"], bundle.num_classes)
+    checks.check_loss_and_labels(loss=loss_kind, encoding=encoding, num_classes=bundle.num_classes)
     checks.check_batch(batch_size=trainer["batch_size"], replicas=plan.replicas, train_size=len(bundle.x_train))
 
     weighting = config["weighting"]
@@ -131,22 +132,24 @@ def prepare(config: dict[str, Any]) -> Prepared:
 
     from_logits = bool(loss_cfg["from_logits"])
     model_cfg = {k: v for k, v in config["model"].items() if k not in ("name", "head")}
+    data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
+    if bundle.y_train.ndim == 2:
+        data_facts["num_heads"] = bundle.y_train.shape[1]
     with plan.strategy.scope():
         model = build_model(
             config["model"]["name"], input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-            loss=loss_cfg["name"], from_logits=from_logits, **model_cfg,
+            loss=loss_kind, from_logits=from_logits, **data_facts, **model_cfg,
         )
-        units, _ = head_spec(loss=loss_cfg["name"], from_logits=from_logits, num_classes=bundle.num_classes)
-        head = model.layers[-1]
+        units, _ = head_spec(loss=loss_kind, from_logits=from_logits, num_classes=bundle.num_classes)
         checks.check_model_output(
             output_shape=tuple(model.output_shape), label_shape=bundle.y_train.shape[1:], units=units,
-            num_classes=bundle.num_classes, head_activation=getattr(head.activation, "__name__", None),
-            head_dtype=head.compute_dtype, from_logits=from_logits, single_unit=units == 1,
+            num_classes=bundle.num_classes, head_activation=head_activation(model),
+            head_dtype=head_layer(model).compute_dtype, from_logits=from_logits, single_unit=units == 1,
         )
         model.compile(
             optimizer=build_optimizer(config["optimizer"]["name"], **{
                 k: v for k, v in config["optimizer"].items() if k != "name"}),
-            loss=build_loss_from_config(loss_cfg, encoding=encoding, ignore_class=ignore_class),
+            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, encoding=encoding, ignore_class=ignore_class),
             metrics=build_metrics(
                 bundle.num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class
             ),

@@ -6,11 +6,18 @@ from typing import Any, Callable
 
 from xentlab.data.bundle import DataBundle, DataError, limit_training
 from xentlab.data.images import load_digits, load_fashion_mnist, load_mnist
+from xentlab.data.tabular import load_breast_cancer, load_imbalanced, load_periods
+from xentlab.data.text import load_shakespeare, load_text
 
 DATA_SOURCES: dict[str, Callable[..., DataBundle]] = {
     "digits": load_digits,
     "mnist": load_mnist,
     "fashion_mnist": load_fashion_mnist,
+    "breast_cancer": load_breast_cancer,
+    "imbalanced": load_imbalanced,
+    "periods": load_periods,
+    "shakespeare": load_shakespeare,
+    "text": load_text,
 }
 
 
