@@ -102,10 +102,10 @@ def check_model_output(
             f"the model head has {output_shape[-1]} units but the data has {num_classes} classes "
             f"(expected {units}); the last layer must be Dense({units})"
         )
-    if len(output_shape) - 1 != len(label_shape):
+    if len(output_shape) - 2 != len(label_shape):  # output: (batch, *label_shape, units)
         raise CheckError(
-            f"model output shape {output_shape} needs labels of shape {output_shape[:-1]}, "
-            f"got labels of shape {label_shape}; check the data source and model"
+            f"model output shape {output_shape} needs per-example labels of shape {output_shape[1:-1]}, "
+            f"got per-example labels of shape {label_shape}; check that data= and model= go together"
         )
     if head_dtype != "float32":
         raise CheckError(

@@ -74,6 +74,9 @@ class CharLstmConfig(ModelConfig):
     embedding_dim: int = 512
     lstm_units: int = 512
     num_layers: int = 2
+    sample_prompt: str = "ROMEO:"  # generation after training: five streams from this prompt
+    sample_length: int = 300  # bytes per stream
+    sample_temperature: float = 0.8
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,7 @@ def prepare(config: dict[str, Any]) -> Prepared:
     test_ds = make_dataset(bundle.x_test, bundle.y_test, **common)
 
     from_logits = bool(loss_cfg["from_logits"])
-    model_cfg = {k: v for k, v in config["model"].items() if k not in ("name", "head")}
+    model_cfg = {k: v for k, v in config["model"].items() if k not in ("name", "head") and not k.startswith("sample_")}
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
     if bundle.y_train.ndim == 2:
         data_facts["num_heads"] = bundle.y_train.shape[1]
@@ -183,7 +184,7 @@ def log_prepared(prepared: Prepared, config: dict[str, Any]) -> None:
         pass
 
 
-def train_and_evaluate(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
+def train_and_evaluate(prepared: Prepared, config: dict[str, Any]) -> tuple[dict[str, float], dict]:
     """Fits with validation, logs per-epoch metrics, evaluates on the test split and logs `test_*`."""
     import mlflow
 
@@ -194,6 +195,7 @@ def train_and_evaluate(prepared: Prepared, config: dict[str, Any]) -> dict[str, 
         prepared.train_ds,
         validation_data=prepared.val_ds,
         epochs=trainer["epochs"],
+        shuffle=False,  # the training dataset reshuffles itself every epoch
         verbose=resolve_verbose(str(trainer["verbose"])),
         callbacks=[EpochLogger(samples_per_epoch=len(prepared.bundle.x_train))],
     )
@@ -201,7 +203,49 @@ def train_and_evaluate(prepared: Prepared, config: dict[str, Any]) -> dict[str, 
     test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
     mlflow.log_metrics(test_metrics)
     print("test: " + "  ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()), flush=True)
-    return {"val_loss": float(history.history["val_loss"][-1]), **test_metrics}
+    return {"val_loss": float(history.history["val_loss"][-1]), **test_metrics}, history.history
+
+
+def log_evaluation(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]]) -> None:
+    """Plots and the per-class report on the test split; per-class recall as `test_recall_<class>` metrics."""
+    import tempfile
+
+    import mlflow
+    import numpy as np
+
+    from xentlab.plots import write_evaluation
+
+    outputs = np.asarray(prepared.model.predict(prepared.bundle.x_test, batch_size=256, verbose=0))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_evaluation(
+            Path(tmp), y=prepared.bundle.y_test, outputs=outputs, from_logits=prepared.from_logits,
+            class_names=prepared.bundle.class_names, ignore_class=config["labels"]["ignore_class"],
+            history=history,
+        )
+        report = json.loads((Path(tmp) / "per_class.json").read_text())
+        mlflow.log_artifacts(tmp, "evaluation")
+    if prepared.bundle.num_classes <= 12:
+        recalls = {}
+        for head, classes in report.items():
+            suffix = "" if head == "all" else f"_{head}"
+            recalls.update({f"test_recall_{name}{suffix}": v["recall"] for name, v in classes.items()})
+        mlflow.log_metrics({re.sub(r"[^\w\-. /]", "_", k): v for k, v in recalls.items()})
+
+
+def log_generated_text(prepared: Prepared, config: dict[str, Any]) -> None:
+    """For language models: five streams sampled from the stateful copy, as `generated.txt`."""
+    import mlflow
+
+    from xentlab.generate import generate
+
+    model_cfg = config["model"]
+    streams = generate(
+        prepared.model, model_cfg["sample_prompt"], model_cfg["sample_length"], model_cfg["sample_temperature"],
+        seed=config["trainer"]["seed"],
+    )
+    text = "\n\n".join(f"--- stream {i}\n{t}" for i, t in enumerate(streams))
+    mlflow.log_text(text, "generated.txt")
+    print(text, flush=True)
 
 
 def log_model(prepared: Prepared) -> None:
@@ -237,7 +281,11 @@ def run(cfg: DictConfig) -> float | None:
     with tracked_run(experiment_id=experiment_id, run_name=run_name(config), params=flatten_params(config)):
         prepared = prepare(config)
         log_prepared(prepared, config)
-        results = train_and_evaluate(prepared, config)
+        results, history = train_and_evaluate(prepared, config)
+        if tracking["log_plots"]:
+            log_evaluation(prepared, config, history)
+        if config["model"]["name"] == "char_lstm":
+            log_generated_text(prepared, config)
         if tracking["log_model"]:
             log_model(prepared)
     return results["val_loss"]
