@@ -22,6 +22,7 @@ def stateful_copy(model, batch_size: int = STREAMS):
 
     config = copy.deepcopy(model.get_config())
     for layer in config["layers"]:
+        layer.pop("build_config", None)  # recorded shapes hold the training batch and window; rebuild instead
         if layer["class_name"] == "InputLayer":
             layer["config"]["batch_shape"] = [batch_size, 1]
         if "stateful" in layer["config"]:

@@ -39,8 +39,42 @@ def launch_dir() -> Path:
         return Path.cwd()
 
 
-def run_name(config: dict[str, Any]) -> str:
-    """`<model>/<loss>/<labels>/<weighting>`, unless tracking.run_name is set."""
+def sweep_job() -> dict[str, Any] | None:
+    """For a job of a multirun sweep: its parent run, sweep id and the overrides that vary; else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from xentlab.sweep import read_sweep_file
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hc = HydraConfig.get()
+    info = read_sweep_file(hc.sweep.dir)
+    if info is None:
+        return None
+    varying = [o for o in hc.overrides.task if o.partition("=")[0].lstrip("+~") in info["varying"]]
+    return {**info, "name": ",".join(varying) or f"job{hc.job.num}"}
+
+
+def run_tags(config: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, str]:
+    """Parent-run link (explicit tracking.parent_run_id, else the sweep's) and the sweep id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from xentlab.sweep import SWEEP_TAG
+
+    tags = {}
+    parent = config["tracking"]["parent_run_id"] or (sweep or {}).get("parent_run_id")
+    if parent:
+        tags[MLFLOW_PARENT_RUN_ID] = parent
+    if sweep:
+        tags[SWEEP_TAG] = sweep["sweep_id"]
+    return tags
+
+
+def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
+    """tracking.run_name if set; in a sweep the overrides that vary; else `<model>/<loss>/<labels>/<weighting>`."""
+    if sweep:
+        return sweep["name"]
     if config["tracking"]["run_name"]:
         return config["tracking"]["run_name"]
     return "/".join(
@@ -278,7 +312,11 @@ def run(cfg: DictConfig) -> float | None:
     tracking = config["tracking"]
     uri = resolve_tracking_uri(tracking["uri"], launch_dir())
     experiment_id = setup_experiment(uri, tracking["experiment"])
-    with tracked_run(experiment_id=experiment_id, run_name=run_name(config), params=flatten_params(config)):
+    sweep = sweep_job()
+    with tracked_run(
+        experiment_id=experiment_id, run_name=run_name(config, sweep), params=flatten_params(config),
+        tags=run_tags(config, sweep),
+    ):
         prepared = prepare(config)
         log_prepared(prepared, config)
         results, history = train_and_evaluate(prepared, config)

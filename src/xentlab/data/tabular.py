@@ -36,7 +36,7 @@ def load_breast_cancer(val_fraction: float, test_fraction: float, split_seed: in
 
 def load_imbalanced(
     val_fraction: float, test_fraction: float, split_seed: int, class_counts: list[int],
-    num_features: int = 16, separation: float = 1.2, **_: object,
+    num_features: int = 16, separation: float = 0.4, **_: object,
 ) -> DataBundle:
     """Gaussian classes with the seed's counts (198 / 436 / 710 / 272 by default), overlapping enough that the
     majority class wins ties, so class weighting visibly moves minority-class recall."""
