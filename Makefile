@@ -10,7 +10,7 @@ PORT   ?= 5000
 STORE  := sqlite:///$(CURDIR)/outputs/mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install train ui test test-all lint clean
+.PHONY: help install train sweep compare ui test test-all bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml
 
 train: install ## train the default experiment (seed CNN on digits); extra overrides in ARGS="..."
 	$(BIN)/xentlab-train $(ARGS)
+
+sweep: install ## run a sweep preset from conf/sweep/ (SWEEP=losses|weighting|seeds|hardware) and its report
+	$(BIN)/xentlab-train +sweep=$(SWEEP) $(ARGS)
+
+compare: install ## comparison report of the latest sweep (terminal + outputs/reports/)
+	$(BIN)/xentlab-compare $(ARGS)
 
 ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db
 	mkdir -p outputs

@@ -80,4 +80,8 @@ def make_dataset(
         w = element_weights(yb, class_weights=class_weights, ignore_class=ignore_class, normalize=normalize)
         return (xb, labels) if w is None else (xb, labels, w)
 
-    return ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # In-memory arrays have no files to shard: multi-worker runs shard by element (each worker a 1/n share).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options)

@@ -133,6 +133,8 @@ class StrategyConfig:
     drop_remainder: bool = False  # static batch shapes, needed on TPU
     tpu: Optional[str] = None  # TPU address for TPUClusterResolver ("" or "local" on a TPU VM)
     num_devices: Optional[int] = None  # multi_gpu: how many GPUs (null = all)
+    tpu_timeout_s: float = 30.0  # tpu: give up on a remote TPU after this long
+    logical_devices: int = 2  # multi_cpu: logical CPU devices for MirroredStrategy (testing without GPUs)
 
 
 # ---------------------------------------------------------------------------------------------------- optimizer

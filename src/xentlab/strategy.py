@@ -10,11 +10,14 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("cpu", "gpu", "multi_gpu", "auto")
+STRATEGIES = ("cpu", "multi_cpu", "gpu", "multi_gpu", "tpu", "multi_worker", "auto")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 # What each kind of hardware defaults to when precision is "auto" (strategy=auto).
-AUTO_PRECISION = {"cpu": "float32", "gpu": "mixed_float16", "multi_gpu": "mixed_float16"}
+AUTO_PRECISION = {
+    "cpu": "float32", "multi_cpu": "float32", "gpu": "mixed_float16", "multi_gpu": "mixed_float16",
+    "tpu": "mixed_bfloat16", "multi_worker": "float32",
+}
 
 
 class HardwareError(RuntimeError):
@@ -65,6 +68,93 @@ def _require_gpus(name: str, needed: int) -> list[str]:
     return gpus
 
 
+def split_cpu(logical_devices: int) -> None:
+    """Splits the CPU into `logical_devices` logical devices (before TF starts), to run MirroredStrategy
+    on a machine without accelerators."""
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(logical_devices)]
+        )
+    except RuntimeError as err:
+        if len(tf.config.list_logical_devices("CPU")) != logical_devices:
+            raise HardwareError(
+                f"strategy=multi_cpu must split the CPU before TensorFlow starts, but it has started ({err}); "
+                f"run it in a fresh process"
+            ) from err
+
+
+def _has_local_tpu() -> bool:
+    # A TPU VM exposes its chips as /dev/accel* (v2-v4) or /dev/vfio/* (v5+); looking costs microseconds,
+    # where asking the TPU runtime on a machine without one can hang.
+    from pathlib import Path
+
+    return any(Path("/dev").glob("accel*")) or any(Path("/dev/vfio").glob("[0-9]*"))
+
+
+def _tpu_strategy(address: str | None, timeout_s: float) -> tuple[tf.distribute.Strategy, list[str]]:
+    import concurrent.futures
+
+    local = address in (None, "", "local")
+    if local and not _has_local_tpu():
+        raise HardwareError(
+            f"strategy=tpu found no TPU on this host (no /dev/accel* or /dev/vfio devices); devices found: "
+            f"{_all_devices()}. On a TPU VM run there; for a remote TPU set strategy.tpu=grpc://ADDRESS:8470; "
+            f"here use strategy=cpu or strategy=auto"
+        )
+
+    def connect():
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local" if local else address)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        strategy = pool.submit(connect).result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError as err:
+        raise HardwareError(
+            f"strategy=tpu: no answer from TPU {address or 'local'} within {timeout_s:.0f} s; check strategy.tpu"
+        ) from err
+    finally:
+        pool.shutdown(wait=False)
+    return strategy, _device_names("TPU")
+
+
+def _multi_worker_strategy() -> tuple[tf.distribute.Strategy, list[str]]:
+    import json
+    import os
+
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise HardwareError(
+            "strategy=multi_worker needs the TF_CONFIG environment variable on every worker, e.g. "
+            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+        )
+    try:
+        json.loads(raw)["cluster"]
+    except (ValueError, KeyError) as err:
+        raise HardwareError(f"TF_CONFIG is not valid JSON with a 'cluster' entry: {raw[:200]}") from err
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    return strategy, _device_names("CPU") + _device_names("GPU")
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG names this process a non-chief worker (only the chief logs to MLflow)."""
+    import json
+    import os
+
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    config = json.loads(raw)
+    task = config.get("task", {})
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    if "chief" in config.get("cluster", {}):
+        return kind == "chief"
+    return kind == "worker" and index == 0
+
+
 def build_strategy(
     name: str,
     *,
@@ -73,17 +163,25 @@ def build_strategy(
     steps_per_execution: int = 1,
     drop_remainder: bool = False,
     num_devices: int | None = None,
+    tpu: str | None = None,
+    tpu_timeout_s: float = 30.0,
+    logical_devices: int = 2,
     **_: object,
 ) -> HardwarePlan:
     """Creates the strategy for `name` and sets Keras' global dtype policy.
 
     Args:
-        name: cpu, gpu, multi_gpu or auto (all local GPUs if any, else the CPU).
+        name: cpu, multi_cpu (MirroredStrategy over logical CPU devices, for testing), gpu, multi_gpu, tpu,
+            multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG), or auto (a TPU on this host, else all
+            local GPUs, else the CPU).
         precision: float32, mixed_float16, mixed_bfloat16, or auto (by hardware: AUTO_PRECISION).
         jit_compile: XLA compilation of the train step.
         steps_per_execution: train steps per tf.function call.
         drop_remainder: drop the last partial batch so every batch has a static shape.
         num_devices: multi_gpu only: how many GPUs (None = all).
+        tpu: tpu only: address for TPUClusterResolver (None/"local" on a TPU VM).
+        tpu_timeout_s: tpu only: how long to wait for a remote TPU.
+        logical_devices: multi_cpu only: how many logical CPU devices.
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
@@ -92,10 +190,18 @@ def build_strategy(
     kind = name
     if name == "auto":
         gpus = _device_names("GPU")
-        kind = "multi_gpu" if len(gpus) > 1 else "gpu" if gpus else "cpu"
+        kind = "tpu" if _has_local_tpu() else "multi_gpu" if len(gpus) > 1 else "gpu" if gpus else "cpu"
     if kind == "cpu":
         devices = ["/cpu:0"]
         strategy = tf.distribute.OneDeviceStrategy(devices[0])
+    elif kind == "multi_cpu":
+        split_cpu(logical_devices)
+        devices = _device_names("CPU")[:logical_devices]
+        strategy = tf.distribute.MirroredStrategy(devices)
+    elif kind == "tpu":
+        strategy, devices = _tpu_strategy(tpu, tpu_timeout_s)
+    elif kind == "multi_worker":
+        strategy, devices = _multi_worker_strategy()
     elif kind == "gpu":
         devices = _require_gpus(name, 1)[:1]
         strategy = tf.distribute.OneDeviceStrategy(devices[0])

@@ -6,6 +6,7 @@ A run ends FINISHED, FAILED (tag `xentlab.error` holds the message) or KILLED (C
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import keras
 import mlflow
 from mlflow.keras import MlflowCallback
 from mlflow.tracking import MlflowClient
@@ -49,8 +51,30 @@ def default_artifact_location(uri: str, experiment: str) -> str | None:
     return (db.parent / "mlartifacts" / experiment).as_uri()
 
 
+class TrackingUnreachable(ConnectionError):
+    """The tracking server does not answer."""
+
+
+def probe_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fails within `timeout_s` when an http(s) tracking server does not answer (MLflow's own client retries
+    for minutes before giving up)."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except (urllib.error.URLError, OSError) as err:
+        raise TrackingUnreachable(
+            f"tracking server {mask_uri(uri)} did not answer within {timeout_s:.0f} s ({err}); start it "
+            f"(e.g. `mlflow server --host 127.0.0.1`) or point tracking.uri elsewhere (null = outputs/mlflow.db)"
+        ) from err
+
+
 def setup_experiment(uri: str, experiment: str) -> str:
     """Points MLflow at `uri` and returns the id of `experiment`, creating it (with artifact location) if new."""
+    probe_server(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -136,6 +160,32 @@ def tracked_run(
     finally:
         mlflow.flush_async_logging()
         mlflow.end_run(status=status)
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Training produced a NaN or inf loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises at the first non-finite batch loss, so the run ends FAILED with where it happened.
+
+    Keras' TerminateOnNaN only stops training, which would record a FINISHED run with NaN metrics.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLoss(
+                f"loss became {float(loss)} at epoch {self.epoch}, batch {batch}; usually "
+                f"loss.from_logits=true (a linear head with log_softmax) or a lower optimizer.learning_rate helps"
+            )
 
 
 class EpochLogger(MlflowCallback):

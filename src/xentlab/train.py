@@ -133,12 +133,12 @@ def prepare(config: dict[str, Any]) -> Prepared:
     from xentlab.weighting import class_weights, label_counts
 
     trainer, labels, loss_cfg = config["trainer"], config["labels"], config["loss"]
+    strategy_cfg = {k: v for k, v in config["strategy"].items() if k != "name"}
+    plan = build_strategy(config["strategy"]["name"], **strategy_cfg)  # first: may configure devices
     keras.backend.clear_session()  # jobs in one process (sweeps, tests) must not share layers or names
     keras.utils.set_random_seed(trainer["seed"])
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
-    strategy_cfg = {k: v for k, v in config["strategy"].items() if k != "name"}
-    plan = build_strategy(config["strategy"]["name"], **strategy_cfg)
 
     data_cfg = {k: v for k, v in config["data"].items() if k != "name"}
     bundle = load_data(config["data"]["name"], **data_cfg)
@@ -218,24 +218,33 @@ def log_prepared(prepared: Prepared, config: dict[str, Any]) -> None:
         pass
 
 
-def train_and_evaluate(prepared: Prepared, config: dict[str, Any]) -> tuple[dict[str, float], dict]:
-    """Fits with validation, logs per-epoch metrics, evaluates on the test split and logs `test_*`."""
+def train_and_evaluate(
+    prepared: Prepared, config: dict[str, Any], track: bool = True
+) -> tuple[dict[str, float], dict]:
+    """Fits with validation, logs per-epoch metrics, evaluates on the test split and logs `test_*`.
+
+    With track=False (non-chief workers of a multi-worker run) nothing goes to MLflow.
+    """
     import mlflow
 
-    from xentlab.tracking import EpochLogger
+    from xentlab.tracking import EpochLogger, StopOnNonFiniteLoss
 
     trainer = config["trainer"]
+    callbacks = [StopOnNonFiniteLoss()]
+    if track:
+        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train)))
     history = prepared.model.fit(
         prepared.train_ds,
         validation_data=prepared.val_ds,
         epochs=trainer["epochs"],
         shuffle=False,  # the training dataset reshuffles itself every epoch
         verbose=resolve_verbose(str(trainer["verbose"])),
-        callbacks=[EpochLogger(samples_per_epoch=len(prepared.bundle.x_train))],
+        callbacks=callbacks,
     )
     test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
     test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
-    mlflow.log_metrics(test_metrics)
+    if track:
+        mlflow.log_metrics(test_metrics)
     print("test: " + "  ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()), flush=True)
     return {"val_loss": float(history.history["val_loss"][-1]), **test_metrics}, history.history
 
@@ -302,7 +311,13 @@ def run(cfg: DictConfig) -> float | None:
     """Trains one job described by `cfg`; returns the final validation loss (None for a dry run)."""
     from xentlab.tracking import flatten_params, resolve_tracking_uri, setup_experiment, tracked_run
 
+    from xentlab.strategy import is_chief
+
     config = OmegaConf.to_container(cfg, resolve=True)
+    if config["strategy"]["name"] == "multi_worker" and not is_chief():
+        # Other workers train their share of every step but never create MLflow runs.
+        results, _ = train_and_evaluate(prepare(config), config, track=False)
+        return results["val_loss"]
     if config["trainer"]["dry_run"]:
         prepared = prepare(config)
         prepared.model.summary()
