@@ -64,16 +64,37 @@ def make_dataset(
     shuffle: bool = False,
     shuffle_buffer: int | None = None,
     seed: int = 0,
+    epochs: tuple[int, int] | None = None,
     drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Builds a batched, prefetched dataset yielding (x, labels) or (x, labels, sample_weight).
 
     Batching comes before the label map so encoding and weighting run once per batch, vectorised.
+
+    Args:
+        shuffle_buffer: buffer of the plain shuffle (epochs=None); the per-epoch shuffle is always global.
+        epochs: (first, stop) for a training set that spans epochs first..stop-1 in one pass, each a full
+            permutation keyed by (seed, epoch). Epoch e then sees the same order whether or not the job was
+            interrupted and resumed before it; pass steps_per_epoch to fit. None: one epoch, reshuffled on
+            every iteration.
     """
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer or len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if shuffle and epochs is not None:
+        first, stop = epochs
+        features, targets = tf.constant(x), tf.constant(y)
+        n = len(x)
+
+        def one_epoch(epoch):
+            # A stateless shuffle keyed by (seed, epoch); batches are gathered whole, not element by element.
+            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, tf.cast(epoch, tf.int32)]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+
+        ds = tf.data.Dataset.range(first, stop).flat_map(one_epoch)
+        ds = ds.map(lambda idx: (tf.gather(features, idx), tf.gather(targets, idx)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer or len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def to_model_inputs(xb, yb):
         labels = encode_labels(yb, encoding=encoding, num_classes=num_classes)
@@ -85,3 +106,7 @@ def make_dataset(
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool) -> int:
+    return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)

@@ -154,7 +154,8 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False  # TF op determinism + fixed seeds: same numbers on every run
     dry_run: bool = False  # compose, validate config and data, build the model, print a summary; no training
-    resume: str = "never"  # never, auto
+    resume: str = "auto"  # auto: continue an interrupted run of the same job from its last epoch; never
+    stale_after_s: float = 300.0  # a RUNNING run without heartbeat for this long (other host) is stale
     verbose: str = "auto"  # auto: progress bar on a terminal, one line per epoch otherwise; or 0, 1, 2
     shuffle_buffer: Optional[int] = None  # null = the whole training split
 

@@ -139,10 +139,18 @@ def mask_config(config: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def tracked_run(
-    *, experiment_id: str, run_name: str, params: dict[str, str], tags: dict[str, str] | None = None
+    *, experiment_id: str, run_name: str, params: dict[str, str], tags: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Starts a run and always ends it with the truth: FINISHED, FAILED (+ `xentlab.error`) or KILLED."""
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {})
+    """Starts (or, with run_id, reopens) a run and always ends it with the truth: FINISHED, FAILED
+    (+ `xentlab.error`) or KILLED (Ctrl-C, SIGTERM)."""
+    from xentlab.resume import Terminated
+
+    if run_id is not None:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(tags or {})
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {})
     status = "FAILED"
     try:
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
@@ -153,6 +161,10 @@ def tracked_run(
     except KeyboardInterrupt:
         status = "KILLED"
         mlflow.set_tag(ERROR_TAG, "KeyboardInterrupt: stopped by the user (Ctrl-C)")
+        raise
+    except Terminated as err:
+        status = "KILLED"
+        mlflow.set_tag(ERROR_TAG, f"Terminated: {err}")
         raise
     except BaseException as err:
         mlflow.set_tag(ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
@@ -189,34 +201,58 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 
 class EpochLogger(MlflowCallback):
-    """MLflow's Keras callback, with per-epoch timing and without its two side channels.
+    """MLflow's Keras callback, made resume-safe and without its two side channels.
 
-    Kept from the parent: metrics logged at every epoch end with step = epoch (loss, accuracy, auc, val_*).
-    Changed: `epoch_time_s` and `samples_per_s` are added to the epoch logs; the model summary is logged
-    as an artifact without the parent's `optimizer_*` params (the flattened config already holds them);
+    Kept from the parent: metrics at every epoch end with step = epoch (loss, accuracy, auc, val_*), and its
+    exception-safe wrapper (a tracking hiccup is reported, not fatal to training).
+    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics; logging is synchronous and skips
+    epochs the run already holds (a resumed run); a heartbeat tag tells live runs from stale ones; the model
+    summary is logged without the parent's `optimizer_*` params (the flattened config holds them);
     `on_test_end` logs nothing, because the parent would log validation and test evaluations under one
     name (`validation_loss`) that the contract does not have.
     """
+
+    HEARTBEAT_EVERY_S = 30.0
 
     def __init__(self, samples_per_epoch: int) -> None:
         super().__init__(log_every_epoch=True)
         self.samples_per_epoch = samples_per_epoch
         self._epoch_start = 0.0
+        self._last_beat = 0.0
+        self._logged_steps: set[int] = set()
 
     def on_train_begin(self, logs=None):
         lines: list[str] = []
         self.model.summary(print_fn=lambda line, *a, **k: lines.append(line))
         mlflow.log_text("\n".join(lines), artifact_file="model_summary.txt")
+        run_id = mlflow.active_run().info.run_id
+        # A resumed run already holds the epochs before the interruption: never log a step twice.
+        self._logged_steps = {m.step for m in MlflowClient().get_metric_history(run_id, "val_loss")}
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
+    def on_train_batch_end(self, batch, logs=None):
+        self._heartbeat()
+
+    def _heartbeat(self, force: bool = False) -> None:
+        from xentlab.resume import HEARTBEAT_TAG
+
+        now = time.time()
+        if force or now - self._last_beat >= self.HEARTBEAT_EVERY_S:
+            mlflow.set_tag(HEARTBEAT_TAG, str(int(now)))
+            self._last_beat = now
+
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            seconds = time.perf_counter() - self._epoch_start
-            logs["epoch_time_s"] = seconds
-            logs["samples_per_s"] = self.samples_per_epoch / seconds if seconds > 0 else 0.0
-        super().on_epoch_end(epoch, logs)
+        if logs is None or epoch in self._logged_steps:
+            return
+        seconds = time.perf_counter() - self._epoch_start
+        logs["epoch_time_s"] = seconds
+        logs["samples_per_s"] = self.samples_per_epoch / seconds if seconds > 0 else 0.0
+        # Synchronous, so a SIGKILL right after an epoch cannot lose metrics the checkpoint already covers.
+        mlflow.log_metrics(logs, step=epoch, synchronous=True)
+        self._logged_steps.add(epoch)
+        self._heartbeat(force=True)
 
     def on_test_end(self, logs=None):
         return None

@@ -118,8 +118,11 @@ def build_loss_from_config(loss_cfg: dict[str, Any], *, encoding: str, ignore_cl
     return build_loss(loss_cfg["name"], encoding=encoding, ignore_class=ignore_class, **options)
 
 
-def prepare(config: dict[str, Any]) -> Prepared:
-    """Checks and builds everything in order: strategy, data, checks, datasets, then the model in scope."""
+def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
+    """Checks and builds everything in order: strategy, data, checks, datasets, then the model in scope.
+
+    `initial_epoch` > 0 when resuming: the training set then starts at that epoch's shuffle order.
+    """
     import keras
     import tensorflow as tf
 
@@ -159,7 +162,8 @@ def prepare(config: dict[str, Any]) -> Prepared:
     }
     train_ds = make_dataset(
         bundle.x_train, bundle.y_train, class_weights=weights, normalize=weighting["normalize"], shuffle=True,
-        shuffle_buffer=trainer["shuffle_buffer"], seed=trainer["seed"], **common,
+        shuffle_buffer=trainer["shuffle_buffer"], seed=trainer["seed"],
+        epochs=(initial_epoch, max(trainer["epochs"], initial_epoch)), **common,
     )
     # Validation and test losses stay unweighted, so variants with different weightings compare on one scale.
     val_ds = make_dataset(bundle.x_val, bundle.y_val, **common)
@@ -219,24 +223,35 @@ def log_prepared(prepared: Prepared, config: dict[str, Any]) -> None:
 
 
 def train_and_evaluate(
-    prepared: Prepared, config: dict[str, Any], track: bool = True
+    prepared: Prepared, config: dict[str, Any], track: bool = True, checkpoint_dir: Path | None = None
 ) -> tuple[dict[str, float], dict]:
     """Fits with validation, logs per-epoch metrics, evaluates on the test split and logs `test_*`.
 
-    With track=False (non-chief workers of a multi-worker run) nothing goes to MLflow.
+    With track=False (non-chief workers of a multi-worker run) nothing goes to MLflow. With a
+    checkpoint_dir, every completed epoch is backed up there (weights, optimizer state, epoch counter) and a
+    restarted job continues from it; the folder is removed when training completes.
     """
+    import keras
     import mlflow
 
+    from xentlab.labels import steps_per_epoch
+    from xentlab.resume import resumable_backup
     from xentlab.tracking import EpochLogger, StopOnNonFiniteLoss
 
     trainer = config["trainer"]
     callbacks = [StopOnNonFiniteLoss()]
     if track:
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train)))
+    if checkpoint_dir is not None:
+        # After the logger: an epoch logged but not yet backed up is re-run on resume and not logged twice.
+        callbacks.append(resumable_backup(str(checkpoint_dir)))
     history = prepared.model.fit(
         prepared.train_ds,
         validation_data=prepared.val_ds,
         epochs=trainer["epochs"],
+        steps_per_epoch=steps_per_epoch(
+            len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.drop_remainder
+        ),
         shuffle=False,  # the training dataset reshuffles itself every epoch
         verbose=resolve_verbose(str(trainer["verbose"])),
         callbacks=callbacks,
@@ -307,11 +322,21 @@ def log_model(prepared: Prepared) -> None:
     )
 
 
+def completed_epochs(checkpoint_dir: Path) -> int:
+    """Epochs a BackupAndRestore folder holds (0 when there is none)."""
+    meta = checkpoint_dir / "training_metadata.json"
+    return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+
+
 def run(cfg: DictConfig) -> float | None:
     """Trains one job described by `cfg`; returns the final validation loss (None for a dry run)."""
-    from xentlab.tracking import flatten_params, resolve_tracking_uri, setup_experiment, tracked_run
+    import shutil
 
+    from mlflow.tracking import MlflowClient
+
+    from xentlab import resume
     from xentlab.strategy import is_chief
+    from xentlab.tracking import ERROR_TAG, flatten_params, resolve_tracking_uri, setup_experiment, tracked_run
 
     config = OmegaConf.to_container(cfg, resolve=True)
     if config["strategy"]["name"] == "multi_worker" and not is_chief():
@@ -323,18 +348,42 @@ def run(cfg: DictConfig) -> float | None:
         prepared.model.summary()
         print(f"dry run: config and data valid; splits {prepared.bundle.sizes()}; nothing trained or logged")
         return None
+    if config["trainer"]["resume"] not in ("auto", "never"):
+        raise ValueError(f"trainer.resume must be auto or never, got {config['trainer']['resume']!r}")
 
     tracking = config["tracking"]
     uri = resolve_tracking_uri(tracking["uri"], launch_dir())
     experiment_id = setup_experiment(uri, tracking["experiment"])
+    params = flatten_params(config)
+    key = resume.job_key(params)
+    checkpoint_dir = launch_dir() / "outputs" / "checkpoints" / key
+    client = MlflowClient(uri)
+    decision = resume.decide(
+        client, experiment_id, key, checkpoint_dir,
+        resume=config["trainer"]["resume"], stale_after_s=config["trainer"]["stale_after_s"],
+    )
+    if decision.busy:
+        raise RuntimeError(decision.busy)
+    for run_id, reason in decision.stale:
+        client.set_tag(run_id, ERROR_TAG, reason)
+        client.set_terminated(run_id, "FAILED")
+    if decision.resume_run_id is None and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)  # a fresh start must not pick up an old backup
+    elif decision.resume_run_id is not None:
+        if ERROR_TAG in client.get_run(decision.resume_run_id).data.tags:
+            client.delete_tag(decision.resume_run_id, ERROR_TAG)  # it is running again
+        print(f"resuming run {decision.resume_run_id} after epoch {completed_epochs(checkpoint_dir)}", flush=True)
+
+    resume.install_sigterm_handler()
     sweep = sweep_job()
     with tracked_run(
-        experiment_id=experiment_id, run_name=run_name(config, sweep), params=flatten_params(config),
-        tags=run_tags(config, sweep),
+        experiment_id=experiment_id, run_name=run_name(config, sweep), params=params,
+        tags={**run_tags(config, sweep), resume.JOB_TAG: key, **resume.owner_tags()},
+        run_id=decision.resume_run_id,
     ):
-        prepared = prepare(config)
+        prepared = prepare(config, initial_epoch=completed_epochs(checkpoint_dir))
         log_prepared(prepared, config)
-        results, history = train_and_evaluate(prepared, config)
+        results, history = train_and_evaluate(prepared, config, checkpoint_dir=checkpoint_dir)
         if tracking["log_plots"]:
             log_evaluation(prepared, config, history)
         if config["model"]["name"] == "char_lstm":
