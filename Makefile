@@ -43,6 +43,9 @@ test: install ## the fast test suite (what .ci/run calls)
 test-all: install ## every test, slow ones included
 	$(BIN)/python -m pytest -q
 
+bench: install ## benchmarks -> outputs/bench/*.json + summary.md (BENCH_ARGS="--quick" for a smoke run)
+	$(BIN)/python -m xentlab.bench $(BENCH_ARGS)
+
 lint: install ## ruff over sources and tests
 	$(BIN)/ruff check src tests
 
