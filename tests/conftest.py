@@ -87,3 +87,14 @@ def fashion_dir(tmp_path_factory, mnist_npz: Path) -> Path:
         with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as out:
             out.write(b"\0" * 16 + x.tobytes())
     return folder
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory) -> Path:
+    """A small generated text (no ../shared needed): repeated verse with some variety."""
+    rng = np.random.default_rng(0)
+    words = ["to", "be", "or", "not", "the", "king", "queen", "love", "death", "night", "day", "sweet"]
+    lines = [" ".join(rng.choice(words, size=8)).capitalize() + "." for _ in range(400)]
+    path = tmp_path_factory.mktemp("text") / "verse.txt"
+    path.write_text("ROMEO:\n" + "\n".join(lines) + "\n")
+    return path

@@ -90,6 +90,11 @@ def check_loss_and_labels(*, loss: str, encoding: str, num_classes: int) -> None
         )
     if loss in BINARY_LOSSES and encoding != "sparse":
         raise CheckError(f"loss={loss} takes 0/1 integer labels; set labels=sparse (got labels={encoding})")
+    if loss == "weighted_binary" and encoding != "one_hot":
+        raise CheckError(
+            f"loss=weighted_binary scores each class as its own sigmoid label and needs the one-hot view; "
+            f"set labels=one_hot (got labels={encoding})"
+        )
 
 
 def check_model_output(

@@ -1,0 +1,108 @@
+"""Faults through real processes: SIGKILL and resume, SIGTERM, stale runs, NaN loss."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import compose, run_cli, runs_of
+from mlflow.tracking import MlflowClient
+
+DET = ["trainer.epochs=5", "trainer.batch_size=32", "data.limit=128", "model=mlp", "trainer.deterministic=true",
+       "trainer.verbose=2", "tracking.log_model=false", "tracking.log_plots=false"]
+
+
+def _start(args, cwd):
+    cmd = [sys.executable, "-u", "-c", "from xentlab.train import main; main()", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(proc, text: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        if text in line:
+            return
+        if time.time() > deadline:
+            break
+    proc.kill()
+    pytest.fail(f"never saw {text!r}")
+
+
+def _history(uri, run_id, metric="val_loss"):
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, metric))
+
+
+def test_sigkill_mid_training_then_restart_equals_an_uninterrupted_run(tmp_path, store):
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    killed_dir.mkdir(), clean_dir.mkdir()
+    proc = _start([*DET, f"tracking.uri={store}"], killed_dir)
+    _wait_for(proc, "Epoch 3/5")  # two epochs done, the third under way
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (stale,) = runs_of(store)
+    assert stale.info.status == "RUNNING"  # what MLflow alone would leave behind
+
+    resumed = run_cli([*DET, f"tracking.uri={store}"], cwd=killed_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming run {stale.info.run_id}" in resumed.stdout
+    (run,) = runs_of(store)
+    assert run.info.run_id == stale.info.run_id and run.info.status == "FINISHED"
+    steps = [s for s, _ in _history(store, run.info.run_id)]
+    assert steps == [0, 1, 2, 3, 4]  # every epoch exactly once
+
+    clean_store = f"sqlite:///{clean_dir / 'clean.db'}"
+    clean = run_cli([*DET, f"tracking.uri={clean_store}"], cwd=clean_dir)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    (reference,) = runs_of(clean_store)
+    for (s1, v1), (s2, v2) in zip(_history(store, run.info.run_id), _history(clean_store, reference.info.run_id)):
+        assert s1 == s2 and v1 == pytest.approx(v2, abs=1e-5)
+    assert run.data.metrics["test_loss"] == pytest.approx(reference.data.metrics["test_loss"], abs=1e-5)
+    assert run.data.params == reference.data.params
+
+
+def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(tmp_path, store):
+    proc = _start([*DET, "trainer.epochs=50", f"tracking.uri={store}"], tmp_path)
+    _wait_for(proc, "Epoch 3/50")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    (run,) = runs_of(store)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["xentlab.error"].startswith("Terminated: SIGTERM")
+    assert list((tmp_path / "outputs" / "checkpoints").glob("*/latest.weights.h5"))
+
+
+def test_exception_marks_the_run_failed(tmp_path, store):
+    result = run_cli([*DET, f"tracking.uri={store}", "optimizer.learning_rate=-1"], cwd=tmp_path)
+    assert result.returncode != 0
+    (run,) = runs_of(store)
+    assert run.info.status == "FAILED" and "learning_rate must be > 0" in run.data.tags["xentlab.error"]
+
+
+def test_stale_running_run_is_marked_failed_when_not_resumed(tmp_path, store):
+    proc = _start([*DET, "trainer.epochs=50", f"tracking.uri={store}"], tmp_path)
+    _wait_for(proc, "Epoch 2/50")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    result = run_cli([*DET, f"tracking.uri={store}", "trainer.resume=never"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    old, new = sorted(runs_of(store), key=lambda r: r.info.start_time)
+    assert old.info.status == "FAILED" and "stale: its process is gone" in old.data.tags["xentlab.error"]
+    assert new.info.status == "FINISHED"
+    assert [s for s, _ in _history(store, new.info.run_id)] == [0, 1, 2, 3, 4]
+
+
+def test_nan_loss_stops_at_once_with_where_it_happened(store):
+    from xentlab.tracking import NonFiniteLoss
+    from xentlab.train import run
+
+    # A huge SGD step on a probability head overflows within the first epoch.
+    overrides = [*DET, f"tracking.uri={store}", "optimizer=sgd", "optimizer.learning_rate=1e12",
+                 "loss.from_logits=true"]
+    with pytest.raises(NonFiniteLoss, match=r"loss became (nan|inf) at epoch 0, batch \d+"):
+        run(compose(overrides))
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FAILED" and "loss became" in logged.data.tags["xentlab.error"]
