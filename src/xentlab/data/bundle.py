@@ -66,8 +66,10 @@ def split_holdout(
         raise DataError(f"split fraction must be in (0, 1), got {fraction}; set data.val_fraction/test_fraction")
     strat = None
     if stratify and y.ndim == 1:
-        _, counts = np.unique(y, return_counts=True)
-        strat = y if counts.min() >= 2 else None
+        classes, counts = np.unique(y, return_counts=True)
+        # scikit-learn can stratify only with >= 2 examples per class and a holdout of >= one per class.
+        holdout = int(np.ceil(fraction * len(y)))
+        strat = y if counts.min() >= 2 and len(classes) <= min(holdout, len(y) - holdout) else None
     x_a, x_b, y_a, y_b = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=strat)
     return x_a, y_a, x_b, y_b
 
