@@ -60,7 +60,8 @@ def test_sigkill_mid_training_then_restart_equals_an_uninterrupted_run(tmp_path,
     for (s1, v1), (s2, v2) in zip(_history(store, run.info.run_id), _history(clean_store, reference.info.run_id)):
         assert s1 == s2 and v1 == pytest.approx(v2, abs=1e-5)
     assert run.data.metrics["test_loss"] == pytest.approx(reference.data.metrics["test_loss"], abs=1e-5)
-    assert run.data.params == reference.data.params
+    differing = {k for k in run.data.params if run.data.params[k] != reference.data.params.get(k)}
+    assert differing == {"tracking.uri"}  # params identical otherwise: no "param changed" on resume
 
 
 def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(tmp_path, store):
@@ -83,8 +84,8 @@ def test_exception_marks_the_run_failed(tmp_path, store):
 
 
 def test_stale_running_run_is_marked_failed_when_not_resumed(tmp_path, store):
-    proc = _start([*DET, "trainer.epochs=50", f"tracking.uri={store}"], tmp_path)
-    _wait_for(proc, "Epoch 2/50")
+    proc = _start([*DET, f"tracking.uri={store}"], tmp_path)
+    _wait_for(proc, "Epoch 2/5")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     result = run_cli([*DET, f"tracking.uri={store}", "trainer.resume=never"], cwd=tmp_path)

@@ -34,6 +34,15 @@ def _labels_and_valid(y_true, y_pred, encoding: str, ignore_class: int | None):
     return tf.reshape(labels, [-1]), tf.reshape(valid, [-1])
 
 
+def _select_head(y_true, y_pred, sample_weight, head: int | None):
+    """Restricts (N, heads, ...) labels, outputs and weights to one head; unchanged when head is None."""
+    if head is None:
+        return y_true, y_pred, sample_weight
+    if sample_weight is not None and tf.convert_to_tensor(sample_weight).shape.rank >= 2:
+        sample_weight = tf.convert_to_tensor(sample_weight)[:, head]
+    return tf.convert_to_tensor(y_true)[:, head], tf.convert_to_tensor(y_pred)[:, head], sample_weight
+
+
 def _weights(sample_weight, valid, y_pred):
     """Per-position weights (M,): the validity mask times sample_weight broadcast to the label shape."""
     w = tf.cast(valid, tf.float32)
@@ -79,9 +88,10 @@ class SparseAUC(keras.metrics.Metric):
     """
 
     def __init__(self, num_classes, *, encoding="sparse", from_logits=False, ignore_class=None,
-                 num_bins=NUM_BINS, name="auc", **kwargs):
+                 num_bins=NUM_BINS, head=None, name="auc", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_classes, self.encoding, self.from_logits = int(num_classes), encoding, from_logits
+        self.head = head
         self.ignore_class, self.num_bins = ignore_class, int(num_bins)
         self.columns = 1 if self.num_classes == 2 else self.num_classes
         shape = (self.columns, self.num_bins)
@@ -89,6 +99,7 @@ class SparseAUC(keras.metrics.Metric):
         self.neg = self.add_variable(shape=shape, initializer="zeros", name="neg", aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
         y_pred = tf.convert_to_tensor(y_pred)
         labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
         w = _weights(sample_weight, valid, y_pred)
@@ -123,20 +134,23 @@ class SparseAUC(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "encoding": self.encoding,
-                "from_logits": self.from_logits, "ignore_class": self.ignore_class, "num_bins": self.num_bins}
+                "from_logits": self.from_logits, "ignore_class": self.ignore_class, "num_bins": self.num_bins,
+                "head": self.head}
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
 class SparseAccuracy(keras.metrics.Metric):
     """Share of unmasked positions whose arg-max (or, for one sigmoid unit, p > 0.5) is the label."""
 
-    def __init__(self, *, encoding="sparse", from_logits=False, ignore_class=None, name="accuracy", **kwargs):
+    def __init__(self, *, encoding="sparse", from_logits=False, ignore_class=None, head=None, name="accuracy",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
-        self.encoding, self.from_logits, self.ignore_class = encoding, from_logits, ignore_class
+        self.encoding, self.from_logits, self.ignore_class, self.head = encoding, from_logits, ignore_class, head
         self.correct = self.add_variable(shape=(), initializer="zeros", name="correct", aggregation="sum")
         self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
         y_pred = tf.convert_to_tensor(y_pred)
         labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
         w = _weights(sample_weight, valid, y_pred)
@@ -158,12 +172,15 @@ class SparseAccuracy(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "encoding": self.encoding, "from_logits": self.from_logits,
-                "ignore_class": self.ignore_class}
+                "ignore_class": self.ignore_class, "head": self.head}
 
 
-def build_metrics(num_classes, *, encoding="sparse", from_logits=False, ignore_class=None):
-    """[accuracy, auc]: the contract's metric names, the same for every label encoding."""
-    return [
-        SparseAccuracy(encoding=encoding, from_logits=from_logits, ignore_class=ignore_class),
-        SparseAUC(num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class),
-    ]
+def build_metrics(num_classes, *, encoding="sparse", from_logits=False, ignore_class=None, num_heads=None):
+    """[accuracy, auc] over every position (the contract's names, the same for every label encoding), plus
+    accuracy_head<h> and auc_head<h> for each head of a multi-head output (labels (N, heads))."""
+    common = {"encoding": encoding, "from_logits": from_logits, "ignore_class": ignore_class}
+    metrics = [SparseAccuracy(**common), SparseAUC(num_classes, **common)]
+    for h in range(num_heads or 0):
+        metrics += [SparseAccuracy(head=h, name=f"accuracy_head{h}", **common),
+                    SparseAUC(num_classes, head=h, name=f"auc_head{h}", **common)]
+    return metrics

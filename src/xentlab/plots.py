@@ -113,14 +113,17 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
 
 def write_evaluation(
     folder: Path, *, y: np.ndarray, outputs: np.ndarray, from_logits: bool, class_names: list[str],
-    ignore_class: int | None, history: dict[str, list[float]],
+    ignore_class: int | None, history: dict[str, list[float]], multi_head: bool = False,
 ) -> list[Path]:
-    """Writes learning curves, and per head (one for single-output models): confusion matrix, ROC, report."""
+    """Writes learning curves, and per head (one for single-output models): confusion matrix, ROC, report.
+
+    multi_head: labels (N, heads) are separate classifications (a figure each); otherwise every position
+    of the labels (a sequence, say) is one example of the same classification.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     plot_learning_curves(history, folder / "learning_curves.png")
     written = [folder / "learning_curves.png"]
     probs = class_probabilities(outputs, from_logits)
-    multi_head = y.ndim == 2 and probs.ndim == 3 and y.shape[1] < 10  # (N, heads); sequences are longer
     heads = [(f"_head{h}", y[:, h], probs[:, h]) for h in range(y.shape[1])] if multi_head else [("", y, probs)]
     report = {}
     for suffix, y_h, p_h in heads:

@@ -57,7 +57,8 @@ class SweepRun(Callback):
         self.uri = resolve_tracking_uri(config.tracking.uri, Path.cwd())
         experiment_id = setup_experiment(self.uri, config.tracking.experiment)
         overrides = list(config.hydra.overrides.task)
-        sweeper_params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+        params_node = config.hydra.sweeper.get("params")
+        sweeper_params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
         sweep_id = uuid.uuid4().hex[:12]
         client = MlflowClient(self.uri)
         parent = client.create_run(

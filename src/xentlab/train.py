@@ -190,7 +190,8 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
                 k: v for k, v in config["optimizer"].items() if k != "name"}),
             loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, encoding=encoding, ignore_class=ignore_class),
             metrics=build_metrics(
-                bundle.num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class
+                bundle.num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class,
+                num_heads=data_facts.get("num_heads") if config["model"]["name"] == "multi_head" else None,
             ),
             jit_compile=plan.jit_compile,
             steps_per_execution=plan.steps_per_execution,
@@ -278,7 +279,7 @@ def log_evaluation(prepared: Prepared, config: dict[str, Any], history: dict[str
         write_evaluation(
             Path(tmp), y=prepared.bundle.y_test, outputs=outputs, from_logits=prepared.from_logits,
             class_names=prepared.bundle.class_names, ignore_class=config["labels"]["ignore_class"],
-            history=history,
+            history=history, multi_head=config["model"]["name"] == "multi_head",
         )
         report = json.loads((Path(tmp) / "per_class.json").read_text())
         mlflow.log_artifacts(tmp, "evaluation")
