@@ -146,7 +146,7 @@ def test_inside_fit_and_evaluate_under_a_strategy():
                       metrics=build_metrics(4, from_logits=True))
     model.fit(x, y, epochs=2, batch_size=32, verbose=0)
     result = model.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
-    assert set(result) == {"loss", "accuracy", "auc"}
+    assert set(result) == {"loss", "accuracy", "auc", "nll"}
     probs = softmax(model.predict(x, verbose=0).astype(np.float64))
     assert result["auc"] == pytest.approx(sk_auc(y, probs), abs=1e-3)
     assert result["accuracy"] == pytest.approx(accuracy_score(y, probs.argmax(-1)), abs=1e-6)
@@ -156,3 +156,34 @@ def test_config_round_trip():
     m = SparseAUC(7, encoding="one_hot", from_logits=True, ignore_class=3, num_bins=100)
     again = SparseAUC.from_config(m.get_config())
     assert again.get_config() == m.get_config()
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_nll_is_the_plain_crossentropy_of_the_predictions(from_logits, shape):
+    from sklearn.metrics import log_loss
+
+    from xentlab.metrics import SparseNLL
+
+    rng = np.random.default_rng(6)
+    y, logits = make(SHAPES[shape], 4, 2.0, rng)
+    y.flat[::7] = 3
+    probs = softmax(logits.astype(np.float64))
+    m = SparseNLL(from_logits=from_logits, ignore_class=3)
+    m.update_state(y, logits if from_logits else probs.astype(np.float32))
+    keep = y != 3
+    expected = log_loss(y[keep], probs[keep], labels=[0, 1, 2, 3])
+    assert float(m.result()) == pytest.approx(expected, abs=1e-5)
+
+
+def test_nll_for_one_sigmoid_unit():
+    from sklearn.metrics import log_loss
+
+    from xentlab.metrics import SparseNLL
+
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(50, 1)).astype(np.float32)
+    y = rng.integers(0, 2, 50)
+    m = SparseNLL(from_logits=True)
+    m.update_state(y, z)
+    assert float(m.result()) == pytest.approx(log_loss(y, 1 / (1 + np.exp(-z[:, 0].astype(np.float64)))), abs=1e-5)

@@ -26,6 +26,7 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "mnist_cnn/crossentropy/sparse/none"
     assert set(CONTRACT) <= set(run.data.metrics)
+    assert {"nll", "val_nll", "test_nll"} <= set(run.data.metrics)  # one scale for every loss variant
     client = MlflowClient(store)
     val_loss = client.get_metric_history(run.info.run_id, "val_loss")
     assert sorted(m.step for m in val_loss) == [0, 1]

@@ -22,9 +22,11 @@ from xentlab.sweep import ROLE_TAG, SWEEP_TAG
 COLUMNS = [
     ("val_loss", "val_loss", "min"),
     ("best_val_loss", "best:val_loss", "min"),
+    ("val_nll", "val_nll", "min"),  # cross-entropy of the predictions: one scale for every loss variant
     ("val_accuracy", "val_accuracy", "max"),
     ("val_auc", "val_auc", "max"),
     ("test_loss", "test_loss", "min"),
+    ("test_nll", "test_nll", "min"),
     ("test_accuracy", "test_accuracy", "max"),
     ("test_auc", "test_auc", "max"),
     ("epochs", "epochs", None),

@@ -175,11 +175,55 @@ class SparseAccuracy(keras.metrics.Metric):
                 "ignore_class": self.ignore_class, "head": self.head}
 
 
+@keras.saving.register_keras_serializable(package="xentlab")
+class SparseNLL(keras.metrics.Metric):
+    """Mean negative log-likelihood of the true class (nats), whatever loss trains the model.
+
+    Focal, smoothed and weighted losses report values on their own scales; `nll` puts every variant on one
+    scale (plain cross-entropy of the predicted probabilities), so a sweep can rank them fairly.
+    Probabilities are clipped to [1e-7, 1] as Keras does.
+    """
+
+    def __init__(self, *, encoding="sparse", from_logits=False, ignore_class=None, name="nll", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.encoding, self.from_logits, self.ignore_class = encoding, from_logits, ignore_class
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count", aggregation="sum")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = tf.convert_to_tensor(y_pred)
+        labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
+        w = _weights(sample_weight, valid, y_pred)
+        x = tf.cast(tf.reshape(y_pred, [-1, y_pred.shape[-1]]), tf.float32)
+        if y_pred.shape[-1] == 1:  # one sigmoid unit: the two classes are [1 - p, p]
+            z = x[:, 0] if self.from_logits else tf.math.log(tf.clip_by_value(x[:, 0], 1e-7, 1 - 1e-7)) - tf.math.log1p(
+                -tf.clip_by_value(x[:, 0], 1e-7, 1 - 1e-7))
+            nll = tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(tf.equal(labels, 1), tf.float32), z)
+        else:
+            log_p = tf.nn.log_softmax(x, -1) if self.from_logits else tf.math.log(
+                tf.clip_by_value(x / tf.reduce_sum(x, -1, keepdims=True), 1e-7, 1.0))
+            safe = tf.where(valid, labels, tf.zeros_like(labels))
+            nll = -tf.gather(log_p, safe, batch_dims=1)
+        self.total.assign_add(tf.reduce_sum(tf.where(w > 0, nll * w, 0.0)))
+        self.count.assign_add(tf.reduce_sum(w))
+
+    def result(self):
+        return tf.math.divide_no_nan(self.total, self.count)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "encoding": self.encoding, "from_logits": self.from_logits,
+                "ignore_class": self.ignore_class}
+
+
 def build_metrics(num_classes, *, encoding="sparse", from_logits=False, ignore_class=None, num_heads=None):
-    """[accuracy, auc] over every position (the contract's names, the same for every label encoding), plus
-    accuracy_head<h> and auc_head<h> for each head of a multi-head output (labels (N, heads))."""
+    """[accuracy, auc, nll] over every position (the contract's names, the same for every label encoding),
+    plus accuracy_head<h> and auc_head<h> for each head of a multi-head output (labels (N, heads))."""
     common = {"encoding": encoding, "from_logits": from_logits, "ignore_class": ignore_class}
-    metrics = [SparseAccuracy(**common), SparseAUC(num_classes, **common)]
+    metrics = [SparseAccuracy(**common), SparseAUC(num_classes, **common), SparseNLL(**common)]
     for h in range(num_heads or 0):
         metrics += [SparseAccuracy(head=h, name=f"accuracy_head{h}", **common),
                     SparseAUC(num_classes, head=h, name=f"auc_head{h}", **common)]

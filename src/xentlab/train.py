@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from xentlab.schema import register_configs
 
 CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().parents[2] / "conf")
-CONTRACT_METRICS = ("loss", "accuracy", "auc")
+CONTRACT_METRICS = ("loss", "accuracy", "auc", "nll")  # nll: the same scale for every loss variant
 
 
 def main() -> None:
