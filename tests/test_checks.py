@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TINY, compose, run_cli, runs_of
 
+from conftest import TINY, compose, run_cli, runs_of
 from xentlab import checks
 
 

@@ -6,11 +6,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONF_DIR, REPO, compose
 from omegaconf import OmegaConf
 
+from conftest import CONF_DIR, REPO, compose
+
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
-OPTIONS = [(g, f.stem) for g in GROUPS if g not in ("experiment", "sweep") for f in sorted((CONF_DIR / g).glob("*.yaml"))]
+OPTIONS = [
+    (g, f.stem) for g in GROUPS if g not in ("experiment", "sweep") for f in sorted((CONF_DIR / g).glob("*.yaml"))
+]
 
 
 def test_every_design_group_is_in_the_primary_config():

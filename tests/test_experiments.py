@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import compose, run_cli, runs_of
 from mlflow.tracking import MlflowClient
+
+from conftest import compose, run_cli, runs_of
 
 FAST = ["trainer.epochs=1", "tracking.log_model=false"]
 TINY_LSTM = ["data.seq_len=20", "data.stride=20", "model.embedding_dim=16", "model.lstm_units=16",

@@ -8,8 +8,9 @@ import sys
 import time
 
 import pytest
-from conftest import compose, run_cli, runs_of
 from mlflow.tracking import MlflowClient
+
+from conftest import compose, run_cli, runs_of
 
 DET = ["trainer.epochs=5", "trainer.batch_size=32", "data.limit=128", "model=mlp", "trainer.deterministic=true",
        "trainer.verbose=2", "tracking.log_model=false", "tracking.log_plots=false"]
@@ -57,7 +58,8 @@ def test_sigkill_mid_training_then_restart_equals_an_uninterrupted_run(tmp_path,
     clean = run_cli([*DET, f"tracking.uri={clean_store}"], cwd=clean_dir)
     assert clean.returncode == 0, clean.stderr[-3000:]
     (reference,) = runs_of(clean_store)
-    for (s1, v1), (s2, v2) in zip(_history(store, run.info.run_id), _history(clean_store, reference.info.run_id)):
+    resumed_history, clean_history = _history(store, run.info.run_id), _history(clean_store, reference.info.run_id)
+    for (s1, v1), (s2, v2) in zip(resumed_history, clean_history, strict=True):
         assert s1 == s2 and v1 == pytest.approx(v2, abs=1e-5)
     assert run.data.metrics["test_loss"] == pytest.approx(reference.data.metrics["test_loss"], abs=1e-5)
     differing = {k for k in run.data.params if run.data.params[k] != reference.data.params.get(k)}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import run_cli, runs_of
 
 DET = ["trainer.epochs=2", "trainer.batch_size=32", "data.limit=128", "model=mlp", "model.dropout=0.0",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, runs_of
 from mlflow.tracking import MlflowClient
+
+from conftest import run_cli, runs_of
 
 SMALL = ["trainer.epochs=2", "trainer.batch_size=32", "data.limit=64", "model=mlp", "tracking.log_plots=false"]
 
@@ -73,7 +74,6 @@ def test_jobs_in_one_process_do_not_leak_memory_or_layer_names(tmp_path, store):
     import resource  # noqa: F401  (Linux: /proc/self/status gives the current RSS)
 
     from conftest import compose
-
     from xentlab.train import run
 
     def rss_mb() -> float:

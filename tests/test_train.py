@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import CONF_DIR, TINY, compose, run_cli, runs_of
 
 CONTRACT = ["loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "test_loss", "test_accuracy", "test_auc"]

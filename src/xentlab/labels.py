@@ -85,7 +85,8 @@ def make_dataset(
 
         def one_epoch(epoch):
             # A stateless shuffle keyed by (seed, epoch); batches are gathered whole, not element by element.
-            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, tf.cast(epoch, tf.int32)]))
+            key = tf.stack([seed, tf.cast(epoch, tf.int32)])
+            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=key)
             return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
 
         ds = tf.data.Dataset.range(first, stop).flat_map(one_epoch)

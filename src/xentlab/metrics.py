@@ -7,7 +7,6 @@ ignored "n/a" labels as wrong; these metrics take the labels the pipeline has an
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 # Scores are binned on the log-odds scale, where a trained softmax's saturated outputs (p = 1e-6) still spread

@@ -6,7 +6,8 @@ is always float32 so mixed-precision runs compute the loss on float32 outputs.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import layers

@@ -98,7 +98,7 @@ def plot_roc(y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Pat
 def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
     names = [m for m in ("loss", "accuracy", "auc") if m in history]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2))
-    for ax, name in zip(np.atleast_1d(axes), names):
+    for ax, name in zip(np.atleast_1d(axes), names, strict=True):
         epochs = np.arange(1, len(history[name]) + 1)
         ax.plot(epochs, history[name], marker="o", label="train")
         if f"val_{name}" in history:

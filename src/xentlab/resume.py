@@ -96,8 +96,8 @@ def decide(
             resume_id = run.info.run_id
             continue
         if run.info.status == "RUNNING":
-            stale.append((run.info.run_id, f"stale: {why} (killed or lost power); "
-                                           + ("no checkpoint to resume from" if resume == "auto" else "not resumed (trainer.resume=never)")))
+            outcome = "no checkpoint to resume from" if resume == "auto" else "not resumed (trainer.resume=never)"
+            stale.append((run.info.run_id, f"stale: {why} (killed or lost power); {outcome}"))
     return Decision(resume_id, stale, None)
 
 
@@ -135,7 +135,8 @@ def resumable_backup(backup_dir: str):
             path = self._rng_path(json.loads(meta.read_text())["epoch"])
             if path.exists():
                 with np.load(path) as saved:
-                    for var, key in zip(_seed_states(self.model), sorted(saved.files, key=lambda k: int(k[4:]))):
+                    keys = sorted(saved.files, key=lambda k: int(k[4:]))  # arr_0, arr_1, ... in save order
+                    for var, key in zip(_seed_states(self.model), keys, strict=True):
                         var.assign(saved[key])
 
     return ResumableBackup(backup_dir, save_freq="epoch", double_checkpoint=True)

@@ -64,7 +64,8 @@ class SweepRun(Callback):
         parent = client.create_run(
             experiment_id,
             run_name=f"sweep/{sweep_id}",
-            tags={SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "xentlab.sweep_dir": str(Path(config.hydra.sweep.dir).resolve())},
+            tags={SWEEP_TAG: sweep_id, ROLE_TAG: "sweep",
+                  "xentlab.sweep_dir": str(Path(config.hydra.sweep.dir).resolve())},
         )
         self.parent_id = parent.info.run_id
         sweep_params = {f"sweep.{k}": str(v) for k, v in (sweeper_params or {}).items()}
@@ -87,7 +88,8 @@ class SweepRun(Callback):
 
         client = MlflowClient(self.uri)
         try:
-            report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=Path(config.hydra.sweep.dir) / "report")
+            out_dir = Path(config.hydra.sweep.dir) / "report"
+            report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=out_dir)
             print(report.markdown, flush=True)
             status = "FINISHED"
         except Exception as err:  # the report must not leave the parent RUNNING

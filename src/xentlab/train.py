@@ -232,7 +232,6 @@ def train_and_evaluate(
     checkpoint_dir, every completed epoch is backed up there (weights, optimizer state, epoch counter) and a
     restarted job continues from it; the folder is removed when training completes.
     """
-    import keras
     import mlflow
 
     from xentlab.labels import steps_per_epoch

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from xentlab.data.bundle import DataBundle, DataError, limit_training
 from xentlab.data.images import load_digits, load_fashion_mnist, load_mnist
