@@ -1,0 +1,340 @@
+"""Benchmarks (`make bench`, `python -m xentlab.bench [--quick]`): JSON per benchmark, summary in outputs/bench/.
+
+Every ratio compares two set-ups measured in the same run on the same machine; timings are medians over repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def machine() -> dict:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from xentlab.schema import register_configs
+    from xentlab.train import CONF_DIR
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+def text_slice(n_bytes: int, folder: Path) -> Path:
+    """A prefix of tiny Shakespeare when it is there, else generated verse of the same size."""
+    path = folder / f"text_{n_bytes}.txt"
+    if SHAKESPEARE.is_file():
+        path.write_bytes(SHAKESPEARE.read_bytes()[:n_bytes])
+    else:
+        import numpy as np
+
+        words = np.array("to be or not the king queen love death night day sweet".split())
+        text = " ".join(np.random.default_rng(0).choice(words, size=n_bytes // 4))
+        path.write_text(text[:n_bytes])
+    return path
+
+
+def xentlab_samples_per_s(overrides: list[str], folder: Path) -> list[float]:
+    """Runs xentlab in-process (MLflow logging, accuracy, AUC and nll included); per-epoch samples/s."""
+    from mlflow.tracking import MlflowClient
+
+    from xentlab.train import run
+
+    store = f"sqlite:///{folder / f'bench_{time.time_ns()}.db'}"
+    run(compose([*overrides, f"tracking.uri={store}", "tracking.log_model=false", "tracking.log_plots=false",
+                 "trainer.resume=never", "trainer.verbose=0", "strategy=cpu"]))
+    client = MlflowClient(store)
+    (logged,) = client.search_runs([client.get_experiment_by_name("xentlab").experiment_id])
+    history = sorted(client.get_metric_history(logged.info.run_id, "samples_per_s"), key=lambda m: m.step)
+    return [m.value for m in history]
+
+
+def plain_samples_per_s(config_overrides: list[str], epochs: int) -> list[float]:
+    """The same model, data and batch with a hand-written Keras model.fit on numpy arrays."""
+    import keras
+    from omegaconf import OmegaConf
+
+    from xentlab.data import load_data
+    from xentlab.models import build_model
+
+    config = OmegaConf.to_container(compose(config_overrides), resolve=True)
+    data = {k: v for k, v in config["data"].items() if k != "name"}
+    bundle = load_data(config["data"]["name"], **data)
+    arch = {k: v for k, v in config["model"].items() if k not in ("name", "head") and not k.startswith("sample_")}
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = build_model(config["model"]["name"], input_shape=bundle.input_shape, num_classes=bundle.num_classes,
+                        vocab_size=bundle.num_classes, **arch)
+    optimizers = {"adadelta": keras.optimizers.Adadelta, "rmsprop": keras.optimizers.RMSprop}
+    optimizer = optimizers[config["optimizer"]["name"]]
+    model.compile(optimizer(config["optimizer"]["learning_rate"]), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    times: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(len(bundle.x_train) / (time.perf_counter() - self.start))
+
+    model.fit(bundle.x_train, bundle.y_train, batch_size=config["trainer"]["batch_size"], epochs=epochs,
+              validation_data=(bundle.x_val, bundle.y_val), callbacks=[Timer()], verbose=0)
+    return times
+
+
+def steady(values: list[float]) -> float:
+    """Median after the first epoch (tracing and graph building)."""
+    return statistics.median(values[1:] if len(values) > 1 else values)
+
+
+# ---------------------------------------------------------------------------------------------- benchmarks
+def bench_overhead(quick: bool, folder: Path) -> dict:
+    reps = 1 if quick else 3
+    cnn_epochs = 3 if quick else 6
+    lstm_bytes = 20_000 if quick else 64_000
+    text = text_slice(lstm_bytes, folder)
+    cases = {
+        "seed_cnn_digits": [f"trainer.epochs={cnn_epochs}"],
+        "char_lstm": ["+experiment=shakespeare_lstm", f"data.path={text}", "trainer.epochs=3",
+                      "model.sample_length=1", *(["model.lstm_units=64", "model.embedding_dim=64"] if quick else [])],
+    }
+    out = {}
+    for name, overrides in cases.items():
+        epochs = int([o for o in overrides if o.startswith("trainer.epochs=")][0].split("=")[1])
+        ours, plain = [], []
+        for _ in range(reps):  # interleaved, so drifts in machine load hit both sides alike
+            ours.append(steady(xentlab_samples_per_s(overrides, folder)))
+            plain.append(steady(plain_samples_per_s(overrides, epochs)))
+        out[name] = {"xentlab_samples_per_s": ours, "plain_keras_samples_per_s": plain,
+                     "ratio": statistics.median(ours) / statistics.median(plain), "overrides": overrides}
+    return out
+
+
+WORKER_SPARSE = r"""
+import os, sys, time, resource, json
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np, keras, tensorflow as tf
+from xentlab.labels import make_dataset
+mode, vocab, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 100
+rng = np.random.default_rng(0)
+x = rng.integers(0, vocab, size=(n, t)).astype("int32")
+y = rng.integers(0, vocab, size=(n, t)).astype("int64")
+model = keras.Sequential(
+    [keras.Input((t,), dtype="int32"), keras.layers.Embedding(vocab, 32), keras.layers.Dense(vocab)]
+)
+if mode == "sparse":
+    ds, loss = make_dataset(x, y, batch_size=16, encoding="sparse", num_classes=vocab), "sparse"
+elif mode == "one_hot_tfdata":
+    ds, loss = make_dataset(x, y, batch_size=16, encoding="one_hot", num_classes=vocab), "one_hot"
+else:  # the naive way: the whole one-hot array in memory before training
+    ds, loss = tf.data.Dataset.from_tensor_slices((x, np.eye(vocab, dtype="float32")[y])).batch(16), "one_hot"
+model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True) if loss == "sparse"
+              else keras.losses.CategoricalCrossentropy(from_logits=True))
+model.fit(ds, epochs=1, verbose=0)
+start = time.perf_counter(); model.fit(ds, epochs=2, verbose=0)
+steps = 2 * (-(-n // 16))
+print(json.dumps({"step_ms": 1000 * (time.perf_counter() - start) / steps,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_sparse_vs_onehot(quick: bool, folder: Path) -> dict:
+    n = 32 if quick else 128
+    out = {}
+    for vocab in (256, 32768):
+        for mode in ("sparse", "one_hot_tfdata", "one_hot_numpy"):
+            result = subprocess.run([sys.executable, "-c", WORKER_SPARSE, mode, str(vocab), str(n)],
+                                    capture_output=True, text=True, timeout=900)
+            if result.returncode != 0:
+                raise RuntimeError(result.stderr[-2000:])
+            out[f"{mode}/V={vocab}"] = {"mode": mode, "vocab": vocab, "windows": n, "seq_len": 100,
+                                        **json.loads(result.stdout.strip().splitlines()[-1])}
+    return out
+
+
+def bench_steps_per_execution(quick: bool, folder: Path) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from xentlab.data import load_data
+
+    epochs = 3 if quick else 6
+    out = {}
+    for spe in (1, 8, 32):
+        values = xentlab_samples_per_s([f"trainer.epochs={epochs}", f"strategy.steps_per_execution={spe}"], folder)
+        out[f"xentlab/steps_per_execution={spe}"] = steady(values)
+    bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
+    from xentlab.models import build_model
+
+    for variant in ("plain", "prefetch", "cache+prefetch"):
+        ds = tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train)).shuffle(2000, seed=0).batch(128)
+        if variant == "cache+prefetch":
+            ds = ds.cache()
+        if variant != "plain":
+            ds = ds.prefetch(tf.data.AUTOTUNE)
+        keras.backend.clear_session()
+        model = build_model("mnist_cnn", input_shape=bundle.input_shape, num_classes=10)
+        model.compile(keras.optimizers.Adadelta(1.0), loss="sparse_categorical_crossentropy")
+        rates = []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            model.fit(ds, epochs=1, verbose=0)
+            rates.append(len(bundle.x_train) / (time.perf_counter() - start))
+        out[f"tf.data/{variant}"] = steady(rates)
+    return out
+
+
+def matmul_peak_flops(size: int = 2048, reps: int = 10) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    tf.matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def bench_lstm_mfu(quick: bool, folder: Path, overhead: dict | None) -> dict:
+    units = 64 if quick else 512
+    vocab, seq_len = 256, 100
+    if overhead and "char_lstm" in overhead:
+        samples_per_s = statistics.median(overhead["char_lstm"]["xentlab_samples_per_s"])
+    else:
+        text = text_slice(20_000, folder)
+        samples_per_s = steady(xentlab_samples_per_s(
+            ["+experiment=shakespeare_lstm", f"data.path={text}", "trainer.epochs=2", "model.sample_length=1",
+             f"model.lstm_units={units}", f"model.embedding_dim={units}"], folder))
+    chars_per_s = samples_per_s * seq_len
+    # Forward FLOPs per character: each LSTM layer 2*4*(d_in + h)*h, the output layer 2*h*V; a training step
+    # is about 3x the forward pass (backward ~2x). Embedding lookups are not FLOPs.
+    forward = 2 * (2 * 4 * (units + units) * units) + 2 * units * vocab
+    flops_per_char = 3 * forward
+    peak = matmul_peak_flops()
+    return {"chars_per_s": chars_per_s, "flops_per_char": flops_per_char, "matmul_peak_flops": peak,
+            "mfu": chars_per_s * flops_per_char / peak,
+            "formula": "3 * (layers * 2*4*(d_in+h)*h + 2*h*V) per char; peak = best 2048^3 float32 matmul"}
+
+
+WORKER_STARTUP = r"""
+import time, json
+t0 = time.perf_counter()
+import tensorflow, keras
+t1 = time.perf_counter()
+import mlflow, hydra
+t2 = time.perf_counter()
+from xentlab.data import load_data
+bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
+t3 = time.perf_counter()
+from xentlab.models import build_model
+from xentlab.losses import CrossEntropy
+from xentlab.metrics import build_metrics
+model = build_model("mnist_cnn", input_shape=bundle.input_shape, num_classes=10)
+model.compile(keras.optimizers.Adadelta(1.0), loss=CrossEntropy(), metrics=build_metrics(10))
+t4 = time.perf_counter()
+model.train_on_batch(bundle.x_train[:128], bundle.y_train[:128])
+t5 = time.perf_counter()
+print(json.dumps({"import_tensorflow_keras_s": t1 - t0, "import_mlflow_hydra_s": t2 - t1, "data_s": t3 - t2,
+                  "model_build_compile_s": t4 - t3, "first_step_s": t5 - t4, "total_s": t5 - t0}))
+"""
+
+
+def bench_startup(quick: bool, folder: Path) -> dict:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", WORKER_STARTUP], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    phases = json.loads(result.stdout.strip().splitlines()[-1])
+    phases["process_wall_s"] = time.perf_counter() - start
+    return phases
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def summary(results: dict) -> str:
+    lines = ["# xentlab benchmarks", "", f"Machine: {machine()}", ""]
+    if "overhead" in results:
+        lines += ["## Overhead: xentlab vs plain Keras model.fit (samples/s, median of steady epochs)", "",
+                  "| model | xentlab | plain Keras | ratio |", "|---|---|---|---|"]
+        for name, r in results["overhead"].items():
+            lines.append(f"| {name} | {statistics.median(r['xentlab_samples_per_s']):.0f} | "
+                         f"{statistics.median(r['plain_keras_samples_per_s']):.0f} | {r['ratio']:.3f} |")
+        lines.append("")
+    if "sparse_vs_onehot" in results:
+        lines += ["## Sparse vs one-hot labels on sequence outputs (T=100)", "",
+                  "| labels | V | step ms | peak RSS MB |", "|---|---|---|---|"]
+        for r in results["sparse_vs_onehot"].values():
+            lines.append(f"| {r['mode']} | {r['vocab']} | {r['step_ms']:.1f} | {r['peak_rss_mb']:.0f} |")
+        lines.append("")
+    if "steps_per_execution" in results:
+        lines += ["## steps_per_execution and tf.data on the digits CNN (samples/s)", "", "| set-up | samples/s |",
+                  "|---|---|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in results["steps_per_execution"].items()]
+        lines.append("")
+    if "lstm_mfu" in results:
+        r = results["lstm_mfu"]
+        lines += ["## Char LSTM throughput", "",
+                  f"chars/s {r['chars_per_s']:.0f}; FLOPs/char {r['flops_per_char']:.3g}; "
+                  f"matmul peak {r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; MFU {100 * r['mfu']:.1f}%", ""]
+    if "startup" in results:
+        lines += ["## Command to first training step (s)", "", "| phase | s |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in results["startup"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "lstm_mfu", "startup")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="xentlab-bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run for CI (< 2 min)")
+    parser.add_argument("--out", default="outputs/bench")
+    parser.add_argument("--only", nargs="*", choices=BENCHMARKS, default=list(BENCHMARKS))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in args.only:
+            start = time.perf_counter()
+            if name == "lstm_mfu":
+                results[name] = bench_lstm_mfu(args.quick, folder, results.get("overhead"))
+            else:
+                results[name] = globals()[f"bench_{name}"](args.quick, folder)
+            record = {"benchmark": name, "quick": args.quick, "machine": machine(),
+                      "seconds": time.perf_counter() - start, "results": results[name]}
+            (out / f"{name}.json").write_text(json.dumps(record, indent=2))
+            print(f"{name}: {record['seconds']:.0f} s", flush=True)
+    text = summary(results)
+    (out / "summary.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
