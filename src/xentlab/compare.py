@@ -165,7 +165,7 @@ def find_parent(client: MlflowClient, experiment_ids: list[str], sweep: str) -> 
     return found[0].info.run_id
 
 
-def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "val_loss") -> Report:
+def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "val_nll") -> Report:
     """Builds the report of the sweep whose parent run is `parent_run_id` and logs it to that run."""
     client = MlflowClient(uri)
     parent = client.get_run(parent_run_id)
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="xentlab-compare", description=main.__doc__)
     parser.add_argument("--experiment", default="xentlab")
     parser.add_argument("--sweep", default="latest", help="a sweep id (tag xentlab.sweep_id) or 'latest'")
-    parser.add_argument("--metric", default="val_loss", help=f"sort column: one of {[c for c, _, _ in COLUMNS]}")
+    parser.add_argument("--metric", default="val_nll",
+                        help=f"sort column (default val_nll: one scale for every loss): one of {[c for c, _, _ in COLUMNS]}")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
     parser.add_argument("--out", default=None, help="folder for the files (default: outputs/reports/<sweep id>)")
     args = parser.parse_args(argv)
