@@ -106,6 +106,18 @@ def test_four_parallel_jobs_on_a_fresh_sqlite_store_all_complete(tmp_path, store
         assert {"loss", "val_loss", "test_loss", "test_auc"} <= set(child.data.metrics)
 
 
+@pytest.mark.slow
+def test_eight_parallel_jobs_on_a_fresh_sqlite_store_all_complete(tmp_path, store):
+    result = run_cli(
+        ["-m", "+sweep=joblib", *SMALL, "trainer.epochs=1", f"tracking.uri={store}", "hydra.launcher.n_jobs=8",
+         "trainer.seed=0,1"], cwd=tmp_path, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    children = _children(store, _parent(store).info.run_id)
+    assert len(children) == 8 and all(c.info.status == "FINISHED" for c in children)
+    assert all(len(MlflowClient(store).get_metric_history(c.info.run_id, "val_loss")) == 1 for c in children)
+
+
 def test_optuna_preset_returns_the_metric_and_records_trials(tmp_path, store):
     result = run_cli(
         ["+sweep=optuna", "hydra.sweeper.n_trials=2", *SMALL, "trainer.epochs=1", f"tracking.uri={store}"],

@@ -127,6 +127,18 @@ def test_sparse_and_one_hot_give_the_same_loss_on_the_same_batch():
     assert losses["sparse"] == pytest.approx(losses["one_hot"], abs=1e-6)
 
 
+def test_sparse_and_one_hot_runs_give_the_same_val_loss(tmp_path):
+    from xentlab.train import run
+
+    values = {}
+    for encoding in ("sparse", "one_hot"):
+        store = f"sqlite:///{tmp_path / encoding}.db"
+        values[encoding] = run(compose(["trainer.epochs=2", "trainer.batch_size=32", "data.limit=128",
+                                        "trainer.deterministic=true", "tracking.log_model=false",
+                                        "tracking.log_plots=false", f"labels={encoding}", f"tracking.uri={store}"]))
+    assert values["sparse"] == pytest.approx(values["one_hot"], abs=1e-4)
+
+
 def _container(overrides):
     from omegaconf import OmegaConf
 
