@@ -1,321 +1,636 @@
-"""Cross-entropy losses for every label encoding and label shape: pure functions plus thin Keras Loss classes.
+"""Classification losses for comparing set-ups: sparse or one-hot cross-entropy, focal, binary and weighted binary.
 
-Every function returns per-element losses (the label shape without the class axis) and works from plain Keras
-code; `ignore_class` positions contribute exactly zero loss and zero gradient.
+Pure functions return per-element losses; thin `keras.losses.Loss` classes reduce them over unmasked elements.
 """
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
 from typing import Any
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
+
+# `Loss.__call__` reads the `_keras_mask` of the per-element losses and then divides by the unmasked count;
+# Keras' own sparse_categorical_crossentropy(ignore_class=...) sets it with this (private) function.
+from keras.src.backend import set_keras_mask
 
 ENCODINGS = ("sparse", "one_hot")
 REDUCTIONS = ("sum_over_batch_size", "sum", "none")
 LOSS_KINDS = ("crossentropy", "focal", "binary", "weighted_binary")
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-def _epsilon() -> float:
-    return keras.config.epsilon()  # 1e-7: Keras clips probabilities to [eps, 1 - eps]
+# ---------------------------------------------------------------------------------------------- argument checks
+def _check_encoding(encoding: Any) -> str:
+    if encoding not in ENCODINGS:
+        raise ValueError(
+            f"encoding must be one of {ENCODINGS}; received encoding={encoding!r}. Use 'sparse' for integer "
+            f"class ids shaped like y_pred without its class axis, 'one_hot' for labels shaped like y_pred."
+        )
+    return encoding
 
 
-def log_probabilities(y_pred, from_logits: bool):
-    """log p over the class axis: log_softmax for logits (exact for any finite logit), else Keras' way:
-    normalise to sum 1, clip to [1e-7, 1 - 1e-7] (capping a loss at -log(1e-7) ~= 16.118 and zeroing the
-    gradient of a clipped probability), then log."""
-    if from_logits:
-        return ops.log_softmax(y_pred, axis=-1)
-    eps = _epsilon()
-    p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
-    return ops.log(ops.clip(p, eps, 1.0 - eps))
+def _check_bool(value: Any, arg: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{arg} must be True or False; received {arg}={value!r} of type {type(value).__name__}.")
+    return bool(value)
 
 
-def _sparse_labels(y_true, y_pred):
-    """Integer labels shaped like y_pred without its class axis ((N, 1) -> (N,) for (N, K) outputs)."""
+def _check_real(value: Any, arg: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) or not math.isfinite(value):
+        raise TypeError(f"{arg} must be a finite number; received {arg}={value!r} of type {type(value).__name__}.")
+    return float(value)
+
+
+def _check_label_smoothing(label_smoothing: Any) -> float:
+    value = _check_real(label_smoothing, "label_smoothing")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"label_smoothing must be in [0, 1); received label_smoothing={label_smoothing!r}. "
+            f"0 disables smoothing; 0.1 is a common choice."
+        )
+    return value
+
+
+def _check_gamma(gamma: Any) -> float:
+    value = _check_real(gamma, "gamma")
+    if value < 0:
+        raise ValueError(f"gamma must be >= 0; received gamma={gamma!r}. Use 0 for plain cross-entropy, 2 is usual.")
+    return value
+
+
+def _check_weights(value: Any, arg: str, *, strictly_positive: bool) -> float | list[float]:
+    """A scalar or a list of per-class (per-label) weights, as plain floats so get_config() is JSON-friendly."""
+    bound = "> 0" if strictly_positive else ">= 0"
+    if isinstance(value, (str, bytes)) or not (isinstance(value, Real) or np.ndim(value) == 1):
+        raise TypeError(
+            f"{arg} must be a number or a list of numbers (one per class); received {arg}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    values = [value] if isinstance(value, Real) else list(value)
+    if not values:
+        raise ValueError(f"{arg} must not be empty; pass a number or one value per class.")
+    checked = [_check_real(v, arg) for v in values]
+    if any(v <= 0 if strictly_positive else v < 0 for v in checked):
+        raise ValueError(f"{arg} must be {bound} (a scalar or one value per class); received {arg}={value!r}.")
+    return checked[0] if isinstance(value, Real) else checked
+
+
+def _check_alpha(alpha: Any) -> float | list[float] | None:
+    return None if alpha is None else _check_weights(alpha, "alpha", strictly_positive=False)
+
+
+def _check_pos_weight(pos_weight: Any) -> float | list[float]:
+    return _check_weights(pos_weight, "pos_weight", strictly_positive=True)
+
+
+def _check_ignore_class(ignore_class: Any) -> int | None:
+    if ignore_class is None:
+        return None
+    if isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, Integral):
+        raise TypeError(
+            f"ignore_class must be an integer class id or None; received ignore_class={ignore_class!r} of type "
+            f"{type(ignore_class).__name__}. Use e.g. -1 for an n/a label outside the classes."
+        )
+    return int(ignore_class)
+
+
+def _check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of {REDUCTIONS}; received reduction={reduction!r}. 'sum_over_batch_size' "
+            f"is the mean over unmasked elements, 'none' returns the per-element losses."
+        )
+    return reduction
+
+
+# ---------------------------------------------------------------------------------------------- tensor helpers
+def _float_tensor(y_pred):
+    """y_pred as a float tensor; float16/bfloat16 go to float32, where the 1e-7 clip is representable."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    if y_pred.dtype not in (tf.float32, tf.float64):
+        y_pred = ops.cast(y_pred, "float32")
+    return y_pred
+
+
+def _rank(x) -> int:
+    return len(x.shape) if hasattr(x, "shape") else np.ndim(x)
+
+
+def _shapes_compatible(a, b) -> bool:
+    """Static shapes match where both are known (None = unknown batch or sequence size in graph mode)."""
+    return len(a) == len(b) and all(i is None or j is None or i == j for i, j in zip(a, b))
+
+
+def _sparse_labels(y_true, y_pred, fn: str):
+    """Integer class ids shaped like y_pred without its class axis; a trailing size-1 axis is squeezed."""
     y_true = ops.convert_to_tensor(y_true)
-    if len(y_true.shape) == len(y_pred.shape):
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
         y_true = ops.squeeze(y_true, axis=-1)
+    if not _shapes_compatible(tuple(y_true.shape), tuple(y_pred.shape[:-1])):
+        raise ValueError(
+            f"{fn}: with encoding='sparse', y_true must hold integer class ids of shape y_pred.shape[:-1] "
+            f"(or with a trailing axis of 1); received y_true.shape={tuple(y_true.shape)}, "
+            f"y_pred.shape={tuple(y_pred.shape)}. For labels shaped like y_pred pass encoding='one_hot'."
+        )
     return ops.cast(y_true, "int32")
 
 
-def valid_mask(y_true, y_pred, *, encoding: str, ignore_class: int | None):
-    """1.0 where a position counts, 0.0 at ignore_class positions; None when nothing is masked."""
-    if ignore_class is None:
-        return None
-    if encoding == "sparse":
-        return ops.cast(ops.not_equal(_sparse_labels(y_true, y_pred), ignore_class), y_pred.dtype)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    valid = ops.sum(y_true, axis=-1) > 0  # tf.one_hot of an out-of-range id is an all-zero row
+def _one_hot_labels(y_true, y_pred, fn: str):
+    y_true = ops.convert_to_tensor(y_true)
+    if not _shapes_compatible(tuple(y_true.shape), tuple(y_pred.shape)):
+        raise ValueError(
+            f"{fn}: with encoding='one_hot', y_true must have the shape of y_pred; received "
+            f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}. "
+            f"For integer class ids pass encoding='sparse'."
+        )
+    return ops.cast(y_true, y_pred.dtype)
+
+
+def _one_hot_valid(target, ignore_class: int):
+    """False where the one-hot row marks ignore_class, or is all zeros (tf.one_hot of an id outside [0, K))."""
+    valid = ops.any(ops.not_equal(target, 0.0), axis=-1)
+    num_classes = target.shape[-1]
+    if num_classes is not None and 0 <= ignore_class < num_classes:
+        # > 0.5 rather than == 1: also right for labels that arrive already smoothed
+        valid = ops.logical_and(valid, ops.less_equal(target[..., ignore_class], 0.5))
+    return valid
+
+
+def _masked(losses, valid):
+    """Exact zeros at masked positions, and the mask attached so Keras' reduction divides by the unmasked count."""
+    if valid is None:
+        return losses
+    losses = ops.where(valid, losses, ops.zeros_like(losses))
+    set_keras_mask(losses, valid)
+    return losses
+
+
+def _clipped_probabilities(y_pred):
+    """Keras' probability path: normalise over the class axis, then clip to [eps, 1 - eps] (eps = 1e-7)."""
+    eps = keras.config.epsilon()
+    p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
+    return ops.clip(p, eps, 1.0 - eps)
+
+
+def _class_count(y_pred):
+    """K as a Python int when static (always, for Dense heads), else a tensor."""
     k = y_pred.shape[-1]
-    if 0 <= ignore_class < k:
-        valid = ops.logical_and(valid, y_true[..., ignore_class] < 0.5)
-    return ops.cast(valid, y_pred.dtype)
+    return k if k is not None else ops.shape(y_pred)[-1]
 
 
-def _per_class_and_target(y_true, y_pred, encoding, label_smoothing, ignore_class):
-    """(safe integer labels or one-hot targets, mask) with ignored labels replaced by class 0."""
-    mask = valid_mask(y_true, y_pred, encoding=encoding, ignore_class=ignore_class)
+def _per_class_weights(weights, y_pred, arg: str, fn: str):
+    """A scalar or a length-K (length-L) weight vector as a tensor broadcasting over the class axis."""
+    if isinstance(weights, Real):
+        return ops.cast(weights, y_pred.dtype)
+    k = y_pred.shape[-1]
+    if k is not None and len(weights) != k:
+        raise ValueError(
+            f"{fn}: {arg} has {len(weights)} entries but y_pred has {k} classes (last axis); pass one value per "
+            f"class or a single number."
+        )
+    return ops.convert_to_tensor(np.asarray(weights), dtype=y_pred.dtype)
+
+
+def _categorical(y_true, y_pred, *, encoding, label_smoothing, ignore_class, per_class_fn, fn):
+    """sum_c t_c * per_class_fn(y_pred)_c with t the (smoothed) target, masked at ignore_class positions."""
+    _check_encoding(encoding)
+    label_smoothing = _check_label_smoothing(label_smoothing)
+    ignore_class = _check_ignore_class(ignore_class)
+    y_pred = _float_tensor(y_pred)
+    k = _class_count(y_pred)
+
+    valid = None
     if encoding == "sparse":
-        labels = _sparse_labels(y_true, y_pred)
-        if mask is not None:
-            labels = ops.where(mask > 0, labels, ops.zeros_like(labels))
-        return labels, mask
-    target = ops.cast(y_true, y_pred.dtype)
-    if label_smoothing:
-        k = ops.cast(y_pred.shape[-1], y_pred.dtype)
-        target = target * (1.0 - label_smoothing) + label_smoothing / k
-    return target, mask
+        labels = _sparse_labels(y_true, y_pred, fn)
+        if ignore_class is not None:
+            valid = ops.not_equal(labels, ignore_class)
+            labels = ops.where(valid, labels, ops.zeros_like(labels))  # an in-range id for the gather
+    else:
+        target = _one_hot_labels(y_true, y_pred, fn)
+        if ignore_class is not None:
+            valid = _one_hot_valid(target, ignore_class)
+    if valid is not None:
+        # Masked rows are replaced by a harmless constant before any log, so whatever they hold (0, inf, NaN)
+        # cannot reach the gradient, which tf.where makes exactly zero there.
+        y_pred = ops.where(ops.expand_dims(valid, -1), y_pred, ops.ones_like(y_pred))
 
-
-def _reduce_classes(per_class, target_or_labels, encoding, label_smoothing):
-    """sum_c t_c * per_class_c, with t the (smoothed) target; the sparse path never builds a one-hot."""
-    if encoding == "one_hot":
-        return ops.sum(target_or_labels * per_class, axis=-1)
-    picked = ops.squeeze(ops.take_along_axis(per_class, ops.expand_dims(target_or_labels, -1), axis=-1), -1)
-    if not label_smoothing:
-        return picked
-    return (1.0 - label_smoothing) * picked + label_smoothing * ops.mean(per_class, axis=-1)
-
-
-def _apply_mask(losses, mask):
-    # where() rather than a product: a non-finite value at an ignored position cannot reach the gradient.
-    return losses if mask is None else ops.where(mask > 0, losses, ops.zeros_like(losses))
-
-
-def _check_encoding(encoding: str) -> None:
-    if encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    per_class = per_class_fn(y_pred)  # (..., K)
+    if encoding == "sparse":
+        # sum_c t_c f_c with t = (1 - ls) one_hot + ls / K, without building the one-hot
+        picked = tf.gather(per_class, labels, batch_dims=len(labels.shape))
+        losses = picked
+        if label_smoothing:
+            losses = (1.0 - label_smoothing) * picked + label_smoothing * ops.mean(per_class, axis=-1)
+    else:
+        if label_smoothing:
+            target = target * (1.0 - label_smoothing) + label_smoothing / ops.cast(k, y_pred.dtype)
+        losses = ops.sum(target * per_class, axis=-1)
+    return _masked(losses, valid)
 
 
 # ---------------------------------------------------------------------------------------------- functions
 def crossentropy(y_true, y_pred, *, encoding="sparse", from_logits=False, label_smoothing=0.0, ignore_class=None):
-    """Categorical cross-entropy per element, for integer (`sparse`) or `one_hot` labels.
+    """Categorical cross-entropy per element: -sum_c t_c log p_c.
 
-    Label smoothing works for both encodings (target (1 - ls) * one_hot + ls / K). With from_logits=False the
-    probabilities are clipped like Keras (see log_probabilities).
+    With ``from_logits=True``, log p is ``log_softmax(y_pred)``: exact and finite for any finite logits
+    (logits of +-1e4 included). With ``from_logits=False`` it follows Keras' categorical cross-entropy:
+    y_pred is divided by its sum over the class axis, then clipped to [eps, 1 - eps] with
+    eps = ``keras.config.epsilon()`` (1e-7). A sample's loss is therefore capped at -log(1e-7) ~= 16.118 and
+    the gradient with respect to a clipped probability is zero: a sample whose true class got p = 0 cannot
+    learn its way out. Keras' own losses skip the clip (and use the logits) when y_pred carries
+    ``_keras_logits`` (the output of a Keras softmax); this function never does, so the probability set-up
+    is what it says. For sparse labels, Keras' ``sparse_categorical_crossentropy`` clips without normalising
+    first; values differ from this function only by O(1e-7) at clipped probabilities.
+
+    Args:
+        y_true: Integer class ids of shape ``y_pred.shape[:-1]`` (``encoding="sparse"``, a trailing axis of 1
+            is allowed) or labels of the shape of ``y_pred`` (``encoding="one_hot"``). Label shapes (N,),
+            (N, T) for sequences and (N, H) for multi-head outputs all work.
+        y_pred: Logits or probabilities, shape (..., K).
+        encoding: ``"sparse"`` or ``"one_hot"``; both give the same values and gradients.
+        from_logits: Whether y_pred holds logits (True) or probabilities (False).
+        label_smoothing: ls in [0, 1): the target becomes (1 - ls) * one_hot + ls / K, for both encodings.
+        ignore_class: The "n/a" label, inside [0, K) or outside (e.g. -1). Its positions get exactly zero loss
+            and exactly zero gradient. With one-hot labels a position is also masked when its row is all
+            zeros (``tf.one_hot`` of an out-of-range id).
+
+    Returns:
+        Per-element losses of shape ``y_pred.shape[:-1]``. With ``ignore_class``, the boolean mask of unmasked
+        positions is attached as ``_keras_mask``, so a Keras ``Loss`` averages over unmasked positions only.
+
+    Raises:
+        ValueError: For an unknown encoding, label smoothing outside [0, 1) or label shapes that do not fit.
     """
-    _check_encoding(encoding)
-    y_pred = ops.convert_to_tensor(y_pred)
-    target, mask = _per_class_and_target(y_true, y_pred, encoding, label_smoothing, ignore_class)
-    nll = -log_probabilities(y_pred, from_logits)
-    return _apply_mask(_reduce_classes(nll, target, encoding, label_smoothing), mask)
+    _check_bool(from_logits, "from_logits")
+
+    def nll(pred):
+        if from_logits:
+            return -ops.log_softmax(pred, axis=-1)
+        return -ops.log(_clipped_probabilities(pred))
+
+    return _categorical(y_true, y_pred, encoding=encoding, label_smoothing=label_smoothing,
+                        ignore_class=ignore_class, per_class_fn=nll, fn="crossentropy")
 
 
 def focal_crossentropy(
     y_true, y_pred, *, encoding="sparse", gamma=2.0, alpha=None, from_logits=False, label_smoothing=0.0,
     ignore_class=None,
 ):
-    """Focal cross-entropy per element: sum_c t_c * alpha_c * (1 - p_c)^gamma * -log p_c (Lin et al. 2017).
+    """Focal cross-entropy per element (Lin et al. 2017): sum_c t_c * a_c * (1 - p_c)^gamma * (-log p_c).
 
-    alpha: None (1 for every class), a scalar, or one value per class. gamma=0 and alpha=None give crossentropy.
+    With ``from_logits=False`` this is exactly Keras' ``categorical_focal_crossentropy`` (normalise over the
+    class axis, clip to [1e-7, 1 - 1e-7], (1 - p)^gamma of the clipped p); so the loss is capped and clipped
+    probabilities get no gradient, as in `crossentropy`. With ``from_logits=True`` Keras applies softmax and
+    then the same clip; this function uses ``log_softmax`` and 1 - p = -expm1(log p) instead, so it stays
+    exact for extreme logits (it equals Keras wherever no probability is below 1e-7 or above 1 - 1e-7).
+    gamma=0 with alpha=None is `crossentropy`.
+
+    Args:
+        y_true: Class ids (``encoding="sparse"``) or one-hot labels (``encoding="one_hot"``); see `crossentropy`.
+        y_pred: Logits or probabilities, shape (..., K).
+        encoding: ``"sparse"`` or ``"one_hot"``; both give the same values and gradients.
+        gamma: Focusing parameter >= 0; larger values down-weight well-classified positions.
+        alpha: None (1 for every class), one number for every class, or a list of K per-class weights.
+        from_logits: Whether y_pred holds logits (True) or probabilities (False).
+        label_smoothing: ls in [0, 1): target (1 - ls) * one_hot + ls / K, for both encodings.
+        ignore_class: The "n/a" label; its positions get exactly zero loss and gradient (see `crossentropy`).
+
+    Returns:
+        Per-element losses of shape ``y_pred.shape[:-1]`` (with ``_keras_mask`` set when ``ignore_class`` is).
+
+    Raises:
+        ValueError: For gamma < 0, negative alpha, alpha of the wrong length, or the errors of `crossentropy`.
     """
-    _check_encoding(encoding)
-    y_pred = ops.convert_to_tensor(y_pred)
-    target, mask = _per_class_and_target(y_true, y_pred, encoding, label_smoothing, ignore_class)
-    log_p = log_probabilities(y_pred, from_logits)
-    one_minus_p = -ops.expm1(log_p)  # 1 - p without cancellation when p is close to 1
-    per_class = ops.power(ops.maximum(one_minus_p, 0.0), gamma) * -log_p
-    if alpha is not None:
-        per_class = per_class * ops.cast(ops.convert_to_tensor(alpha), y_pred.dtype)
-    return _apply_mask(_reduce_classes(per_class, target, encoding, label_smoothing), mask)
+    _check_bool(from_logits, "from_logits")
+    gamma = _check_gamma(gamma)
+    alpha = _check_alpha(alpha)
+    tiny = float(np.finfo(np.float32).tiny)  # smallest normal float32: keeps pow's gradient finite at 1 - p = 0
+
+    def focal(pred):
+        if from_logits:
+            log_p = ops.log_softmax(pred, axis=-1)
+            one_minus_p = -ops.expm1(log_p)  # 1 - p without cancellation when p is close to 1
+        else:
+            p = _clipped_probabilities(pred)
+            log_p, one_minus_p = ops.log(p), 1.0 - p  # Keras' formula, on the clipped p
+        per_class = -log_p
+        if gamma:  # gamma == 0: no modulating factor at all, so the result is exactly crossentropy
+            per_class = ops.power(ops.maximum(one_minus_p, tiny), gamma) * per_class
+        if alpha is not None:
+            per_class = per_class * _per_class_weights(alpha, pred, "alpha", "focal_crossentropy")
+        return per_class
+
+    return _categorical(y_true, y_pred, encoding=encoding, label_smoothing=label_smoothing,
+                        ignore_class=ignore_class, per_class_fn=focal, fn="focal_crossentropy")
 
 
 def binary_crossentropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0, ignore_class=None):
-    """Binary cross-entropy for one sigmoid unit: y_pred (..., 1), integer 0/1 labels (...) or (..., 1)."""
-    y_pred = ops.convert_to_tensor(y_pred)
-    labels = _sparse_labels(y_true, y_pred)
-    mask = None if ignore_class is None else ops.cast(ops.not_equal(labels, ignore_class), y_pred.dtype)
+    """Binary cross-entropy of one sigmoid unit for 2-class data, per element.
+
+    With ``from_logits=True`` it is computed as y * softplus(-x) + (1 - y) * softplus(x), the value of
+    ``tf.nn.sigmoid_cross_entropy_with_logits``, finite and exact for logits of +-1e4. With
+    ``from_logits=False`` p is clipped to [1e-7, 1 - 1e-7] like Keras' ``binary_crossentropy``, capping the
+    loss and zeroing the gradient of clipped probabilities.
+
+    Args:
+        y_true: 0/1 labels of shape (...) or (..., 1).
+        y_pred: One logit or probability per element, shape (..., 1).
+        from_logits: Whether y_pred holds logits (True) or probabilities (False).
+        label_smoothing: ls in [0, 1): the target becomes y * (1 - ls) + ls / 2, as in Keras.
+        ignore_class: The "n/a" label (e.g. -1 or 2); its positions get exactly zero loss and gradient.
+
+    Returns:
+        Per-element losses of shape ``y_pred.shape[:-1]`` (with ``_keras_mask`` set when ``ignore_class`` is).
+
+    Raises:
+        ValueError: If y_pred does not end in one unit, or y_true does not fit its shape.
+    """
+    _check_bool(from_logits, "from_logits")
+    label_smoothing = _check_label_smoothing(label_smoothing)
+    ignore_class = _check_ignore_class(ignore_class)
+    y_pred = _float_tensor(y_pred)
+    if len(y_pred.shape) < 1 or y_pred.shape[-1] not in (1, None):
+        raise ValueError(
+            f"binary_crossentropy: y_pred must end in one sigmoid unit, shape (..., 1); received "
+            f"y_pred.shape={tuple(y_pred.shape)}. For K units use crossentropy (softmax)."
+        )
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+    if not _shapes_compatible(tuple(y_true.shape), tuple(y_pred.shape[:-1])):
+        raise ValueError(
+            f"binary_crossentropy: y_true must hold 0/1 labels of shape y_pred.shape[:-1] or y_pred.shape; "
+            f"received y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}."
+        )
+    y = ops.cast(y_true, y_pred.dtype)  # float, not int: soft labels keep their value
     x = ops.squeeze(y_pred, axis=-1)
-    y = ops.cast(ops.where(ops.equal(labels, 1), 1, 0), x.dtype)
+
+    valid = None
+    if ignore_class is not None:
+        valid = ops.not_equal(y, float(ignore_class))
+        y = ops.where(valid, y, ops.zeros_like(y))
+        # logit 0 / probability 0.5: a harmless stand-in so masked inputs cannot reach the gradient
+        x = ops.where(valid, x, ops.zeros_like(x) if from_logits else ops.full_like(x, 0.5))
     if label_smoothing:
         y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+
     if from_logits:
-        losses = ops.maximum(x, 0.0) - x * y + ops.log1p(ops.exp(-ops.abs(x)))
+        # -log sigmoid(x) = softplus(-x), -log(1 - sigmoid(x)) = softplus(x); each term stays accurate
+        losses = y * ops.softplus(-x) + (1.0 - y) * ops.softplus(x)
     else:
-        eps = _epsilon()
+        eps = keras.config.epsilon()
         p = ops.clip(x, eps, 1.0 - eps)
-        losses = -(y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p))
-    return _apply_mask(losses, mask)
+        losses = -(y * ops.log(p) + (1.0 - y) * ops.log1p(-p))
+    return _masked(losses, valid)
 
 
-def weighted_binary_crossentropy(y_true, y_pred, *, pos_weight=1.0, from_logits=True):
-    """Multi-label sigmoid loss with a positive weight per label, averaged over the label axis.
+def weighted_binary_crossentropy(y_true, y_pred, *, pos_weight, from_logits=True):
+    """Multi-label sigmoid cross-entropy with a positive weight per label, averaged over the label axis.
 
-    Same value as tf.nn.weighted_cross_entropy_with_logits: pos_weight * y * -log(sigmoid(x))
-    + (1 - y) * -log(1 - sigmoid(x)).
+    Per label: pos_weight * y * -log(sigmoid(x)) + (1 - y) * -log(1 - sigmoid(x)), the semantics of
+    ``tf.nn.weighted_cross_entropy_with_logits``. With ``from_logits=False`` the probabilities are clipped to
+    [1e-7, 1 - 1e-7] (Keras' clip) and used as the sigmoid of their logits, so -log p and -log(1 - p) are
+    computed directly: the same values as converting to logits, without the round trip.
+
+    Args:
+        y_true: 0/1 (multi-hot) labels of the shape of y_pred, (N, L).
+        y_pred: Logits or per-label probabilities, shape (N, L).
+        pos_weight: Weight of the positive term: one number, or a list of L per-label weights, all > 0.
+        from_logits: Whether y_pred holds logits (True) or probabilities (False).
+
+    Returns:
+        Per-element losses, the mean over the last (label) axis: shape ``y_pred.shape[:-1]``.
+
+    Raises:
+        ValueError: If pos_weight is not > 0 or has the wrong length, or y_true does not match y_pred's shape.
     """
-    y_pred = ops.convert_to_tensor(y_pred)
+    _check_bool(from_logits, "from_logits")
+    pos_weight = _check_pos_weight(pos_weight)
+    y_pred = _float_tensor(y_pred)
+    y_true = ops.convert_to_tensor(y_true)
+    if not _shapes_compatible(tuple(y_true.shape), tuple(y_pred.shape)):
+        raise ValueError(
+            f"weighted_binary_crossentropy: y_true must be 0/1 labels of the shape of y_pred; received "
+            f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}. For integer class ids "
+            f"use their one-hot view (labels encoding='one_hot')."
+        )
     y = ops.cast(y_true, y_pred.dtype)
+    q = _per_class_weights(pos_weight, y_pred, "pos_weight", "weighted_binary_crossentropy")
     if from_logits:
-        x = y_pred
+        neg_log_p, neg_log_not_p = ops.softplus(-y_pred), ops.softplus(y_pred)
     else:
-        eps = _epsilon()
+        eps = keras.config.epsilon()
         p = ops.clip(y_pred, eps, 1.0 - eps)
-        x = ops.log(p) - ops.log1p(-p)
-    q = ops.cast(ops.convert_to_tensor(pos_weight), x.dtype)
-    # log(1 + exp(-x)) computed stably as softplus(-x)
-    softplus_neg = ops.log1p(ops.exp(-ops.abs(x))) + ops.maximum(-x, 0.0)
-    losses = (1.0 - y) * x + (1.0 + (q - 1.0) * y) * softplus_neg
+        neg_log_p, neg_log_not_p = -ops.log(p), -ops.log1p(-p)
+    losses = q * y * neg_log_p + (1.0 - y) * neg_log_not_p
     return ops.mean(losses, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------- classes
-def _scale_for_replicas(value):
-    """Divides a per-replica mean by the replica count, as Keras' own losses do under tf.distribute: the
-    replicas' gradients are summed, so each replica must contribute 1/replicas of the mean."""
-    import tensorflow as tf
+class _ElementwiseLoss(keras.losses.Loss):
+    """Base: Keras' reduction (mask-aware, replica-scaled) with sample weights aligned to the label shape.
 
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return value if replicas == 1 else value * (1.0 / replicas)
-
-
-class _MaskedLoss(keras.losses.Loss):
-    """Reduction that counts only unmasked elements: sum(loss * w) / (number of unmasked elements).
-
-    Keras' own reduction divides by every element, masked or not, unless the mask travels as a private tensor
-    attribute; this class reduces itself and applies Keras' replica scaling.
+    `Loss.__call__` turns a `_keras_mask` on the per-element losses into weights total / unmasked, so
+    "sum_over_batch_size" is sum(w * loss) / (number of unmasked elements); it also divides by the number of
+    replicas under tf.distribute, as for Keras' own losses. Only sample weights need help: Keras would
+    broadcast (N,) weights against (N, T) losses from the left and fail, so they get trailing axes here.
     """
 
-    def __init__(self, *, reduction="sum_over_batch_size", name=None, **kwargs):
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        super().__init__(name=name, reduction=reduction, **kwargs)
-
-    def _mask(self, y_true, y_pred):
-        return None
+    def __init__(self, *, reduction: str, name: str):
+        super().__init__(name=name, reduction=_check_reduction(reduction))
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
-        losses = self.call(y_true, y_pred)
-        mask = self._mask(y_true, y_pred)
         if sample_weight is not None:
-            w = ops.cast(ops.convert_to_tensor(sample_weight), losses.dtype)
-            while len(w.shape) < len(losses.shape):
-                w = ops.expand_dims(w, -1)
-            while len(w.shape) > len(losses.shape) and w.shape[-1] == 1:
-                w = ops.squeeze(w, -1)
-            losses = losses * w
-        if self.reduction == "none":
-            return losses
-        total = ops.sum(losses)
-        if self.reduction == "sum":
-            return total
-        count = ops.cast(ops.size(losses), losses.dtype) if mask is None else ops.sum(mask)
-        return _scale_for_replicas(ops.divide_no_nan(total, count))
+            sample_weight = self._align_sample_weight(sample_weight, _rank(y_pred) - 1)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
-    def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "reduction": self.reduction}
+    def _align_sample_weight(self, sample_weight, loss_rank: int):
+        """(N,) or (N, 1) weights for (N, T) losses -> (N, 1): weights broadcast over the trailing label axes."""
+        w = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
+        while len(w.shape) > loss_rank and w.shape[-1] == 1:
+            w = ops.squeeze(w, axis=-1)
+        if len(w.shape) > loss_rank:
+            raise ValueError(
+                f"{type(self).__name__}: sample_weight must broadcast to the per-element loss shape (rank "
+                f"{loss_rank}); received sample_weight.shape={tuple(w.shape)}. Pass one weight per example "
+                f"(N,) or per element (the label shape)."
+            )
+        while 0 < len(w.shape) < loss_rank:
+            w = ops.expand_dims(w, axis=-1)
+        return w
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
-class CrossEntropy(_MaskedLoss):
-    """Cross-entropy for sparse or one-hot labels; see `crossentropy`."""
+class CrossEntropy(_ElementwiseLoss):
+    """Categorical cross-entropy for sparse or one-hot labels; see `crossentropy` for the semantics.
+
+    Args:
+        encoding: ``"sparse"`` (integer class ids) or ``"one_hot"``.
+        from_logits: Whether y_pred holds logits.
+        label_smoothing: In [0, 1), for both encodings.
+        ignore_class: The "n/a" label: zero loss and gradient, left out of the mean.
+        reduction: ``"sum_over_batch_size"`` (mean over unmasked elements), ``"sum"`` or ``"none"``.
+        name: The loss name.
+    """
 
     def __init__(self, encoding="sparse", from_logits=False, label_smoothing=0.0, ignore_class=None,
-                 reduction="sum_over_batch_size", name="crossentropy", **kwargs):
-        _check_encoding(encoding)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        super().__init__(reduction=reduction, name=name, **kwargs)
-        self.encoding, self.from_logits = encoding, from_logits
-        self.label_smoothing, self.ignore_class = float(label_smoothing), ignore_class
+                 reduction="sum_over_batch_size", name="crossentropy"):
+        super().__init__(reduction=reduction, name=name)
+        self.encoding = _check_encoding(encoding)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.ignore_class = _check_ignore_class(ignore_class)
 
     def call(self, y_true, y_pred):
         return crossentropy(y_true, y_pred, encoding=self.encoding, from_logits=self.from_logits,
                             label_smoothing=self.label_smoothing, ignore_class=self.ignore_class)
 
-    def _mask(self, y_true, y_pred):
-        return valid_mask(y_true, y_pred, encoding=self.encoding, ignore_class=self.ignore_class)
-
-    def get_config(self):
-        return {**super().get_config(), "encoding": self.encoding, "from_logits": self.from_logits,
-                "label_smoothing": self.label_smoothing, "ignore_class": self.ignore_class}
+    def get_config(self) -> dict[str, Any]:
+        return {"encoding": self.encoding, "from_logits": self.from_logits, "label_smoothing": self.label_smoothing,
+                "ignore_class": self.ignore_class, "reduction": self.reduction, "name": self.name}
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
-class FocalCrossEntropy(CrossEntropy):
-    """Focal cross-entropy for sparse or one-hot labels; see `focal_crossentropy`."""
+class FocalCrossEntropy(_ElementwiseLoss):
+    """Focal cross-entropy for sparse or one-hot labels; see `focal_crossentropy` for the semantics.
+
+    Args:
+        encoding: ``"sparse"`` (integer class ids) or ``"one_hot"``.
+        gamma: Focusing parameter >= 0.
+        alpha: None, one number >= 0, or a list of K per-class weights >= 0.
+        from_logits: Whether y_pred holds logits.
+        label_smoothing: In [0, 1), for both encodings.
+        ignore_class: The "n/a" label: zero loss and gradient, left out of the mean.
+        reduction: ``"sum_over_batch_size"`` (mean over unmasked elements), ``"sum"`` or ``"none"``.
+        name: The loss name.
+    """
 
     def __init__(self, encoding="sparse", gamma=2.0, alpha=None, from_logits=False, label_smoothing=0.0,
-                 ignore_class=None, reduction="sum_over_batch_size", name="focal", **kwargs):
-        if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}; 0 gives plain cross-entropy")
-        if alpha is not None:
-            values = list(alpha) if isinstance(alpha, (list, tuple)) else [alpha]
-            if any(a < 0 for a in values):
-                raise ValueError(f"alpha must be >= 0 (a scalar or one value per class), got {alpha}")
-            alpha = list(alpha) if isinstance(alpha, (list, tuple)) else float(alpha)
-        super().__init__(encoding, from_logits, label_smoothing, ignore_class, reduction, name, **kwargs)
-        self.gamma, self.alpha = float(gamma), alpha
+                 ignore_class=None, reduction="sum_over_batch_size", name="focal"):
+        super().__init__(reduction=reduction, name=name)
+        self.encoding = _check_encoding(encoding)
+        self.gamma = _check_gamma(gamma)
+        self.alpha = _check_alpha(alpha)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.ignore_class = _check_ignore_class(ignore_class)
 
     def call(self, y_true, y_pred):
         return focal_crossentropy(y_true, y_pred, encoding=self.encoding, gamma=self.gamma, alpha=self.alpha,
                                   from_logits=self.from_logits, label_smoothing=self.label_smoothing,
                                   ignore_class=self.ignore_class)
 
-    def get_config(self):
-        return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha}
+    def get_config(self) -> dict[str, Any]:
+        return {"encoding": self.encoding, "gamma": self.gamma, "alpha": self.alpha, "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing, "ignore_class": self.ignore_class,
+                "reduction": self.reduction, "name": self.name}
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
-class BinaryCrossEntropy(_MaskedLoss):
-    """Binary cross-entropy for one sigmoid unit; see `binary_crossentropy`."""
+class BinaryCrossEntropy(_ElementwiseLoss):
+    """Binary cross-entropy of one sigmoid unit; see `binary_crossentropy` for the semantics.
 
-    def __init__(self, from_logits=False, label_smoothing=0.0, ignore_class=None,
-                 reduction="sum_over_batch_size", name="binary", **kwargs):
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        super().__init__(reduction=reduction, name=name, **kwargs)
-        self.from_logits, self.label_smoothing, self.ignore_class = from_logits, float(label_smoothing), ignore_class
+    Args:
+        from_logits: Whether y_pred holds logits.
+        label_smoothing: In [0, 1): target y * (1 - ls) + ls / 2.
+        ignore_class: The "n/a" label: zero loss and gradient, left out of the mean.
+        reduction: ``"sum_over_batch_size"`` (mean over unmasked elements), ``"sum"`` or ``"none"``.
+        name: The loss name.
+    """
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, ignore_class=None, reduction="sum_over_batch_size",
+                 name="binary"):
+        super().__init__(reduction=reduction, name=name)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.ignore_class = _check_ignore_class(ignore_class)
 
     def call(self, y_true, y_pred):
         return binary_crossentropy(y_true, y_pred, from_logits=self.from_logits,
                                    label_smoothing=self.label_smoothing, ignore_class=self.ignore_class)
 
-    def _mask(self, y_true, y_pred):
-        if self.ignore_class is None:
-            return None
-        return ops.cast(ops.not_equal(_sparse_labels(y_true, y_pred), self.ignore_class), y_pred.dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "from_logits": self.from_logits, "label_smoothing": self.label_smoothing,
-                "ignore_class": self.ignore_class}
+    def get_config(self) -> dict[str, Any]:
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing,
+                "ignore_class": self.ignore_class, "reduction": self.reduction, "name": self.name}
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
-class WeightedBinaryCrossEntropy(_MaskedLoss):
-    """Multi-label sigmoid loss with per-label positive weights; see `weighted_binary_crossentropy`."""
+class WeightedBinaryCrossEntropy(_ElementwiseLoss):
+    """Multi-label sigmoid loss with per-label positive weights; see `weighted_binary_crossentropy`.
 
-    def __init__(self, pos_weight=1.0, from_logits=True, reduction="sum_over_batch_size",
-                 name="weighted_binary", **kwargs):
-        values = list(pos_weight) if isinstance(pos_weight, (list, tuple)) else [pos_weight]
-        if any(q <= 0 for q in values):
-            raise ValueError(f"pos_weight must be > 0 (a scalar or one value per label), got {pos_weight}")
-        super().__init__(reduction=reduction, name=name, **kwargs)
-        self.pos_weight = list(pos_weight) if isinstance(pos_weight, (list, tuple)) else float(pos_weight)
-        self.from_logits = from_logits
+    Args:
+        pos_weight: One number > 0, or a list of L per-label weights > 0.
+        from_logits: Whether y_pred holds logits.
+        reduction: ``"sum_over_batch_size"``, ``"sum"`` or ``"none"`` (over examples; labels are averaged).
+        name: The loss name.
+    """
+
+    def __init__(self, pos_weight=1.0, from_logits=True, reduction="sum_over_batch_size", name="weighted_binary"):
+        super().__init__(reduction=reduction, name=name)
+        self.pos_weight = _check_pos_weight(pos_weight)
+        self.from_logits = _check_bool(from_logits, "from_logits")
 
     def call(self, y_true, y_pred):
-        return weighted_binary_crossentropy(y_true, y_pred, pos_weight=self.pos_weight,
-                                            from_logits=self.from_logits)
+        return weighted_binary_crossentropy(y_true, y_pred, pos_weight=self.pos_weight, from_logits=self.from_logits)
 
-    def get_config(self):
-        return {**super().get_config(), "pos_weight": self.pos_weight, "from_logits": self.from_logits}
+    def get_config(self) -> dict[str, Any]:
+        return {"pos_weight": self.pos_weight, "from_logits": self.from_logits, "reduction": self.reduction,
+                "name": self.name}
 
 
+# ---------------------------------------------------------------------------------------------- factory
 def build_loss(
-    kind: str, *, encoding="sparse", from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
+    kind, *, encoding="sparse", from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
     ignore_class=None, gamma=2.0, alpha=None, pos_weight=1.0,
-) -> keras.losses.Loss:
-    """The loss object for `kind` (one of LOSS_KINDS) with its arguments."""
+):
+    """Builds the loss object of one kind from plain arguments.
+
+    Args:
+        kind: One of `LOSS_KINDS`: ``"crossentropy"``, ``"focal"``, ``"binary"`` or ``"weighted_binary"``.
+        encoding: Label encoding for crossentropy and focal; binary needs ``"sparse"`` (0/1 ids).
+        from_logits: Whether the model outputs logits.
+        label_smoothing: In [0, 1); not available for weighted_binary.
+        reduction: ``"sum_over_batch_size"``, ``"sum"`` or ``"none"``.
+        ignore_class: The "n/a" label; not available for weighted_binary.
+        gamma: Focal only: focusing parameter.
+        alpha: Focal only: None, a number or per-class weights.
+        pos_weight: weighted_binary only: positive weight, a number or per-label weights.
+
+    Returns:
+        A `keras.losses.Loss`.
+
+    Raises:
+        ValueError: For an unknown kind, or an argument the kind cannot honour.
+    """
     if kind == "crossentropy":
         return CrossEntropy(encoding, from_logits, label_smoothing, ignore_class, reduction)
     if kind == "focal":
         return FocalCrossEntropy(encoding, gamma, alpha, from_logits, label_smoothing, ignore_class, reduction)
     if kind == "binary":
+        if encoding != "sparse":
+            raise ValueError(
+                f"loss 'binary' takes 0/1 labels (encoding='sparse'); received encoding={encoding!r}. Use "
+                f"encoding='sparse', or 'crossentropy' on a 2-unit softmax for one-hot labels."
+            )
         return BinaryCrossEntropy(from_logits, label_smoothing, ignore_class, reduction)
     if kind == "weighted_binary":
+        # Refuse rather than silently drop: these would change what is trained.
+        if ignore_class is not None:
+            raise ValueError(
+                f"loss 'weighted_binary' has no ignore_class; received ignore_class={ignore_class!r}. Drop the "
+                f"n/a examples from the data or use 'crossentropy'/'focal'/'binary', which mask them."
+            )
+        if label_smoothing:
+            raise ValueError(
+                f"loss 'weighted_binary' has no label_smoothing; received label_smoothing={label_smoothing!r}. "
+                f"Set it to 0."
+            )
         return WeightedBinaryCrossEntropy(pos_weight, from_logits, reduction)
-    raise ValueError(f"unknown loss {kind!r}; expected one of {LOSS_KINDS} or loss._target_=module.function")
+    raise ValueError(
+        f"kind must be one of {LOSS_KINDS}; received kind={kind!r}. Pick one of these names (or pass your own "
+        f"Keras loss object instead of calling build_loss)."
+    )
