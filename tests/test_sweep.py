@@ -56,7 +56,7 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
         assert float(rows[f"loss={loss}"]["test_accuracy_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-9)
         assert rows[f"loss={loss}"]["n"] == "2"
     artifacts = {a.path for a in MlflowClient(store).list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.md", "report/report.csv", "report/val_loss_by_variant.png",
+    assert {"report/report.md", "report/report.csv", "report/val_nll_by_variant.png",
             "report/val_loss_curves.png"} <= artifacts
     assert "| variant |" in result.stdout  # the table is printed at the end of the sweep
 
