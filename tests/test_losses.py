@@ -189,35 +189,32 @@ def pred_kind(from_logits):
 
 
 # ---------------------------------------------------------------------------------------------- the references
-def test_numpy_reference_gradients_match_finite_differences():
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+def test_numpy_reference_gradients_match_finite_differences(from_logits):
     """The analytic reference gradients against central differences, on inputs where those are accurate
     (moderate logits, probabilities >= ~0.02, and rows of exact 0/1 probabilities, which stay clipped)."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, K, size=(3, 4))
-    for from_logits in (True, False):
-        pred = make_pred((3, 4), from_logits, rng, scale=1.0)
-        if not from_logits:
-            pred[0, :2] = [[1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0]]
-        for kind, gamma, alpha, ls in [("crossentropy", 0.0, None, 0.1), ("focal", 2.0, 0.25, 0.0),
-                                       ("focal", 0.5, ALPHA_LIST, 0.1)]:
-            def total(p, kind=kind, gamma=gamma, alpha=alpha, ls=ls):
-                return np_categorical(y, p, kind, from_logits, ls, ignore=3, gamma=gamma, alpha=alpha)[0].sum()
+    pred = make_pred((3, 4), from_logits, rng, scale=1.0)
+    if not from_logits:
+        pred[0, :2] = [[1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0]]
+    for kind, gamma, alpha, ls in [("crossentropy", 0.0, None, 0.1), ("focal", 2.0, 0.25, 0.0),
+                                   ("focal", 0.5, ALPHA_LIST, 0.1)]:
+        reference = functools.partial(np_categorical, y, kind=kind, from_logits=from_logits, ls=ls, ignore=3,
+                                      gamma=gamma, alpha=alpha)
+        fd = fd_grad(lambda p, reference=reference: reference(p)[0].sum(), pred)
+        np.testing.assert_allclose(reference(pred)[2], fd, rtol=1e-6, atol=1e-8)
 
-            analytic = np_categorical(y, pred, kind, from_logits, ls, ignore=3, gamma=gamma, alpha=alpha)[2]
-            np.testing.assert_allclose(analytic, fd_grad(total, pred), rtol=1e-6, atol=1e-8)
-        x = rng.normal(size=(6, 1)) * 2
-        pb = x if from_logits else 1 / (1 + np.exp(-x))
-        yb = np.array([0, 1, 2, 1, 0, 1])
-        np.testing.assert_allclose(np_binary(yb, pb, from_logits, 0.1, 2)[2],
-                                   fd_grad(lambda p: np_binary(yb, p, from_logits, 0.1, 2)[0].sum(), pb),
-                                   rtol=1e-6, atol=1e-8)
-        yw = rng.integers(0, 2, size=(3, 4)).astype(np.float64)
-        xw = rng.normal(size=(3, 4)) * 2
-        pw = xw if from_logits else 1 / (1 + np.exp(-xw))
-        q = [0.5, 1.0, 2.0, 4.0]
-        np.testing.assert_allclose(np_weighted_binary(yw, pw, q, from_logits)[1],
-                                   fd_grad(lambda p: np_weighted_binary(yw, p, q, from_logits)[0].sum(), pw),
-                                   rtol=1e-6, atol=1e-8)
+    x = rng.normal(size=(6, 1)) * 2
+    pb = x if from_logits else 1 / (1 + np.exp(-x))
+    binary = functools.partial(np_binary, np.array([0, 1, 2, 1, 0, 1]), from_logits=from_logits, ls=0.1, ignore=2)
+    np.testing.assert_allclose(binary(pb)[2], fd_grad(lambda p: binary(p)[0].sum(), pb), rtol=1e-6, atol=1e-8)
+
+    xw = rng.normal(size=(3, 4)) * 2
+    pw = xw if from_logits else 1 / (1 + np.exp(-xw))
+    weighted = functools.partial(np_weighted_binary, rng.integers(0, 2, size=(3, 4)).astype(np.float64),
+                                 pos_weight=[0.5, 1.0, 2.0, 4.0], from_logits=from_logits)
+    np.testing.assert_allclose(weighted(pw)[1], fd_grad(lambda p: weighted(p)[0].sum(), pw), rtol=1e-6, atol=1e-8)
 
 
 # ---------------------------------------------------------------------------------------------- crossentropy, focal

@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default="xentlab")
     parser.add_argument("--sweep", default="latest", help="a sweep id (tag xentlab.sweep_id) or 'latest'")
     parser.add_argument("--metric", default="val_nll",
-                        help=f"sort column (default val_nll: one scale for every loss): one of {[c for c, _, _ in COLUMNS]}")
+                        help="sort column (default val_nll: one scale for every loss): one of "
+                        f"{[c for c, _, _ in COLUMNS]}")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
     parser.add_argument("--out", default=None, help="folder for the files (default: outputs/reports/<sweep id>)")
     args = parser.parse_args(argv)

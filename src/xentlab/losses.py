@@ -14,9 +14,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-# `Loss.__call__` reads the `_keras_mask` of the per-element losses and then divides by the unmasked count;
-# Keras' own sparse_categorical_crossentropy(ignore_class=...) sets it with this (private) function.
-from keras.src.backend import set_keras_mask
+try:
+    # `Loss.__call__` reads the `_keras_mask` of the per-element losses and then divides by the unmasked count;
+    # Keras' own sparse_categorical_crossentropy(ignore_class=...) sets it with this (private) function.
+    from keras.src.backend import set_keras_mask
+except ImportError:  # pragma: no cover - moved in some Keras release; the attribute is what Loss.__call__ reads
+
+    def set_keras_mask(x, mask):
+        x._keras_mask = mask
 
 ENCODINGS = ("sparse", "one_hot")
 REDUCTIONS = ("sum_over_batch_size", "sum", "none")
@@ -122,7 +127,7 @@ def _rank(x) -> int:
 
 def _shapes_compatible(a, b) -> bool:
     """Static shapes match where both are known (None = unknown batch or sequence size in graph mode)."""
-    return len(a) == len(b) and all(i is None or j is None or i == j for i, j in zip(a, b))
+    return len(a) == len(b) and all(i is None or j is None or i == j for i, j in zip(a, b, strict=True))
 
 
 def _sparse_labels(y_true, y_pred, fn: str):
@@ -436,8 +441,11 @@ class _ElementwiseLoss(keras.losses.Loss):
 
     `Loss.__call__` turns a `_keras_mask` on the per-element losses into weights total / unmasked, so
     "sum_over_batch_size" is sum(w * loss) / (number of unmasked elements); it also divides by the number of
-    replicas under tf.distribute, as for Keras' own losses. Only sample weights need help: Keras would
-    broadcast (N,) weights against (N, T) losses from the left and fail, so they get trailing axes here.
+    replicas under tf.distribute, as for Keras' own losses. With several replicas each one divides by its own
+    unmasked count, so the step's loss is the mean of the replicas' masked means: the global masked mean only
+    when the replicas hold equally many unmasked elements (Keras' SparseCategoricalCrossentropy(ignore_class)
+    behaves the same). Only sample weights need help: Keras would broadcast (N,) weights against (N, T) losses
+    from the left and fail, so they get trailing axes here.
     """
 
     def __init__(self, *, reduction: str, name: str):
