@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli, runs_of
+from conftest import free_port, run_cli, runs_of, start_mlflow_server
 
 SMALL = ["trainer.epochs=2", "trainer.batch_size=32", "data.limit=64", "model=mlp", "tracking.log_plots=false"]
 
@@ -129,36 +127,12 @@ def test_optuna_preset_returns_the_metric_and_records_trials(tmp_path, store):
     assert len(_children(store, parent.info.run_id)) == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with its own SQLite store, stopped after the test."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    import urllib.request
-
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start within 90 s")
-    yield uri
+    port = free_port()
+    proc = start_mlflow_server(port, tmp_path / "server.db", tmp_path / "server-artifacts")
+    yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -175,7 +149,7 @@ def test_sweep_against_a_real_tracking_server(tmp_path, mlflow_server):
 
 
 def test_unreachable_tracking_server_fails_fast(tmp_path):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     start = time.time()
     result = run_cli(["trainer.epochs=1", f"tracking.uri=http://127.0.0.1:{port}"], cwd=tmp_path, timeout=120)
     assert result.returncode != 0

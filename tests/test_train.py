@@ -17,7 +17,8 @@ CONTRACT = ["loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "t
 
 def test_cli_trains_and_logs_the_contract(tmp_path, store):
     result = run_cli(
-        ["trainer.epochs=2", "trainer.batch_size=16", "data.limit=600", f"tracking.uri={store}", "strategy=cpu"],
+        ["trainer.epochs=2", "trainer.batch_size=16", "data.limit=600", f"tracking.uri={store}", "strategy=cpu",
+         "tracking.system_metrics_interval_s=1"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -28,6 +29,7 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     assert run.info.run_name == "mnist_cnn/crossentropy/sparse/none"
     assert set(CONTRACT) <= set(run.data.metrics)
     assert {"nll", "val_nll", "test_nll"} <= set(run.data.metrics)  # one scale for every loss variant
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     client = MlflowClient(store)
     val_loss = client.get_metric_history(run.info.run_id, "val_loss")
     assert sorted(m.step for m in val_loss) == [0, 1]
@@ -137,6 +139,37 @@ def test_sparse_and_one_hot_runs_give_the_same_val_loss(tmp_path):
                                         "trainer.deterministic=true", "tracking.log_model=false",
                                         "tracking.log_plots=false", f"labels={encoding}", f"tracking.uri={store}"]))
     assert values["sparse"] == pytest.approx(values["one_hot"], abs=1e-4)
+
+
+def test_masked_na_labels_train_like_the_subset_without_them(tmp_path):
+    """The seed's two answers to an n/a label: mask it (labels.ignore_class=-1) or drop those examples
+    (data.drop_na=true). With full batches, which then hold the same labelled examples, the runs are equal."""
+    from mlflow.tracking import MlflowClient
+
+    from xentlab.data import DataError
+    from xentlab.train import run
+
+    common = ["model=mlp", "model.dropout=0.0", "data.limit=256", "data.na_fraction=0.25", "trainer.epochs=3",
+              "trainer.batch_size=1024", "trainer.deterministic=true", "tracking.log_model=false",
+              "tracking.log_plots=false", "tracking.system_metrics=false"]
+    metrics, sizes = {}, {}
+    for name, extra in {"masked": ["labels.ignore_class=-1"], "dropped": ["data.drop_na=true"]}.items():
+        store = f"sqlite:///{tmp_path / name}.db"
+        run(compose([*common, *extra, f"tracking.uri={store}"]))
+        (logged,) = runs_of(store)
+        metrics[name], sizes[name] = logged.data.metrics, int(logged.data.params["data.train_size"])
+        history = MlflowClient(store).get_metric_history(logged.info.run_id, "loss")
+        metrics[name]["loss_curve"] = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert sizes["masked"] == 256 and 150 < sizes["dropped"] < 230  # about a quarter dropped
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc", "test_loss", "test_accuracy", "test_auc"):
+        assert metrics["masked"][key] == pytest.approx(metrics["dropped"][key], abs=1e-4), key
+    assert metrics["masked"]["loss_curve"] == pytest.approx(metrics["dropped"]["loss_curve"], abs=1e-4)
+    assert len(set(metrics["masked"]["loss_curve"])) == 3  # it trained
+
+    with pytest.raises(ValueError, match="labels.ignore_class"):  # n/a labels that nobody masks
+        run(compose([*common, f"tracking.uri=sqlite:///{tmp_path / 'unmasked'}.db"]))
+    with pytest.raises(DataError, match="mask the n/a positions instead"):
+        run(compose(["+experiment=periods", "data.na_fraction=0.1", "data.drop_na=true", "trainer.dry_run=true"]))
 
 
 def _container(overrides):

@@ -69,9 +69,11 @@ def xentlab_samples_per_s(overrides: list[str], folder: Path) -> list[float]:
     return [m.value for m in history]
 
 
-def plain_samples_per_s(config_overrides: list[str], epochs: int) -> list[float]:
-    """The same model, data and batch with a hand-written Keras model.fit on numpy arrays."""
+def plain_samples_per_s(config_overrides: list[str], epochs: int, feed: str = "numpy") -> list[float]:
+    """The same model, data and batch with a hand-written Keras model.fit: on numpy arrays (feed="numpy", as
+    in the seed tutorial) or on a shuffled, batched, prefetched tf.data pipeline (feed="tf.data")."""
     import keras
+    import tensorflow as tf
     from omegaconf import OmegaConf
 
     from xentlab.data import load_data
@@ -98,8 +100,15 @@ def plain_samples_per_s(config_overrides: list[str], epochs: int) -> list[float]
         def on_epoch_end(self, epoch, logs=None):
             times.append(len(bundle.x_train) / (time.perf_counter() - self.start))
 
-    model.fit(bundle.x_train, bundle.y_train, batch_size=config["trainer"]["batch_size"], epochs=epochs,
-              validation_data=(bundle.x_val, bundle.y_val), callbacks=[Timer()], verbose=0)
+    batch = config["trainer"]["batch_size"]
+    if feed == "numpy":
+        model.fit(bundle.x_train, bundle.y_train, batch_size=batch, epochs=epochs,
+                  validation_data=(bundle.x_val, bundle.y_val), callbacks=[Timer()], verbose=0)
+        return times
+    train = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train))
+             .shuffle(len(bundle.x_train), seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
+    val = tf.data.Dataset.from_tensor_slices((bundle.x_val, bundle.y_val)).batch(batch).prefetch(tf.data.AUTOTUNE)
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=[Timer()], verbose=0)
     return times
 
 
@@ -122,21 +131,32 @@ def bench_overhead(quick: bool, folder: Path) -> dict:
     out = {}
     for name, overrides in cases.items():
         epochs = int([o for o in overrides if o.startswith("trainer.epochs=")][0].split("=")[1])
-        ours, plain = [], []
-        for _ in range(reps):  # interleaved, so drifts in machine load hit both sides alike
+        ours, plain, plain_tfdata = [], [], []
+        for _ in range(reps):  # interleaved, so drifts in machine load hit all sides alike
             ours.append(steady(xentlab_samples_per_s(overrides, folder)))
             plain.append(steady(plain_samples_per_s(overrides, epochs)))
+            plain_tfdata.append(steady(plain_samples_per_s(overrides, epochs, feed="tf.data")))
         out[name] = {"xentlab_samples_per_s": ours, "plain_keras_samples_per_s": plain,
-                     "ratio": statistics.median(ours) / statistics.median(plain), "overrides": overrides}
+                     "plain_keras_tfdata_samples_per_s": plain_tfdata,
+                     "ratio": statistics.median(ours) / statistics.median(plain),
+                     "ratio_vs_tfdata": statistics.median(ours) / statistics.median(plain_tfdata),
+                     "overrides": overrides}
     return out
 
 
 WORKER_SPARSE = r"""
-import os, sys, time, resource, json
+import os, sys, time, json
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+
+def peak_rss_mb():  # this process's high-water mark (ru_maxrss would include the forking parent's)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
 import numpy as np, keras, tensorflow as tf
 from xentlab.labels import make_dataset
 mode, vocab, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 100
+rss_before = peak_rss_mb()
 rng = np.random.default_rng(0)
 x = rng.integers(0, vocab, size=(n, t)).astype("int32")
 y = rng.integers(0, vocab, size=(n, t)).astype("int64")
@@ -155,7 +175,7 @@ model.fit(ds, epochs=1, verbose=0)
 start = time.perf_counter(); model.fit(ds, epochs=2, verbose=0)
 steps = 2 * (-(-n // 16))
 print(json.dumps({"step_ms": 1000 * (time.perf_counter() - start) / steps,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb(), "rss_before_data_mb": rss_before}))
 """
 
 
@@ -279,16 +299,20 @@ def summary(results: dict) -> str:
     lines = ["# xentlab benchmarks", "", f"Machine: {machine()}", ""]
     if "overhead" in results:
         lines += ["## Overhead: xentlab vs plain Keras model.fit (samples/s, median of steady epochs)", "",
-                  "| model | xentlab | plain Keras | ratio |", "|---|---|---|---|"]
+                  "| model | xentlab | plain Keras, numpy | ratio | plain Keras, tf.data | ratio |",
+                  "|---|---|---|---|---|---|"]
         for name, r in results["overhead"].items():
             lines.append(f"| {name} | {statistics.median(r['xentlab_samples_per_s']):.0f} | "
-                         f"{statistics.median(r['plain_keras_samples_per_s']):.0f} | {r['ratio']:.3f} |")
+                         f"{statistics.median(r['plain_keras_samples_per_s']):.0f} | {r['ratio']:.3f} | "
+                         f"{statistics.median(r['plain_keras_tfdata_samples_per_s']):.0f} | "
+                         f"{r['ratio_vs_tfdata']:.3f} |")
         lines.append("")
     if "sparse_vs_onehot" in results:
         lines += ["## Sparse vs one-hot labels on sequence outputs (T=100)", "",
-                  "| labels | V | step ms | peak RSS MB |", "|---|---|---|---|"]
+                  "| labels | V | step ms | peak RSS MB | RSS before the data MB |", "|---|---|---|---|---|"]
         for r in results["sparse_vs_onehot"].values():
-            lines.append(f"| {r['mode']} | {r['vocab']} | {r['step_ms']:.1f} | {r['peak_rss_mb']:.0f} |")
+            lines.append(f"| {r['mode']} | {r['vocab']} | {r['step_ms']:.1f} | {r['peak_rss_mb']:.0f} | "
+                         f"{r['rss_before_data_mb']:.0f} |")
         lines.append("")
     if "steps_per_execution" in results:
         lines += ["## steps_per_execution and tf.data on the digits CNN (samples/s)", "", "| set-up | samples/s |",

@@ -24,7 +24,8 @@ PID_TAG = "xentlab.pid"
 HEARTBEAT_TAG = "xentlab.heartbeat"
 # Knobs that do not change what a job computes: changing them must not start a different job.
 NOT_IDENTITY = ("trainer.resume", "trainer.verbose", "trainer.dry_run", "trainer.stale_after_s",
-                "tracking.run_name", "tracking.log_plots", "tracking.log_model")
+                "tracking.run_name", "tracking.log_plots", "tracking.log_model", "tracking.system_metrics",
+                "tracking.system_metrics_interval_s")
 
 
 class Terminated(BaseException):

@@ -22,6 +22,8 @@ class DataConfig:
     val_fraction: float = 0.15  # share of the labelled pool held out for validation
     test_fraction: float = 0.15  # used only where the source has no official test split
     split_seed: int = 0  # fixed, so every variant sees the same split
+    na_fraction: float = 0.0  # share of labels made n/a (-1) in every split: mask with labels.ignore_class=-1
+    drop_na: bool = False  # drop the n/a examples instead of masking them (one label per example only)
 
 
 @dataclass
@@ -169,6 +171,8 @@ class TrackingConfig:
     parent_run_id: Optional[str] = None  # nest this run under another; sweeps set it through <sweep dir>/sweep.json
     log_model: bool = True
     log_plots: bool = True
+    system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory; GPU when present) while training
+    system_metrics_interval_s: float = 10.0
 
 
 # ---------------------------------------------------------------------------------------------------- root

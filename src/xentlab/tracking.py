@@ -76,6 +76,12 @@ def probe_server(uri: str, timeout_s: float = 5.0) -> None:
 def setup_experiment(uri: str, experiment: str) -> str:
     """Points MLflow at `uri` and returns the id of `experiment`, creating it (with artifact location) if new."""
     probe_server(uri)
+    if uri.startswith(("http://", "https://")):
+        # MLflow's defaults retry a lost server for minutes at every call; a short policy lets the outbox
+        # (xentlab.outbox) take over within seconds. Explicit settings in the environment win.
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+            os.environ.setdefault(name, value)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -140,39 +146,63 @@ def mask_config(config: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def tracked_run(
-    *, experiment_id: str, run_name: str, params: dict[str, str], tags: dict[str, str] | None = None,
-    run_id: str | None = None,
-) -> Iterator[mlflow.ActiveRun]:
+    *, experiment_id: str, run_name: str, params: dict[str, str], job_dir: str | os.PathLike,
+    tags: dict[str, str] | None = None, run_id: str | None = None, system_metrics: bool = False,
+) -> Iterator[Any]:
     """Starts (or, with run_id, reopens) a run and always ends it with the truth: FINISHED, FAILED
-    (+ `xentlab.error`) or KILLED (Ctrl-C, SIGTERM)."""
+    (+ `xentlab.error`) or KILLED (Ctrl-C, SIGTERM).
+
+    Yields the run's `Outbox` (xentlab.outbox): what is logged through it survives a tracking-server outage,
+    kept in `<job_dir>/outbox`; the final status does too. With system_metrics, MLflow samples CPU, memory
+    (and GPU when present) as `system/*` metrics while the run is open.
+    """
+    from xentlab.outbox import Outbox
     from xentlab.resume import Terminated
 
     if run_id is not None:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         mlflow.set_tags(tags or {})
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {})
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {},
+                               log_system_metrics=system_metrics)
+    outbox = Outbox(mlflow.get_tracking_uri(), run.info.run_id, job_dir)
     status = "FAILED"
     try:
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             chunk = dict(list(params.items())[start : start + 100])
             mlflow.log_params(chunk)
-        yield run
+        yield outbox
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
-        mlflow.set_tag(ERROR_TAG, "KeyboardInterrupt: stopped by the user (Ctrl-C)")
+        outbox.set_tag(ERROR_TAG, "KeyboardInterrupt: stopped by the user (Ctrl-C)")
         raise
     except Terminated as err:
         status = "KILLED"
-        mlflow.set_tag(ERROR_TAG, f"Terminated: {err}")
+        outbox.set_tag(ERROR_TAG, f"Terminated: {err}")
         raise
     except BaseException as err:
-        mlflow.set_tag(ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
+        outbox.set_tag(ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
         raise
     finally:
-        mlflow.flush_async_logging()
-        mlflow.end_run(status=status)
+        try:
+            outbox.end(status)
+        finally:
+            _drop_active_run(run.info.run_id)
+
+
+def _drop_active_run(run_id: str) -> None:
+    """Ends MLflow's notion of the active run without another server call (the outbox set the status)."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if stack and stack[-1].info.run_id == run_id:
+        stack.pop()
+        fluent.MLFLOW_RUN_ID.unset()
+        fluent._last_active_run_id.set(run_id)
+    monitor = fluent.run_id_to_system_metrics_monitor.pop(run_id, None)
+    if monitor is not None:
+        monitor.finish()
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -215,9 +245,10 @@ class EpochLogger(MlflowCallback):
 
     HEARTBEAT_EVERY_S = 30.0
 
-    def __init__(self, samples_per_epoch: int) -> None:
+    def __init__(self, samples_per_epoch: int, outbox) -> None:
         super().__init__(log_every_epoch=True)
         self.samples_per_epoch = samples_per_epoch
+        self.outbox = outbox
         self._epoch_start = 0.0
         self._last_beat = 0.0
         self._logged_steps: set[int] = set()
@@ -241,7 +272,7 @@ class EpochLogger(MlflowCallback):
 
         now = time.time()
         if force or now - self._last_beat >= self.HEARTBEAT_EVERY_S:
-            mlflow.set_tag(HEARTBEAT_TAG, str(int(now)))
+            self.outbox.set_tag(HEARTBEAT_TAG, str(int(now)), keep=False)
             self._last_beat = now
 
     def on_epoch_end(self, epoch, logs=None):
@@ -250,8 +281,9 @@ class EpochLogger(MlflowCallback):
         seconds = time.perf_counter() - self._epoch_start
         logs["epoch_time_s"] = seconds
         logs["samples_per_s"] = self.samples_per_epoch / seconds if seconds > 0 else 0.0
-        # Synchronous, so a SIGKILL right after an epoch cannot lose metrics the checkpoint already covers.
-        mlflow.log_metrics(logs, step=epoch, synchronous=True)
+        # Synchronous (or kept in the outbox), so a SIGKILL right after an epoch cannot lose metrics the
+        # checkpoint already covers.
+        self.outbox.log_metrics(logs, step=epoch)
         self._logged_steps.add(epoch)
         self._heartbeat(force=True)
 

@@ -224,24 +224,23 @@ def log_prepared(prepared: Prepared, config: dict[str, Any]) -> None:
 
 
 def train_and_evaluate(
-    prepared: Prepared, config: dict[str, Any], track: bool = True, checkpoint_dir: Path | None = None
+    prepared: Prepared, config: dict[str, Any], outbox=None, checkpoint_dir: Path | None = None
 ) -> tuple[dict[str, float], dict]:
     """Fits with validation, logs per-epoch metrics, evaluates on the test split and logs `test_*`.
 
-    With track=False (non-chief workers of a multi-worker run) nothing goes to MLflow. With a
+    Tracking goes through `outbox` (xentlab.outbox); with None (non-chief workers of a multi-worker run)
+    nothing goes to MLflow. With a
     checkpoint_dir, every completed epoch is backed up there (weights, optimizer state, epoch counter) and a
     restarted job continues from it; the folder is removed when training completes.
     """
-    import mlflow
-
     from xentlab.labels import steps_per_epoch
     from xentlab.resume import resumable_backup
     from xentlab.tracking import EpochLogger, StopOnNonFiniteLoss
 
     trainer = config["trainer"]
     callbacks = [StopOnNonFiniteLoss()]
-    if track:
-        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train)))
+    if outbox is not None:
+        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox))
     if checkpoint_dir is not None:
         # After the logger: an epoch logged but not yet backed up is re-run on resume and not logged twice.
         callbacks.append(resumable_backup(str(checkpoint_dir)))
@@ -258,17 +257,16 @@ def train_and_evaluate(
     )
     test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
     test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
-    if track:
-        mlflow.log_metrics(test_metrics)
+    if outbox is not None:
+        outbox.log_metrics(test_metrics)
     print("test: " + "  ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()), flush=True)
     return {"val_loss": float(history.history["val_loss"][-1]), **test_metrics}, history.history
 
 
-def log_evaluation(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]]) -> None:
+def log_evaluation(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
     """Plots and the per-class report on the test split; per-class recall as `test_recall_<class>` metrics."""
     import tempfile
 
-    import mlflow
     import numpy as np
 
     from xentlab.plots import write_evaluation
@@ -281,19 +279,17 @@ def log_evaluation(prepared: Prepared, config: dict[str, Any], history: dict[str
             history=history, multi_head=config["model"]["name"] == "multi_head",
         )
         report = json.loads((Path(tmp) / "per_class.json").read_text())
-        mlflow.log_artifacts(tmp, "evaluation")
+        outbox.log_artifacts(tmp, "evaluation")
     if prepared.bundle.num_classes <= 12:
         recalls = {}
         for head, classes in report.items():
             suffix = "" if head == "all" else f"_{head}"
             recalls.update({f"test_recall_{name}{suffix}": v["recall"] for name, v in classes.items()})
-        mlflow.log_metrics({re.sub(r"[^\w\-. /]", "_", k): v for k, v in recalls.items()})
+        outbox.log_metrics({re.sub(r"[^\w\-. /]", "_", k): v for k, v in recalls.items()})
 
 
-def log_generated_text(prepared: Prepared, config: dict[str, Any]) -> None:
+def log_generated_text(prepared: Prepared, config: dict[str, Any], outbox) -> None:
     """For language models: five streams sampled from the stateful copy, as `generated.txt`."""
-    import mlflow
-
     from xentlab.generate import generate
 
     model_cfg = config["model"]
@@ -302,24 +298,32 @@ def log_generated_text(prepared: Prepared, config: dict[str, Any]) -> None:
         seed=config["trainer"]["seed"],
     )
     text = "\n\n".join(f"--- stream {i}\n{t}" for i, t in enumerate(streams))
-    mlflow.log_text(text, "generated.txt")
+    outbox.log_text(text, "generated.txt")
     print(text, flush=True)
 
 
-def log_model(prepared: Prepared) -> None:
+def log_model(prepared: Prepared, outbox) -> None:
     """The trained model with an input/output signature and pinned requirements (no slow inference)."""
     import keras
-    import mlflow
     import numpy as np
     import tensorflow as tf
     from mlflow.models import infer_signature
 
     sample = prepared.bundle.x_val[:4]
     signature = infer_signature(sample, np.asarray(prepared.model.predict(sample, verbose=0)))
-    mlflow.keras.log_model(
-        prepared.model, name="model", signature=signature,
+    outbox.log_keras_model(
+        prepared.model, signature=signature,
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
     )
+
+
+def job_dir() -> Path:
+    """Hydra's folder for this job (outputs/runs/... or outputs/multirun/.../N); outside Hydra the launch dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return launch_dir()
 
 
 def completed_epochs(checkpoint_dir: Path) -> int:
@@ -332,6 +336,7 @@ def run(cfg: DictConfig) -> float | None:
     """Trains one job described by `cfg`; returns the final validation loss (None for a dry run)."""
     import shutil
 
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from xentlab import resume
@@ -341,7 +346,7 @@ def run(cfg: DictConfig) -> float | None:
     config = OmegaConf.to_container(cfg, resolve=True)
     if config["strategy"]["name"] == "multi_worker" and not is_chief():
         # Other workers train their share of every step but never create MLflow runs.
-        results, _ = train_and_evaluate(prepare(config), config, track=False)
+        results, _ = train_and_evaluate(prepare(config), config)
         return results["val_loss"]
     if config["trainer"]["dry_run"]:
         prepared = prepare(config)
@@ -376,20 +381,26 @@ def run(cfg: DictConfig) -> float | None:
 
     resume.install_sigterm_handler()
     sweep = sweep_job()
+    if tracking["system_metrics"]:
+        mlflow.set_system_metrics_sampling_interval(tracking["system_metrics_interval_s"])
     with tracked_run(
-        experiment_id=experiment_id, run_name=run_name(config, sweep), params=params,
+        experiment_id=experiment_id, run_name=run_name(config, sweep), params=params, job_dir=job_dir(),
         tags={**run_tags(config, sweep), resume.JOB_TAG: key, **resume.owner_tags()},
-        run_id=decision.resume_run_id,
-    ):
+        run_id=decision.resume_run_id, system_metrics=tracking["system_metrics"],
+    ) as outbox:
         prepared = prepare(config, initial_epoch=completed_epochs(checkpoint_dir))
         log_prepared(prepared, config)
-        results, history = train_and_evaluate(prepared, config, checkpoint_dir=checkpoint_dir)
+        results, history = train_and_evaluate(prepared, config, outbox, checkpoint_dir=checkpoint_dir)
         if tracking["log_plots"]:
-            log_evaluation(prepared, config, history)
+            log_evaluation(prepared, config, history, outbox)
         if config["model"]["name"] == "char_lstm":
-            log_generated_text(prepared, config)
+            log_generated_text(prepared, config, outbox)
         if tracking["log_model"]:
-            log_model(prepared)
+            log_model(prepared, outbox)
+    if outbox.pending:
+        print(f"warning: the tracking server did not come back; {outbox.pending} records of run {outbox.run_id} "
+              f"are kept in {outbox.folder}: send them with `xentlab-sync {outbox.folder.parent}`",
+              file=sys.stderr, flush=True)
     return results["val_loss"]
 
 

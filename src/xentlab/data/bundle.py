@@ -83,3 +83,41 @@ def limit_training(bundle: DataBundle, limit: int | None) -> DataBundle:
     bundle.x_train = bundle.x_train[:limit]
     bundle.y_train = bundle.y_train[:limit]
     return bundle
+
+
+NA_LABEL = -1  # the label data.na_fraction writes; mask it with labels.ignore_class=-1
+
+
+def mark_na(bundle: DataBundle, fraction: float, seed: int) -> DataBundle:
+    """Turns a share `fraction` of the labels of every split into NA_LABEL (the seed's "n/a" label).
+
+    Positions are drawn per split from `seed` alone, so runs that mask them and runs that drop them
+    (data.drop_na) see the same n/a labels. Sequence and multi-head labels get n/a positions, not rows.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"data.na_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return bundle
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val", "test"):
+        y = getattr(bundle, f"y_{split}")
+        y = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float64)  # uint8 has no -1
+        y[rng.random(y.shape) < fraction] = NA_LABEL
+        setattr(bundle, f"y_{split}", y)
+    bundle.meta["na_label"] = NA_LABEL
+    return bundle
+
+
+def drop_na(bundle: DataBundle) -> DataBundle:
+    """Removes the examples labelled NA_LABEL from every split (the alternative to masking them)."""
+    for split in ("train", "val", "test"):
+        x, y = getattr(bundle, f"x_{split}"), getattr(bundle, f"y_{split}")
+        if y.ndim != 1:
+            raise DataError(
+                f"data.drop_na=true needs one label per example, but {bundle.name} has labels of shape "
+                f"{y.shape[1:]} per example; mask the n/a positions instead with labels.ignore_class={NA_LABEL}"
+            )
+        keep = y != NA_LABEL
+        setattr(bundle, f"x_{split}", x[keep])
+        setattr(bundle, f"y_{split}", y[keep])
+    return bundle

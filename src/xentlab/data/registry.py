@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from xentlab.data.bundle import DataBundle, DataError, limit_training
+from xentlab.data.bundle import DataBundle, DataError, limit_training, mark_na
+from xentlab.data.bundle import drop_na as _drop_na
 from xentlab.data.images import load_digits, load_fashion_mnist, load_mnist
 from xentlab.data.tabular import load_breast_cancer, load_imbalanced, load_periods
 from xentlab.data.text import load_shakespeare, load_text
@@ -22,8 +23,13 @@ DATA_SOURCES: dict[str, Callable[..., DataBundle]] = {
 }
 
 
-def load_data(name: str, *, limit: int | None = None, **options: Any) -> DataBundle:
-    """Loads source `name` with its options, then caps the training split at `limit`."""
+def load_data(
+    name: str, *, limit: int | None = None, na_fraction: float = 0.0, drop_na: bool = False, **options: Any
+) -> DataBundle:
+    """Loads source `name` with its options, caps the training split at `limit`, then marks a share
+    `na_fraction` of the labels n/a (-1) and, with `drop_na`, removes the examples so marked."""
     if name not in DATA_SOURCES:
         raise DataError(f"unknown data source {name!r}; known: {sorted(DATA_SOURCES)}")
-    return limit_training(DATA_SOURCES[name](**options), limit)
+    bundle = limit_training(DATA_SOURCES[name](**options), limit)
+    bundle = mark_na(bundle, na_fraction, seed=options.get("split_seed", 0))
+    return _drop_na(bundle) if drop_na else bundle

@@ -1,0 +1,189 @@
+"""The outbox: records kept while the tracking server is gone, sent later by the real `xentlab-sync` CLI.
+
+Fast tests use a port nothing listens on as the lost server and a real SQLite store as the one that comes back;
+the slow tests kill and restart a real `mlflow server` under a training run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import free_port, runs_of, start_mlflow_server
+from xentlab.outbox import Outbox
+
+
+def sync(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", "from xentlab.outbox import main; main()", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def lost_server(monkeypatch) -> str:
+    """A tracking URI nobody answers, with MLflow's retries off so each failed call returns at once."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def test_records_kept_during_an_outage_arrive_once_with_xentlab_sync(tmp_path, store, lost_server):
+    import keras
+
+    client = MlflowClient(store)
+    run_id = client.create_run(client.create_experiment("outage")).info.run_id
+    job = tmp_path / "job"
+    outbox = Outbox(lost_server, run_id, job)
+
+    for epoch in range(3):
+        outbox.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, step=epoch)
+    outbox.set_tag("xentlab.heartbeat", "1", keep=False)  # dropped: worthless later
+    outbox.set_tag("note", "kept")
+    outbox.log_text("hello", "generated.txt")
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    (folder / "per_class.json").write_text("{}")
+    outbox.log_artifacts(folder, "evaluation")
+    folder.joinpath("per_class.json").unlink()  # a temporary folder is gone by the time the server is back
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    outbox.log_keras_model(model)
+    outbox.end("FINISHED")
+
+    assert outbox.pending == 8
+    assert client.get_run(run_id).info.status == "RUNNING"
+    assert client.get_metric_history(run_id, "loss") == []
+
+    down = sync([str(job)], cwd=tmp_path)  # the job's own server is still gone
+    assert down.returncode == 1 and "8 records still pending" in down.stderr
+    moved = sync([str(tmp_path), "--tracking-uri", store], cwd=tmp_path)  # a parent folder finds the job
+    assert moved.returncode == 0, moved.stderr
+    assert f"sent 8 records to run {run_id} (FINISHED)" in moved.stdout
+
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["note"] == "kept"
+    assert "xentlab.heartbeat" not in run.data.tags
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [
+        (0, 2.0), (1, 1.0), (2, pytest.approx(2 / 3))]
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"generated.txt", "evaluation", "model"}
+    loaded = mlflow.keras.load_model(f"runs:/{run_id}/model")
+    x = np.ones((1, 3), "float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+    again = sync([str(job), "--tracking-uri", store], cwd=tmp_path)
+    assert again.returncode == 0 and "nothing pending" in again.stdout
+    assert len(client.get_metric_history(run_id, "loss")) == 3  # nothing twice
+
+
+def test_a_status_kept_from_before_a_resume_does_not_override_the_later_end(tmp_path, store, lost_server):
+    client = MlflowClient(store)
+    run_id = client.create_run(client.create_experiment("resumed")).info.run_id
+    job = tmp_path / "job"
+    Outbox(lost_server, run_id, job).end("KILLED")  # SIGTERM during an outage
+    time.sleep(0.01)
+    client.set_terminated(run_id, "FINISHED")  # the resumed job finished the run later
+    assert sync([str(job), "--tracking-uri", store], cwd=tmp_path).returncode == 0
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_errors_the_store_reports_are_raised_not_kept(tmp_path, store):
+    outbox = Outbox(store, "0" * 32, tmp_path)  # no such run
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        outbox.log_metrics({"loss": 1.0})
+    assert outbox.pending == 0 and not (tmp_path / "outbox").exists()
+
+
+def test_sync_of_a_missing_folder_says_what_to_pass(tmp_path):
+    result = sync([str(tmp_path / "nope")], cwd=tmp_path)
+    assert result.returncode == 2 and "pass a job folder" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- a real server
+def _wait_for_epoch(db: Path, epoch: int, timeout: float = 180) -> str:
+    """Reads the server's store directly until some run holds val_loss at `epoch`; returns its id."""
+    client = MlflowClient(f"sqlite:///{db}")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for run in runs_of(f"sqlite:///{db}"):
+            if any(m.step >= epoch for m in client.get_metric_history(run.info.run_id, "val_loss")):
+                return run.info.run_id
+        time.sleep(0.2)
+    raise AssertionError(f"no run reached epoch {epoch} within {timeout} s")
+
+
+def _train_in_background(uri: str, cwd: Path, epochs: int) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = ["data=digits", "model=mlp", "trainer.batch_size=16", f"trainer.epochs={epochs}", "trainer.verbose=2",
+            "tracking.system_metrics=false", f"tracking.uri={uri}"]
+    return subprocess.Popen([sys.executable, "-c", "from xentlab.train import main; main()", *args], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _assert_complete(db: Path, run_id: str, epochs: int) -> None:
+    client = MlflowClient(f"sqlite:///{db}")
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED", run.data.tags
+    for name in ("loss", "val_loss", "val_auc"):
+        assert [m.step for m in client.get_metric_history(run_id, name)] == list(range(epochs)), name
+    assert {"test_loss", "test_accuracy", "test_auc"} <= set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"evaluation", "model", "config.yaml"}
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_mid_run_gets_every_metric(tmp_path):
+    db, port = tmp_path / "server.db", free_port()
+    server = start_mlflow_server(port, db, tmp_path / "server-artifacts")
+    uri, epochs = f"http://127.0.0.1:{port}", 40
+    job = _train_in_background(uri, tmp_path, epochs)
+    try:
+        run_id = _wait_for_epoch(db, 1)
+        server.kill()
+        server.wait()
+        time.sleep(3)  # training goes on without a server
+        server = start_mlflow_server(port, db, tmp_path / "server-artifacts")
+        out, err = job.communicate(timeout=600)
+    finally:
+        job.kill()
+        server.terminate()
+    assert job.returncode == 0, err[-3000:]
+    assert "does not answer: training goes on" in err
+    assert "sent " in out and "did not come back" not in err
+    _assert_complete(db, run_id, epochs)
+
+
+@pytest.mark.slow
+def test_server_gone_until_the_job_ends_then_xentlab_sync_sends_everything(tmp_path):
+    db, port = tmp_path / "server.db", free_port()
+    server = start_mlflow_server(port, db, tmp_path / "server-artifacts")
+    uri, epochs = f"http://127.0.0.1:{port}", 12
+    job = _train_in_background(uri, tmp_path, epochs)
+    try:
+        run_id = _wait_for_epoch(db, 1)
+        server.kill()
+        server.wait()
+        started = time.time()
+        out, err = job.communicate(timeout=600)
+        offline_s = time.time() - started
+    finally:
+        job.kill()
+    assert job.returncode == 0, err[-3000:]
+    assert "xentlab-sync" in err and "did not come back" in err
+    assert offline_s < 120  # each epoch waits at most one short probe for the server
+    jobs = [p.parent for p in (tmp_path / "outputs").glob("runs/**/outbox")]
+    assert len(jobs) == 1
+    assert json.loads((jobs[0] / "outbox" / "run.json").read_text())["run_id"] == run_id
+
+    server = start_mlflow_server(port, db, tmp_path / "server-artifacts")
+    try:
+        result = sync([str(jobs[0])], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        _assert_complete(db, run_id, epochs)
+    finally:
+        server.terminate()
