@@ -72,6 +72,7 @@ def test_records_kept_during_an_outage_arrive_once_with_xentlab_sync(tmp_path, s
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [
         (0, 2.0), (1, 1.0), (2, pytest.approx(2 / 3))]
     assert {a.path for a in client.list_artifacts(run_id)} >= {"generated.txt", "evaluation", "model"}
+    mlflow.set_tracking_uri(store)
     loaded = mlflow.keras.load_model(f"runs:/{run_id}/model")
     x = np.ones((1, 3), "float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
