@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def start_mlflow_server(port: int, db: Path, artifacts: Path) -> subprocess.Pope
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(artifacts), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        start_new_session=True,  # its own process group: the server forks workers that must go with it
     )
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -70,8 +72,17 @@ def start_mlflow_server(port: int, db: Path, artifacts: Path) -> subprocess.Pope
             return proc
         except OSError:
             time.sleep(0.5)
-    proc.kill()
+    stop_mlflow_server(proc)
     pytest.fail("mlflow server did not start within 90 s")
+
+
+def stop_mlflow_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stops the server and its workers (SIGKILL: an abrupt loss, as when its host dies)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
 
 
 def runs_of(uri: str, experiment: str = "xentlab"):

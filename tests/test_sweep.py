@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, run_cli, runs_of, start_mlflow_server
+from conftest import free_port, run_cli, runs_of, start_mlflow_server, stop_mlflow_server
 
 SMALL = ["trainer.epochs=2", "trainer.batch_size=32", "data.limit=64", "model=mlp", "tracking.log_plots=false"]
 
@@ -133,8 +133,7 @@ def mlflow_server(tmp_path):
     port = free_port()
     proc = start_mlflow_server(port, tmp_path / "server.db", tmp_path / "server-artifacts")
     yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_mlflow_server(proc)
 
 
 @pytest.mark.slow
