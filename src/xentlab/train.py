@@ -260,7 +260,11 @@ def train_and_evaluate(
     if outbox is not None:
         outbox.log_metrics(test_metrics)
     print("test: " + "  ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()), flush=True)
-    return {"val_loss": float(history.history["val_loss"][-1]), **test_metrics}, history.history
+    # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
+    # not comparable across variants); val_loss for a model compiled without the nll metric.
+    objective = history.history.get("val_nll", history.history["val_loss"])[-1]
+    return {"val_loss": float(history.history["val_loss"][-1]), "objective": float(objective),
+            **test_metrics}, history.history
 
 
 def log_evaluation(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
@@ -333,7 +337,8 @@ def completed_epochs(checkpoint_dir: Path) -> int:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Trains one job described by `cfg`; returns the final validation loss (None for a dry run)."""
+    """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a
+    dry run)."""
     import shutil
 
     import mlflow
@@ -347,7 +352,7 @@ def run(cfg: DictConfig) -> float | None:
     if config["strategy"]["name"] == "multi_worker" and not is_chief():
         # Other workers train their share of every step but never create MLflow runs.
         results, _ = train_and_evaluate(prepare(config), config)
-        return results["val_loss"]
+        return results["objective"]
     if config["trainer"]["dry_run"]:
         prepared = prepare(config)
         prepared.model.summary()
@@ -401,7 +406,7 @@ def run(cfg: DictConfig) -> float | None:
         print(f"warning: the tracking server did not come back; {outbox.pending} records of run {outbox.run_id} "
               f"are kept in {outbox.folder}: send them with `xentlab-sync {outbox.folder.parent}`",
               file=sys.stderr, flush=True)
-    return results["val_loss"]
+    return results["objective"]
 
 
 if __name__ == "__main__":
