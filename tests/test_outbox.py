@@ -39,7 +39,7 @@ def test_records_kept_during_an_outage_arrive_once_with_xentlab_sync(tmp_path, s
     import keras
 
     client = MlflowClient(store)
-    run_id = client.create_run(client.create_experiment("outage")).info.run_id
+    run_id = client.create_run(client.create_experiment("outage", (tmp_path / "artifacts").as_uri())).info.run_id
     job = tmp_path / "job"
     outbox = Outbox(lost_server, run_id, job)
 
@@ -85,7 +85,7 @@ def test_records_kept_during_an_outage_arrive_once_with_xentlab_sync(tmp_path, s
 
 def test_a_status_kept_from_before_a_resume_does_not_override_the_later_end(tmp_path, store, lost_server):
     client = MlflowClient(store)
-    run_id = client.create_run(client.create_experiment("resumed")).info.run_id
+    run_id = client.create_run(client.create_experiment("resumed", (tmp_path / "artifacts").as_uri())).info.run_id
     job = tmp_path / "job"
     Outbox(lost_server, run_id, job).end("KILLED")  # SIGTERM during an outage
     time.sleep(0.01)
