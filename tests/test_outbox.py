@@ -94,6 +94,14 @@ def test_a_status_kept_from_before_a_resume_does_not_override_the_later_end(tmp_
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+def test_credentials_in_the_uri_are_kept_for_sync_but_masked_when_printed(tmp_path, store, lost_server, capsys):
+    uri = lost_server.replace("http://", "http://alice:s3cret@")
+    Outbox(uri, "0" * 32, tmp_path).log_metrics({"loss": 1.0})
+    printed = capsys.readouterr().err
+    assert "does not answer" in printed and "s3cret" not in printed and "alice:***@" in printed
+    assert json.loads((tmp_path / "outbox" / "run.json").read_text())["uri"] == uri  # xentlab-sync reaches it
+
+
 def test_errors_the_store_reports_are_raised_not_kept(tmp_path, store):
     outbox = Outbox(store, "0" * 32, tmp_path)  # no such run
     with pytest.raises(mlflow.exceptions.MlflowException):
@@ -147,41 +155,51 @@ def _assert_complete(uri: str, run_id: str, epochs: int) -> None:
     assert mlflow.keras.load_model(f"runs:/{run_id}/model").output_shape == (None, 10)
 
 
-@pytest.mark.slow
-def test_server_killed_and_restarted_mid_run_gets_every_metric(tmp_path):
+def _lose_the_server_mid_run(tmp_path: Path, epochs: int) -> tuple[subprocess.Popen, str, int, Path]:
+    """Starts a real server and a job training against it, then SIGKILLs the server (and its workers) once
+    epochs 1 and 2 are logged. Returns the job, what it printed so far, the port and the server's store."""
     db, port = tmp_path / "server.db", free_port()
     server = start_mlflow_server(port, db, tmp_path / "server-artifacts")
-    uri, epochs = f"http://127.0.0.1:{port}", 60
-    job = _train_in_background(uri, tmp_path, epochs)
+    job = _train_in_background(f"http://127.0.0.1:{port}", tmp_path, epochs)
     try:
         head = _wait_for_epoch_start(job, 3)
+    except BaseException:
+        job.kill()
+        raise
+    finally:
         stop_mlflow_server(server, signal.SIGKILL)
+    return job, head, port, db
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_mid_run_gets_every_metric(tmp_path):
+    epochs = 60
+    job, head, port, db = _lose_the_server_mid_run(tmp_path, epochs)
+    server = None
+    try:
         time.sleep(3)  # training goes on without a server
         server = start_mlflow_server(port, db, tmp_path / "server-artifacts")
         out, err = job.communicate(timeout=600)
         assert job.returncode == 0, err[-3000:]
         assert "does not answer: training goes on" in err
         assert "kept tracking records" in head + out and "did not come back" not in err
-        _assert_complete(uri, _the_run(db), epochs)
+        _assert_complete(f"http://127.0.0.1:{port}", _the_run(db), epochs)
     finally:
         job.kill()
-        stop_mlflow_server(server)
+        if server is not None:
+            stop_mlflow_server(server)
 
 
 @pytest.mark.slow
 def test_server_gone_until_the_job_ends_then_xentlab_sync_sends_everything(tmp_path):
-    db, port = tmp_path / "server.db", free_port()
-    server = start_mlflow_server(port, db, tmp_path / "server-artifacts")
-    uri, epochs = f"http://127.0.0.1:{port}", 8
-    job = _train_in_background(uri, tmp_path, epochs)
+    epochs = 8
+    job, _, port, db = _lose_the_server_mid_run(tmp_path, epochs)
+    started = time.time()
     try:
-        _wait_for_epoch_start(job, 3)
-        stop_mlflow_server(server, signal.SIGKILL)
-        started = time.time()
         out, err = job.communicate(timeout=600)
-        offline_s = time.time() - started
     finally:
         job.kill()
+    offline_s = time.time() - started
     assert job.returncode == 0, err[-3000:]
     assert "xentlab-sync" in err and "did not come back" in err
     assert offline_s < 90  # each epoch waits at most one short probe for the server
@@ -194,6 +212,6 @@ def test_server_gone_until_the_job_ends_then_xentlab_sync_sends_everything(tmp_p
     try:
         result = sync([str(jobs[0])], cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        _assert_complete(uri, run_id, epochs)
+        _assert_complete(f"http://127.0.0.1:{port}", run_id, epochs)
     finally:
         stop_mlflow_server(server)

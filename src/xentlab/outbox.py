@@ -60,7 +60,7 @@ class Outbox:
     def log_keras_model(self, model, **kwargs: Any) -> None:
         """`mlflow.keras.log_model` live; during an outage the saved MLflow model folder is kept and later
         sent as the run's `model/` artifacts (load it with `mlflow.keras.load_model("runs:/<id>/model")`)."""
-        if not self.pending:
+        if self.retry():
             try:
                 mlflow.keras.log_model(model, name="model", **kwargs)
                 return
@@ -80,7 +80,7 @@ class Outbox:
         return self.folder / "journal.jsonl"
 
     def _count(self) -> int:
-        return sum(1 for _ in self.journal.open()) if self.journal.is_file() else 0
+        return len(self.journal.read_text().splitlines()) if self.journal.is_file() else 0
 
     def _sent(self) -> int:
         marker = self.folder / "sent"
@@ -102,7 +102,9 @@ class Outbox:
             op = {**op, "path": str(target)}
         if seq == 0:
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "run.json").write_text(json.dumps({"uri": mask_uri(self.uri), "run_id": self.run_id}))
+            # The URI as given (xentlab-sync must reach the same server); Hydra's .hydra/config.yaml beside it
+            # holds it too. Only what is printed or sent to the server is masked.
+            (self.folder / "run.json").write_text(json.dumps({"uri": self.uri, "run_id": self.run_id}))
             print(f"tracking server {mask_uri(self.uri)} does not answer: training goes on, tracking records are "
                   f"kept in {self.folder} and sent when it is back (or by `xentlab-sync {self.folder.parent}`)",
                   file=sys.stderr, flush=True)
@@ -134,9 +136,8 @@ class Outbox:
             return False
 
     def _send(self, op: dict[str, Any]) -> None:
-        if self.pending and not self.retry():
-            self._append(op)
-        elif not self._try_live(op):
+        # Live only once everything kept before it has gone out, so the server sees the calls in order.
+        if not (self.retry() and self._try_live(op)):
             self._append(op)
 
     def retry(self) -> bool:
