@@ -59,6 +59,9 @@ def test_bad_data_fails_before_training(case, tmp_path, store):
         (["weighting=custom"], "weighting=custom needs weighting.weights with one value per class (10)"),
         (["model.head=sigmoid1"], "model.head=sigmoid1 is for 2-class data"),
         (["trainer.batch_size=3", "strategy=multi_cpu"], "not divisible by the 2 replicas"),
+        (["data.na_fraction=1.5"], "data.na_fraction must be in [0, 1), got 1.5"),
+        (["data=periods", "data.na_fraction=0.1", "data.drop_na=true"],
+         "mask the n/a positions instead with labels.ignore_class=-1"),
     ],
 )
 def test_bad_combinations_fail_with_the_override_that_fixes_them(overrides, message, tmp_path, store):
