@@ -9,7 +9,8 @@ import pytest
 
 from xentlab.compare import aggregate, variant_name
 from xentlab.resume import job_key
-from xentlab.tracking import flatten_params, mask_config, resolve_tracking_uri
+from xentlab.store import resolve_tracking_uri
+from xentlab.tracking import flatten_params, mask_config
 from xentlab.weighting import class_weights, label_counts
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from xentlab.sweep import ROLE_TAG, SWEEP_TAG
+from xentlab.store import ROLE_TAG, SWEEP_TAG
 
 # (column, source, better): source is a final metric, "best:<metric>" (min over epochs), or a run attribute.
 COLUMNS = [
@@ -198,7 +198,7 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "
 
 def main(argv: list[str] | None = None) -> None:
     """`xentlab-compare [--experiment E] [--sweep ID|latest] [--metric val_loss]`: prints and logs the report."""
-    from xentlab.tracking import resolve_tracking_uri
+    from xentlab.store import resolve_tracking_uri
 
     parser = argparse.ArgumentParser(prog="xentlab-compare", description=main.__doc__)
     parser.add_argument("--experiment", default="xentlab")

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import xentlab.losses  # noqa: F401  (registers the loss classes the saved model refers to)
     import xentlab.metrics  # noqa: F401
-    from xentlab.tracking import resolve_tracking_uri
+    from xentlab.store import resolve_tracking_uri
 
     mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri, os.getcwd()))
     try:

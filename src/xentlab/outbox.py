@@ -23,7 +23,7 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from xentlab.tracking import ERROR_TAG, TrackingUnreachable, mask_uri, probe_server
+from xentlab.store import ERROR_TAG, TrackingUnreachable, mask_uri, probe_server
 
 OUTBOX = "outbox"
 PROBE_TIMEOUT_S = 2.0

@@ -18,10 +18,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-JOB_TAG = "xentlab.job_key"
-HOST_TAG = "xentlab.host"
-PID_TAG = "xentlab.pid"
-HEARTBEAT_TAG = "xentlab.heartbeat"
+from xentlab.store import HEARTBEAT_TAG, HOST_TAG, JOB_TAG, PID_TAG
+
 # Knobs that do not change what a job computes: changing them must not start a different job.
 NOT_IDENTITY = ("trainer.resume", "trainer.verbose", "trainer.dry_run", "trainer.stale_after_s",
                 "tracking.run_name", "tracking.log_plots", "tracking.log_model", "tracking.system_metrics",

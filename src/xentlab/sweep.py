@@ -16,9 +16,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from xentlab.store import ROLE_TAG, SWEEP_TAG
+
 SWEEP_FILE = "sweep.json"
-SWEEP_TAG = "xentlab.sweep_id"
-ROLE_TAG = "xentlab.role"
 
 
 def varying_keys(overrides: list[str], sweeper_params: dict[str, Any] | None) -> list[str]:
@@ -50,7 +50,8 @@ class SweepRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking import MlflowClient
 
-        from xentlab.tracking import flatten_params, resolve_tracking_uri, setup_experiment
+        from xentlab.store import resolve_tracking_uri, setup_experiment
+        from xentlab.tracking import flatten_params
 
         # Store and experiment exist before any job starts: parallel jobs on a fresh SQLite store would
         # otherwise race on MLflow's schema creation.

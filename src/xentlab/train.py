@@ -60,7 +60,7 @@ def run_tags(config: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, 
     """Parent-run link (explicit tracking.parent_run_id, else the sweep's) and the sweep id."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from xentlab.sweep import SWEEP_TAG
+    from xentlab.store import SWEEP_TAG
 
     tags = {}
     parent = config["tracking"]["parent_run_id"] or (sweep or {}).get("parent_run_id")
@@ -345,8 +345,9 @@ def run(cfg: DictConfig) -> float | None:
     from mlflow.tracking import MlflowClient
 
     from xentlab import resume
+    from xentlab.store import ERROR_TAG, resolve_tracking_uri, setup_experiment
     from xentlab.strategy import is_chief
-    from xentlab.tracking import ERROR_TAG, flatten_params, resolve_tracking_uri, setup_experiment, tracked_run
+    from xentlab.tracking import flatten_params, tracked_run
 
     config = OmegaConf.to_container(cfg, resolve=True)
     if config["strategy"]["name"] == "multi_worker" and not is_chief():
