@@ -128,3 +128,49 @@ def test_invalid_utf8_text_trains_as_bytes(tmp_path, store):
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = runs_of(store)
     assert run.info.status == "FINISHED"
+
+
+# Values the schema's types accept but no run can use: each refused first thing in the run, naming the key and
+# the value as given, and the run is FAILED with that message.
+OUT_OF_RANGE = [
+    ("trainer.epochs=0", "trainer.epochs=0 is not allowed: it must be >= 1"),
+    ("trainer.epochs=-1", "trainer.epochs=-1 is not allowed: it must be >= 1"),
+    ("trainer.seed=-1", "trainer.seed=-1 is not allowed: seeds are integers in [0, 2**32 - 1]"),
+    ("optimizer.learning_rate=nan", "optimizer.learning_rate=nan is not allowed: it must be a finite number > 0"),
+    ("data.val_fraction=1.5", "data.val_fraction=1.5 is not allowed: a share of the labelled pool strictly between"),
+    ("weighting=custom", "weighting=custom needs weighting.weights with one value per class (10), got None"),
+    ("+weighting.weights=[0,0,0,0,0,0,0,0,0,0]", "gives weight 0 to every class present in the training split"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), OUT_OF_RANGE, ids=[o for o, _ in OUT_OF_RANGE])
+def test_out_of_range_values_fail_the_run_with_the_value_as_given(override, message, store):
+    extra = ["weighting=custom"] if override.startswith("+weighting") else []
+    error = _run_in_process([*TINY, f"tracking.uri={store}", "model=mlp", "data=breast_cancer", *extra,
+                             override.lstrip("+")])
+    assert message.replace("(10)", "(2)") in error
+    (run,) = runs_of(store)
+    assert run.info.status == "FAILED" and message.replace("(10)", "(2)") in run.data.tags["xentlab.error"]
+    assert "test_loss" not in run.data.metrics  # refused before anything was trained or evaluated
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("tracking.experiment=", "tracking.experiment='' is not allowed: an experiment needs a non-empty name"),
+    ("tracking.uri=foo://bar", "tracking.uri='foo://bar' is not allowed: the scheme must be one of"),
+])
+def test_tracking_values_are_refused_before_any_store_is_touched(override, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    error = _run_in_process([*TINY, override])
+    assert message in error
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_an_ignore_class_no_label_carries_is_reported(store, capsys):
+    from xentlab.train import run
+
+    run(compose([*TINY, f"tracking.uri={store}", "model=mlp", "data=breast_cancer", "labels.ignore_class=99"]))
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FINISHED"
+    warning = logged.data.tags["xentlab.warning"]
+    assert warning.startswith("labels.ignore_class=99 masks nothing: no label of any split equals 99")
+    assert "labels seen: [0, 1]" in warning and warning in capsys.readouterr().err

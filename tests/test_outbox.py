@@ -119,7 +119,7 @@ def _train_in_background(uri: str, cwd: Path, epochs: int) -> subprocess.Popen:
     """The seed CNN on digits at batch 16 (about 0.4 s per epoch here), one log line per epoch."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    args = ["trainer.batch_size=16", f"trainer.epochs={epochs}", "trainer.verbose=2",
+    args = ["trainer.batch_size=16", f"trainer.epochs={epochs}", "trainer.verbose=line",
             "tracking.system_metrics=false", f"tracking.uri={uri}"]
     return subprocess.Popen([sys.executable, "-c", "from xentlab.train import main; main()", *args], cwd=cwd,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

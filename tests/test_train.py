@@ -18,7 +18,7 @@ CONTRACT = ["loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "t
 def test_cli_trains_and_logs_the_contract(tmp_path, store):
     result = run_cli(
         ["trainer.epochs=2", "trainer.batch_size=16", "data.limit=600", f"tracking.uri={store}", "strategy=cpu",
-         "tracking.system_metrics_interval_s=1"],
+         "tracking.system_metrics_interval_s=1", "+tracking.tags.api_token=HUNTER2", "+tracking.tags.team=vision"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -26,7 +26,32 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
 
     (run,) = runs_of(store)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "mnist_cnn/crossentropy/sparse/none"
+    assert run.info.run_name == "mnist_cnn/crossentropy/sparse/none"  # model=auto picked the seed CNN for images
+    # First contact: TensorFlow's native start-up lines are filtered; one summary line says where to look.
+    for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub", "INFO mlflow"):
+        assert noise not in result.stderr, result.stderr[-2000:]
+    exp_id = run.info.experiment_id
+    assert (f"run mnist_cnn/crossentropy/sparse/none ({run.info.run_id}) FINISHED  test_loss=" in result.stdout
+            and f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{run.info.run_id}" in result.stdout)
+    assert MlflowClient(store).get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    # Where the run came from, and the dataset as MLflow inputs (the UI's Dataset column).
+    tags = run.data.tags
+    assert {"xentlab.version.tensorflow", "xentlab.version.keras", "xentlab.version.mlflow", "xentlab.version.hydra",
+            "xentlab.version.numpy", "xentlab.version.python"} <= set(tags)
+    if subprocess.run(["git", "-C", str(CONF_DIR.parent), "rev-parse", "HEAD"], capture_output=True).returncode == 0:
+        assert len(tags["mlflow.source.git.commit"]) == 40 and tags["xentlab.git.dirty"] in ("true", "false")
+    assert tags["xentlab.command"].startswith("xentlab-train trainer.epochs=2 ")
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"digits"} and len(run.inputs.dataset_inputs) == 3
+    contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"training", "validation", "test"}
+    # A secret given on the command line reaches no param, tag or artifact; other extra tags do.
+    assert tags["api_token"] == "***" and tags["team"] == "vision"
+    overrides_yaml = MlflowClient(store).download_artifacts(run.info.run_id, "overrides.yaml", str(tmp_path))
+    logged = open(overrides_yaml).read() + open(
+        MlflowClient(store).download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read()
+    assert "HUNTER2" not in logged + tags["xentlab.command"] + str(run.data.params) + str(tags)
+    assert "api_token=***" in logged
     assert set(CONTRACT) <= set(run.data.metrics)
     assert {"nll", "val_nll", "test_nll"} <= set(run.data.metrics)  # one scale for every loss variant
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
@@ -216,7 +241,7 @@ def test_out_of_range_labels_fail_before_training(tmp_path, store):
 
 
 def test_ctrl_c_marks_the_run_killed(tmp_path, store):
-    env_args = ["trainer.epochs=200", "data.limit=400", f"tracking.uri={store}", "trainer.verbose=2"]
+    env_args = ["trainer.epochs=200", "data.limit=400", f"tracking.uri={store}", "trainer.verbose=line"]
     cmd = [sys.executable, "-c", "from xentlab.train import main; main()", *env_args]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -237,3 +262,26 @@ def test_dry_run_validates_and_builds_without_logging(tmp_path, store):
     assert "dry run: config and data valid" in result.stdout
     assert "Total params" in result.stdout
     assert runs_of(store) == []
+
+
+def test_flat_features_train_with_the_default_model(tmp_path, store):
+    result = run_cli(["data=breast_cancer", *TINY, f"tracking.uri={store}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = runs_of(store)
+    assert run.info.status == "FINISHED" and run.data.params["model.resolved"] == "mlp"
+    assert run.info.run_name == "mlp/crossentropy/sparse/none"
+
+
+def test_an_expected_error_prints_one_block_without_traceback_and_fails_the_run(tmp_path, store):
+    result = run_cli(["data=breast_cancer", "model=mnist_cnn", *TINY, f"tracking.uri={store}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "Error executing job" not in result.stderr
+    assert "model=mnist_cnn needs images" in result.stderr and "use model=mlp" in result.stderr
+    (run,) = runs_of(store)
+    assert run.info.status == "FAILED"
+    assert f"({run.info.run_id}) is marked FAILED" in result.stderr
+    assert "model=mnist_cnn needs images" in run.data.tags["xentlab.error"]
+    # trainer.debug=true shows the traceback for the same error.
+    debug = run_cli(["data=breast_cancer", "model=mnist_cnn", *TINY, f"tracking.uri={store}", "trainer.debug=true",
+                     "trainer.resume=never"], cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr

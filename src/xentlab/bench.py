@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyshakespeare.txt"
+TEXT_SOURCE: Path | None = None  # --text FILE: a corpus for the LSTM benchmarks; default generated verse
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -41,10 +41,10 @@ def compose(overrides: list[str]):
 
 
 def text_slice(n_bytes: int, folder: Path) -> Path:
-    """A prefix of tiny Shakespeare when it is there, else generated verse of the same size."""
+    """A prefix of the --text corpus when one is given, else generated verse of the same size."""
     path = folder / f"text_{n_bytes}.txt"
-    if SHAKESPEARE.is_file():
-        path.write_bytes(SHAKESPEARE.read_bytes()[:n_bytes])
+    if TEXT_SOURCE is not None:
+        path.write_bytes(TEXT_SOURCE.read_bytes()[:n_bytes])
     else:
         import numpy as np
 
@@ -339,7 +339,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run for CI (< 2 min)")
     parser.add_argument("--out", default="outputs/bench")
     parser.add_argument("--only", nargs="*", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--text", default=None, help="a text file for the LSTM benchmarks (e.g. tiny Shakespeare); "
+                        "default: generated verse, so the benchmarks need nothing outside the repository")
     args = parser.parse_args(argv)
+    if args.text:
+        global TEXT_SOURCE
+        TEXT_SOURCE = Path(args.text)
+        if not TEXT_SOURCE.is_file():
+            parser.error(f"--text {args.text}: no such file")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}

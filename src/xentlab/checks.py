@@ -5,12 +5,15 @@ Every check raises `CheckError` saying what was wrong, what was expected and the
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from xentlab.data import DataBundle
+from xentlab.errors import ExpectedError
 
 
-class CheckError(ValueError):
+class CheckError(ExpectedError, ValueError):
     """A config combination or data set that would train wrongly or silently produce nonsense."""
 
 
@@ -78,6 +81,21 @@ def check_bundle(bundle: DataBundle, *, ignore_class: int | None) -> DataBundle:
     return bundle
 
 
+def unused_ignore_class(bundle: DataBundle, *, ignore_class: int | None) -> str | None:
+    """A warning when labels.ignore_class is set but no label of any split carries it: almost always a wrong id
+    (the n/a label of the data is another value), so nothing is masked. None when all is well."""
+    if ignore_class is None:
+        return None
+    if any((np.asarray(y) == ignore_class).any() for _, y in bundle.splits().values()):
+        return None
+    labels = np.unique(np.concatenate([np.asarray(y).reshape(-1) for _, y in bundle.splits().values()]))
+    return (
+        f"labels.ignore_class={ignore_class} masks nothing: no label of any split equals {ignore_class} (labels "
+        f"seen: {labels[:12].tolist()}{' ...' if len(labels) > 12 else ''}). If the data marks n/a with another "
+        f"id, set labels.ignore_class to it; with no n/a labels, set labels.ignore_class=null"
+    )
+
+
 BINARY_LOSSES = ("binary",)
 
 
@@ -140,3 +158,61 @@ def check_batch(*, batch_size: int, replicas: int, train_size: int) -> None:
             f"trainer.batch_size={batch_size} is not divisible by the {replicas} replicas; "
             f"use trainer.batch_size={lower or replicas} or {lower + replicas}"
         )
+
+
+KNOWN_STORE_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _refuse(key: str, value, allowed: str, fix: str) -> None:
+    raise CheckError(f"{key}={value!r} is not allowed: {allowed}; {fix}")
+
+
+def check_tracking(tracking: dict) -> None:
+    """The tracking values needed to open the store at all (checked before it is opened: no run can hold
+    these errors)."""
+    if not str(tracking["experiment"] or "").strip():
+        _refuse("tracking.experiment", tracking["experiment"], "an experiment needs a non-empty name",
+                "e.g. tracking.experiment=xentlab")
+    uri = tracking["uri"]
+    if uri and "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] not in KNOWN_STORE_SCHEMES:
+        _refuse("tracking.uri", _masked(uri), f"the scheme must be one of {list(KNOWN_STORE_SCHEMES)}",
+                "e.g. tracking.uri=http://127.0.0.1:5000, or null for outputs/mlflow.db")
+    if tracking["system_metrics_interval_s"] <= 0:
+        _refuse("tracking.system_metrics_interval_s", tracking["system_metrics_interval_s"], "it must be > 0",
+                "e.g. tracking.system_metrics_interval_s=10")
+
+
+def check_config(config: dict) -> dict:
+    """Checks the values a schema's types cannot: ranges, finiteness, shares of the data.
+
+    Runs first thing in the run (so the run is FAILED with the message), before TensorFlow builds anything;
+    every message names the key, the value given, what is allowed and the override that fixes it.
+    Returns `config` unchanged.
+    """
+    trainer, data = config["trainer"], config["data"]
+    refuse = _refuse
+
+    if trainer["epochs"] < 1:
+        refuse("trainer.epochs", trainer["epochs"], "it must be >= 1 (one pass over the training split)",
+               "e.g. trainer.epochs=12")
+    if trainer["batch_size"] < 1:
+        refuse("trainer.batch_size", trainer["batch_size"], "it must be >= 1", "e.g. trainer.batch_size=128")
+    if not 0 <= trainer["seed"] <= 2**32 - 1:
+        refuse("trainer.seed", trainer["seed"], "seeds are integers in [0, 2**32 - 1]", "e.g. trainer.seed=0")
+    lr = config["optimizer"]["learning_rate"]
+    if not math.isfinite(lr) or lr <= 0:
+        refuse("optimizer.learning_rate", lr, "it must be a finite number > 0", "e.g. optimizer.learning_rate=0.001")
+    for key in ("val_fraction", "test_fraction"):
+        if key in data and not 0.0 < data[key] < 1.0:
+            refuse(f"data.{key}", data[key], "a share of the labelled pool strictly between 0 and 1",
+                   f"e.g. data.{key}=0.15")
+    if data.get("limit") is not None and data["limit"] < 1:
+        refuse("data.limit", data["limit"], "a positive number of training examples, or null for all",
+               "e.g. data.limit=1000")
+    return config
+
+
+def _masked(uri: str) -> str:
+    from xentlab.store import mask_text
+
+    return mask_text(uri)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-ENCODINGS = ("sparse", "one_hot")
+from xentlab.choices import Encoding, Normalize
+
+ENCODINGS = Encoding.names()
 
 
 def encode_labels(y: tf.Tensor, *, encoding: str, num_classes: int) -> tf.Tensor:
@@ -37,6 +39,7 @@ def element_weights(
     weights are rescaled to sum to its number of unmasked elements, so Keras' "divide by element count"
     reduction becomes a weighted mean (sum of w*loss / sum of w).
     """
+    normalize = Normalize.parse(normalize, "weighting.normalize")
     if class_weights is None:
         return None  # the losses and metrics mask ignore_class themselves
     y = tf.cast(y, tf.int32)

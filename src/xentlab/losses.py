@@ -642,3 +642,16 @@ def build_loss(
         f"kind must be one of {LOSS_KINDS}; received kind={kind!r}. Pick one of these names (or pass your own "
         f"Keras loss object instead of calling build_loss)."
     )
+
+
+def build_loss_from_config(loss_cfg: dict[str, Any], *, encoding: str, ignore_class: int | None, **data_facts: Any):
+    """The loss of the `loss` config group: a user's own `loss._target_` callable, or one of this module's losses
+    by `loss.name` with the group's options (`data_facts`: what some losses need from the data, e.g. class counts)."""
+    target = loss_cfg.get("_target_")
+    if target:
+        from hydra.utils import get_object
+
+        obj = get_object(target)
+        return obj() if isinstance(obj, type) else obj
+    options = {k: v for k, v in loss_cfg.items() if k not in ("name", "_target_")}
+    return build_loss(loss_cfg["name"], encoding=encoding, ignore_class=ignore_class, **options, **data_facts)

@@ -7,6 +7,7 @@ is always float32 so mixed-precision runs compute the loss on float32 outputs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -207,3 +208,48 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
     units, activation = head_spec(loss=loss, from_logits=from_logits, num_classes=num_classes)
     return MODELS[name](tuple(input_shape), units, activation, **arch)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model does beyond classifying, so the runner asks the model instead of switching on its name.
+
+    Attributes:
+        separate_heads: labels (N, H) are H separate classifications (per-head metrics and figures), not H
+            positions of one sequence.
+        generates_text: a language model that samples text after training (xentlab.generate).
+    """
+
+    separate_heads: bool = False
+    generates_text: bool = False
+
+
+CAPABILITIES: dict[str, Capabilities] = {
+    "char_lstm": Capabilities(generates_text=True),
+    "multi_head": Capabilities(separate_heads=True),
+}
+
+
+def capabilities(name: str) -> Capabilities:
+    return CAPABILITIES.get(name, Capabilities())
+
+
+def choose_model(*, input_shape: tuple[int, ...], integer_inputs: bool, label_shape: tuple[int, ...]) -> str:
+    """model=auto: the model that fits the data's shapes.
+
+    Token ids labelled per position (next-token text) -> char_lstm; token ids with several labels per example
+    -> multi_head; images (H, W) or (H, W, C) -> mnist_cnn; flat feature vectors -> mlp.
+    """
+    input_shape, label_shape = tuple(input_shape), tuple(label_shape)
+    if integer_inputs and label_shape and label_shape == input_shape:
+        return "char_lstm"
+    if integer_inputs and len(label_shape) == 1:
+        return "multi_head"
+    if not label_shape and len(input_shape) in (2, 3) and min(input_shape[:2]) >= 6:
+        return "mnist_cnn"
+    if not label_shape and len(input_shape) == 1:
+        return "mlp"
+    raise ValueError(
+        f"model=auto found no model for inputs of shape {input_shape} ({'token ids' if integer_inputs else 'numbers'}) "
+        f"with labels of shape {label_shape} per example; pick one with model=mnist_cnn|mlp|char_lstm|multi_head"
+    )

@@ -12,6 +12,18 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from xentlab.choices import (
+    Encoding,
+    Head,
+    Normalize,
+    Precision,
+    Reduction,
+    Resume,
+    StrategyName,
+    Verbosity,
+    WeightingScheme,
+)
+
 
 # ---------------------------------------------------------------------------------------------------- data
 @dataclass
@@ -53,7 +65,13 @@ class PeriodsDataConfig(DataConfig):
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    head: str = "auto"  # auto: fits the loss; softmax2 / sigmoid1 for 2-class data (see models.head_spec)
+    head: Head = Head.auto  # auto: fits the loss; softmax2 / sigmoid1 for 2-class data (see models.head_spec)
+
+
+@dataclass
+class AutoModelConfig(ModelConfig):
+    """model=auto: the seed CNN for images, the MLP for flat features, the char LSTM for text, the multi-head
+    model for several labels per example, each with its own defaults (pick model=NAME to change its knobs)."""
 
 
 @dataclass
@@ -94,7 +112,7 @@ class LossConfig:
     name: str = MISSING
     from_logits: bool = False  # true: the model head is linear and the loss applies (log-)softmax itself
     label_smoothing: float = 0.0
-    reduction: str = "sum_over_batch_size"  # or sum, none
+    reduction: Reduction = Reduction.sum_over_batch_size
     _target_: Optional[str] = None  # a user's own loss: dotted path to any Keras-compatible callable
 
 
@@ -112,15 +130,15 @@ class WeightedBinaryLossConfig(LossConfig):
 # ---------------------------------------------------------------------------------------------------- labels
 @dataclass
 class LabelsConfig:
-    encoding: str = "sparse"  # sparse: integer ids; one_hot: made per batch inside tf.data
+    encoding: Encoding = Encoding.sparse  # sparse: integer ids; one_hot: made per batch inside tf.data
     ignore_class: Optional[int] = None  # the "n/a" label: zero loss and gradient, excluded from metrics
 
 
 # ---------------------------------------------------------------------------------------------------- weighting
 @dataclass
 class WeightingConfig:
-    scheme: str = "none"  # none, balanced, inverse_sqrt, effective_number, custom
-    normalize: str = "element"  # element: divide by element count (Keras); weight_sum: divide by sum of weights
+    scheme: WeightingScheme = WeightingScheme.none
+    normalize: Normalize = Normalize.element  # element: by element count (Keras); weight_sum: by sum of weights
     beta: float = 0.999  # effective_number only (Cui et al. 2019)
     weights: Optional[list[float]] = None  # custom only: one weight per class
 
@@ -128,8 +146,8 @@ class WeightingConfig:
 # ---------------------------------------------------------------------------------------------------- strategy
 @dataclass
 class StrategyConfig:
-    name: str = MISSING  # cpu, gpu, multi_gpu, tpu, multi_worker, auto
-    precision: str = "float32"  # float32, mixed_float16, mixed_bfloat16; the output head stays float32
+    name: StrategyName = MISSING
+    precision: Precision = Precision.float32  # the output head stays float32 under mixed precision
     jit_compile: bool = False  # XLA measured about 8x slower than plain TF for the seed CNN on CPU
     steps_per_execution: int = 1
     drop_remainder: bool = False  # static batch shapes, needed on TPU
@@ -156,9 +174,10 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False  # TF op determinism + fixed seeds: same numbers on every run
     dry_run: bool = False  # compose, validate config and data, build the model, print a summary; no training
-    resume: str = "auto"  # auto: continue an interrupted run of the same job from its last epoch; never
+    resume: Resume = Resume.auto  # auto: continue an interrupted run of the same job from its last epoch
     stale_after_s: float = 300.0  # a RUNNING run without heartbeat for this long (other host) is stale
-    verbose: str = "auto"  # auto: progress bar on a terminal, one line per epoch otherwise; or 0, 1, 2
+    verbose: Verbosity = Verbosity.auto  # auto: a bar on a terminal, one line per epoch otherwise; silent, bar, line
+    debug: bool = False  # show the full traceback of expected errors (bad config, data, hardware, store)
     shuffle_buffer: Optional[int] = None  # null = the whole training split
 
 
@@ -173,6 +192,7 @@ class TrackingConfig:
     log_plots: bool = True
     system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory; GPU when present) while training
     system_metrics_interval_s: float = 10.0
+    tags: dict[str, Any] = field(default_factory=dict)  # extra run tags (+tracking.tags.team=vision); secrets masked
 
 
 # ---------------------------------------------------------------------------------------------------- root
@@ -193,6 +213,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"base_data": DataConfig, "base_text": TextDataConfig, "base_imbalanced": ImbalancedDataConfig,
              "base_periods": PeriodsDataConfig},
     "model": {
+        "base_auto": AutoModelConfig,
         "base_mnist_cnn": MnistCnnConfig,
         "base_mlp": MlpConfig,
         "base_char_lstm": CharLstmConfig,

@@ -5,13 +5,20 @@ Every module that reads or writes runs imports its names from here, so no two of
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import hashlib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import mlflow
 from mlflow.tracking import MlflowClient
+
+from xentlab.errors import ExpectedError
 
 # Tags xentlab puts on runs (one spelling, one owner).
 ERROR_TAG = "xentlab.error"  # the message of a FAILED or KILLED run
@@ -21,6 +28,7 @@ JOB_TAG = "xentlab.job_key"  # one training job (config + store): what resume ma
 HOST_TAG = "xentlab.host"
 PID_TAG = "xentlab.pid"
 HEARTBEAT_TAG = "xentlab.heartbeat"
+WARNING_TAG = "xentlab.warning"  # something in the config or data that is almost surely not what was meant
 
 ERROR_TAG = "xentlab.error"
 SECRET_NAME = re.compile(r"password|passwd|token|secret|key|credential", re.IGNORECASE)
@@ -46,14 +54,23 @@ def resolve_tracking_uri(uri: str | None, root: str | os.PathLike) -> str:
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
-    """Artifacts of a local SQLite store go to outputs/mlartifacts beside it; servers choose their own."""
+    """Artifacts of a local SQLite store go to outputs/mlartifacts/<experiment folder> beside it; servers
+    choose their own.
+
+    The folder is made from the experiment name but always stays inside mlartifacts/: characters other than
+    letters, digits, `-`, `_` and `.` become `_` (no `/`, no `..`), and a renamed folder gets a hash of the
+    name so two names never share one.
+    """
     if not uri.startswith("sqlite:///"):
         return None
-    db = Path(uri[len("sqlite:///"):])
-    return (db.parent / "mlartifacts" / experiment).as_uri()
+    root = Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+    folder = re.sub(r"[^\w.-]+", "_", experiment).strip("._") or "experiment"
+    if folder != experiment:
+        folder += "-" + hashlib.sha1(experiment.encode()).hexdigest()[:8]
+    return (root / folder).as_uri()
 
 
-class TrackingUnreachable(ConnectionError):
+class TrackingUnreachable(ExpectedError, ConnectionError):
     """The tracking server does not answer."""
 
 
@@ -65,8 +82,15 @@ def probe_server(uri: str, timeout_s: float = 5.0) -> None:
 
     if not uri.startswith(("http://", "https://")):
         return
+    parts = urlsplit(uri)
+    # urllib refuses user:password@ in a URL: send the credentials as a basic-auth header, as MLflow does.
+    bare = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    if parts.username is not None:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+        urllib.request.urlopen(request, timeout=timeout_s).close()
     except (urllib.error.URLError, OSError) as err:
         raise TrackingUnreachable(
             f"tracking server {mask_uri(uri)} did not answer within {timeout_s:.0f} s ({err}); start it "
@@ -83,17 +107,69 @@ def setup_experiment(uri: str, experiment: str) -> str:
         for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
                             ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
             os.environ.setdefault(name, value)
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
+    with _store_lock(uri):  # several jobs starting on a fresh store must not race on its schema creation
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            try:
+                experiment_id = client.create_experiment(
+                    experiment, artifact_location=default_artifact_location(uri, experiment),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )
+            except mlflow.exceptions.MlflowException:  # created meanwhile by a job on another host
+                experiment_id = client.get_experiment_by_name(experiment).experiment_id
+            return experiment_id
+    if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older xentlab or by hand
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return found.experiment_id
+
+
+# The MLflow 3 UI opens an experiment on its GenAI pages unless it is marked as model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store: checks its folder can be written (MLflow would retry for minutes, then say only
+    "unable to open database file") and holds an exclusive lock beside it while the store is opened."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
     try:
-        return client.create_experiment(experiment, artifact_location=default_artifact_location(uri, experiment))
-    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
-        return client.get_experiment_by_name(experiment).experiment_id
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115
+    except OSError as err:
+        raise StoreNotWritable(
+            f"the tracking store {db} cannot be created or written ({err.strerror}: {db.parent}); make the "
+            f"folder writable, or point tracking.uri at another store (e.g. tracking.uri=sqlite:///$HOME/mlflow.db)"
+        ) from err
+    if (db.exists() and not os.access(db, os.W_OK)) or not os.access(db.parent, os.W_OK):
+        lock.close()
+        raise StoreNotWritable(
+            f"the tracking store {db} is not writable (folder {db.parent}); make it writable, or point "
+            f"tracking.uri at another store (e.g. tracking.uri=sqlite:///$HOME/mlflow.db)"
+        )
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class StoreNotWritable(ExpectedError, PermissionError):
+    """The tracking store's file or folder cannot be written."""
+
+
+URI_CREDENTIALS = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]+):[^\s@/]+@")
+
+
+def mask_text(text: str) -> str:
+    """Hides the password of every `scheme://user:password@host` inside free text (messages, overrides)."""
+    return URI_CREDENTIALS.sub(rf"\1:{MASK}@", text)
 
 
 def mask_uri(value: str) -> str:

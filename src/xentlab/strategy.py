@@ -10,8 +10,11 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("cpu", "multi_cpu", "gpu", "multi_gpu", "tpu", "multi_worker", "auto")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from xentlab.choices import Precision, StrategyName
+from xentlab.errors import ExpectedError
+
+STRATEGIES = StrategyName.names()
+PRECISIONS = tuple(p for p in Precision.names() if p != "auto")
 
 # What each kind of hardware defaults to when precision is "auto" (strategy=auto).
 AUTO_PRECISION = {
@@ -20,7 +23,7 @@ AUTO_PRECISION = {
 }
 
 
-class HardwareError(RuntimeError):
+class HardwareError(ExpectedError, RuntimeError):
     """The hardware asked for is not there."""
 
 

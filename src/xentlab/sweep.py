@@ -40,6 +40,16 @@ def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: int) -> dict[str, Any] | None:
+    """For a job of a multirun sweep: its parent run, sweep id and run name (the overrides that vary); None when
+    the sweep has no parent run (launched without the SweepRun callback)."""
+    info = read_sweep_file(sweep_dir)
+    if info is None:
+        return None
+    varying = [o for o in task_overrides if o.partition("=")[0].lstrip("+~") in info["varying"]]
+    return {**info, "name": ",".join(varying) or f"job{job_num}"}
+
+
 class SweepRun(Callback):
     """Creates the parent run before any job starts and finishes it with the report after the last one."""
 

@@ -5,20 +5,37 @@ A run ends FINISHED, FAILED (tag `xentlab.error` holds the message) or KILLED (C
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 from mlflow.keras import MlflowCallback
 from mlflow.tracking import MlflowClient
 
-from xentlab.store import ERROR_TAG, MASK, SECRET_NAME, mask_uri
+from xentlab.errors import ExpectedError
+from xentlab.store import (
+    ERROR_TAG,
+    MASK,
+    SECRET_NAME,
+    SWEEP_TAG,
+    WARNING_TAG,
+    mask_text,
+    mask_uri,
+    resolve_tracking_uri,
+    setup_experiment,
+)
 
 
 def _stringify(value: Any) -> str:
@@ -58,10 +75,51 @@ def mask_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Store:
+    """The tracking store a run goes to: its absolute URI, the experiment (name and id) and a client."""
+
+    uri: str
+    experiment: str
+    experiment_id: str
+    client: MlflowClient
+
+    def run_url(self, run_id: str) -> str:
+        """Where to look at a run: the server's own page, or the UI `make ui` serves over a local store."""
+        base = mask_uri(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else UI_URL
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+UI_URL = "http://127.0.0.1:5000"  # `make ui` (HOST, PORT in the Makefile)
+
+
+def open_store(tracking: dict[str, Any], launch_dir: str | os.PathLike) -> Store:
+    """Resolves the tracking URI against the launch directory and finds or creates the experiment."""
+    uri = resolve_tracking_uri(tracking["uri"], launch_dir)
+    experiment_id = setup_experiment(uri, tracking["experiment"])
+    if tracking["system_metrics"]:
+        mlflow.set_system_metrics_sampling_interval(tracking["system_metrics_interval_s"])
+    return Store(uri, tracking["experiment"], experiment_id, MlflowClient(uri))
+
+
+def run_tags(tracking: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, str]:
+    """Parent-run link (explicit tracking.parent_run_id, else the sweep's) and the sweep id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    tags = {str(k): MASK if SECRET_NAME.search(str(k)) else mask_text(str(v)) for k, v in tracking["tags"].items()}
+    parent = tracking["parent_run_id"] or (sweep or {}).get("parent_run_id")
+    if parent:
+        tags[MLFLOW_PARENT_RUN_ID] = parent
+    if sweep:
+        tags[SWEEP_TAG] = sweep["sweep_id"]
+    return tags
+
+
 @contextmanager
 def tracked_run(
-    *, experiment_id: str, run_name: str, params: dict[str, str], job_dir: str | os.PathLike,
+    store: Store, *, run_name: str, params: dict[str, str], job_dir: str | os.PathLike,
     tags: dict[str, str] | None = None, run_id: str | None = None, system_metrics: bool = False,
+    run_ref: list[str] | None = None,
 ) -> Iterator[Any]:
     """Starts (or, with run_id, reopens) a run and always ends it with the truth: FINISHED, FAILED
     (+ `xentlab.error`) or KILLED (Ctrl-C, SIGTERM).
@@ -73,13 +131,17 @@ def tracked_run(
     from xentlab.outbox import Outbox
     from xentlab.resume import Terminated
 
+    tags = {**(tags or {}), **source_tags()}
+    mlflow.set_tracking_uri(store.uri)
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
-        mlflow.set_tags(tags or {})
+        mlflow.set_tags(tags)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {},
+        run = mlflow.start_run(experiment_id=store.experiment_id, run_name=run_name, tags=tags,
                                log_system_metrics=system_metrics)
-    outbox = Outbox(mlflow.get_tracking_uri(), run.info.run_id, job_dir)
+    if run_ref is not None:
+        run_ref[:] = [f"{run.info.run_name} ({run.info.run_id})"]
+    outbox = Outbox(store.uri, run.info.run_id, job_dir)
     status = "FAILED"
     try:
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
@@ -96,7 +158,7 @@ def tracked_run(
         outbox.set_tag(ERROR_TAG, f"Terminated: {err}")
         raise
     except BaseException as err:
-        outbox.set_tag(ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
+        outbox.set_tag(ERROR_TAG, mask_text(f"{type(err).__name__}: {err}")[:5000])
         raise
     finally:
         try:
@@ -119,7 +181,7 @@ def _drop_active_run(run_id: str) -> None:
         monitor.finish()
 
 
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(ExpectedError, FloatingPointError):
     """Training produced a NaN or inf loss."""
 
 
@@ -129,9 +191,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     Keras' TerminateOnNaN only stops training, which would record a FINISHED run with NaN metrics.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, from_logits: bool | None = None) -> None:
         super().__init__()
         self.epoch = 0
+        self.from_logits = from_logits
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -139,10 +202,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise NonFiniteLoss(
-                f"loss became {float(loss)} at epoch {self.epoch}, batch {batch}; usually "
-                f"loss.from_logits=true (a linear head with log_softmax) or a lower optimizer.learning_rate helps"
-            )
+            hint = ("a lower optimizer.learning_rate (or optimizer.clipnorm=1.0) usually helps" if self.from_logits
+                    else "usually loss.from_logits=true (a linear head with log_softmax) or a lower "
+                    "optimizer.learning_rate helps")
+            raise NonFiniteLoss(f"loss became {float(loss)} at epoch {self.epoch}, batch {batch}; {hint}")
 
 
 class EpochLogger(MlflowCallback):
@@ -203,3 +266,183 @@ class EpochLogger(MlflowCallback):
 
     def on_test_end(self, logs=None):
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def source_info() -> dict[str, Any]:
+    """Where the code that runs comes from: the git commit of xentlab's source tree, whether it had uncommitted
+    changes (and the diff), and the versions of the libraries that shape the numbers."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("tensorflow", "keras", "mlflow", "hydra-core", "numpy"):
+        try:
+            versions[package.removesuffix("-core")] = version(package)
+        except PackageNotFoundError:
+            versions[package.removesuffix("-core")] = "not installed"
+    info: dict[str, Any] = {"versions": versions, "commit": None, "dirty": None, "diff": ""}
+    src = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout
+
+    try:
+        info["commit"] = git("rev-parse", "HEAD").strip()
+        info["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+        info["diff"] = git("diff", "HEAD") if info["dirty"] else ""
+    except (OSError, subprocess.SubprocessError):  # not a git checkout (an installed wheel), or no git
+        pass
+    return info
+
+
+def source_tags() -> dict[str, str]:
+    """Run tags for the source: MLflow's git-commit and source tags, xentlab.git.dirty, xentlab.version.*."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
+    info = source_info()
+    tags = {MLFLOW_SOURCE_NAME: "xentlab-train", MLFLOW_SOURCE_TYPE: "LOCAL"}
+    tags.update({f"xentlab.version.{name}": v for name, v in info["versions"].items()})
+    if info["commit"]:
+        tags[MLFLOW_GIT_COMMIT] = info["commit"]
+        tags["xentlab.git.dirty"] = str(info["dirty"]).lower()
+    return tags
+
+
+def mask_override(override: str) -> str:
+    """One command-line override with a secret-looking key's value, or a URI password, masked."""
+    key, sep, value = override.partition("=")
+    if sep and SECRET_NAME.search(key.lstrip("+~")) and value not in ("", "null"):
+        return f"{key}={MASK}"
+    return mask_text(override)
+
+
+def rerun_command(overrides: list[str]) -> str:
+    """The one command that reruns a job (secrets masked)."""
+    import shlex
+
+    return " ".join(["xentlab-train", *[shlex.quote(mask_override(o)) for o in overrides]])
+
+
+def log_inputs(outbox, facts: dict[str, Any], config: dict[str, Any], overrides: list[str]) -> None:
+    """What is known before training: hardware, split sizes, class weights, the resolved model, the dataset (as
+    MLflow dataset inputs), the masked config and overrides, the source diff and the command that reruns the job."""
+    bundle = facts["bundle"]
+    params = dict(facts["hardware"])
+    params.update({f"data.{split}_size": str(n) for split, n in bundle.sizes().items()})
+    params["data.num_classes"] = str(bundle.num_classes)
+    params["model.resolved"] = facts["model"]
+    if facts["class_weights"] is not None:
+        weights = [round(float(w), 6) for w in facts["class_weights"]]
+        params["weighting.class_weights"] = json.dumps(weights)
+        mlflow.log_dict({"class_names": bundle.class_names, "class_weights": weights}, "class_weights.json")
+    mlflow.log_params(params)
+    for warning in facts["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    if facts["warnings"]:
+        mlflow.set_tag(WARNING_TAG, "\n".join(facts["warnings"]))
+    run = mlflow.active_run()
+    name = run.info.run_name or ""
+    if name.startswith("auto/"):  # model=auto: name the run after the model it picked
+        mlflow.set_tag("mlflow.runName", facts["model"] + name[len("auto"):])
+    log_datasets(bundle, config["data"])
+    mlflow.log_text(_yaml(mask_config(config)), "config.yaml")
+    mlflow.log_text(_yaml([mask_override(o) for o in overrides]), "overrides.yaml")
+    mlflow.set_tag("xentlab.command", rerun_command(overrides))
+    if source_info()["diff"]:
+        mlflow.log_text(source_info()["diff"], "source/uncommitted.diff")
+
+
+def _yaml(value: Any) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(value)
+
+
+def log_datasets(bundle, data_cfg: dict[str, Any]) -> None:
+    """Each split as an MLflow dataset input (name, digest, source, shapes), so the UI's Dataset column and
+    filters work: contexts training, validation and test."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    path = data_cfg.get("path")
+    source = str(Path(path).resolve()) if path else CodeDatasetSource({"xentlab.data": bundle.name})
+    for split, context in (("train", "training"), ("val", "validation"), ("test", "test")):
+        x, y = bundle.splits()[split]
+        with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": all the same here
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), source=source, name=bundle.name)
+        mlflow.log_input(dataset, context=context)
+
+
+def log_evaluation(
+    outbox, model, bundle, *, from_logits: bool, ignore_class: int | None, history: dict[str, list[float]],
+    separate_heads: bool,
+) -> None:
+    """Plots and the per-class report on the test split; per-class recall as `test_recall_<class>` metrics."""
+    import re
+    import tempfile
+
+    from xentlab.plots import write_evaluation
+
+    outputs = np.asarray(model.predict(bundle.x_test, batch_size=256, verbose=0))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_evaluation(
+            Path(tmp), y=bundle.y_test, outputs=outputs, from_logits=from_logits, class_names=bundle.class_names,
+            ignore_class=ignore_class, history=history, multi_head=separate_heads,
+        )
+        report = json.loads((Path(tmp) / "per_class.json").read_text())
+        outbox.log_artifacts(tmp, "evaluation")
+    if bundle.num_classes <= 12:
+        recalls = {}
+        for head, classes in report.items():
+            suffix = "" if head == "all" else f"_{head}"
+            recalls.update({f"test_recall_{name}{suffix}": v["recall"] for name, v in classes.items()})
+        outbox.log_metrics({re.sub(r"[^\w\-. /]", "_", k): v for k, v in recalls.items()})
+
+
+def log_generated_text(outbox, model, *, sample_prompt: str, sample_length: int, sample_temperature: float,
+                       from_logits: bool, seed: int) -> None:
+    """For language models: five streams sampled from the stateful copy, as `generated.txt`."""
+    from xentlab.generate import generate
+
+    streams = generate(model, sample_prompt, sample_length, sample_temperature, seed=seed, from_logits=from_logits)
+    text = "\n\n".join(f"--- stream {i}\n{t}" for i, t in enumerate(streams))
+    outbox.log_text(text, "generated.txt")
+    print(text, flush=True)
+
+
+def log_model(outbox, model, sample) -> None:
+    """The trained model with an input/output signature and pinned requirements (no slow inference)."""
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(sample, np.asarray(model.predict(sample, verbose=0)))
+    outbox.log_keras_model(
+        model, signature=signature,
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+
+
+def print_summary(store: Store, outbox, results: dict[str, float], run_ref: list[str]) -> None:
+    """One line at the end of every run: name and id, status, test metrics, and the URL to open it."""
+    metrics = "  ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("test_"))
+    run = run_ref[0] if run_ref else outbox.run_id
+    if outbox.pending:
+        print(f"warning: the tracking server did not come back; {outbox.pending} records of run {outbox.run_id} "
+              f"are kept in {outbox.folder}: send them with `xentlab-sync {outbox.folder.parent}`",
+              file=sys.stderr, flush=True)
+    hint = " (after `make ui`)" if not store.uri.startswith(("http://", "https://")) else ""
+    print(f"run {run} FINISHED  {metrics}\n  open it: {store.run_url(outbox.run_id)}{hint}", flush=True)
+
+
+def logged_history(run_id: str) -> dict[str, list[float]]:
+    """The per-epoch metrics a run holds (the Keras history of every epoch, resumed runs included)."""
+    client = MlflowClient()
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(("test_", "system/"))]
+    history = {}
+    for key in keys:
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        history[key] = [m.value for m in points]
+    return history

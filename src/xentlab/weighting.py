@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-SCHEMES = ("none", "balanced", "inverse_sqrt", "effective_number", "custom")
-NORMALIZE = ("element", "weight_sum")
+from xentlab.choices import WeightingScheme
+from xentlab.errors import ConfigError
+
+SCHEMES = WeightingScheme.names()
 
 
 def label_counts(y: np.ndarray, num_classes: int, ignore_class: int | None = None) -> np.ndarray:
@@ -50,8 +52,14 @@ def class_weights(
                 f"e.g. weighting.weights=[{','.join(['1.0'] * k)}]"
             )
         out = np.asarray(weights, dtype="float64")
-        if (out < 0).any():
-            raise ValueError(f"weighting.weights must be >= 0, got {list(weights)}")
+        if not np.isfinite(out).all() or (out < 0).any():
+            raise ConfigError(f"weighting.weights must be finite and >= 0, got {list(weights)}")
+        if present.any() and out[present].sum() == 0:
+            raise ConfigError(
+                f"weighting.weights={list(weights)} gives weight 0 to every class present in the training split "
+                f"(classes {np.flatnonzero(present).tolist()}): the loss would be 0 and nothing would train; "
+                f"give at least one of them a positive weight"
+            )
         return out.astype("float32")
     out = np.zeros(k)
     if scheme == "balanced":

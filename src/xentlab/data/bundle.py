@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from xentlab.errors import ExpectedError
 
-class DataError(ValueError):
+
+class DataError(ExpectedError, ValueError):
     """Data that cannot be used as asked: missing file, bad labels, empty split."""
 
 

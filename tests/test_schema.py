@@ -59,3 +59,44 @@ def test_unknown_option_lists_the_available_ones():
     assert result.returncode != 0
     assert "Could not find 'loss/crossentropyy'" in result.stderr
     assert "crossentropy" in result.stderr.split("Available options in 'loss'")[1]
+
+
+# Every closed choice of the schemas, with a typo a user could make and the values the error must list.
+CHOICE_TYPOS = [
+    ("labels.encoding", "onehot", ["sparse", "one_hot"]),
+    ("weighting.scheme", "balance", ["none", "balanced", "inverse_sqrt", "effective_number", "custom"]),
+    ("weighting.normalize", "weight_sun", ["element", "weight_sum"]),
+    ("weighting.normalize", "wieght_sum", ["element", "weight_sum"]),
+    ("loss.reduction", "mean", ["sum_over_batch_size", "sum", "none"]),
+    ("strategy.precision", "float16", ["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+    ("strategy.name", "gpus", ["auto", "cpu", "gpu", "multi_cpu", "multi_gpu", "tpu", "multi_worker"]),
+    ("trainer.resume", "always", ["auto", "never"]),
+    ("trainer.verbose", "loud", ["auto", "silent", "bar", "line"]),
+    ("model.head", "sigmoid", ["auto", "softmax2", "sigmoid1"]),
+]
+
+
+@pytest.mark.parametrize(("key", "typo", "allowed"), CHOICE_TYPOS, ids=[f"{k}={t}" for k, t, _ in CHOICE_TYPOS])
+def test_a_mistyped_choice_fails_at_compose_time_listing_the_allowed_values(key, typo, allowed):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as info:
+        compose([f"{key}={typo}"])
+    message = f"{info.value} {info.value.__cause__}"
+    assert key in message and repr(typo) in message
+    assert f"expected one of [{', '.join(allowed)}]" in message
+
+
+@pytest.mark.parametrize(("key", "_", "allowed"), CHOICE_TYPOS[:1] + CHOICE_TYPOS[2:])
+def test_every_allowed_choice_composes_and_reaches_the_runner_as_a_plain_string(key, _, allowed):
+    for value in allowed:
+        cfg = compose([f"{key}={value}"])
+        group, name = key.split(".")
+        assert OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)[group][name] == value
+
+
+def test_the_normalize_typo_is_refused_by_the_cli_before_tensorflow():
+    result = _cli_in_fresh_python(["weighting.normalize=wieght_sum"])
+    assert result.returncode != 0
+    assert "expected one of [element, weight_sum]" in result.stderr and "weighting.normalize" in result.stderr
+    assert "tensorflow was imported" not in result.stderr
