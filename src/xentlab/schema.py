@@ -109,6 +109,17 @@ class WeightedBinaryLossConfig(LossConfig):
     pos_weight: Any = 1.0  # scalar or one value per label
 
 
+@dataclass
+class LogitAdjustedLossConfig(LossConfig):
+    from_logits: bool = True  # required: the log-prior shift is added to the logits (a linear head)
+    tau: float = 1.0  # scale of the shift tau * log(prior): 1 is the balanced softmax, 0 plain cross-entropy
+
+
+@dataclass
+class Poly1LossConfig(LossConfig):
+    epsilon: float = 1.0  # weight of the extra (1 - p_true) term (Leng et al. 2022); 0 is cross-entropy, >= -1
+
+
 # ---------------------------------------------------------------------------------------------------- labels
 @dataclass
 class LabelsConfig:
@@ -202,6 +213,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "base_loss": LossConfig,
         "base_focal": FocalLossConfig,
         "base_weighted_binary": WeightedBinaryLossConfig,
+        "base_logit_adjusted": LogitAdjustedLossConfig,
+        "base_poly1": Poly1LossConfig,
     },
     "labels": {"base_labels": LabelsConfig},
     "weighting": {"base_weighting": WeightingConfig},

@@ -106,8 +106,11 @@ class Prepared:
     from_logits: bool
 
 
-def build_loss_from_config(loss_cfg: dict[str, Any], *, encoding: str, ignore_class: int | None):
-    """A user's own `loss._target_` callable, or one of xentlab.losses by `loss.name`."""
+def build_loss_from_config(
+    loss_cfg: dict[str, Any], *, encoding: str, ignore_class: int | None, class_counts: list[int] | None = None
+):
+    """A user's own `loss._target_` callable, or one of xentlab.losses by `loss.name` (class_counts: the
+    training split's, for the losses that read class priors)."""
     from xentlab.losses import build_loss
 
     target = loss_cfg.get("_target_")
@@ -115,7 +118,8 @@ def build_loss_from_config(loss_cfg: dict[str, Any], *, encoding: str, ignore_cl
         obj = hydra.utils.get_object(target)
         return obj() if isinstance(obj, type) else obj
     options = {k: v for k, v in loss_cfg.items() if k not in ("name", "_target_")}
-    return build_loss(loss_cfg["name"], encoding=encoding, ignore_class=ignore_class, **options)
+    return build_loss(loss_cfg["name"], encoding=encoding, ignore_class=ignore_class, class_counts=class_counts,
+                      **options)
 
 
 def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
@@ -148,12 +152,15 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
     ignore_class, encoding = labels["ignore_class"], labels["encoding"]
     bundle = checks.check_bundle(bundle, ignore_class=ignore_class)
     loss_kind = resolve_loss_kind(loss_cfg["name"], config["model"]["head"], bundle.num_classes)
-    checks.check_loss_and_labels(loss=loss_kind, encoding=encoding, num_classes=bundle.num_classes)
+    checks.check_loss_and_labels(loss=loss_kind, encoding=encoding, num_classes=bundle.num_classes,
+                                 from_logits=loss_cfg["from_logits"], ignore_class=ignore_class,
+                                 label_smoothing=loss_cfg["label_smoothing"])
     checks.check_batch(batch_size=trainer["batch_size"], replicas=plan.replicas, train_size=len(bundle.x_train))
 
     weighting = config["weighting"]
+    counts = label_counts(bundle.y_train, bundle.num_classes, ignore_class)  # training split, masked left out
     weights = class_weights(
-        label_counts(bundle.y_train, bundle.num_classes, ignore_class), weighting["scheme"],
+        counts, weighting["scheme"],
         beta=weighting["beta"], weights=weighting["weights"],
     )
     common = {
@@ -188,7 +195,8 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
         model.compile(
             optimizer=build_optimizer(config["optimizer"]["name"], **{
                 k: v for k, v in config["optimizer"].items() if k != "name"}),
-            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, encoding=encoding, ignore_class=ignore_class),
+            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, encoding=encoding, ignore_class=ignore_class,
+                                        class_counts=counts.tolist()),
             metrics=build_metrics(
                 bundle.num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class,
                 num_heads=data_facts.get("num_heads") if config["model"]["name"] == "multi_head" else None,
