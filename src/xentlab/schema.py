@@ -22,6 +22,7 @@ class DataConfig:
     val_fraction: float = 0.15  # share of the labelled pool held out for validation
     test_fraction: float = 0.15  # used only where the source has no official test split
     split_seed: int = 0  # fixed, so every variant sees the same split
+    long_tail_ratio: float = 1.0  # > 1: training split subsampled to n_c = n_max * R^(-c/(K-1)) (Cao et al. 2019)
     na_fraction: float = 0.0  # share of labels made n/a (-1) in every split: mask with labels.ignore_class=-1
     drop_na: bool = False  # drop the n/a examples instead of masking them (one label per example only)
 
