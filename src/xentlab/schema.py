@@ -7,6 +7,7 @@ Each YAML option in `conf/<group>/` starts from one of these schemas (`defaults:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -187,6 +188,22 @@ class TrackingConfig:
     system_metrics_interval_s: float = 10.0
 
 
+# ---------------------------------------------------------------------------------------------------- calibration
+class CalibrationMethod(str, Enum):
+    """Post-hoc calibration after training; an Enum, so a mistyped method fails at compose time."""
+
+    none = "none"
+    temperature = "temperature"  # one T fitted on validation by NLL (xentlab.calibration)
+
+    def __str__(self) -> str:  # the MLflow param reads "temperature", not "CalibrationMethod.temperature"
+        return self.value
+
+
+@dataclass
+class CalibrationConfig:
+    method: CalibrationMethod = CalibrationMethod.none
+
+
 # ---------------------------------------------------------------------------------------------------- root
 @dataclass
 class TrainConfig:
@@ -199,6 +216,7 @@ class TrainConfig:
     optimizer: Any = MISSING
     trainer: Any = MISSING
     tracking: Any = MISSING
+    calibration: Any = MISSING
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -223,6 +241,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "optimizer": {"base_optimizer": OptimizerConfig},
     "trainer": {"base_trainer": TrainerConfig},
     "tracking": {"base_tracking": TrackingConfig},
+    "calibration": {"base_calibration": CalibrationConfig},
 }
 
 
