@@ -606,9 +606,9 @@ def test_class_priors_from_counts_floor_absent_classes_at_half_an_example():
     assert L.build_loss("logit_adjusted", from_logits=True, priors=[2.0, 6.0]).priors == [0.25, 0.75]
 
 
-def test_logit_adjustment_lowers_the_loss_of_rare_class_logit_margins_only_inside_the_loss():
-    """The shift favours rare classes in the loss (their true-class loss rises), while the model's outputs and the
-    probabilities any metric reads are the raw logits: the loss object changes nothing outside itself."""
+def test_at_equal_logits_the_adjustment_charges_the_rare_class_more():
+    """An undecided model (equal logits) pays -log(prior) for its label: the rare class costs more, so training
+    pushes its logit up by a margin that grows as its prior shrinks."""
     z = np.zeros((2, 2), np.float32)  # an undecided model
     y = np.array([0, 1])  # class 0 common, class 1 rare
     loss = L.LogitAdjustedCrossEntropy([0.9, 0.1], reduction="none")
