@@ -136,3 +136,18 @@ def text_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("text") / "verse.txt"
     path.write_text("ROMEO:\n" + "\n".join(lines) + "\n")
     return path
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After a run that included the loss value/gradient tests in this process (without -n): the largest error of
+    each loss variant against its float64 numpy reference, the margin behind the tolerance those tests assert."""
+    module = sys.modules.get("test_losses")
+    errors = getattr(module, "MAX_ERR", None)
+    if not errors:
+        return
+    width = max(map(len, errors))
+    terminalreporter.section("largest error vs float64 numpy (ours in float32)")
+    terminalreporter.write_line("absolute, and relative to max(|reference|, 1)")
+    for name in sorted(errors):
+        abs_err, rel_err = errors[name]
+        terminalreporter.write_line(f"  {name:<{width}}  abs {abs_err:.2e}  rel {rel_err:.2e}")

@@ -60,6 +60,11 @@ def test_bad_data_fails_before_training(case, tmp_path, store):
         (["model.head=sigmoid1"], "model.head=sigmoid1 is for 2-class data"),
         (["trainer.batch_size=3", "strategy=multi_cpu"], "not divisible by the 2 replicas"),
         (["data.na_fraction=1.5"], "data.na_fraction must be in [0, 1), got 1.5"),
+        (["loss=logit_adjusted", "loss.from_logits=false"],
+         "loss=logit_adjusted works on the logits (the head's raw outputs) and needs from_logits=True; received "
+         "loss.from_logits=False. Set loss.from_logits=true"),
+        (["data.long_tail_ratio=0.5"], "data.long_tail_ratio must be a number >= 1"),
+        (["data=periods", "data.long_tail_ratio=10"], "set data.long_tail_ratio=1"),
         (["data=periods", "data.na_fraction=0.1", "data.drop_na=true"],
          "mask the n/a positions instead with labels.ignore_class=-1"),
     ],

@@ -6,6 +6,7 @@ Run with `-s` to see the largest absolute error measured against numpy for every
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import zlib
 
@@ -23,7 +24,7 @@ CAP = -np.log(LO)  # -log(1e-7) ~= 16.118: the largest loss of a clipped probabi
 SHAPES = {"N": (12,), "NT": (3, 4), "NH": (4, 3)}  # labels (N,), (N, T) sequence, (N, H) multi-head
 REDUCTIONS = ("sum_over_batch_size", "sum", "none")
 ALPHA_LIST = [0.1, 0.2, 0.3, 0.2, 0.2]
-MAX_ERR: dict[str, float] = {}  # variant -> largest |ours - numpy| seen, printed by the last test
+MAX_ERR: dict[str, tuple[float, float]] = {}  # variant -> largest |ours - numpy| seen (conftest prints it)
 
 
 # ---------------------------------------------------------------------------------------------- numpy references
@@ -437,6 +438,241 @@ def test_two_softmax_units_equal_one_sigmoid_unit():
     np.testing.assert_allclose(two[1][:, 1:], one[1], rtol=1e-5, atol=1e-7)
 
 
+# ---------------------------------------------------------------------------------------------- logit-adjusted, poly-1
+PRIORS = [0.5, 0.25, 0.15, 0.07, 0.03]
+
+
+def np_poly1(y, pred, epsilon, from_logits, ls=0.0, ignore=None):
+    """Poly-1 loss: cross-entropy plus epsilon * (1 - sum_c t_c p_c), (per-element loss, valid, d loss / d pred).
+
+    Logits: d p_c / dz_j = p_c ([c = j] - p_j). Probabilities (p = clip(y / S)): d p_c / dy_j = [p_c unclipped]
+    ([c = j] / S - y_c / S^2).
+    """
+    ce, valid, d_ce = np_categorical(y, pred, "crossentropy", from_logits, ls, ignore=ignore)
+    k = pred.shape[-1]
+    t = np.eye(k)[np.where(valid, y, 0)] * (1.0 - ls) + ls / k
+    with np.errstate(all="ignore"):
+        if from_logits:
+            p = np.exp(np_log_softmax(pred))
+            d_pt = t * p - p * (t * p).sum(-1, keepdims=True)  # d (sum_c t_c p_c) / dz
+        else:
+            s = pred.sum(-1, keepdims=True)
+            r = pred / s
+            free = (r > LO) & (r < HI)
+            p = np.clip(r, LO, HI)
+            d_pt = (t * free) / s - (t * free * r).sum(-1, keepdims=True) / s
+        loss = ce + epsilon * (1.0 - (t * p).sum(-1))
+        d = d_ce - epsilon * d_pt
+    return np.where(valid, loss, 0.0), valid, np.where(valid[..., None], d, 0.0)
+
+
+def np_logit_adjusted(y, logits, priors, tau, ls=0.0, ignore=None):
+    """Cross-entropy of the shifted logits z + tau log(prior); d/dz = d/d(shifted) since the shift is constant."""
+    priors = np.asarray(priors, np.float64) / np.sum(priors)
+    return np_categorical(y, logits + tau * np.log(priors), "crossentropy", True, ls, ignore=ignore)
+
+
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+def test_poly1_and_logit_adjusted_references_match_finite_differences(from_logits):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, K, size=(3, 4))
+    pred = make_pred((3, 4), from_logits, rng, scale=1.0)
+    if not from_logits:
+        pred[0, 0] = [1.0, 0.0, 0.0, 0.0, 0.0]  # clipped: no gradient
+    for epsilon, ls in [(1.0, 0.0), (-0.5, 0.1), (3.0, 0.2)]:
+        reference = functools.partial(np_poly1, y, epsilon=epsilon, from_logits=from_logits, ls=ls, ignore=3)
+        # logits: a larger step than fd_grad's default, which rounding dominates for sums of ~20; probabilities
+        # keep the default, whose steps at p = 0 stay below the 1e-7 clip
+        fd = fd_grad(lambda p, reference=reference: reference(p)[0].sum(), pred, rel=1e-4 if from_logits else 1e-6)
+        np.testing.assert_allclose(reference(pred)[2], fd, rtol=1e-6, atol=1e-8)
+    if from_logits:
+        reference = functools.partial(np_logit_adjusted, y, priors=PRIORS, tau=1.5, ls=0.1, ignore=3)
+        fd = fd_grad(lambda p: reference(p)[0].sum(), pred, rel=1e-4)
+        np.testing.assert_allclose(reference(pred)[2], fd, rtol=1e-6, atol=1e-8)
+
+
+LONG_TAIL_CASES = [  # (tau or epsilon, label smoothing, ignore_class, reduction)
+    (1.0, 0.0, None, "sum_over_batch_size"),
+    (0.5, 0.1, 2, "sum"),
+    (2.0, 0.1, -1, "none"),
+]
+LONG_TAIL_IDS = [f"p{c[0]}-ls{c[1]}-ignore{c[2]}-{c[3]}" for c in LONG_TAIL_CASES]
+
+
+def _long_tail_case(shape, ignore, parts):
+    rng = np.random.default_rng(seed(shape, ignore, *parts))
+    dims = SHAPES[shape]
+    y = rng.integers(0, K, size=dims)
+    if ignore is not None:
+        y.flat[::3] = ignore
+    w = rng.uniform(0.0, 2.0, size=dims)
+    w.flat[1] = 0.0  # a zero weight
+    return rng, dims, y, w
+
+
+@pytest.mark.parametrize(("tau", "ls", "ignore", "reduction"), LONG_TAIL_CASES, ids=LONG_TAIL_IDS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_logit_adjusted_value_and_gradient_match_numpy_for_both_encodings(shape, tau, ls, ignore, reduction):
+    rng, dims, y, w = _long_tail_case(shape, ignore, ("logit_adjusted", tau, reduction))
+    pred = make_pred(dims, True, rng)
+    masked = np.zeros(dims, bool) if ignore is None else y == ignore
+    pred[masked] = [np.nan, np.inf, -np.inf, 1e30, 0.0]  # junk in masked rows must not reach values or gradients
+    per_element, valid, d = np_logit_adjusted(y, pred, PRIORS, tau, ls, ignore)
+    coef = np_coef(valid, w, reduction)
+    for encoding in ("sparse", "one_hot"):
+        loss = L.LogitAdjustedCrossEntropy(PRIORS, tau=tau, encoding=encoding, label_smoothing=ls,
+                                           ignore_class=ignore, reduction=reduction)
+        value, grad = value_and_grad(loss, labels_for(y, encoding), pred, sample_weight=w)
+        variant = f"logit_adjusted/{encoding}/logits"
+        check(f"{variant} value", value, np_reduce(per_element, coef, reduction))
+        check(f"{variant} grad", grad, d * coef[..., None])
+        assert np.all(grad[masked] == 0.0) and np.all(grad[w == 0] == 0.0)
+
+
+@pytest.mark.parametrize(("epsilon", "ls", "ignore", "reduction"), LONG_TAIL_CASES, ids=LONG_TAIL_IDS)
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_poly1_value_and_gradient_match_numpy_for_both_encodings(shape, from_logits, epsilon, ls, ignore, reduction):
+    rng, dims, y, w = _long_tail_case(shape, ignore, ("poly1", from_logits, epsilon, reduction))
+    pred = make_pred(dims, from_logits, rng)
+    masked = np.zeros(dims, bool) if ignore is None else y == ignore
+    pred[masked] = [np.nan, np.inf, -np.inf, 1e30, 0.0] if from_logits else 0.0
+    per_element, valid, d = np_poly1(y, pred, epsilon, from_logits, ls, ignore)
+    coef = np_coef(valid, w, reduction)
+    for encoding in ("sparse", "one_hot"):
+        loss = L.Poly1CrossEntropy(encoding, epsilon=epsilon, from_logits=from_logits, label_smoothing=ls,
+                                   ignore_class=ignore, reduction=reduction)
+        value, grad = value_and_grad(loss, labels_for(y, encoding), pred, sample_weight=w)
+        variant = f"poly1/{encoding}/{pred_kind(from_logits)}"
+        check(f"{variant} value", value, np_reduce(per_element, coef, reduction))
+        check(f"{variant} grad", grad, d * coef[..., None])
+        assert np.all(grad[masked] == 0.0) and np.all(grad[w == 0] == 0.0)
+
+
+def test_masked_mean_of_the_long_tail_losses_is_the_mean_of_the_unmasked_subset():
+    rng = np.random.default_rng(11)
+    pred = make_pred((4, 3), True, rng).astype(np.float32)
+    y = rng.integers(0, K, size=(4, 3))
+    y[::2, 1] = -1
+    keep = y != -1
+    for loss in (L.LogitAdjustedCrossEntropy(PRIORS, ignore_class=-1),
+                 L.Poly1CrossEntropy(from_logits=True, ignore_class=-1)):
+        np.testing.assert_allclose(float(loss(y, pred)), float(loss(y[keep], pred[keep])), rtol=1e-6)
+
+
+@pytest.mark.parametrize("encoding", ["sparse", "one_hot"])
+def test_special_cases_reduce_to_crossentropy(encoding):
+    """tau = 0, or equal priors, is cross-entropy; epsilon = 0 is cross-entropy; tau = 1 is the balanced softmax."""
+    rng = np.random.default_rng(12)
+    pred = make_pred((3, 4), True, rng)
+    y = rng.integers(0, K, size=(3, 4))
+    labels = labels_for(y, encoding)
+    ce = value_and_grad(L.CrossEntropy(encoding, from_logits=True, label_smoothing=0.1), labels, pred)
+    for other in (L.LogitAdjustedCrossEntropy(PRIORS, tau=0.0, encoding=encoding, label_smoothing=0.1),
+                  L.LogitAdjustedCrossEntropy([0.2] * K, tau=3.0, encoding=encoding, label_smoothing=0.1),
+                  L.Poly1CrossEntropy(encoding, epsilon=0.0, from_logits=True, label_smoothing=0.1)):
+        got = value_and_grad(other, labels, pred)
+        np.testing.assert_allclose(got[0], ce[0], rtol=1e-6)
+        np.testing.assert_allclose(got[1], ce[1], rtol=1e-5, atol=1e-7)
+    # balanced softmax (Ren et al. 2020): -log(pi_y e^z_y / sum_c pi_c e^z_c)
+    pi = np.asarray(PRIORS)
+    e = pi * np.exp(pred)
+    balanced = -np.log(np.take_along_axis(e, y[..., None], -1)[..., 0] / e.sum(-1)).mean()
+    value = L.LogitAdjustedCrossEntropy(PRIORS, tau=1.0, encoding=encoding)(labels, pred.astype(np.float32))
+    np.testing.assert_allclose(float(value), balanced, rtol=1e-6)
+
+
+def test_long_tail_losses_are_finite_and_exact_for_extreme_logits():
+    pred = np.array([[1e4, -1e4, 0.0, 0.0, 0.0], [-1e4, 1e4, 5.0, 0.0, 0.0], [3.0, -2.0, 0.5, 1.0, -1e4]])
+    y = np.array([1, 1, 3])
+    for name, loss, reference in [
+        ("logit_adjusted", L.LogitAdjustedCrossEntropy(PRIORS, tau=1.0, reduction="none"),
+         np_logit_adjusted(y, pred, PRIORS, 1.0)),
+        ("poly1", L.Poly1CrossEntropy(epsilon=2.0, from_logits=True, reduction="none"), np_poly1(y, pred, 2.0, True)),
+    ]:
+        value, grad = value_and_grad(loss, y, pred)
+        assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad))
+        check(f"{name}/logits extreme value", value, reference[0])
+        check(f"{name}/logits extreme grad", grad, reference[2])
+
+
+def test_class_priors_from_counts_floor_absent_classes_at_half_an_example():
+    np.testing.assert_allclose(L.class_priors([30, 10, 0, 60]), np.array([30, 10, 0.5, 60]) / 100.5)
+    np.testing.assert_allclose(L.class_priors(np.array([1, 1])), [0.5, 0.5])
+    loss = L.build_loss("logit_adjusted", from_logits=True, class_counts=[30, 10, 0, 60], tau=1.0)
+    assert loss.priors == pytest.approx(L.class_priors([30, 10, 0, 60]))
+    value, grad = value_and_grad(loss, np.array([0, 1, 3]), np.zeros((3, 4)))
+    assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad))
+    assert L.build_loss("logit_adjusted", from_logits=True, priors=[2.0, 6.0]).priors == [0.25, 0.75]
+
+
+def test_at_equal_logits_the_adjustment_charges_the_rare_class_more():
+    """An undecided model (equal logits) pays -log(prior) for its label: the rare class costs more, so training
+    pushes its logit up by a margin that grows as its prior shrinks."""
+    z = np.zeros((2, 2), np.float32)  # an undecided model
+    y = np.array([0, 1])  # class 0 common, class 1 rare
+    loss = L.LogitAdjustedCrossEntropy([0.9, 0.1], reduction="none")
+    common, rare = loss(y, z).numpy()
+    np.testing.assert_allclose([common, rare], [-np.log(0.9), -np.log(0.1)], rtol=1e-6)
+    assert rare > common
+
+
+# ---------------------------------------------------------------------------------------------- the table of kinds
+def test_every_kind_has_a_row_and_its_readers_agree():
+    from xentlab import checks
+    from xentlab.models import head_spec, resolve_loss_kind
+
+    assert L.LOSS_KINDS == tuple(L.LOSS_TABLE)
+    for kind, spec in L.LOSS_TABLE.items():
+        units = 1 if spec.single_unit else 7
+        assert head_spec(loss=kind, from_logits=True, num_classes=7) == (units, None)
+        assert head_spec(loss=kind, from_logits=False, num_classes=7) == (units, spec.activation)
+        for encoding in L.ENCODINGS:
+            accepted = encoding in spec.encodings
+            num_classes = 2 if spec.binary_only else 7
+            try:
+                checks.check_loss_and_labels(loss=kind, encoding=encoding, num_classes=num_classes)
+            except checks.CheckError as error:
+                assert not accepted and f"set labels={spec.encodings[0]}" in str(error)
+            else:
+                assert accepted
+        for from_logits in (True, False):
+            refused = spec.needs_logits and not from_logits
+            with pytest.raises(ValueError, match="Set loss.from_logits=true") if refused else contextlib.nullcontext():
+                L.build_loss(kind, from_logits=from_logits, class_counts=[5, 3])
+    assert resolve_loss_kind("crossentropy", "sigmoid1", 2) == "binary"
+    assert resolve_loss_kind("binary", "sigmoid1", 2) == "binary"
+    assert resolve_loss_kind("poly1", "softmax2", 2) == "poly1"
+    with pytest.raises(ValueError, match="model.head=sigmoid1 .* has no form of loss=focal"):
+        resolve_loss_kind("focal", "sigmoid1", 2)
+    with pytest.raises(ValueError, match="model.head=softmax2 needs a softmax loss, got loss=weighted_binary"):
+        resolve_loss_kind("weighted_binary", "softmax2", 2)
+
+
+def test_the_checks_refuse_what_the_table_forbids_with_the_override_that_fixes_it():
+    from xentlab import checks
+
+    cases = [
+        (dict(loss="logit_adjusted", encoding="sparse", num_classes=5, from_logits=False),
+         "loss=logit_adjusted works on the logits (the head's raw outputs) and needs from_logits=True; received "
+         "loss.from_logits=False. Set loss.from_logits=true"),
+        (dict(loss="binary", encoding="one_hot", num_classes=2),
+         "loss=binary takes 0/1 labels (encoding='sparse'); received encoding='one_hot': set labels=sparse, or use "
+         "a loss that takes labels=one_hot: crossentropy, focal, weighted_binary, logit_adjusted, poly1"),
+        (dict(loss="weighted_binary", encoding="one_hot", num_classes=5, ignore_class=-1),
+         "loss=weighted_binary has no ignore_class; received labels.ignore_class=-1"),
+        (dict(loss="weighted_binary", encoding="one_hot", num_classes=5, label_smoothing=0.1),
+         "Set loss.label_smoothing=0"),
+        (dict(loss="hinge", encoding="sparse", num_classes=5), "kind must be one of"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(checks.CheckError) as raised:
+            checks.check_loss_and_labels(**kwargs)
+        assert message in str(raised.value)
+    checks.check_loss_and_labels(loss="logit_adjusted", encoding="one_hot", num_classes=5, from_logits=True,
+                                 ignore_class=-1, label_smoothing=0.1)
+
+
 # ---------------------------------------------------------------------------------------------- weighted binary
 WEIGHTED_CASES = [(1.0, "sum_over_batch_size"), (3.0, "sum"), ([0.5, 1.0, 2.0, 4.0], "none")]
 
@@ -571,6 +807,9 @@ LOSS_OBJECTS = [
     L.FocalCrossEntropy("sparse", gamma=1.5, alpha=ALPHA_LIST, from_logits=False, ignore_class=-1),
     L.BinaryCrossEntropy(from_logits=True, label_smoothing=0.05, ignore_class=2, reduction="none"),
     L.WeightedBinaryCrossEntropy(pos_weight=[1.0, 2.0, 3.0, 4.0, 5.0], from_logits=False),
+    L.LogitAdjustedCrossEntropy(PRIORS, tau=0.5, encoding="one_hot", label_smoothing=0.1, ignore_class=-1),
+    L.Poly1CrossEntropy("sparse", epsilon=2.0, from_logits=True, label_smoothing=0.05, ignore_class=2,
+                        reduction="sum"),
 ]
 
 
@@ -582,7 +821,7 @@ def test_config_round_trips_and_serializes(loss):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(restored) is type(loss) and restored.get_config() == config
     rng = np.random.default_rng(0)
-    if isinstance(loss, (L.CrossEntropy, L.FocalCrossEntropy)):
+    if isinstance(loss, (L.CrossEntropy, L.FocalCrossEntropy, L.LogitAdjustedCrossEntropy, L.Poly1CrossEntropy)):
         pred, y = make_pred((6,), loss.from_logits, rng), labels_for(rng.integers(0, K, 6), loss.encoding)
     elif isinstance(loss, L.BinaryCrossEntropy):
         pred, y = rng.normal(size=(6, 1)), rng.integers(0, 3, 6)
@@ -630,6 +869,24 @@ def test_trains_inside_model_fit_and_survives_save_and_load(encoding, tmp_path):
         (lambda: L.build_loss("weighted_binary", ignore_class=0), ValueError, "has no ignore_class"),
         (lambda: L.build_loss("weighted_binary", label_smoothing=0.1), ValueError, "has no label_smoothing"),
         (lambda: L.build_loss("binary", encoding="one_hot"), ValueError, r"takes 0/1 labels \(encoding='sparse'\)"),
+        (lambda: L.build_loss("weighted_binary", encoding="sparse"), ValueError, "set labels=one_hot"),
+        (lambda: L.LogitAdjustedCrossEntropy(PRIORS, from_logits=False), ValueError,
+         r"needs from_logits=True; received from_logits=False. Set loss.from_logits=true"),
+        (lambda: L.logit_adjusted_crossentropy([0], np.zeros((1, K)), priors=PRIORS, from_logits=False), ValueError,
+         "Set loss.from_logits=true"),
+        (lambda: L.build_loss("logit_adjusted", class_counts=[1, 2]), ValueError,
+         r"loss=logit_adjusted .* needs from_logits=True; received loss.from_logits=False"),
+        (lambda: L.build_loss("logit_adjusted", from_logits=True), ValueError,
+         r"pass exactly one of class_counts=\[n_0, ..., n_K-1\] or priors"),
+        (lambda: L.build_loss("logit_adjusted", from_logits=True, class_counts=[1], priors=[1.0]), ValueError,
+         "pass exactly one of"),
+        (lambda: L.LogitAdjustedCrossEntropy(PRIORS, tau=-0.5), ValueError, "tau must be >= 0; received tau=-0.5"),
+        (lambda: L.LogitAdjustedCrossEntropy([0.5, 0.0]), ValueError, "priors must be > 0"),
+        (lambda: L.LogitAdjustedCrossEntropy(0.5), TypeError, "priors must be a list"),
+        (lambda: L.class_priors([0, 0]), ValueError, "must count at least one example"),
+        (lambda: L.class_priors([3, -1]), ValueError, "class_counts must be >= 0"),
+        (lambda: L.Poly1CrossEntropy(epsilon=-2), ValueError, "epsilon must be >= -1; received epsilon=-2"),
+        (lambda: L.Poly1CrossEntropy(epsilon="1"), TypeError, "epsilon must be a finite number"),
     ],
 )
 def test_bad_arguments_say_what_was_expected(make, error, message):
@@ -647,29 +904,31 @@ def test_bad_shapes_say_what_was_expected():
         L.focal_crossentropy(np.array([0, 1, 2, 3]), pred, alpha=[0.5, 0.5])
     with pytest.raises(ValueError, match="one sigmoid unit"):
         L.binary_crossentropy(np.array([0, 1, 0, 1]), pred)
+    with pytest.raises(ValueError, match="priors has 2 entries but y_pred has 5 classes"):
+        L.logit_adjusted_crossentropy(np.array([0, 1, 2, 3]), pred, priors=[0.5, 0.5])
     with pytest.raises(ValueError, match="pos_weight has 2 entries"):
         L.weighted_binary_crossentropy(np.zeros((4, K)), pred, pos_weight=[1.0, 2.0])
 
 
 def test_build_loss_maps_every_kind_to_its_class():
     expected = {"crossentropy": L.CrossEntropy, "focal": L.FocalCrossEntropy, "binary": L.BinaryCrossEntropy,
-                "weighted_binary": L.WeightedBinaryCrossEntropy}
+                "weighted_binary": L.WeightedBinaryCrossEntropy, "logit_adjusted": L.LogitAdjustedCrossEntropy,
+                "poly1": L.Poly1CrossEntropy}
     assert set(L.LOSS_KINDS) == set(expected)
     for kind, cls in expected.items():
-        assert type(L.build_loss(kind)) is cls
+        built = L.build_loss(kind, from_logits=L.LOSS_TABLE[kind].needs_logits, class_counts=[1, 2, 3, 4, 5])
+        assert type(built) is cls
+        if hasattr(built, "encoding"):  # binary and weighted_binary have one encoding each, no argument
+            assert built.encoding == L.LOSS_TABLE[kind].encodings[0]
     focal = L.build_loss("focal", encoding="one_hot", from_logits=True, label_smoothing=0.1, reduction="sum",
                          ignore_class=-1, gamma=1.0, alpha=0.5)
     assert focal.get_config() == {"encoding": "one_hot", "gamma": 1.0, "alpha": 0.5, "from_logits": True,
                                   "label_smoothing": 0.1, "ignore_class": -1, "reduction": "sum", "name": "focal"}
     assert L.build_loss("weighted_binary", pos_weight=[1, 2], from_logits=True).pos_weight == [1.0, 2.0]
-
-
-def test_zz_report_largest_errors_against_numpy():
-    """Prints the largest error against the numpy references per variant, measured by the tests above (-s)."""
-    if not MAX_ERR:
-        pytest.skip("run together with the value/gradient tests")
-    width = max(map(len, MAX_ERR))
-    print("\nlargest error vs float64 numpy (ours in float32): absolute, and relative to max(|reference|, 1)")
-    for name in sorted(MAX_ERR):
-        abs_err, rel_err = MAX_ERR[name]
-        print(f"  {name:<{width}}  abs {abs_err:.2e}  rel {rel_err:.2e}")
+    adjusted = L.build_loss("logit_adjusted", encoding="one_hot", from_logits=True, label_smoothing=0.1,
+                            ignore_class=-1, tau=0.5, class_counts=[10, 30, 0, 60], gamma=3.0, epsilon=5.0)
+    assert adjusted.get_config() == {"priors": pytest.approx([10 / 100.5, 30 / 100.5, 0.5 / 100.5, 60 / 100.5]),
+                                     "tau": 0.5, "encoding": "one_hot", "from_logits": True, "label_smoothing": 0.1,
+                                     "ignore_class": -1, "reduction": "sum_over_batch_size", "name": "logit_adjusted"}
+    poly = L.build_loss("poly1", from_logits=True, epsilon=-0.5, tau=9.0, class_counts=[1, 2])
+    assert (poly.encoding, poly.epsilon, poly.from_logits) == ("sparse", -0.5, True)

@@ -11,6 +11,7 @@ import numpy as np
 
 from xentlab.data import DataBundle
 from xentlab.errors import ExpectedError
+from xentlab.losses import check_loss_combination
 
 
 class CheckError(ExpectedError, ValueError):
@@ -96,23 +97,21 @@ def unused_ignore_class(bundle: DataBundle, *, ignore_class: int | None) -> str 
     )
 
 
-BINARY_LOSSES = ("binary",)
+def check_loss_and_labels(
+    *, loss: str, encoding: str, num_classes: int, from_logits: bool | None = None, ignore_class: int | None = None,
+    label_smoothing: float | None = None,
+) -> None:
+    """Rejects loss x labels x head combinations that cannot go together, with the override that fixes it.
 
-
-def check_loss_and_labels(*, loss: str, encoding: str, num_classes: int) -> None:
-    """Rejects loss x label combinations that cannot go together, with the override that fixes it."""
-    if loss in BINARY_LOSSES and num_classes != 2:
-        raise CheckError(
-            f"loss={loss} (one sigmoid unit) needs 2 classes, the data has {num_classes}; "
-            f"use loss=crossentropy (softmax over {num_classes} classes)"
-        )
-    if loss in BINARY_LOSSES and encoding != "sparse":
-        raise CheckError(f"loss={loss} takes 0/1 integer labels; set labels=sparse (got labels={encoding})")
-    if loss == "weighted_binary" and encoding != "one_hot":
-        raise CheckError(
-            f"loss=weighted_binary scores each class as its own sigmoid label and needs the one-hot view; "
-            f"set labels=one_hot (got labels={encoding})"
-        )
+    The rules are the rows of `xentlab.losses.LOSS_TABLE` (`check_loss_combination`), which `build_loss`
+    applies too; checking here fails the run before any data pipeline or model is built. Arguments left at
+    None are not checked here.
+    """
+    try:
+        check_loss_combination(loss, encoding=encoding, from_logits=from_logits, num_classes=num_classes,
+                               ignore_class=ignore_class, label_smoothing=label_smoothing)
+    except ValueError as error:
+        raise CheckError(str(error)) from None
 
 
 def check_model_output(

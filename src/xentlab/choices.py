@@ -109,3 +109,10 @@ class Head(Choice):
     auto = "auto"
     softmax2 = "softmax2"
     sigmoid1 = "sigmoid1"
+
+
+class CalibrationMethod(Choice):
+    """calibration.method: post-hoc calibration after training."""
+
+    none = "none"
+    temperature = "temperature"  # one T fitted on validation by NLL (xentlab.calibration)

@@ -1,11 +1,13 @@
-"""Classification losses for comparing set-ups: sparse or one-hot cross-entropy, focal, binary and weighted binary.
+"""Classification losses for comparing set-ups: cross-entropy, focal, binary, weighted binary, logit-adjusted, poly-1.
 
 Pure functions return per-element losses; thin `keras.losses.Loss` classes reduce them over unmasked elements.
+`LOSS_TABLE` says, for each loss kind, which head and labels it needs; the model and the checks read it too.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -25,7 +27,127 @@ except ImportError:  # pragma: no cover - moved in some Keras release; the attri
 
 ENCODINGS = ("sparse", "one_hot")
 REDUCTIONS = ("sum_over_batch_size", "sum", "none")
-LOSS_KINDS = ("crossentropy", "focal", "binary", "weighted_binary")
+
+
+# ---------------------------------------------------------------------------------------------- the table of kinds
+@dataclass(frozen=True)
+class LossSpec:
+    """What one loss kind needs from the model head and from the labels.
+
+    `LOSS_TABLE` is the one place these rules are stated: the head builder (`xentlab.models.head_spec`), the
+    config checks (`xentlab.checks.check_loss_and_labels`, through `check_loss_combination`) and `build_loss`
+    all read it.
+
+    Attributes:
+        single_unit: One sigmoid unit for 2-class data (True) or one unit per class (False).
+        activation: The head's activation when the loss takes probabilities (``from_logits=False``);
+            with logits the head is linear.
+        encodings: The label encodings (``labels.encoding``) the loss accepts; the first is `build_loss`'s
+            default.
+        label_form: How the loss reads its labels, in words, for error messages.
+        needs_logits: The loss changes the logits themselves, so it needs ``from_logits=True`` (a linear head).
+        binary_only: The loss is defined for 2-class data only.
+        masks: The loss honours ``ignore_class`` (labels.ignore_class).
+        smooths: The loss honours ``label_smoothing``.
+        one_unit_kind: The kind ``model.head=sigmoid1`` turns this loss into; None when it has no one-unit form.
+    """
+
+    single_unit: bool
+    activation: str
+    encodings: tuple[str, ...]
+    label_form: str
+    needs_logits: bool = False
+    binary_only: bool = False
+    masks: bool = True
+    smooths: bool = True
+    one_unit_kind: str | None = None
+
+    def head_units(self, num_classes: int) -> int:
+        """Units of the output layer for `num_classes` classes."""
+        return 1 if self.single_unit else num_classes
+
+    def head_activation(self, from_logits: bool) -> str | None:
+        """The output layer's activation: None (linear) for logits, else `activation`."""
+        return None if from_logits else self.activation
+
+
+_IDS = "integer class ids or their one-hot view"
+LOSS_TABLE: dict[str, LossSpec] = {
+    "crossentropy": LossSpec(False, "softmax", ENCODINGS, _IDS, one_unit_kind="binary"),
+    "focal": LossSpec(False, "softmax", ENCODINGS, _IDS),
+    "binary": LossSpec(True, "sigmoid", ("sparse",), "0/1 labels", binary_only=True, one_unit_kind="binary"),
+    "weighted_binary": LossSpec(False, "sigmoid", ("one_hot",), "the one-hot view, each class its own sigmoid label",
+                                masks=False, smooths=False),
+    "logit_adjusted": LossSpec(False, "softmax", ENCODINGS, _IDS, needs_logits=True),
+    "poly1": LossSpec(False, "softmax", ENCODINGS, _IDS),
+}
+LOSS_KINDS = tuple(LOSS_TABLE)
+
+
+def loss_spec(kind: Any) -> LossSpec:
+    """The `LOSS_TABLE` row of `kind`.
+
+    Raises:
+        ValueError: For a kind that is not in the table.
+    """
+    if kind not in LOSS_TABLE:
+        raise ValueError(
+            f"kind must be one of {LOSS_KINDS}; received kind={kind!r}. Pick one of these names (loss=NAME), or "
+            f"pass your own Keras loss object instead of calling build_loss."
+        )
+    return LOSS_TABLE[kind]
+
+
+def _kinds_where(rule) -> str:
+    return ", ".join(k for k, spec in LOSS_TABLE.items() if rule(spec))
+
+
+def check_loss_combination(
+    kind: Any, *, encoding: Any = None, from_logits: Any = None, num_classes: int | None = None,
+    ignore_class: Any = None, label_smoothing: Any = None,
+) -> LossSpec:
+    """Refuses what `LOSS_TABLE` forbids for `kind`; arguments left at None are not known yet and not checked.
+
+    Messages name the config key, the value received and the override that fixes it.
+
+    Returns:
+        The kind's `LossSpec`.
+
+    Raises:
+        ValueError: For an unknown kind, 2-class-only losses on other data, a label encoding the loss cannot
+            read, probabilities for a loss that needs logits, or a mask or smoothing the loss cannot honour.
+    """
+    spec = loss_spec(kind)
+    if spec.binary_only and num_classes is not None and num_classes != 2:
+        head = "one sigmoid unit" if spec.single_unit else "2 classes"
+        raise ValueError(
+            f"loss={kind} ({head}) needs 2 classes, the data has {num_classes}; use loss=crossentropy "
+            f"(softmax over {num_classes} classes)"
+        )
+    if encoding is not None and _check_encoding(encoding) not in spec.encodings:
+        allowed = " or ".join(f"encoding={e!r}" for e in spec.encodings)
+        others = _kinds_where(lambda s: encoding in s.encodings)
+        raise ValueError(
+            f"loss={kind} takes {spec.label_form} ({allowed}); received encoding={encoding!r}: set "
+            f"labels={spec.encodings[0]}, or use a loss that takes labels={encoding}: {others}"
+        )
+    if spec.needs_logits and from_logits is not None and not from_logits:
+        raise ValueError(
+            f"loss={kind} works on the logits (the head's raw outputs) and needs from_logits=True; received "
+            f"loss.from_logits={from_logits!r}. Set loss.from_logits=true (the model head becomes linear)"
+        )
+    if not spec.masks and ignore_class is not None:
+        raise ValueError(
+            f"loss={kind} has no ignore_class; received labels.ignore_class={ignore_class!r}. Unset it, drop the "
+            f"n/a examples from the data (data.drop_na=true), or use a loss that masks them: "
+            f"{_kinds_where(lambda s: s.masks)}"
+        )
+    if not spec.smooths and label_smoothing:
+        raise ValueError(
+            f"loss={kind} has no label_smoothing; received loss.label_smoothing={label_smoothing!r}. Set "
+            f"loss.label_smoothing=0"
+        )
+    return spec
 
 
 # ---------------------------------------------------------------------------------------------- argument checks
@@ -110,6 +232,77 @@ def _check_reduction(reduction: Any) -> str:
             f"is the mean over unmasked elements, 'none' returns the per-element losses."
         )
     return reduction
+
+
+def _check_tau(tau: Any) -> float:
+    value = _check_real(tau, "tau")
+    if value < 0:
+        raise ValueError(
+            f"tau must be >= 0; received tau={tau!r}. 1 is the balanced softmax (Menon et al. 2021), 0 is plain "
+            f"cross-entropy; set loss.tau to a value >= 0."
+        )
+    return value
+
+
+def _check_epsilon(epsilon: Any) -> float:
+    value = _check_real(epsilon, "epsilon")
+    if value < -1:
+        raise ValueError(
+            f"epsilon must be >= -1; received epsilon={epsilon!r}. Below -1 the loss of the true class rises "
+            f"again as p_true nears 1, so training would reward doubt; 1 is the paper's default (loss.epsilon=1)."
+        )
+    return value
+
+
+def _check_needs_logits(from_logits: Any, fn: str) -> bool:
+    if not _check_bool(from_logits, "from_logits"):
+        raise ValueError(
+            f"{fn} adds tau * log(prior) to the logits and needs from_logits=True; received from_logits=False. "
+            f"Set loss.from_logits=true (a linear head), or use crossentropy for a softmax head."
+        )
+    return True
+
+
+def class_priors(class_counts: Any) -> list[float]:
+    """Class frequencies from the training split's class counts, for `logit_adjusted_crossentropy`.
+
+    A class with no training example counts as half an example: its prior stays positive (log prior finite,
+    about log(0.5 / N), below every class that was seen) instead of log 0 = -inf, which would turn the
+    adjusted logits and their gradients into NaN. Such a class never appears as a training label, so the
+    floor only sets how much the other positions push its logit down.
+
+    Args:
+        class_counts: Examples (labelled positions) per class, K numbers >= 0, not all 0.
+
+    Returns:
+        K priors > 0 that sum to 1.
+
+    Raises:
+        TypeError: If class_counts is not a list of numbers.
+        ValueError: If a count is negative, or every count is 0.
+    """
+    counts = _check_weights(class_counts, "class_counts", strictly_positive=False)
+    if isinstance(counts, float):
+        raise TypeError(
+            f"class_counts must be a list with one count per class; received class_counts={class_counts!r}."
+        )
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.sum() <= 0:
+        raise ValueError(
+            f"class_counts must count at least one example; received class_counts={class_counts!r}. Pass the "
+            f"training split's label counts (xentlab.weighting.label_counts)."
+        )
+    counts = np.where(counts > 0, counts, 0.5)
+    return (counts / counts.sum()).tolist()
+
+
+def _check_priors(priors: Any) -> list[float]:
+    """K priors > 0, normalised to sum 1 (the loss does not change: softmax ignores a shift of every logit)."""
+    values = _check_weights(priors, "priors", strictly_positive=True)
+    if isinstance(values, float):
+        raise TypeError(f"priors must be a list with one prior per class; received priors={priors!r}.")
+    total = math.fsum(values)
+    return [v / total for v in values]
 
 
 # ---------------------------------------------------------------------------------------------- tensor helpers
@@ -331,6 +524,90 @@ def focal_crossentropy(
 
     return _categorical(y_true, y_pred, encoding=encoding, label_smoothing=label_smoothing,
                         ignore_class=ignore_class, per_class_fn=focal, fn="focal_crossentropy")
+
+
+def logit_adjusted_crossentropy(
+    y_true, y_pred, *, priors, tau=1.0, encoding="sparse", from_logits=True, label_smoothing=0.0, ignore_class=None,
+):
+    """Logit-adjusted cross-entropy per element (Menon et al. 2021): -sum_c t_c log softmax(z + tau log pi)_c.
+
+    The training-time form of logit adjustment: each logit z_c is shifted by tau * log(pi_c), pi the class
+    priors of the training split, before the softmax cross-entropy. A rare class must then win by a margin
+    that grows as its prior shrinks; tau = 1 is the balanced softmax, tau = 0 plain cross-entropy. The model
+    itself still outputs the raw logits z, and every metric reads those unchanged: the shift exists only
+    inside the loss. Computed with ``log_softmax``, so exact and finite for any finite logits.
+
+    Args:
+        y_true: Class ids (``encoding="sparse"``) or one-hot labels (``encoding="one_hot"``); see `crossentropy`.
+            Every label rank of `crossentropy` works: (N,), sequences (N, T), multi-head (N, H).
+        y_pred: Logits, shape (..., K).
+        priors: K class priors > 0 (normalised here); `class_priors` makes them from class counts.
+        tau: Scale of the adjustment, >= 0.
+        encoding: ``"sparse"`` or ``"one_hot"``; both give the same values and gradients.
+        from_logits: Must be True: the adjustment is defined on logits.
+        label_smoothing: ls in [0, 1): target (1 - ls) * one_hot + ls / K, as in `crossentropy`.
+        ignore_class: The "n/a" label; its positions get exactly zero loss and gradient (see `crossentropy`).
+
+    Returns:
+        Per-element losses of shape ``y_pred.shape[:-1]`` (with ``_keras_mask`` set when ``ignore_class`` is).
+
+    Raises:
+        ValueError: For from_logits=False, tau < 0, priors that are not > 0 or not one per class, or the
+            errors of `crossentropy`.
+    """
+    _check_needs_logits(from_logits, "logit_adjusted_crossentropy")
+    tau = _check_tau(tau)
+    priors = _check_priors(priors)
+    shift = [tau * math.log(p) for p in priors]  # in float64, cast once to the logits' dtype
+
+    def adjusted_nll(pred):
+        return -ops.log_softmax(pred + _per_class_weights(shift, pred, "priors", "logit_adjusted_crossentropy"),
+                                axis=-1)
+
+    return _categorical(y_true, y_pred, encoding=encoding, label_smoothing=label_smoothing,
+                        ignore_class=ignore_class, per_class_fn=adjusted_nll, fn="logit_adjusted_crossentropy")
+
+
+def poly1_crossentropy(
+    y_true, y_pred, *, epsilon=1.0, encoding="sparse", from_logits=False, label_smoothing=0.0, ignore_class=None,
+):
+    """Poly-1 cross-entropy per element (Leng et al. 2022): CE + epsilon * (1 - p_t), p_t = sum_c t_c p_c.
+
+    The first polynomial term of cross-entropy's expansion gets weight epsilon more; epsilon > 0 keeps the
+    gradient up for confident positions, epsilon = 0 is `crossentropy`. With label smoothing t is the smoothed
+    target (as in the paper's code), so the loss is sum_c t_c (-log p_c + epsilon (1 - p_c)). Probabilities
+    follow `crossentropy` (normalised, clipped to [1e-7, 1 - 1e-7], no gradient at clipped values); logits use
+    ``log_softmax`` and 1 - p = -expm1(log p).
+
+    Args:
+        y_true: Class ids (``encoding="sparse"``) or one-hot labels (``encoding="one_hot"``); see `crossentropy`.
+        y_pred: Logits or probabilities, shape (..., K).
+        epsilon: Weight of the extra (1 - p_t) term, >= -1.
+        encoding: ``"sparse"`` or ``"one_hot"``; both give the same values and gradients.
+        from_logits: Whether y_pred holds logits (True) or probabilities (False).
+        label_smoothing: ls in [0, 1): target (1 - ls) * one_hot + ls / K, for both encodings.
+        ignore_class: The "n/a" label; its positions get exactly zero loss and gradient (see `crossentropy`).
+
+    Returns:
+        Per-element losses of shape ``y_pred.shape[:-1]`` (with ``_keras_mask`` set when ``ignore_class`` is).
+
+    Raises:
+        ValueError: For epsilon < -1, or the errors of `crossentropy`.
+    """
+    _check_bool(from_logits, "from_logits")
+    epsilon = _check_epsilon(epsilon)
+
+    def poly1(pred):
+        if from_logits:
+            log_p = ops.log_softmax(pred, axis=-1)
+            one_minus_p = -ops.expm1(log_p)
+        else:
+            p = _clipped_probabilities(pred)
+            log_p, one_minus_p = ops.log(p), 1.0 - p
+        return -log_p + epsilon * one_minus_p
+
+    return _categorical(y_true, y_pred, encoding=encoding, label_smoothing=label_smoothing,
+                        ignore_class=ignore_class, per_class_fn=poly1, fn="poly1_crossentropy")
 
 
 def binary_crossentropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0, ignore_class=None):
@@ -590,23 +867,99 @@ class WeightedBinaryCrossEntropy(_ElementwiseLoss):
                 "name": self.name}
 
 
-# ---------------------------------------------------------------------------------------------- factory
-def build_loss(
-    kind, *, encoding="sparse", from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
-    ignore_class=None, gamma=2.0, alpha=None, pos_weight=1.0,
-):
-    """Builds the loss object of one kind from plain arguments.
+@keras.saving.register_keras_serializable(package="xentlab")
+class LogitAdjustedCrossEntropy(_ElementwiseLoss):
+    """Logit-adjusted cross-entropy on logits; see `logit_adjusted_crossentropy` for the semantics.
 
     Args:
-        kind: One of `LOSS_KINDS`: ``"crossentropy"``, ``"focal"``, ``"binary"`` or ``"weighted_binary"``.
-        encoding: Label encoding for crossentropy and focal; binary needs ``"sparse"`` (0/1 ids).
-        from_logits: Whether the model outputs logits.
+        priors: K class priors > 0 (stored normalised); `class_priors` makes them from training class counts.
+        tau: Scale of the adjustment, >= 0 (1: balanced softmax).
+        encoding: ``"sparse"`` (integer class ids) or ``"one_hot"``.
+        from_logits: Must be True.
+        label_smoothing: In [0, 1), for both encodings.
+        ignore_class: The "n/a" label: zero loss and gradient, left out of the mean.
+        reduction: ``"sum_over_batch_size"`` (mean over unmasked elements), ``"sum"`` or ``"none"``.
+        name: The loss name.
+    """
+
+    def __init__(self, priors, tau=1.0, encoding="sparse", from_logits=True, label_smoothing=0.0, ignore_class=None,
+                 reduction="sum_over_batch_size", name="logit_adjusted"):
+        super().__init__(reduction=reduction, name=name)
+        self.priors = _check_priors(priors)
+        self.tau = _check_tau(tau)
+        self.encoding = _check_encoding(encoding)
+        self.from_logits = _check_needs_logits(from_logits, type(self).__name__)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.ignore_class = _check_ignore_class(ignore_class)
+
+    def call(self, y_true, y_pred):
+        return logit_adjusted_crossentropy(y_true, y_pred, priors=self.priors, tau=self.tau, encoding=self.encoding,
+                                           from_logits=self.from_logits, label_smoothing=self.label_smoothing,
+                                           ignore_class=self.ignore_class)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"priors": self.priors, "tau": self.tau, "encoding": self.encoding, "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing, "ignore_class": self.ignore_class,
+                "reduction": self.reduction, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="xentlab")
+class Poly1CrossEntropy(_ElementwiseLoss):
+    """Poly-1 cross-entropy for sparse or one-hot labels; see `poly1_crossentropy` for the semantics.
+
+    Args:
+        encoding: ``"sparse"`` (integer class ids) or ``"one_hot"``.
+        epsilon: Weight of the (1 - p_t) term, >= -1 (0: crossentropy).
+        from_logits: Whether y_pred holds logits.
+        label_smoothing: In [0, 1), for both encodings.
+        ignore_class: The "n/a" label: zero loss and gradient, left out of the mean.
+        reduction: ``"sum_over_batch_size"`` (mean over unmasked elements), ``"sum"`` or ``"none"``.
+        name: The loss name.
+    """
+
+    def __init__(self, encoding="sparse", epsilon=1.0, from_logits=False, label_smoothing=0.0, ignore_class=None,
+                 reduction="sum_over_batch_size", name="poly1"):
+        super().__init__(reduction=reduction, name=name)
+        self.encoding = _check_encoding(encoding)
+        self.epsilon = _check_epsilon(epsilon)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.ignore_class = _check_ignore_class(ignore_class)
+
+    def call(self, y_true, y_pred):
+        return poly1_crossentropy(y_true, y_pred, epsilon=self.epsilon, encoding=self.encoding,
+                                  from_logits=self.from_logits, label_smoothing=self.label_smoothing,
+                                  ignore_class=self.ignore_class)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"encoding": self.encoding, "epsilon": self.epsilon, "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing, "ignore_class": self.ignore_class,
+                "reduction": self.reduction, "name": self.name}
+
+
+# ---------------------------------------------------------------------------------------------- factory
+def build_loss(
+    kind, *, encoding=None, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
+    ignore_class=None, gamma=2.0, alpha=None, pos_weight=1.0, tau=1.0, epsilon=1.0, class_counts=None, priors=None,
+):
+    """Builds the loss object of one kind from plain arguments, after `check_loss_combination`.
+
+    Args:
+        kind: One of `LOSS_KINDS` (the keys of `LOSS_TABLE`).
+        encoding: The label encoding, one of the kind's `LossSpec.encodings`; None takes the first of them
+            (``"sparse"``, or ``"one_hot"`` for weighted_binary).
+        from_logits: Whether the model outputs logits; logit_adjusted needs True.
         label_smoothing: In [0, 1); not available for weighted_binary.
         reduction: ``"sum_over_batch_size"``, ``"sum"`` or ``"none"``.
         ignore_class: The "n/a" label; not available for weighted_binary.
-        gamma: Focal only: focusing parameter.
-        alpha: Focal only: None, a number or per-class weights.
+        gamma: focal only: focusing parameter.
+        alpha: focal only: None, a number or per-class weights.
         pos_weight: weighted_binary only: positive weight, a number or per-label weights.
+        tau: logit_adjusted only: scale of the log-prior shift, >= 0.
+        epsilon: poly1 only: weight of the (1 - p_t) term, >= -1.
+        class_counts: logit_adjusted only: the training split's examples per class (masked positions left
+            out), turned into priors by `class_priors`. Other kinds ignore it, so a runner may always pass it.
+        priors: logit_adjusted only: the class priors themselves, instead of class_counts.
 
     Returns:
         A `keras.losses.Loss`.
@@ -614,34 +967,28 @@ def build_loss(
     Raises:
         ValueError: For an unknown kind, or an argument the kind cannot honour.
     """
+    spec = check_loss_combination(kind, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class,
+                                  label_smoothing=label_smoothing)
+    encoding = spec.encodings[0] if encoding is None else encoding
     if kind == "crossentropy":
         return CrossEntropy(encoding, from_logits, label_smoothing, ignore_class, reduction)
     if kind == "focal":
         return FocalCrossEntropy(encoding, gamma, alpha, from_logits, label_smoothing, ignore_class, reduction)
     if kind == "binary":
-        if encoding != "sparse":
-            raise ValueError(
-                f"loss 'binary' takes 0/1 labels (encoding='sparse'); received encoding={encoding!r}. Use "
-                f"encoding='sparse', or 'crossentropy' on a 2-unit softmax for one-hot labels."
-            )
         return BinaryCrossEntropy(from_logits, label_smoothing, ignore_class, reduction)
     if kind == "weighted_binary":
-        # Refuse rather than silently drop: these would change what is trained.
-        if ignore_class is not None:
-            raise ValueError(
-                f"loss 'weighted_binary' has no ignore_class; received ignore_class={ignore_class!r}. Drop the "
-                f"n/a examples from the data or use 'crossentropy'/'focal'/'binary', which mask them."
-            )
-        if label_smoothing:
-            raise ValueError(
-                f"loss 'weighted_binary' has no label_smoothing; received label_smoothing={label_smoothing!r}. "
-                f"Set it to 0."
-            )
         return WeightedBinaryCrossEntropy(pos_weight, from_logits, reduction)
-    raise ValueError(
-        f"kind must be one of {LOSS_KINDS}; received kind={kind!r}. Pick one of these names (or pass your own "
-        f"Keras loss object instead of calling build_loss)."
-    )
+    if kind == "poly1":
+        return Poly1CrossEntropy(encoding, epsilon, from_logits, label_smoothing, ignore_class, reduction)
+    # logit_adjusted, the last row of the table
+    if (class_counts is None) == (priors is None):
+        raise ValueError(
+            f"loss=logit_adjusted needs the class frequencies of the training split: pass exactly one of "
+            f"class_counts=[n_0, ..., n_K-1] or priors=[...] to build_loss; received class_counts={class_counts!r}, "
+            f"priors={priors!r}. A runner passes xentlab.weighting.label_counts(y_train, K, ignore_class)."
+        )
+    priors = class_priors(class_counts) if priors is None else priors
+    return LogitAdjustedCrossEntropy(priors, tau, encoding, from_logits, label_smoothing, ignore_class, reduction)
 
 
 def build_loss_from_config(loss_cfg: dict[str, Any], *, encoding: str, ignore_class: int | None, **data_facts: Any):

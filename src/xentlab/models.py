@@ -13,7 +13,8 @@ from typing import Any
 import keras
 from keras import layers
 
-SINGLE_UNIT_LOSSES = ("binary",)  # one sigmoid unit for 2-class data
+from xentlab.losses import LOSS_TABLE, loss_spec
+
 HEADS = ("auto", "softmax2", "sigmoid1")
 
 
@@ -21,7 +22,8 @@ def resolve_loss_kind(loss: str, head: str, num_classes: int) -> str:
     """The loss a head implies: cross-entropy on one sigmoid unit is binary cross-entropy.
 
     model.head=sigmoid1 with loss=crossentropy trains with loss=binary, so the seed's "2 softmax units vs
-    1 sigmoid" comparison is the single override model.head=softmax2|sigmoid1.
+    1 sigmoid" comparison is the single override model.head=softmax2|sigmoid1. Which loss has a one-unit form,
+    and which is a softmax loss, comes from `xentlab.losses.LOSS_TABLE`.
     """
     if head not in HEADS:
         raise ValueError(f"model.head must be one of {HEADS}, got {head!r}")
@@ -29,20 +31,24 @@ def resolve_loss_kind(loss: str, head: str, num_classes: int) -> str:
         raise ValueError(
             f"model.head={head} is for 2-class data, the data has {num_classes} classes; set model.head=auto"
         )
-    if head == "sigmoid1" and loss == "crossentropy":
-        return "binary"
-    if head == "softmax2" and loss in SINGLE_UNIT_LOSSES:
+    spec = loss_spec(loss)
+    if head == "sigmoid1":
+        if spec.one_unit_kind is None:
+            one_unit = ", ".join(k for k, s in LOSS_TABLE.items() if s.one_unit_kind)
+            raise ValueError(
+                f"model.head=sigmoid1 (one sigmoid unit) has no form of loss={loss}; use a loss that has one "
+                f"({one_unit}), or set model.head=auto"
+            )
+        return spec.one_unit_kind
+    if head == "softmax2" and (spec.single_unit or spec.activation != "softmax"):
         raise ValueError(f"model.head=softmax2 needs a softmax loss, got loss={loss}; use loss=crossentropy")
     return loss
 
 
 def head_spec(*, loss: str, from_logits: bool, num_classes: int) -> tuple[int, str | None]:
-    """Returns (units, activation) of the output layer for a loss kind and class count."""
-    if loss in SINGLE_UNIT_LOSSES:
-        return 1, None if from_logits else "sigmoid"
-    if loss == "weighted_binary":
-        return num_classes, None if from_logits else "sigmoid"
-    return num_classes, None if from_logits else "softmax"
+    """Returns (units, activation) of the output layer for a loss kind and class count (see LOSS_TABLE)."""
+    spec = loss_spec(loss)
+    return spec.head_units(num_classes), spec.head_activation(from_logits)
 
 
 def _head(units: int, activation: str | None) -> layers.Dense:

@@ -13,6 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from xentlab.choices import (
+    CalibrationMethod,
     Encoding,
     Head,
     Normalize,
@@ -34,6 +35,7 @@ class DataConfig:
     val_fraction: float = 0.15  # share of the labelled pool held out for validation
     test_fraction: float = 0.15  # used only where the source has no official test split
     split_seed: int = 0  # fixed, so every variant sees the same split
+    long_tail_ratio: float = 1.0  # > 1: training split subsampled to n_c = n_max * R^(-c/(K-1)) (Cao et al. 2019)
     na_fraction: float = 0.0  # share of labels made n/a (-1) in every split: mask with labels.ignore_class=-1
     drop_na: bool = False  # drop the n/a examples instead of masking them (one label per example only)
 
@@ -127,6 +129,17 @@ class WeightedBinaryLossConfig(LossConfig):
     pos_weight: Any = 1.0  # scalar or one value per label
 
 
+@dataclass
+class LogitAdjustedLossConfig(LossConfig):
+    from_logits: bool = True  # required: the log-prior shift is added to the logits (a linear head)
+    tau: float = 1.0  # scale of the shift tau * log(prior): 1 is the balanced softmax, 0 plain cross-entropy
+
+
+@dataclass
+class Poly1LossConfig(LossConfig):
+    epsilon: float = 1.0  # weight of the extra (1 - p_true) term (Leng et al. 2022); 0 is cross-entropy, >= -1
+
+
 # ---------------------------------------------------------------------------------------------------- labels
 @dataclass
 class LabelsConfig:
@@ -195,6 +208,12 @@ class TrackingConfig:
     tags: dict[str, Any] = field(default_factory=dict)  # extra run tags (+tracking.tags.team=vision); secrets masked
 
 
+# ---------------------------------------------------------------------------------------------------- calibration
+@dataclass
+class CalibrationConfig:
+    method: CalibrationMethod = CalibrationMethod.none
+
+
 # ---------------------------------------------------------------------------------------------------- root
 @dataclass
 class TrainConfig:
@@ -207,6 +226,7 @@ class TrainConfig:
     optimizer: Any = MISSING
     trainer: Any = MISSING
     tracking: Any = MISSING
+    calibration: Any = MISSING
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -223,6 +243,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "base_loss": LossConfig,
         "base_focal": FocalLossConfig,
         "base_weighted_binary": WeightedBinaryLossConfig,
+        "base_logit_adjusted": LogitAdjustedLossConfig,
+        "base_poly1": Poly1LossConfig,
     },
     "labels": {"base_labels": LabelsConfig},
     "weighting": {"base_weighting": WeightingConfig},
@@ -230,6 +252,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "optimizer": {"base_optimizer": OptimizerConfig},
     "trainer": {"base_trainer": TrainerConfig},
     "tracking": {"base_tracking": TrackingConfig},
+    "calibration": {"base_calibration": CalibrationConfig},
 }
 
 

@@ -188,11 +188,13 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
     warnings = [w for w in [checks.unused_ignore_class(bundle, ignore_class=ignore_class)] if w]
     model_name, arch = resolve_model(config["model"], bundle)
     loss_kind = resolve_loss_kind(loss_cfg["name"], config["model"]["head"], bundle.num_classes)
-    checks.check_loss_and_labels(loss=loss_kind, encoding=encoding, num_classes=bundle.num_classes)
+    checks.check_loss_and_labels(loss=loss_kind, encoding=encoding, num_classes=bundle.num_classes,
+                                 from_logits=loss_cfg["from_logits"], ignore_class=ignore_class,
+                                 label_smoothing=loss_cfg["label_smoothing"])
     checks.check_batch(batch_size=trainer["batch_size"], replicas=plan.replicas, train_size=len(bundle.x_train))
 
     weighting = config["weighting"]
-    counts = label_counts(bundle.y_train, bundle.num_classes, ignore_class)
+    counts = label_counts(bundle.y_train, bundle.num_classes, ignore_class)  # training split, masked left out
     weights = class_weights(counts, weighting["scheme"], beta=weighting["beta"], weights=weighting["weights"])
     common = {
         "batch_size": trainer["batch_size"], "encoding": encoding, "num_classes": bundle.num_classes,
@@ -225,7 +227,8 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
         )
         model.compile(
             optimizer=build_optimizer(**config["optimizer"]),
-            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, encoding=encoding, ignore_class=ignore_class),
+            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, encoding=encoding, ignore_class=ignore_class,
+                                        class_counts=counts.tolist()),
             metrics=build_metrics(
                 bundle.num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class,
                 num_heads=data_facts.get("num_heads") if capabilities(model_name).separate_heads else None,
@@ -285,12 +288,33 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
     test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
     test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
+    if config["calibration"]["method"] == "temperature":
+        test_metrics.update(calibrated_metrics(prepared, config))
     if outbox is not None:
         outbox.log_metrics(test_metrics)
     # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
     # not comparable across variants); val_loss for a model compiled without the nll metric.
     objective = history.get("val_nll", history["val_loss"])[-1]
     return {"val_loss": float(history["val_loss"][-1]), "objective": float(objective), **test_metrics}, history
+
+
+def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
+    """Temperature scaling: T fitted on the validation outputs, the test metrics at T (xentlab.calibration)."""
+    from xentlab.calibration import calibrate
+
+    bundle = prepared.bundle
+    return calibrate(
+        predict(prepared, "val"), bundle.y_val, predict(prepared, "test"), bundle.y_test,
+        from_logits=prepared.from_logits, ignore_class=config["labels"]["ignore_class"],
+    )
+
+
+def predict(prepared: Prepared, split: str):
+    """The model's outputs on one split, in order, as a numpy array."""
+    import numpy as np
+
+    x, _ = prepared.bundle.splits()[split]
+    return np.asarray(prepared.model.predict(x, batch_size=256, verbose=0))
 
 
 def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:

@@ -1,0 +1,79 @@
+"""A long-tailed training split from any source with one label per example (data.long_tail_ratio).
+
+The exponential profile of Cao et al. 2019 (LDAM), as in their CIFAR-LT code: class c keeps
+n_c = floor(n_max * R^(-c / (K - 1))) training examples, n_max the largest class count of the training split,
+so class 0 keeps n_max and class K - 1 keeps n_max / R. Validation and test splits stay whole: a model trained
+on the tail is judged on the source's own (usually balanced) distribution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from xentlab.data.bundle import DataBundle, DataError
+
+
+def long_tail_profile(n_max: int, num_classes: int, ratio: float) -> np.ndarray:
+    """Target examples per class: floor(n_max * ratio ** (-c / (K - 1))) for c = 0..K-1, and at least 1.
+
+    floor as in Cao et al.'s code; the floor at 1 keeps every class in the training split even when
+    n_max / ratio < 1 (its realised ratio is then n_max, not `ratio`).
+    """
+    c = np.arange(num_classes, dtype=np.float64)
+    # the tiny epsilon keeps exact results (n_max / ratio = 10.0) from flooring to 9 through rounding
+    targets = np.floor(n_max * np.power(float(ratio), -c / (num_classes - 1)) + 1e-9).astype(np.int64)
+    return np.maximum(targets, 1)
+
+
+def apply_long_tail(bundle: DataBundle, ratio: float, seed: int) -> DataBundle:
+    """Subsamples the training split of `bundle` to the exponential long-tail profile; val and test unchanged.
+
+    Class c keeps min(target_c, available_c) examples, drawn without replacement by a generator seeded with
+    `seed` (data.split_seed), so every variant of a comparison trains on the same subset; the kept examples
+    stay in their original order. A class present in the training split keeps at least one example (a class
+    with fewer examples than its target keeps all it has); a class absent from it stays absent. Labels
+    that are not class ids in [0, K) are kept untouched, for the data checks to report.
+    `bundle.meta` gets the realised `class_counts` (training split, per class) and the `long_tail_ratio`.
+
+    Args:
+        bundle: A loaded source; its training labels must be one integer class id per example.
+        ratio: R = n_max / n_min of the profile, >= 1; 1 leaves the bundle as it is.
+        seed: Seed of the draw.
+
+    Returns:
+        The same bundle, its training split subsampled.
+
+    Raises:
+        DataError: For R < 1 (or not finite), fewer than 2 classes, or labels that are not one per example
+            (text, sequence or multi-head sources).
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio < 1:
+        raise DataError(
+            f"data.long_tail_ratio must be a number >= 1 (n_max / n_min of the training split; 1 = off), got "
+            f"{ratio!r}; e.g. data.long_tail_ratio=100"
+        )
+    if ratio == 1:
+        return bundle
+    y = np.asarray(bundle.y_train)
+    if y.ndim != 1:
+        raise DataError(
+            f"data.long_tail_ratio needs one class label per training example, but data={bundle.name} has labels "
+            f"of shape {y.shape[1:]} per example (text, sequence or multi-head labels); set data.long_tail_ratio=1"
+        )
+    k = bundle.num_classes
+    if k < 2:
+        raise DataError(f"data.long_tail_ratio needs at least 2 classes, data={bundle.name} has {k}")
+    in_range = (y >= 0) & (y < k) & (y == np.round(y))  # the rest passes through to the data checks
+    available = np.bincount(y[in_range].astype(np.int64), minlength=k)[:k]
+    targets = np.minimum(long_tail_profile(int(available.max()), k, ratio), available)
+    rng = np.random.default_rng(seed)
+    keep = [np.flatnonzero(~in_range)]
+    for c in range(k):
+        keep.append(rng.choice(np.flatnonzero(y == c), size=int(targets[c]), replace=False))
+    order = np.sort(np.concatenate(keep))
+    bundle.x_train, bundle.y_train = bundle.x_train[order], bundle.y_train[order]
+    bundle.meta["class_counts"] = [int(n) for n in targets]
+    bundle.meta["long_tail_ratio"] = float(ratio)
+    return bundle

@@ -1,0 +1,114 @@
+"""Tests of xentlab.data.long_tail (data.long_tail_ratio): the exponential profile of Cao et al. 2019 on the training
+split only, deterministic, never emptying a class, refused where it cannot apply; and one real run with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import TINY, compose, runs_of
+from xentlab.data import DataBundle, DataError, load_data
+from xentlab.data.long_tail import apply_long_tail, long_tail_profile
+
+
+def cao_profile(n_max, k, ratio):
+    """Cao et al.'s CIFAR-LT code: int(img_max * (1 / ratio) ** (cls_idx / (cls_num - 1)))."""
+    return [int(n_max * (1.0 / ratio) ** (c / (k - 1.0))) for c in range(k)]
+
+
+def bundle_of(counts, *, seed=0, name="toy"):
+    """A bundle whose training split holds counts[c] examples of class c, shuffled; x_train row i encodes i."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+    x = np.arange(len(y), dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    yv, yt = rng.integers(0, len(counts), 40), rng.integers(0, len(counts), 30)
+    return DataBundle(name, x, y, rng.normal(size=(40, 3)), yv, rng.normal(size=(30, 3)), yt,
+                      num_classes=len(counts))
+
+
+@pytest.mark.parametrize(("n_max", "k", "ratio"), [(500, 10, 100.0), (5000, 10, 10.0), (433, 7, 3.5), (60, 2, 6.0)])
+def test_profile_is_cao_et_al(n_max, k, ratio):
+    profile = long_tail_profile(n_max, k, ratio)
+    np.testing.assert_array_equal(profile, cao_profile(n_max, k, ratio))
+    assert profile[0] == n_max and profile[-1] == int(n_max / ratio) and np.all(np.diff(profile) <= 0)
+
+
+def test_training_split_follows_the_profile_and_val_test_stay_whole():
+    b = bundle_of([80] * 10)
+    x_val, y_val, x_test, y_test = b.x_val.copy(), b.y_val.copy(), b.x_test.copy(), b.y_test.copy()
+    original = b.y_train.copy()
+    out = apply_long_tail(b, 20.0, seed=3)
+    counts = np.bincount(out.y_train, minlength=10)
+    np.testing.assert_array_equal(counts, cao_profile(80, 10, 20.0))
+    assert out.meta["class_counts"] == counts.tolist() and out.meta["long_tail_ratio"] == 20.0
+    rows = out.x_train[:, 0].astype(int)  # the original positions of the kept examples
+    assert np.all(np.diff(rows) > 0)  # a subset, in the original order
+    np.testing.assert_array_equal(original[rows], out.y_train)  # features and labels stay paired
+    for got, want in [(out.x_val, x_val), (out.y_val, y_val), (out.x_test, x_test), (out.y_test, y_test)]:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_deterministic_given_the_seed():
+    def kept(seed):
+        return apply_long_tail(bundle_of([50] * 5), 10.0, seed=seed).x_train[:, 0]
+
+    np.testing.assert_array_equal(kept(0), kept(0))
+    assert len(kept(0)) == len(kept(1)) and not np.array_equal(kept(0), kept(1))
+
+
+def test_never_empties_a_class_and_a_short_class_keeps_what_it_has():
+    out = apply_long_tail(bundle_of([30, 30, 30, 30]), 1000.0, seed=0)  # 30 / 1000 < 1
+    np.testing.assert_array_equal(np.bincount(out.y_train, minlength=4), [30, 3, 1, 1])
+    # class 0 is the largest by index, not by count: class 1 (n_max = 100) gets target 100 * 10^(-1/3) = 46
+    out = apply_long_tail(bundle_of([20, 100, 60, 5]), 10.0, seed=0)
+    np.testing.assert_array_equal(np.bincount(out.y_train, minlength=4), [20, 46, 21, 5])
+    assert out.meta["class_counts"] == [20, 46, 21, 5]
+
+
+def test_ratio_one_is_off_and_bad_ratios_fail_clearly():
+    b = bundle_of([10, 20, 30])
+    y, meta = b.y_train.copy(), dict(b.meta)
+    out = apply_long_tail(b, 1.0, seed=0)
+    np.testing.assert_array_equal(out.y_train, y)
+    assert out.meta == meta
+    for bad in (0.5, -3.0, float("nan"), float("inf")):
+        with pytest.raises(DataError, match=r"data.long_tail_ratio must be a number >= 1 .* e.g. data.long_tail_ratio"):
+            apply_long_tail(bundle_of([10, 20, 30]), bad, seed=0)
+
+
+def test_sources_without_one_label_per_example_are_refused(text_file):
+    with pytest.raises(DataError, match=r"data=periods has labels of shape \(3,\) per example .* "
+                                        r"set data.long_tail_ratio=1"):
+        load_data("periods", val_fraction=0.15, test_fraction=0.15, split_seed=0, num_examples=200,
+                  long_tail_ratio=10.0)
+    with pytest.raises(DataError, match=r"data=text has labels of shape \(20,\) per example \(text, sequence"):
+        load_data("text", path=str(text_file), val_fraction=0.1, test_fraction=0.1, seq_len=20, stride=20,
+                  long_tail_ratio=10.0)
+
+
+def test_load_data_applies_the_profile_after_the_limit():
+    common = {"val_fraction": 0.15, "test_fraction": 0.15, "split_seed": 0}
+    plain = load_data("digits", limit=600, **common)
+    tail = load_data("digits", limit=600, long_tail_ratio=10.0, **common)
+    counts = np.bincount(plain.y_train, minlength=10)
+    np.testing.assert_array_equal(np.bincount(tail.y_train, minlength=10),
+                                  np.minimum(cao_profile(counts.max(), 10, 10.0), counts))
+    assert tail.meta["class_counts"] == np.bincount(tail.y_train, minlength=10).tolist()
+    assert len(tail.x_train) < 600
+    np.testing.assert_array_equal(tail.y_val, plain.y_val)
+    np.testing.assert_array_equal(tail.x_test, plain.x_test)
+
+
+def test_a_run_trains_on_the_long_tail(store):
+    from xentlab.train import run
+
+    run(compose([*TINY, "data.limit=null", f"tracking.uri={store}", "data=imbalanced", "model=mlp",
+                 "data.long_tail_ratio=20", "loss=logit_adjusted"]))
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FINISHED"
+    plain = load_data("imbalanced", val_fraction=0.15, test_fraction=0.15, split_seed=0,
+                      class_counts=[198, 436, 710, 272])
+    counts = np.bincount(plain.y_train, minlength=4)
+    expected = np.minimum(cao_profile(counts.max(), 4, 20.0), counts)
+    assert logged.data.params["data.long_tail_ratio"] == "20.0"
+    assert int(logged.data.params["data.train_size"]) == expected.sum()
