@@ -37,12 +37,12 @@ def _run(args, cwd, **env) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=_env(**env))
 
 
-def _kill_after(proc, text: str, sig=signal.SIGKILL, timeout: float = 180) -> str:
-    """Sends `sig` once `text` appears on the job's output; returns what it printed."""
+def _kill_after(proc, text: str, sig=signal.SIGKILL, timeout: float = 180, occurrence: int = 1) -> str:
+    """Sends `sig` once `text` has appeared `occurrence` times on the job's output; returns what it printed."""
     seen, deadline = [], time.time() + timeout
     for line in proc.stdout:
         seen.append(line)
-        if text in line:
+        if text in line and sum(text in s for s in seen) == occurrence:
             proc.send_signal(sig)
             break
         if time.time() > deadline:
@@ -119,7 +119,8 @@ def test_when_every_unit_is_damaged_the_old_run_fails_and_the_job_starts_again(t
 def test_sigterm_after_the_last_epoch_resumes_into_evaluation_in_the_same_run(tmp_path, store):
     args = [*DET, "trainer.epochs=2", f"tracking.uri={store}", "tracking.log_model=true"]
     proc = _start(args, tmp_path)
-    _kill_after(proc, "2/2 - ", sig=signal.SIGTERM)  # the last epoch's line: training is over, logging is not
+    # The last epoch's line: training is over (the unit is saved before Keras prints it), logging is not.
+    _kill_after(proc, "samples_per_s", sig=signal.SIGTERM, occurrence=2)
     (killed,) = runs_of(store)
     assert killed.info.status == "KILLED"
     assert [u.name for u in _units(tmp_path)][-1] == "epoch-000002"  # kept until the run is FINISHED

@@ -96,6 +96,9 @@ UI_URL = "http://127.0.0.1:5000"  # `make ui` (HOST, PORT in the Makefile)
 def open_store(tracking: dict[str, Any], launch_dir: str | os.PathLike) -> Store:
     """Resolves the tracking URI against the launch directory and finds or creates the experiment."""
     uri = resolve_tracking_uri(tracking["uri"], launch_dir)
+    # MLflow prints its own "View run at <uri>" for servers, credentials included: the summary line (masked)
+    # says it instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     experiment_id = setup_experiment(uri, tracking["experiment"])
     if tracking["system_metrics"]:
         mlflow.set_system_metrics_sampling_interval(tracking["system_metrics_interval_s"])
