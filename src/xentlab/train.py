@@ -158,7 +158,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
     )
     common = {
         "batch_size": trainer["batch_size"], "encoding": encoding, "num_classes": bundle.num_classes,
-        "ignore_class": ignore_class, "drop_remainder": plan.drop_remainder,
+        "ignore_class": ignore_class, "drop_remainder": plan.drop_remainder, "decode": bundle.decode,
     }
     train_ds = make_dataset(
         bundle.x_train, bundle.y_train, class_weights=weights, normalize=weighting["normalize"], shuffle=True,
@@ -273,9 +273,10 @@ def log_evaluation(prepared: Prepared, config: dict[str, Any], history: dict[str
 
     import numpy as np
 
+    from xentlab.labels import features_dataset
     from xentlab.plots import write_evaluation
 
-    outputs = np.asarray(prepared.model.predict(prepared.bundle.x_test, batch_size=256, verbose=0))
+    outputs = np.asarray(prepared.model.predict(features_dataset(prepared.bundle, "test", 256), verbose=0))
     with tempfile.TemporaryDirectory() as tmp:
         write_evaluation(
             Path(tmp), y=prepared.bundle.y_test, outputs=outputs, from_logits=prepared.from_logits,
@@ -313,7 +314,7 @@ def log_model(prepared: Prepared, outbox) -> None:
     import tensorflow as tf
     from mlflow.models import infer_signature
 
-    sample = prepared.bundle.x_val[:4]
+    sample = prepared.bundle.features("val", 4)
     signature = infer_signature(sample, np.asarray(prepared.model.predict(sample, verbose=0)))
     outbox.log_keras_model(
         prepared.model, signature=signature,
