@@ -78,7 +78,7 @@ class NpzDataConfig(DataConfig):
 
 @dataclass
 class CustomDataConfig(DataConfig):
-    options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the loader: {n: 100}
+    options: Any = None  # extra keyword arguments for the loader: data.options={n: 100} (Any: new keys allowed)
 
 
 # ---------------------------------------------------------------------------------------------------- model

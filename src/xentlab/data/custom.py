@@ -106,6 +106,8 @@ def load_custom(
     options: Mapping[str, Any] | None = None, **_: object,
 ) -> DataBundle:
     """Calls the user's loader `target` and turns what it returns into a DataBundle (see the module docstring)."""
+    if options is not None and not isinstance(options, Mapping):
+        raise DataError(f"data.options must be a mapping of argument names to values ({{n: 100}}), got {options!r}")
     fn = locate(target)
     base = {"path": path, "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
     value = call_with_declared(fn, target, base, dict(options or {}))
