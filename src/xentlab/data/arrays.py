@@ -45,6 +45,9 @@ def bundle_from_arrays(
     missing = [key for key in ("x_train", "y_train") if key not in arrays or arrays[key] is None]
     if missing:
         raise DataError(f"{where} lacks {missing}; expected {EXPECTED}")
+    unknown = sorted(set(arrays) - {*ARRAY_KEYS, "class_names"})
+    if unknown:  # a misspelt x_valid must not pass unnoticed while val is split off train
+        raise DataError(f"{where} has {unknown}, which are not used; expected {EXPECTED}")
     for split in ("val", "test"):
         has_x, has_y = arrays.get(f"x_{split}") is not None, arrays.get(f"y_{split}") is not None
         if has_x != has_y:
@@ -100,9 +103,6 @@ def load_npz(
             f"data=npz: cannot read {file} as an .npz of plain arrays ({type(err).__name__}: {err}); save numeric "
             f"or string arrays with numpy.savez (object arrays need pickle, which is not loaded)"
         ) from err
-    unknown = sorted(set(arrays) - {*ARRAY_KEYS, "class_names"})
-    if unknown:
-        raise DataError(f"data=npz: {file} holds arrays {unknown} that are not used; expected {EXPECTED}")
     return bundle_from_arrays(
         "npz", arrays, where=f"data=npz: {file}", val_fraction=val_fraction, test_fraction=test_fraction,
         split_seed=split_seed, scale=scale, meta={"source": str(file)},

@@ -115,10 +115,6 @@ def load_custom(
         value.meta.setdefault("loader", target)
         return value
     arrays = arrays_from_return(value, target)
-    unknown = sorted(set(arrays) - {"x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "class_names",
-                                    "num_classes"})
-    if unknown:
-        raise DataError(f"data._target_={target} returned keys {unknown}; expected {RETURNS}")
     num_classes = arrays.pop("num_classes", None)
     return bundle_from_arrays(
         "custom", arrays, where=f"data._target_={target}", val_fraction=val_fraction, test_fraction=test_fraction,
