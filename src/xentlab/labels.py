@@ -108,7 +108,8 @@ def make_dataset(
 
     def to_model_inputs(xb, yb):
         if decode is not None:
-            xb = decode(xb)
+            decoded = decode(xb)
+            xb = tf.ensure_shape(decoded, xb.shape[:1] + decoded.shape[1:])  # a static batch stays static
         labels = encode_labels(yb, encoding=encoding, num_classes=num_classes)
         w = element_weights(yb, class_weights=class_weights, ignore_class=ignore_class, normalize=normalize)
         return (xb, labels) if w is None else (xb, labels, w)
