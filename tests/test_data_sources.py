@@ -56,6 +56,13 @@ def test_image_folder_limit_takes_every_class(image_dir):
     assert len(bundle.x_train) == 12 and set(bundle.y_train) == {0, 1, 2}
 
 
+def test_image_folder_class_names_and_paths_may_be_non_ascii(tmp_path):
+    write_images(tmp_path / "données", {"ñandú": 5, "zèbre": 5})
+    bundle = load_data("image_folder", path=str(tmp_path / "données"), **IMAGES)
+    assert bundle.class_names == ["zèbre", "ñandú"]  # sorted by code point, as Python sorts the folder names
+    assert bundle.features("train").shape == (6, 16, 16, 1)
+
+
 def test_image_folder_with_split_folders_keeps_them_and_splits_off_a_missing_test(tmp_path):
     write_images(tmp_path / "train", {"a": 20, "b": 30})
     write_images(tmp_path / "val", {"a": 4, "b": 6}, seed=1)

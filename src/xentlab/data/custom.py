@@ -3,7 +3,8 @@
 The function is called with the keyword arguments it declares, taken from data.path, data.val_fraction,
 data.test_fraction, data.split_seed and the entries of data.options, and must return one of:
 
-- a `xentlab.data.DataBundle`;
+- a `xentlab.data.DataBundle` (to stream from disk, its x arrays hold references such as file paths and its
+  `decode` and `decoded_shape` say how tf.data turns a batch of them into inputs, as data=image_folder does);
 - a dict with x_train and y_train (required), x_val/y_val and x_test/y_test (optional; a missing split is split
   off the training data by data.split_seed), class_names and num_classes (optional);
 - a tuple `(x, y)` (split train/val/test by data.split_seed), `((x_train, y_train), (x_test, y_test))` (Keras'
