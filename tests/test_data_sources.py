@@ -104,7 +104,7 @@ def test_streamed_training_set_matches_the_same_images_held_in_memory(image_dir)
     in_memory = list(make_dataset(bundle.features("train"), bundle.y_train, **common))
     assert len(streamed) == len(in_memory) == 2 * -(-len(bundle.x_train) // 16)
     for (xs, ys, ws), (xm, ym, wm) in zip(streamed, in_memory, strict=True):
-        np.testing.assert_allclose(xs.numpy(), xm.numpy())
+        np.testing.assert_allclose(xs.numpy(), xm.numpy(), atol=1e-6)  # resize may differ by an ulp
         np.testing.assert_array_equal(ys.numpy(), ym.numpy())
         np.testing.assert_allclose(ws.numpy(), wm.numpy())
     assert (bundle.y_train == -1).any()  # n/a labels were drawn ...
