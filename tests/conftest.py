@@ -138,6 +138,72 @@ def text_file(tmp_path_factory) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------------------ user-brought data
+IMAGE_CLASSES = ("circle", "square", "stripe")  # deliberately not in 0..K order of anything: names come from folders
+
+
+def write_images(folder: Path, counts: dict[str, int], *, size=(20, 24), mode: str = "L", seed: int = 0) -> None:
+    """Writes `counts[c]` images per class folder `folder/c`, PNG and JPEG alternating; class k has a bright row
+    at 3 + 4k on dark noise (learnable)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(sorted(counts)):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(counts[name]):
+            pixels = rng.integers(0, 60, size=(*size, 3), dtype=np.uint8)
+            pixels[3 + 4 * k] = 255
+            image = Image.fromarray(pixels).convert(mode)
+            image.save(folder / name / f"{name}_{i}.{'png' if i % 2 else 'jpg'}")
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """A folder of class folders (3 classes, 40 images each, PNG and JPEG), Keras' image_dataset_from_directory
+    layout."""
+    folder = tmp_path_factory.mktemp("images")
+    write_images(folder, dict.fromkeys(IMAGE_CLASSES, 40))
+    return folder
+
+
+def blobs_table(n: int = 300, seed: int = 0):
+    """A DataFrame of 4 numeric features and a string label (3 classes around separated centres)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    names = np.array(["setosa", "versicolor", "virginica"])
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 4)) + 3.0 * np.eye(3, 4)[y]
+    frame = pd.DataFrame(x, columns=["sepal_length", "sepal_width", "petal_length", "petal_width"])
+    frame["species"] = names[y]
+    return frame
+
+
+@pytest.fixture(scope="session")
+def table_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("table") / "blobs.csv"
+    blobs_table().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def table_parquet(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("table") / "blobs.parquet"
+    blobs_table().to_parquet(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def arrays_npz(tmp_path_factory) -> Path:
+    """An .npz with x_train/y_train only (val and test are split off), features of shape (6, 2) per example."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    x = rng.normal(size=(400, 6, 2)).astype("float32") + y[:, None, None]
+    path = tmp_path_factory.mktemp("arrays") / "arrays.npz"
+    np.savez(path, x_train=x, y_train=y)
+    return path
+
+
 def pytest_terminal_summary(terminalreporter):
     """After a run that included the loss value/gradient tests in this process (without -n): the largest error of
     each loss variant against its float64 numpy reference, the margin behind the tolerance those tests assert."""

@@ -93,7 +93,7 @@ def test_default_store_is_absolute_under_the_launch_directory(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ option matrix
-def _companions(group: str, option: str, mnist_npz, fashion_dir, text_file) -> list[str]:
+def _companions(group: str, option: str, mnist_npz, fashion_dir, text_file, user_data) -> list[str]:
     """Extra overrides an option needs to train here: files for file-based data, a model that fits the data."""
     tiny_lstm = ["model=char_lstm", "model.embedding_dim=8", "model.lstm_units=8", "model.sample_length=5",
                  "data.seq_len=20", "data.stride=20", f"data.path={text_file}"]
@@ -103,6 +103,13 @@ def _companions(group: str, option: str, mnist_npz, fashion_dir, text_file) -> l
         ("data", "breast_cancer"): ["model=mlp"],
         ("data", "imbalanced"): ["model=mlp"],
         ("data", "periods"): ["model=multi_head"],
+        ("data", "image_folder"): [f"data.path={user_data['image_dir']}", "data.image_size=[16,16]"],
+        ("data", "csv"): [f"data.path={user_data['table_csv']}", "data.label=species", "model=mlp"],
+        ("data", "parquet"): [f"data.path={user_data['table_parquet']}", "data.label=species",
+                              "model=mlp"],
+        ("data", "npz"): [f"data.path={user_data['arrays_npz']}", "model=mlp"],
+        ("data", "custom"): ["data._target_=sklearn.datasets.load_iris", "data.options={return_X_y: true}",
+                             "model=mlp"],
         ("data", "shakespeare"): tiny_lstm,
         ("data", "text"): tiny_lstm,
         ("model", "char_lstm"): ["data=text", *tiny_lstm],
@@ -125,10 +132,14 @@ MATRIX = [
 
 
 @pytest.mark.parametrize(("group", "option"), MATRIX, ids=[f"{g}={o}" for g, o in MATRIX])
-def test_every_option_trains_one_short_epoch(group, option, store, mnist_npz, fashion_dir, text_file):
+def test_every_option_trains_one_short_epoch(
+    group, option, store, mnist_npz, fashion_dir, text_file, image_dir, table_csv, table_parquet, arrays_npz
+):
     from xentlab.train import run
 
-    extra = _companions(group, option, mnist_npz, fashion_dir, text_file)
+    user_data = {"image_dir": image_dir, "table_csv": table_csv, "table_parquet": table_parquet,
+                 "arrays_npz": arrays_npz}
+    extra = _companions(group, option, mnist_npz, fashion_dir, text_file, user_data)
     overrides = [*TINY, f"tracking.uri={store}", f"{group}={option}", *extra]
     objective = run(compose(overrides))
     (logged,) = runs_of(store)

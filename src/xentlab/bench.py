@@ -144,7 +144,7 @@ def bench_overhead(quick: bool, folder: Path) -> dict:
     return out
 
 
-WORKER_SPARSE = r"""
+PEAK_RSS = r"""
 import os, sys, time, json
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
@@ -152,7 +152,9 @@ def peak_rss_mb():  # this process's high-water mark (ru_maxrss would include th
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
+"""
 
+WORKER_SPARSE = PEAK_RSS + r"""
 import numpy as np, keras, tensorflow as tf
 from xentlab.labels import make_dataset
 mode, vocab, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 100
@@ -222,6 +224,74 @@ def bench_steps_per_execution(quick: bool, folder: Path) -> dict:
             model.fit(ds, epochs=1, verbose=0)
             rates.append(len(bundle.x_train) / (time.perf_counter() - start))
         out[f"tf.data/{variant}"] = steady(rates)
+    return out
+
+
+WORKER_IMAGES = PEAK_RSS + r"""
+import numpy as np, keras
+from xentlab.data import load_data
+from xentlab.labels import make_dataset, steps_per_epoch
+mode, path, epochs, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), 128
+rss_before = peak_rss_mb()
+start = time.perf_counter()
+bundle = load_data("image_folder", path=path, image_size=[32, 32], color_mode="grayscale", val_fraction=0.05,
+                   test_fraction=0.05, split_seed=0)
+x, decode = bundle.x_train, bundle.decode
+if mode == "numpy":  # the same images, decoded into one array before training
+    x, decode = bundle.features("train"), None
+load_s = time.perf_counter() - start
+ds = make_dataset(x, bundle.y_train, batch_size=batch, encoding="sparse", num_classes=bundle.num_classes,
+                  shuffle=True, epochs=(0, epochs), decode=decode)
+model = keras.Sequential([keras.Input(bundle.input_shape), keras.layers.Flatten(),
+                          keras.layers.Dense(64, activation="relu"), keras.layers.Dense(bundle.num_classes)])
+model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+rates = []
+
+class Timer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        rates.append(len(x) / (time.perf_counter() - self.start))
+
+model.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(len(x), batch, False), callbacks=[Timer()], verbose=0)
+print(json.dumps({"train_images": len(x), "load_s": load_s, "samples_per_s": rates,
+                  "peak_rss_mb": peak_rss_mb(), "rss_before_data_mb": rss_before}))
+"""
+
+
+def write_image_folder(folder: Path, n: int, classes: int = 10, size: int = 32) -> Path:
+    """`n` grayscale PNGs of size x size in `classes` class folders (noise plus a bright row per class)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        label = i % classes
+        pixels = rng.integers(0, 80, size=(size, size), dtype=np.uint8)
+        pixels[2 + 2 * label] = 255
+        (folder / f"c{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"c{label}" / f"{i}.png")
+    return folder
+
+
+def bench_image_folder(quick: bool, folder: Path) -> dict:
+    """Peak memory and samples/s of data=image_folder streamed from disk vs the same images loaded into numpy."""
+    sizes = (200, 2_000) if quick else (2_000, 20_000)
+    epochs = 2 if quick else 3
+    out = {}
+    for n in sizes:
+        start = time.perf_counter()
+        images = write_image_folder(folder / f"images_{n}", n)
+        written_s = time.perf_counter() - start
+        for mode in ("streamed", "numpy"):
+            result = subprocess.run([sys.executable, "-c", WORKER_IMAGES, mode, str(images), str(epochs)],
+                                    capture_output=True, text=True, timeout=900)
+            if result.returncode != 0:
+                raise RuntimeError(result.stderr[-2000:])
+            record = json.loads(result.stdout.strip().splitlines()[-1])
+            out[f"{mode}/n={n}"] = {"mode": mode, "images": n, "image": "32x32 grayscale PNG", "write_s": written_s,
+                                    "steady_samples_per_s": steady(record["samples_per_s"]), **record}
     return out
 
 
@@ -319,6 +389,14 @@ def summary(results: dict) -> str:
                   "|---|---|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in results["steps_per_execution"].items()]
         lines.append("")
+    if "image_folder" in results:
+        lines += ["## data=image_folder: streamed from disk vs loaded into numpy (32x32 grayscale PNG, MLP)", "",
+                  "| feed | images | load s | samples/s (steady) | peak RSS MB | RSS before the data MB |",
+                  "|---|---|---|---|---|---|"]
+        for r in results["image_folder"].values():
+            lines.append(f"| {r['mode']} | {r['images']} | {r['load_s']:.1f} | {r['steady_samples_per_s']:.0f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['rss_before_data_mb']:.0f} |")
+        lines.append("")
     if "lstm_mfu" in results:
         r = results["lstm_mfu"]
         lines += ["## Char LSTM throughput", "",
@@ -331,7 +409,7 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "lstm_mfu", "startup")
+BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "lstm_mfu", "startup", "image_folder")
 
 
 def main(argv: list[str] | None = None) -> None:

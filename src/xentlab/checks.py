@@ -62,8 +62,10 @@ def check_labels(y: np.ndarray, *, split: str, num_classes: int, ignore_class: i
     return y
 
 
-def check_features(x: np.ndarray, *, split: str) -> None:
-    """Rejects empty splits and NaN/inf features."""
+def check_features(x: np.ndarray | None, *, split: str) -> None:
+    """Rejects missing and empty splits and NaN/inf features (file paths of streamed sources have none)."""
+    if x is None:
+        raise CheckError(f"the {split} split is missing; the loader must return train, val and test splits")
     if len(x) == 0:
         raise CheckError(f"the {split} split is empty; check data.limit, data.val_fraction and the source file")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():

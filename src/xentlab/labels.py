@@ -5,10 +5,16 @@ Integer labels are the canonical form; a one-hot view is made per batch, never a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import tensorflow as tf
 
 from xentlab.choices import Encoding, Normalize
+
+if TYPE_CHECKING:
+    from xentlab.data import DataBundle
 
 ENCODINGS = Encoding.names()
 
@@ -69,6 +75,7 @@ def make_dataset(
     seed: int = 0,
     epochs: tuple[int, int] | None = None,
     drop_remainder: bool = False,
+    decode: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.data.Dataset:
     """Builds a batched, prefetched dataset yielding (x, labels) or (x, labels, sample_weight).
 
@@ -80,6 +87,8 @@ def make_dataset(
             permutation keyed by (seed, epoch). Epoch e then sees the same order whether or not the job was
             interrupted and resumed before it; pass steps_per_epoch to fit. None: one epoch, reshuffled on
             every iteration.
+        decode: for a streamed source (`DataBundle.decode`): turns a batch of x (file paths) into model
+            inputs, after shuffling and batching, so only the batches in flight are held in memory.
     """
     if shuffle and epochs is not None:
         first, stop = epochs
@@ -101,6 +110,9 @@ def make_dataset(
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def to_model_inputs(xb, yb):
+        if decode is not None:
+            decoded = decode(xb)
+            xb = tf.ensure_shape(decoded, xb.shape[:1] + decoded.shape[1:])  # a static batch stays static
         labels = encode_labels(yb, encoding=encoding, num_classes=num_classes)
         w = element_weights(yb, class_weights=class_weights, ignore_class=ignore_class, normalize=normalize)
         return (xb, labels) if w is None else (xb, labels, w)
@@ -110,6 +122,15 @@ def make_dataset(
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
+
+
+def features_dataset(bundle: DataBundle, split: str, batch_size: int) -> tf.data.Dataset:
+    """The model inputs of one split, in order, batched and prefetched (decoded when streamed): what
+    `model.predict` takes outside fit, without loading a streamed split into memory."""
+    ds = tf.data.Dataset.from_tensor_slices(getattr(bundle, f"x_{split}")).batch(batch_size)
+    if bundle.decode is not None:
+        ds = ds.map(bundle.decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool) -> int:

@@ -7,6 +7,7 @@ Each YAML option in `conf/<group>/` starts from one of these schemas (`defaults:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -38,6 +39,7 @@ class DataConfig:
     long_tail_ratio: float = 1.0  # > 1: training split subsampled to n_c = n_max * R^(-c/(K-1)) (Cao et al. 2019)
     na_fraction: float = 0.0  # share of labels made n/a (-1) in every split: mask with labels.ignore_class=-1
     drop_na: bool = False  # drop the n/a examples instead of masking them (one label per example only)
+    _target_: Optional[str] = None  # data=custom: dotted path of your own loader (see xentlab.data.custom)
 
 
 @dataclass
@@ -61,6 +63,36 @@ class PeriodsDataConfig(DataConfig):
     tokens_per_period: int = 20
     vocab_size: int = 300
     noise: float = 0.1  # share of labels redrawn at random, so the task is learnable but not trivial
+
+
+class ColorMode(StrEnum):
+    grayscale = "grayscale"  # 1 channel
+    rgb = "rgb"  # 3 channels
+
+
+@dataclass
+class ImageFolderDataConfig(DataConfig):
+    image_size: list[int] = field(default_factory=lambda: [64, 64])  # [height, width]: every image is resized
+    color_mode: ColorMode = ColorMode.rgb
+
+
+@dataclass
+class TableDataConfig(DataConfig):
+    label: Optional[str] = None  # the label column (integer ids or class names); required
+    features: Optional[list[str]] = None  # feature columns; null = every column but the label and split columns
+    split_column: Optional[str] = None  # a column of train/val/test per row; null = split by data.split_seed
+    standardize: bool = True  # centre and scale features by the training split's mean and std
+    delimiter: str = ","  # csv only
+
+
+@dataclass
+class NpzDataConfig(DataConfig):
+    scale: float = 1.0  # features are multiplied by it (e.g. 0.00392 for 0..255 pixels); 1.0 leaves them as saved
+
+
+@dataclass
+class CustomDataConfig(DataConfig):
+    options: Any = None  # extra keyword arguments for the loader: data.options={n: 100} (Any: new keys allowed)
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -231,7 +263,8 @@ class TrainConfig:
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"base_data": DataConfig, "base_text": TextDataConfig, "base_imbalanced": ImbalancedDataConfig,
-             "base_periods": PeriodsDataConfig},
+             "base_periods": PeriodsDataConfig, "base_image_folder": ImageFolderDataConfig,
+             "base_table": TableDataConfig, "base_npz": NpzDataConfig, "base_custom": CustomDataConfig},
     "model": {
         "base_auto": AutoModelConfig,
         "base_mnist_cnn": MnistCnnConfig,

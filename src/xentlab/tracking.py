@@ -380,16 +380,16 @@ def log_datasets(bundle, data_cfg: dict[str, Any]) -> None:
 
 
 def log_evaluation(
-    outbox, model, bundle, *, from_logits: bool, ignore_class: int | None, history: dict[str, list[float]],
-    separate_heads: bool,
+    outbox, outputs: np.ndarray, bundle, *, from_logits: bool, ignore_class: int | None,
+    history: dict[str, list[float]], separate_heads: bool,
 ) -> None:
-    """Plots and the per-class report on the test split; per-class recall as `test_recall_<class>` metrics."""
+    """Plots and the per-class report of the model's `outputs` on the test split; per-class recall as
+    `test_recall_<class>` metrics."""
     import re
     import tempfile
 
     from xentlab.plots import write_evaluation
 
-    outputs = np.asarray(model.predict(bundle.x_test, batch_size=256, verbose=0))
     with tempfile.TemporaryDirectory() as tmp:
         write_evaluation(
             Path(tmp), y=bundle.y_test, outputs=outputs, from_logits=from_logits, class_names=bundle.class_names,

@@ -198,7 +198,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
     weights = class_weights(counts, weighting["scheme"], beta=weighting["beta"], weights=weighting["weights"])
     common = {
         "batch_size": trainer["batch_size"], "encoding": encoding, "num_classes": bundle.num_classes,
-        "ignore_class": ignore_class, "drop_remainder": plan.drop_remainder,
+        "ignore_class": ignore_class, "drop_remainder": plan.drop_remainder, "decode": bundle.decode,
     }
     train_ds = make_dataset(
         bundle.x_train, bundle.y_train, class_weights=weights, normalize=weighting["normalize"], shuffle=True,
@@ -313,8 +313,9 @@ def predict(prepared: Prepared, split: str):
     """The model's outputs on one split, in order, as a numpy array."""
     import numpy as np
 
-    x, _ = prepared.bundle.splits()[split]
-    return np.asarray(prepared.model.predict(x, batch_size=256, verbose=0))
+    from xentlab.labels import features_dataset
+
+    return np.asarray(prepared.model.predict(features_dataset(prepared.bundle, split, 256), verbose=0))
 
 
 def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
@@ -325,7 +326,7 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
     able = capabilities(prepared.model_name)
     if config["tracking"]["log_plots"]:
         tracking.log_evaluation(
-            outbox, prepared.model, prepared.bundle, from_logits=prepared.from_logits,
+            outbox, predict(prepared, "test"), prepared.bundle, from_logits=prepared.from_logits,
             ignore_class=config["labels"]["ignore_class"], history=history, separate_heads=able.separate_heads,
         )
     if able.generates_text:
@@ -333,7 +334,7 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
         tracking.log_generated_text(outbox, prepared.model, **arch["_sampling"], from_logits=prepared.from_logits,
                                     seed=config["trainer"]["seed"])
     if config["tracking"]["log_model"]:
-        tracking.log_model(outbox, prepared.model, prepared.bundle.x_val[:4])
+        tracking.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
 
 
 if __name__ == "__main__":

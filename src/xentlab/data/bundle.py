@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -24,6 +26,9 @@ class DataBundle:
         num_classes: number of classes the model must output.
         class_names: a readable name per class (for plots and per-class metrics).
         meta: source-specific facts worth logging (e.g. file path, corpus size).
+        decode: for sources streamed from disk: maps a batch of x values (file paths, shape (B,)) to model
+            inputs (B, *decoded_shape), as TensorFlow ops run inside tf.data. None when x holds the inputs.
+        decoded_shape: the shape of one decoded input (required with decode).
     """
 
     name: str
@@ -36,18 +41,39 @@ class DataBundle:
     num_classes: int
     class_names: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    decode: Callable[[Any], Any] | None = None
+    decoded_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.class_names:
             self.class_names = [str(c) for c in range(self.num_classes)]
+        if self.decode is not None and self.decoded_shape is None:
+            raise ValueError("DataBundle(decode=...) needs decoded_shape, the shape of one decoded input")
+
+    @property
+    def streamed(self) -> bool:
+        """True when x holds references (file paths) that `decode` turns into inputs inside tf.data."""
+        return self.decode is not None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+        """The shape of one model input (decoded, for streamed sources)."""
+        return tuple(self.decoded_shape) if self.streamed else tuple(self.x_train.shape[1:])
 
     @property
     def input_dtype(self) -> str:
+        if self.streamed:
+            return "float32"
         return "int32" if np.issubdtype(self.x_train.dtype, np.integer) else "float32"
+
+    def features(self, split: str, n: int | None = None) -> np.ndarray:
+        """The first `n` (all with None) model inputs of `split` as one numpy array, decoded when streamed.
+
+        Meant for small samples (a model signature); predict over a whole split with
+        `xentlab.labels.features_dataset`, which streams.
+        """
+        x = getattr(self, f"x_{split}")[:n]
+        return x if not self.streamed else np.asarray(self.decode(x))
 
     def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {
@@ -123,3 +149,27 @@ def drop_na(bundle: DataBundle) -> DataBundle:
         setattr(bundle, f"x_{split}", x[keep])
         setattr(bundle, f"y_{split}", y[keep])
     return bundle
+
+
+def complete_splits(
+    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+    x_test: np.ndarray | None = None, y_test: np.ndarray | None = None, *, val_fraction: float,
+    test_fraction: float, seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Splits the missing val and/or test split off the training pool, stratified, drawn by `seed`.
+
+    With both missing, test is `test_fraction` of the pool and val `val_fraction` of it (as the built-in
+    sources split); with one missing, that split takes its fraction of the given training split.
+    """
+    both_missing = x_val is None and x_test is None
+    if x_test is None:
+        x_train, y_train, x_test, y_test = split_holdout(x_train, y_train, test_fraction, seed)
+    if x_val is None:
+        if both_missing and val_fraction + test_fraction >= 1.0:
+            raise DataError(
+                f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction} leave no training data; "
+                f"their sum must be below 1"
+            )
+        share = val_fraction / (1.0 - test_fraction) if both_missing else val_fraction
+        x_train, y_train, x_val, y_val = split_holdout(x_train, y_train, share, seed)
+    return x_train, y_train, x_val, y_val, x_test, y_test
