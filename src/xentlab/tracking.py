@@ -432,6 +432,10 @@ def print_summary(store: Store, outbox, results: dict[str, float], run_ref: list
     """One line at the end of every run: name and id, status, test metrics, and the URL to open it."""
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("test_"))
     run = run_ref[0] if run_ref else outbox.run_id
+    try:  # the name may have changed since the start (model=auto names the run after the model it picked)
+        run = f"{store.client.get_run(outbox.run_id).info.run_name} ({outbox.run_id})"
+    except Exception:  # noqa: BLE001 - a server that went away: the name from the start will do
+        pass
     if outbox.pending:
         print(f"warning: the tracking server did not come back; {outbox.pending} records of run {outbox.run_id} "
               f"are kept in {outbox.folder}: send them with `xentlab-sync {outbox.folder.parent}`",
