@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from xentlab.schema import register_configs
 
 CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().parents[2] / "conf")
-CONTRACT_METRICS = ("loss", "accuracy", "auc", "nll")  # nll: the same scale for every loss variant
 
 
 def main() -> None:
@@ -234,6 +233,7 @@ def train_and_evaluate(
     restarted job continues from it; the folder is removed when training completes.
     """
     from xentlab.labels import steps_per_epoch
+    from xentlab.metrics import CONTRACT_METRICS  # here, not at the top: metrics imports TensorFlow
     from xentlab.resume import resumable_backup
     from xentlab.tracking import EpochLogger, StopOnNonFiniteLoss
 
