@@ -225,6 +225,77 @@ def bench_steps_per_execution(quick: bool, folder: Path) -> dict:
     return out
 
 
+TODAY_METRICS = ("accuracy", "auc", "nll")  # what every run computed before the calibration/imbalance metrics
+
+
+def bench_metrics_cost(quick: bool, folder: Path) -> dict:
+    """Samples/s of the seed CNN on digits compiled with accuracy, auc, nll vs every metric of `build_metrics`.
+
+    Same data, model, optimizer and tf.data feed for both (as the trainer: shuffled batches of 128, validation
+    every epoch, so validation metrics are paid for too). Both models are built and warmed up (one epoch each:
+    tracing) first; then epochs alternate A B B A ..., so each pair of neighbouring epochs sees the same machine
+    load, and the ratio is the median of the paired ratios (robust on a shared machine). Also each metric's
+    update_state alone on one training batch (us per batch, a tf.function, median of repeats): which metric
+    costs what.
+    """
+    import keras
+    import tensorflow as tf
+
+    from xentlab.data import load_data
+    from xentlab.losses import CrossEntropy
+    from xentlab.metrics import build_metrics
+    from xentlab.models import build_model
+
+    pairs = 4 if quick else 16
+    batch = 128
+    bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
+    train = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train))
+             .shuffle(len(bundle.x_train), seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
+    val = tf.data.Dataset.from_tensor_slices((bundle.x_val, bundle.y_val)).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+    keras.backend.clear_session()
+    models = {}
+    for label, names in (("today", TODAY_METRICS), ("every", None)):
+        keras.utils.set_random_seed(0)
+        model = build_model("mnist_cnn", input_shape=bundle.input_shape, num_classes=bundle.num_classes)
+        metrics = [m for m in build_metrics(bundle.num_classes) if names is None or m.name in names]
+        model.compile(keras.optimizers.Adadelta(1.0), loss=CrossEntropy(), metrics=metrics)
+        model.fit(train, validation_data=val, epochs=1, verbose=0)  # warm-up: tracing, excluded
+        models[label] = model
+
+    def epoch_samples_per_s(label: str) -> float:
+        start = time.perf_counter()
+        models[label].fit(train, validation_data=val, epochs=1, shuffle=False, verbose=0)
+        return len(bundle.x_train) / (time.perf_counter() - start)
+
+    rates: dict[str, list[float]] = {"today": [], "every": []}
+    for i in range(pairs):
+        for label in ("today", "every") if i % 2 == 0 else ("every", "today"):
+            rates[label].append(epoch_samples_per_s(label))
+    paired = [e / t for e, t in zip(rates["every"], rates["today"], strict=True)]
+
+    y = tf.constant(bundle.y_train[:batch])
+    probs = tf.constant(models["every"].predict(bundle.x_train[:batch], verbose=0))
+    update_us = {}
+    for metric in build_metrics(bundle.num_classes):
+        step = tf.function(metric.update_state)
+        step(y, probs)  # tracing
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(50):
+                step(y, probs)
+            times.append((time.perf_counter() - start) / 50 * 1e6)
+        update_us[metric.name] = statistics.median(times)
+    step_us = batch / statistics.median(rates["today"]) * 1e6  # a whole training step (train + val share)
+    return {"today_samples_per_s": rates["today"], "every_samples_per_s": rates["every"],
+            "paired_ratios": paired, "ratio": statistics.median(paired),
+            "ratio_of_medians": statistics.median(rates["every"]) / statistics.median(rates["today"]),
+            "update_us_per_batch": update_us, "step_us_per_batch_today": step_us,
+            "today_metrics": list(TODAY_METRICS), "every_metrics": list(update_us),
+            "pairs": pairs, "batch_size": batch, "train_examples": len(bundle.x_train)}
+
+
 def matmul_peak_flops(size: int = 2048, reps: int = 10) -> float:
     import tensorflow as tf
 
@@ -319,6 +390,16 @@ def summary(results: dict) -> str:
                   "|---|---|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in results["steps_per_execution"].items()]
         lines.append("")
+    if "metrics_cost" in results:
+        r = results["metrics_cost"]
+        lines += ["## Metric cost: seed CNN on digits, accuracy + auc + nll vs every metric (samples/s, train + val)",
+                  "", "| metrics | samples/s | ratio |", "|---|---|---|",
+                  f"| {', '.join(r['today_metrics'])} | {statistics.median(r['today_samples_per_s']):.0f} | 1.000 |",
+                  f"| every metric ({len(r['every_metrics'])}) | {statistics.median(r['every_samples_per_s']):.0f} | "
+                  f"{r['ratio']:.3f} (median of paired epochs) |", "",
+                  "update_state alone, us per batch of 128: " + ", ".join(
+                      f"{k} {v:.0f}" for k, v in r["update_us_per_batch"].items())
+                  + f"; a training step (train + val share) {r['step_us_per_batch_today']:.0f}", ""]
     if "lstm_mfu" in results:
         r = results["lstm_mfu"]
         lines += ["## Char LSTM throughput", "",
@@ -331,7 +412,7 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "lstm_mfu", "startup")
+BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "metrics_cost", "lstm_mfu", "startup")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -299,7 +299,7 @@ def log_generated_text(prepared: Prepared, config: dict[str, Any], outbox) -> No
     model_cfg = config["model"]
     streams = generate(
         prepared.model, model_cfg["sample_prompt"], model_cfg["sample_length"], model_cfg["sample_temperature"],
-        seed=config["trainer"]["seed"],
+        seed=config["trainer"]["seed"], from_logits=prepared.from_logits,
     )
     text = "\n\n".join(f"--- stream {i}\n{t}" for i, t in enumerate(streams))
     outbox.log_text(text, "generated.txt")
