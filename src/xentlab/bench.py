@@ -232,11 +232,12 @@ def bench_metrics_cost(quick: bool, folder: Path) -> dict:
     """Samples/s of the seed CNN on digits compiled with accuracy, auc, nll vs every metric of `build_metrics`.
 
     Same data, model, optimizer and tf.data feed for both (as the trainer: shuffled batches of 128, validation
-    every epoch, so validation metrics are paid for too). Both models are built and warmed up (one epoch each:
-    tracing) first; then epochs alternate A B B A ..., so each pair of neighbouring epochs sees the same machine
-    load, and the ratio is the median of the paired ratios (robust on a shared machine). Also each metric's
-    update_state alone on one training batch (us per batch, a tf.function, median of repeats): which metric
-    costs what.
+    every epoch, so validation metrics are paid for too). Both models are built and warmed up first (one epoch
+    each: tracing, excluded); then timed fits of `epochs_per_fit` epochs alternate A B B A ..., so each pair sees
+    the same machine load, and the ratio is the median of the paired ratios (wall clock; process CPU time too,
+    less sensitive to other processes on a shared machine). Also each metric's update_state + result alone,
+    in-graph (a tf.function looping over one training batch): us of CPU per batch, which metric costs what; and
+    its eager result + reset, which Keras pays at every training and validation epoch end.
     """
     import keras
     import tensorflow as tf
@@ -246,8 +247,7 @@ def bench_metrics_cost(quick: bool, folder: Path) -> dict:
     from xentlab.metrics import build_metrics
     from xentlab.models import build_model
 
-    pairs = 4 if quick else 16
-    batch = 128
+    pairs, epochs_per_fit, batch = (3, 2, 128) if quick else (10, 3, 128)
     bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
     train = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train))
              .shuffle(len(bundle.x_train), seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
@@ -263,37 +263,69 @@ def bench_metrics_cost(quick: bool, folder: Path) -> dict:
         model.fit(train, validation_data=val, epochs=1, verbose=0)  # warm-up: tracing, excluded
         models[label] = model
 
-    def epoch_samples_per_s(label: str) -> float:
-        start = time.perf_counter()
-        models[label].fit(train, validation_data=val, epochs=1, shuffle=False, verbose=0)
-        return len(bundle.x_train) / (time.perf_counter() - start)
-
-    rates: dict[str, list[float]] = {"today": [], "every": []}
+    wall: dict[str, list[float]] = {"today": [], "every": []}
+    cpu: dict[str, list[float]] = {"today": [], "every": []}
+    samples = epochs_per_fit * len(bundle.x_train)
     for i in range(pairs):
         for label in ("today", "every") if i % 2 == 0 else ("every", "today"):
-            rates[label].append(epoch_samples_per_s(label))
-    paired = [e / t for e, t in zip(rates["every"], rates["today"], strict=True)]
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            models[label].fit(train, validation_data=val, epochs=epochs_per_fit, shuffle=False, verbose=0)
+            wall[label].append(samples / (time.perf_counter() - start_wall))
+            cpu[label].append(samples / (time.process_time() - start_cpu))
+    paired = [e / t for e, t in zip(wall["every"], wall["today"], strict=True)]
+    paired_cpu = [e / t for e, t in zip(cpu["every"], cpu["today"], strict=True)]
 
     y = tf.constant(bundle.y_train[:batch])
     probs = tf.constant(models["every"].predict(bundle.x_train[:batch], verbose=0))
-    update_us = {}
-    for metric in build_metrics(bundle.num_classes):
-        step = tf.function(metric.update_state)
-        step(y, probs)  # tracing
+
+    def in_graph_us(metrics: list, n: int = 200) -> float:
+        @tf.function
+        def loop():
+            for _ in tf.range(n):
+                for m in metrics:
+                    m.update_state(y, probs)
+                for m in metrics:  # Keras reads every result after every training step
+                    tf.identity(m.result())
+            return 0
+
+        loop()  # tracing
         times = []
         for _ in range(5):
+            start = time.process_time()
+            loop()
+            times.append((time.process_time() - start) / n * 1e6)
+        return statistics.median(times)
+
+    def eager_epoch_end_us(metric, n: int = 20) -> float:
+        """result() + reset_state() eagerly, as Keras does at every training and validation epoch end."""
+        metric.update_state(y, probs)
+        best = float("inf")
+        for _ in range(5):
             start = time.perf_counter()
-            for _ in range(50):
-                step(y, probs)
-            times.append((time.perf_counter() - start) / 50 * 1e6)
-        update_us[metric.name] = statistics.median(times)
-    step_us = batch / statistics.median(rates["today"]) * 1e6  # a whole training step (train + val share)
-    return {"today_samples_per_s": rates["today"], "every_samples_per_s": rates["every"],
+            for _ in range(n):
+                metric.result()
+                metric.reset_state()
+            best = min(best, (time.perf_counter() - start) / n * 1e6)  # best: the least disturbed by other load
+        return best
+
+    epoch_end_us = {m.name: eager_epoch_end_us(m) for m in build_metrics(bundle.num_classes)}
+    empty = in_graph_us([])
+    update_us = {m.name: in_graph_us([m]) - empty for m in build_metrics(bundle.num_classes)}
+    every_metrics = list(update_us)
+    update_us["all_today"] = in_graph_us([m for m in build_metrics(bundle.num_classes) if m.name in TODAY_METRICS])
+    update_us["all_every"] = in_graph_us(build_metrics(bundle.num_classes))
+    update_us = {k: v - empty if k.startswith("all_") else v for k, v in update_us.items()}
+    steps = epochs_per_fit * (-(-len(bundle.x_train) // batch))
+    step_cpu_us = samples / statistics.median(cpu["today"]) / steps * 1e6  # train step + its share of validation
+    return {"today_samples_per_s": wall["today"], "every_samples_per_s": wall["every"],
+            "today_samples_per_cpu_s": cpu["today"], "every_samples_per_cpu_s": cpu["every"],
             "paired_ratios": paired, "ratio": statistics.median(paired),
-            "ratio_of_medians": statistics.median(rates["every"]) / statistics.median(rates["today"]),
-            "update_us_per_batch": update_us, "step_us_per_batch_today": step_us,
-            "today_metrics": list(TODAY_METRICS), "every_metrics": list(update_us),
-            "pairs": pairs, "batch_size": batch, "train_examples": len(bundle.x_train)}
+            "ratio_cpu": statistics.median(paired_cpu),
+            "metric_cpu_us_per_batch": update_us, "step_cpu_us_today": step_cpu_us,
+            "eager_result_and_reset_us": epoch_end_us,
+            "today_metrics": list(TODAY_METRICS), "every_metrics": every_metrics,
+            "pairs": pairs, "epochs_per_fit": epochs_per_fit, "batch_size": batch,
+            "train_examples": len(bundle.x_train)}
 
 
 def matmul_peak_flops(size: int = 2048, reps: int = 10) -> float:
@@ -392,14 +424,17 @@ def summary(results: dict) -> str:
         lines.append("")
     if "metrics_cost" in results:
         r = results["metrics_cost"]
-        lines += ["## Metric cost: seed CNN on digits, accuracy + auc + nll vs every metric (samples/s, train + val)",
-                  "", "| metrics | samples/s | ratio |", "|---|---|---|",
-                  f"| {', '.join(r['today_metrics'])} | {statistics.median(r['today_samples_per_s']):.0f} | 1.000 |",
+        costs = r["metric_cpu_us_per_batch"]
+        lines += ["## Metric cost: seed CNN on digits, accuracy + auc + nll vs every metric (train + val)", "",
+                  "| metrics | samples/s | ratio (median of paired fits) | ratio, CPU time |", "|---|---|---|---|",
+                  f"| {', '.join(r['today_metrics'])} | {statistics.median(r['today_samples_per_s']):.0f} | 1 | 1 |",
                   f"| every metric ({len(r['every_metrics'])}) | {statistics.median(r['every_samples_per_s']):.0f} | "
-                  f"{r['ratio']:.3f} (median of paired epochs) |", "",
-                  "update_state alone, us per batch of 128: " + ", ".join(
-                      f"{k} {v:.0f}" for k, v in r["update_us_per_batch"].items())
-                  + f"; a training step (train + val share) {r['step_us_per_batch_today']:.0f}", ""]
+                  f"{r['ratio']:.3f} | {r['ratio_cpu']:.3f} |", "",
+                  "In-graph update + result, CPU us per batch of 128: "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in costs.items())
+                  + f"; one training step (with its share of validation) {r['step_cpu_us_today']:.0f}", "",
+                  "Eager result + reset at each epoch end (train and validation), us: "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in r["eager_result_and_reset_us"].items()), ""]
     if "lstm_mfu" in results:
         r = results["lstm_mfu"]
         lines += ["## Char LSTM throughput", "",

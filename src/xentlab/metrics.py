@@ -10,6 +10,7 @@ one head's positions with `head=h`; one sigmoid unit (K' = 1) is the two classes
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from xentlab.probabilities import CALIBRATION_BINS, confidence_bins_tf, log_probabilities_tf, to_probabilities_tf
@@ -217,8 +218,8 @@ class _PositionMetric(keras.metrics.Metric):
                           head=self.head, from_logits=self.from_logits)
 
     def reset_state(self):
-        for v in self.variables:
-            v.assign(tf.zeros_like(v))
+        for v in self.variables:  # host zeros: one eager op per variable (Keras resets at every epoch start)
+            v.assign(np.zeros(v.shape, dtype=v.dtype))
 
     def get_config(self):
         return {**super().get_config(), "encoding": self.encoding, "from_logits": self.from_logits,
@@ -273,23 +274,24 @@ class SparseECE(_PositionMetric):
     def __init__(self, *, num_bins=CALIBRATION_BINS, name="ece", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_bins = int(num_bins)
-        self.count = self.add_variable(shape=(self.num_bins,), initializer="zeros", name="count", aggregation="sum")
-        self.correct = self.add_variable(shape=(self.num_bins,), initializer="zeros", name="correct",
-                                         aggregation="sum")
-        self.confidence = self.add_variable(shape=(self.num_bins,), initializer="zeros", name="confidence",
-                                            aggregation="sum")
+        shape = (self.num_bins,)
+        self.count = self.add_variable(shape=shape, initializer="zeros", name="count", aggregation="sum")
+        self.correct = self.add_variable(shape=shape, initializer="zeros", name="correct", aggregation="sum")
+        self.confidence = self.add_variable(shape=shape, initializer="zeros", name="confidence", aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels, w, probs = self._positions(y_true, y_pred, sample_weight)
-        used = w > 0
-        confidence = tf.where(used, tf.reduce_max(probs, axis=-1), 0.0)  # masked rows may hold NaN
+        confidence = tf.where(w > 0, tf.reduce_max(probs, axis=-1), 0.0)  # masked rows may hold NaN
         hit = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels), tf.float32)
-        bins = confidence_bins_tf(confidence, self.num_bins)
-        self.count.assign_add(tf.math.unsorted_segment_sum(w, bins, self.num_bins))
-        self.correct.assign_add(tf.math.unsorted_segment_sum(w * hit, bins, self.num_bins))
-        self.confidence.assign_add(tf.math.unsorted_segment_sum(w * confidence, bins, self.num_bins))
+        rows = tf.stack([w, w * hit, w * confidence], axis=-1)  # (M, 3): one scatter-add for the three sums
+        per_bin = tf.math.unsorted_segment_sum(rows, confidence_bins_tf(confidence, self.num_bins), self.num_bins)
+        count, correct, confidence_sum = tf.unstack(per_bin, axis=-1)
+        self.count.assign_add(count)
+        self.correct.assign_add(correct)
+        self.confidence.assign_add(confidence_sum)
 
     def result(self):
+        # Few ops on purpose: Keras also reads results eagerly at every epoch end, where each op costs ~50 us.
         gap = tf.reduce_sum(tf.abs(tf.convert_to_tensor(self.correct) - tf.convert_to_tensor(self.confidence)))
         return tf.math.divide_no_nan(gap, tf.reduce_sum(self.count))
 
@@ -370,27 +372,34 @@ class SparseConfusion(_PositionMetric):
         self.matrix.assign_add(tf.reshape(cells, (k, k)))
 
     def result(self):
-        m = tf.convert_to_tensor(self.matrix)
-        tp = tf.linalg.diag_part(m)
-        labelled, predicted = tf.reduce_sum(m, axis=1), tf.reduce_sum(m, axis=0)
-        in_labels = labelled > 0
-        recall = tf.math.divide_no_nan(tp, labelled)
-        if self.statistic == "balanced_accuracy":
-            return _mean_where(recall, in_labels)
-        if self.statistic == "worst_class_recall":
-            worst = tf.reduce_min(tf.where(in_labels, recall, tf.ones_like(recall)))
-            return tf.where(tf.reduce_any(in_labels), worst, 0.0)
-        f1 = tf.math.divide_no_nan(2.0 * tp, labelled + predicted)  # 2TP / (2TP + FP + FN)
-        return _mean_where(f1, tf.logical_or(in_labels, predicted > 0))
+        return _confusion_statistic(tf.convert_to_tensor(self.matrix), self.statistic)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "statistic": self.statistic}
 
 
-def _mean_where(values, keep):
-    """Mean of values where keep is true; 0 when none is."""
-    return tf.math.divide_no_nan(tf.reduce_sum(tf.where(keep, values, 0.0)),
-                                 tf.reduce_sum(tf.cast(keep, values.dtype)))
+def _confusion_statistic(matrix, statistic: str):
+    """`SparseConfusion`'s statistic of a K x K matrix (rows labels, columns predictions).
+
+    A per-class value is 0/0 -> 0 (divide_no_nan) exactly for the classes left out, so a mean over the kept
+    classes is the plain sum divided by how many are kept: few ops, as Keras also reads results eagerly.
+    """
+    tp = tf.linalg.diag_part(matrix)
+    labelled = tf.reduce_sum(matrix, axis=1)
+    if statistic == "macro_f1":
+        both = labelled + tf.reduce_sum(matrix, axis=0)  # 2TP + FP + FN, > 0 for a class labelled or predicted
+        return _sum_over_kept(tf.math.divide_no_nan(2.0 * tp, both), both)
+    recall = tf.math.divide_no_nan(tp, labelled)
+    if statistic == "balanced_accuracy":
+        return _sum_over_kept(recall, labelled)
+    # worst_class_recall: classes not in the labels are lifted above every recall (1 + 1), then 0 if none is left.
+    worst = tf.reduce_min(recall + 2.0 * tf.cast(labelled <= 0, recall.dtype))
+    return tf.where(worst > 1.0, 0.0, worst)
+
+
+def _sum_over_kept(values, totals):
+    """sum(values) / number of classes with totals > 0 (values are 0 elsewhere); 0 when none is kept."""
+    return tf.math.divide_no_nan(tf.reduce_sum(values), tf.reduce_sum(tf.cast(totals > 0, values.dtype)))
 
 
 def build_metrics(num_classes, *, encoding="sparse", from_logits=False, ignore_class=None, num_heads=None):
