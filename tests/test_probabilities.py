@@ -77,6 +77,10 @@ def test_sampling_follows_the_stated_output_kind_and_temperature():
     np.testing.assert_allclose(sampling_probabilities(z, True, 0.5), scipy_softmax(z / 0.5, -1), rtol=1e-9)
     # A softmax output read as logits would be flattened towards uniform: the flag, not the values, decides.
     assert not np.allclose(sampling_probabilities(p, True, 1.0), p, atol=1e-3)
+    from xentlab.generate import generate
+
+    with pytest.raises(TypeError, match="from_logits must be True or False"):
+        generate(object(), "ROMEO:", from_logits="auto")  # refused before the model is touched
 
 
 def test_xentlab_generate_reads_from_logits_from_the_run(tmp_path):

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from xentlab.probabilities import to_probabilities
+from xentlab.probabilities import check_from_logits, to_probabilities
 
 STREAMS = 5  # the seed predicts five characters at a time, one per independent stream
 
@@ -70,6 +70,7 @@ def generate(
         ValueError: For a temperature <= 0 or an empty prompt.
         TypeError: If from_logits is not a bool.
     """
+    check_from_logits(from_logits)  # before the model is copied and warmed up
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not prompt:

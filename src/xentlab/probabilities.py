@@ -29,7 +29,7 @@ def to_probabilities(outputs, from_logits: bool) -> np.ndarray:
     Raises:
         TypeError: If from_logits is not a bool (it is a statement about the model, not a guess).
     """
-    _check_from_logits(from_logits)
+    check_from_logits(from_logits)
     out = np.asarray(outputs, dtype="float64")
     if out.shape[-1] == 1:
         # sigmoid via tanh: no overflow warning for logits of -1e4
@@ -62,7 +62,7 @@ def to_probabilities_tf(outputs, from_logits: bool):
     """
     import tensorflow as tf
 
-    _check_from_logits(from_logits)
+    check_from_logits(from_logits)
     x = _float_tf(outputs)
     if x.shape[-1] == 1:
         p = tf.sigmoid(x) if from_logits else x
@@ -88,7 +88,7 @@ def log_probabilities_tf(outputs, from_logits: bool, eps: float = 1e-7):
     """
     import tensorflow as tf
 
-    _check_from_logits(from_logits)
+    check_from_logits(from_logits)
     x = _float_tf(outputs)
     if from_logits:
         if x.shape[-1] == 1:
@@ -112,7 +112,8 @@ def _float_tf(outputs):
     return x if x.dtype in (tf.float32, tf.float64) else tf.cast(x, tf.float32)  # float16/bfloat16 heads too
 
 
-def _check_from_logits(from_logits) -> None:
+def check_from_logits(from_logits) -> None:
+    """Raises TypeError unless from_logits is a bool: a statement about the model, never a guess."""
     if not isinstance(from_logits, (bool, np.bool_)):
         raise TypeError(
             f"from_logits must be True or False; received from_logits={from_logits!r} of type "
