@@ -229,15 +229,16 @@ TODAY_METRICS = ("accuracy", "auc", "nll")  # what every run computed before the
 
 
 def bench_metrics_cost(quick: bool, folder: Path) -> dict:
-    """Samples/s of the seed CNN on digits compiled with accuracy, auc, nll vs every metric of `build_metrics`.
+    """Throughput of the seed CNN on digits with accuracy, auc, nll ("today") vs every metric of `build_metrics`.
 
-    Same data, model, optimizer and tf.data feed for both (as the trainer: shuffled batches of 128, validation
-    every epoch, so validation metrics are paid for too). Both models are built and warmed up first (one epoch
-    each: tracing, excluded); then timed fits of `epochs_per_fit` epochs alternate A B B A ..., so each pair sees
-    the same machine load, and the ratio is the median of the paired ratios (wall clock; process CPU time too,
-    less sensitive to other processes on a shared machine). Also each metric's update_state + result alone,
-    in-graph (a tf.function looping over one training batch): us of CPU per batch, which metric costs what; and
-    its eager result + reset, which Keras pays at every training and validation epoch end.
+    Two measurements, same data, model, optimizer and batches of 128 for every set-up:
+    - end to end: `fit` epochs with validation (as the trainer), today and every alternating A B B A ... after a
+      warm-up epoch each (tracing, excluded); ratio = median of the paired ratios, on wall clock and on process
+      CPU time (less sensitive to other processes on a shared machine), and the ratio of the best fits;
+    - per training batch: the compiled train step alone (`model.train_function` on an endless batch iterator,
+      no validation, no callbacks), CPU us per step for today, every, and today plus each new metric, rounds
+      rotating the order; the fastest round of each (the least disturbed by other load, as timeit does);
+      ratio = today's step time / the set-up's.
     """
     import keras
     import tensorflow as tf
@@ -247,22 +248,25 @@ def bench_metrics_cost(quick: bool, folder: Path) -> dict:
     from xentlab.metrics import build_metrics
     from xentlab.models import build_model
 
-    pairs, epochs_per_fit, batch = (3, 2, 128) if quick else (10, 3, 128)
+    pairs, epochs_per_fit, rounds, steps_per_round, batch = (3, 2, 3, 10, 128) if quick else (6, 3, 6, 30, 128)
     bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
+    every_names = [m.name for m in build_metrics(bundle.num_classes)]
     train = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train))
              .shuffle(len(bundle.x_train), seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
     val = tf.data.Dataset.from_tensor_slices((bundle.x_val, bundle.y_val)).batch(batch).prefetch(tf.data.AUTOTUNE)
 
-    keras.backend.clear_session()
-    models = {}
-    for label, names in (("today", TODAY_METRICS), ("every", None)):
+    def compiled(names) -> keras.Model:
         keras.utils.set_random_seed(0)
         model = build_model("mnist_cnn", input_shape=bundle.input_shape, num_classes=bundle.num_classes)
-        metrics = [m for m in build_metrics(bundle.num_classes) if names is None or m.name in names]
+        metrics = [m for m in build_metrics(bundle.num_classes) if m.name in names]
         model.compile(keras.optimizers.Adadelta(1.0), loss=CrossEntropy(), metrics=metrics)
-        model.fit(train, validation_data=val, epochs=1, verbose=0)  # warm-up: tracing, excluded
-        models[label] = model
+        return model
 
+    # End to end.
+    keras.backend.clear_session()
+    models = {"today": compiled(TODAY_METRICS), "every": compiled(every_names)}
+    for model in models.values():
+        model.fit(train, validation_data=val, epochs=1, verbose=0)  # warm-up: tracing, excluded
     wall: dict[str, list[float]] = {"today": [], "every": []}
     cpu: dict[str, list[float]] = {"today": [], "every": []}
     samples = epochs_per_fit * len(bundle.x_train)
@@ -272,60 +276,42 @@ def bench_metrics_cost(quick: bool, folder: Path) -> dict:
             models[label].fit(train, validation_data=val, epochs=epochs_per_fit, shuffle=False, verbose=0)
             wall[label].append(samples / (time.perf_counter() - start_wall))
             cpu[label].append(samples / (time.process_time() - start_cpu))
-    paired = [e / t for e, t in zip(wall["every"], wall["today"], strict=True)]
-    paired_cpu = [e / t for e, t in zip(cpu["every"], cpu["today"], strict=True)]
 
-    y = tf.constant(bundle.y_train[:batch])
-    probs = tf.constant(models["every"].predict(bundle.x_train[:batch], verbose=0))
-
-    def in_graph_us(metrics: list, n: int = 200) -> float:
-        @tf.function
-        def loop():
-            for _ in tf.range(n):
-                for m in metrics:
-                    m.update_state(y, probs)
-                for m in metrics:  # Keras reads every result after every training step
-                    tf.identity(m.result())
-            return 0
-
-        loop()  # tracing
-        times = []
-        for _ in range(5):
+    # Per training batch.
+    keras.backend.clear_session()
+    endless = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train)).repeat()
+               .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    new = [n for n in every_names if n not in TODAY_METRICS]
+    setups = {"today": TODAY_METRICS, "every": every_names, **{f"today+{n}": (*TODAY_METRICS, n) for n in new}}
+    steps = {}
+    for label, names in setups.items():
+        model = compiled(names)
+        model.make_train_function()
+        iterator = iter(endless)
+        model.train_function(iterator)  # tracing
+        steps[label] = (model.train_function, iterator)
+    step_us: dict[str, list[float]] = {label: [] for label in setups}
+    order = list(setups)
+    for r in range(rounds):
+        for label in order[r % len(order):] + order[: r % len(order)]:
+            function, iterator = steps[label]
             start = time.process_time()
-            loop()
-            times.append((time.process_time() - start) / n * 1e6)
-        return statistics.median(times)
-
-    def eager_epoch_end_us(metric, n: int = 20) -> float:
-        """result() + reset_state() eagerly, as Keras does at every training and validation epoch end."""
-        metric.update_state(y, probs)
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(n):
-                metric.result()
-                metric.reset_state()
-            best = min(best, (time.perf_counter() - start) / n * 1e6)  # best: the least disturbed by other load
-        return best
-
-    epoch_end_us = {m.name: eager_epoch_end_us(m) for m in build_metrics(bundle.num_classes)}
-    empty = in_graph_us([])
-    update_us = {m.name: in_graph_us([m]) - empty for m in build_metrics(bundle.num_classes)}
-    every_metrics = list(update_us)
-    update_us["all_today"] = in_graph_us([m for m in build_metrics(bundle.num_classes) if m.name in TODAY_METRICS])
-    update_us["all_every"] = in_graph_us(build_metrics(bundle.num_classes))
-    update_us = {k: v - empty if k.startswith("all_") else v for k, v in update_us.items()}
-    steps = epochs_per_fit * (-(-len(bundle.x_train) // batch))
-    step_cpu_us = samples / statistics.median(cpu["today"]) / steps * 1e6  # train step + its share of validation
+            for _ in range(steps_per_round):
+                logs = function(iterator)
+            float(logs["loss"])  # wait for the last step
+            step_us[label].append((time.process_time() - start) / steps_per_round * 1e6)
+    per_step = {label: min(v) for label, v in step_us.items()}
     return {"today_samples_per_s": wall["today"], "every_samples_per_s": wall["every"],
             "today_samples_per_cpu_s": cpu["today"], "every_samples_per_cpu_s": cpu["every"],
-            "paired_ratios": paired, "ratio": statistics.median(paired),
-            "ratio_cpu": statistics.median(paired_cpu),
-            "metric_cpu_us_per_batch": update_us, "step_cpu_us_today": step_cpu_us,
-            "eager_result_and_reset_us": epoch_end_us,
-            "today_metrics": list(TODAY_METRICS), "every_metrics": every_metrics,
-            "pairs": pairs, "epochs_per_fit": epochs_per_fit, "batch_size": batch,
-            "train_examples": len(bundle.x_train)}
+            "ratio": statistics.median([e / t for e, t in zip(wall["every"], wall["today"], strict=True)]),
+            "ratio_cpu": statistics.median([e / t for e, t in zip(cpu["every"], cpu["today"], strict=True)]),
+            "ratio_best": max(wall["every"]) / max(wall["today"]),
+            "ratio_best_cpu": max(cpu["every"]) / max(cpu["today"]),
+            "step_cpu_us": per_step,
+            "step_ratio": {label: per_step["today"] / us for label, us in per_step.items() if label != "today"},
+            "today_metrics": list(TODAY_METRICS), "every_metrics": every_names,
+            "pairs": pairs, "epochs_per_fit": epochs_per_fit, "rounds": rounds, "steps_per_round": steps_per_round,
+            "batch_size": batch, "train_examples": len(bundle.x_train)}
 
 
 def matmul_peak_flops(size: int = 2048, reps: int = 10) -> float:
@@ -424,17 +410,17 @@ def summary(results: dict) -> str:
         lines.append("")
     if "metrics_cost" in results:
         r = results["metrics_cost"]
-        costs = r["metric_cpu_us_per_batch"]
-        lines += ["## Metric cost: seed CNN on digits, accuracy + auc + nll vs every metric (train + val)", "",
-                  "| metrics | samples/s | ratio (median of paired fits) | ratio, CPU time |", "|---|---|---|---|",
+        lines += ["## Metric cost: seed CNN on digits, accuracy + auc + nll (today) vs every metric", "",
+                  "| metrics | samples/s (fit, train + val) | ratio: median of paired fits, wall / CPU | "
+                  "ratio: best fits, wall / CPU |", "|---|---|---|---|",
                   f"| {', '.join(r['today_metrics'])} | {statistics.median(r['today_samples_per_s']):.0f} | 1 | 1 |",
                   f"| every metric ({len(r['every_metrics'])}) | {statistics.median(r['every_samples_per_s']):.0f} | "
-                  f"{r['ratio']:.3f} | {r['ratio_cpu']:.3f} |", "",
-                  "In-graph update + result, CPU us per batch of 128: "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in costs.items())
-                  + f"; one training step (with its share of validation) {r['step_cpu_us_today']:.0f}", "",
-                  "Eager result + reset at each epoch end (train and validation), us: "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in r["eager_result_and_reset_us"].items()), ""]
+                  f"{r['ratio']:.3f} / {r['ratio_cpu']:.3f} | {r['ratio_best']:.3f} / {r['ratio_best_cpu']:.3f} |", "",
+                  "Per training batch (compiled train step alone, CPU us; ratio = today's step / this one):", "",
+                  "| set-up | us/step | ratio |", "|---|---|---|"]
+        lines += [f"| {label} | {us:.0f} | {r['step_ratio'].get(label, 1.0):.3f} |"
+                  for label, us in r["step_cpu_us"].items()]
+        lines.append("")
     if "lstm_mfu" in results:
         r = results["lstm_mfu"]
         lines += ["## Char LSTM throughput", "",
