@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,13 +63,18 @@ def test_imbalanced_preset_logs_per_class_recall(store):
 
 
 @pytest.mark.parametrize("heads", ["shared", "separate"])
-def test_periods_preset_logs_per_head_metrics(heads, store):
+def test_periods_preset_logs_per_head_metrics(heads, store, tmp_path):
     run = _train(["+experiment=periods", f"model.heads={heads}", *FAST], store)
+    per_head = ("auc", "accuracy", "nll", "ece", "brier", "balanced_accuracy", "macro_f1", "worst_class_recall")
     for h in range(3):
-        assert {f"val_auc_head{h}", f"val_accuracy_head{h}"} <= set(run.data.metrics)
+        assert {f"val_{m}_head{h}" for m in per_head} <= set(run.data.metrics)
     figures = _artifacts(store, run.info.run_id, "evaluation")
     assert {f"evaluation/confusion_matrix_head{h}.png" for h in range(3)} <= figures
     assert {f"evaluation/roc_curves_head{h}.png" for h in range(3)} <= figures
+    reliability = json.loads(Path(MlflowClient(store).download_artifacts(
+        run.info.run_id, "evaluation/reliability.json", str(tmp_path))).read_text())
+    assert len(reliability["heads"]) == 3 and sum(reliability["count"]) == sum(
+        sum(head["count"]) for head in reliability["heads"])  # all heads = the union of each head's positions
 
 
 def test_shakespeare_preset_generates_five_streams_and_xentlab_generate_reads_the_run(tmp_path, store, text_file):

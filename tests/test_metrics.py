@@ -1,14 +1,25 @@
-"""Accuracy and AUC from integer labels against scikit-learn on the same predictions, for every output shape."""
+"""Every metric from integer (or one-hot) labels against numpy or scikit-learn on the same predictions."""
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
 
-from xentlab.metrics import SparseAccuracy, SparseAUC, build_metrics
+from xentlab.metrics import (
+    CONTRACT_METRICS,
+    SparseAccuracy,
+    SparseAUC,
+    SparseBrier,
+    SparseConfusion,
+    SparseECE,
+    SparseNLL,
+    build_metrics,
+)
 
 SHAPES = {"N": (300,), "NT": (30, 10), "NH": (100, 3)}
 
@@ -146,10 +157,13 @@ def test_inside_fit_and_evaluate_under_a_strategy():
                       metrics=build_metrics(4, from_logits=True))
     model.fit(x, y, epochs=2, batch_size=32, verbose=0)
     result = model.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
-    assert set(result) == {"loss", "accuracy", "auc", "nll"}
+    assert set(result) == set(CONTRACT_METRICS)
     probs = softmax(model.predict(x, verbose=0).astype(np.float64))
     assert result["auc"] == pytest.approx(sk_auc(y, probs), abs=1e-3)
     assert result["accuracy"] == pytest.approx(accuracy_score(y, probs.argmax(-1)), abs=1e-6)
+    assert result["ece"] == pytest.approx(ref_ece(y, probs), abs=1e-4)
+    assert result["brier"] == pytest.approx(ref_brier(y, probs), abs=1e-4)
+    assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, probs.argmax(-1)), abs=1e-4)
 
 
 def test_config_round_trip():
@@ -187,3 +201,222 @@ def test_nll_for_one_sigmoid_unit():
     m = SparseNLL(from_logits=True)
     m.update_state(y, z)
     assert float(m.result()) == pytest.approx(log_loss(y, 1 / (1 + np.exp(-z[:, 0].astype(np.float64)))), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- calibration, imbalance
+NEW = ("ece", "brier", "balanced_accuracy", "macro_f1", "worst_class_recall")
+
+
+def ref_ece(y, probs, weights=None, num_bins=15):
+    """Top-label ECE in float64 with Guo et al.'s right-closed bins ((b-1)/B, b/B], written out bin by bin."""
+    y, probs = y.reshape(-1), probs.reshape(y.size, -1)
+    w = np.ones(len(y)) if weights is None else weights.reshape(-1).astype(np.float64)
+    conf, correct = probs.max(-1), (probs.argmax(-1) == y).astype(np.float64)
+    total = 0.0
+    for b in range(num_bins):
+        lo, hi = b / num_bins, (b + 1) / num_bins
+        inside = (conf > lo) & (conf <= hi) if b else (conf <= hi)
+        if w[inside].sum() > 0:
+            acc = np.average(correct[inside], weights=w[inside])
+            mean_conf = np.average(conf[inside], weights=w[inside])
+            total += w[inside].sum() / w.sum() * abs(acc - mean_conf)
+    return total
+
+
+def ref_brier(y, probs, weights=None):
+    y, probs = y.reshape(-1), probs.reshape(y.size, -1)
+    per = ((probs - np.eye(probs.shape[-1])[y]) ** 2).sum(-1)
+    return np.average(per, weights=None if weights is None else weights.reshape(-1))
+
+
+def references(y, probs, weights=None):
+    """Every new metric from numpy / scikit-learn on the kept positions (float64)."""
+    y, probs = y.reshape(-1), probs.reshape(y.size, -1)
+    w = None if weights is None else weights.reshape(-1)
+    pred = probs.argmax(-1)
+    present = np.unique(y)
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": such classes are the point
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = balanced_accuracy_score(y, pred, sample_weight=w)
+    return {
+        "ece": ref_ece(y, probs, w),
+        "brier": ref_brier(y, probs, w),
+        "balanced_accuracy": balanced,
+        "macro_f1": f1_score(y, pred, average="macro", sample_weight=w, zero_division=0),
+        "worst_class_recall": recall_score(y, pred, labels=present, average=None, sample_weight=w).min(),
+    }
+
+
+def new_metrics(k, **kwargs):
+    return {m.name: m for m in build_metrics(k, **kwargs) if m.name in NEW}
+
+
+def results(metrics):
+    return {name: float(m.result()) for name, m in metrics.items()}
+
+
+@pytest.mark.parametrize("variant", ["plain", "one_hot_ignore_inside_weighted", "sparse_ignore_outside_weighted"])
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_calibration_and_imbalance_metrics_match_numpy_and_sklearn(variant, from_logits, shape):
+    rng = np.random.default_rng(len(shape) * 10 + from_logits)
+    k = 5
+    y, logits = make(SHAPES[shape], k, 1.5, rng)
+    y[y == 4] = rng.integers(0, 4, size=(y == 4).sum())  # class 4 rare (only predicted): a macro-F1 corner
+    y.flat[:3] = 4
+    ignore, encoding, w = None, "sparse", None
+    if variant != "plain":
+        ignore = 0 if "inside" in variant else -1
+        encoding = "one_hot" if "one_hot" in variant else "sparse"
+        y.flat[::6] = ignore
+        w = rng.uniform(0.2, 3.0, size=y.shape).astype(np.float32)
+    probs = softmax(logits.astype(np.float64))
+    metrics = new_metrics(k, encoding=encoding, from_logits=from_logits, ignore_class=ignore)
+    labels = tf.one_hot(y, k).numpy() if encoding == "one_hot" else y
+    for m in metrics.values():
+        m.update_state(labels, logits if from_logits else probs.astype(np.float32), sample_weight=w)
+    keep = np.ones(y.shape, bool) if ignore is None else y != ignore
+    expected = references(y[keep], probs[keep], None if w is None else w[keep])
+    assert results(metrics) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("weights", ["none", "per_example", "per_head"])
+def test_multi_head_metrics_score_every_head_and_each_head(weights):
+    rng = np.random.default_rng(11)
+    k, heads = 4, 3
+    y, logits = make((120, heads), k, 1.0, rng)
+    w = {"none": None, "per_example": rng.uniform(0.5, 2, size=(120,)).astype(np.float32),
+         "per_head": rng.uniform(0.5, 2, size=(120, heads)).astype(np.float32)}[weights]
+    probs = softmax(logits.astype(np.float64))
+    metrics = {m.name: m for m in build_metrics(k, from_logits=True, num_heads=heads)}
+    assert {f"{name}_head{h}" for name in (*NEW, "accuracy", "auc", "nll") for h in range(heads)} <= set(metrics)
+    assert set(CONTRACT_METRICS) - {"loss"} <= set(metrics)
+    for m in metrics.values():
+        m.update_state(y, logits, sample_weight=w)
+    got = results(metrics)
+    w_full = None if w is None else np.broadcast_to(w.reshape(120, -1), y.shape)
+    assert {n: got[n] for n in NEW} == pytest.approx(references(y, probs, w_full), abs=1e-4)
+    for h in range(heads):
+        expected = references(y[:, h], probs[:, h], None if w_full is None else w_full[:, h])
+        assert {n: got[f"{n}_head{h}"] for n in NEW} == pytest.approx(expected, abs=1e-4)
+    # The heads differ, so a per-head metric that silently scored every head would fail above.
+    assert len({round(got[f"ece_head{h}"], 6) for h in range(heads)}) == heads
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_one_sigmoid_unit_is_the_two_classes_one_minus_p_and_p(from_logits):
+    rng = np.random.default_rng(12)
+    z = (rng.normal(size=(300, 1)) * 2).astype(np.float32)
+    p = 1 / (1 + np.exp(-z[:, 0].astype(np.float64)))
+    y = (rng.random(300) < p).astype(int)
+    two = np.stack([1 - p, p], -1)
+    one = new_metrics(2, from_logits=from_logits)
+    for m in one.values():
+        m.update_state(y, z if from_logits else p[:, None].astype(np.float32))
+    assert results(one) == pytest.approx(references(y, two), abs=1e-4)
+    from sklearn.metrics import brier_score_loss
+
+    assert results(one)["brier"] == pytest.approx(2 * brier_score_loss(y, p), abs=1e-5)  # two classes, twice
+    softmax2 = new_metrics(2, from_logits=True)
+    for m in softmax2.values():
+        m.update_state(y, np.concatenate([np.zeros_like(z), z], axis=1))  # softmax([0, z])[1] == sigmoid(z)
+    assert results(softmax2) == pytest.approx(results(one), abs=1e-5)
+
+
+def test_streaming_over_batches_equals_one_batch():
+    rng = np.random.default_rng(13)
+    y, logits = make((500,), 6, 1.0, rng)
+    w = rng.uniform(0.5, 2.0, size=500).astype(np.float32)
+    one, many = new_metrics(6, from_logits=True), new_metrics(6, from_logits=True)
+    for m in one.values():
+        m.update_state(y, logits, sample_weight=w)
+    for start in (0, 7, 100, 101, 333):  # uneven batches, some missing classes
+        stop = {0: 7, 7: 100, 100: 101, 101: 333, 333: 500}[start]
+        for m in many.values():
+            m.update_state(y[start:stop], logits[start:stop], sample_weight=w[start:stop])
+    assert results(many) == pytest.approx(results(one), abs=1e-6)
+    assert results(one) == pytest.approx(references(y, softmax(logits.astype(np.float64)), w), abs=1e-4)
+    for m in many.values():
+        m.reset_state()
+    assert all(v == 0.0 for v in results(many).values())
+
+
+def test_ece_known_values():
+    # Every confidence 0.8 and 60% correct: one bin, ECE = |0.6 - 0.8| = 0.2.
+    y = np.array([0] * 6 + [1] * 4)
+    probs = np.tile([0.8, 0.1, 0.1], (10, 1)).astype(np.float32)
+    m = SparseECE()
+    m.update_state(y, probs)
+    assert float(m.result()) == pytest.approx(0.2, abs=1e-6)
+    # Two bins: half at 0.9 all right (gap 0.1), half at 0.6 with 30% right (gap 0.3): 0.5*0.1 + 0.5*0.3 = 0.2.
+    # One global bin would say |0.65 - 0.75| = 0.1: the binning is what is tested.
+    y = np.array([0] * 10 + [0] * 3 + [1] * 7)
+    probs = np.array([[0.9, 0.1]] * 10 + [[0.6, 0.4]] * 10, dtype=np.float32)
+    m = SparseECE()
+    m.update_state(y, probs)
+    assert float(m.result()) == pytest.approx(0.2, abs=1e-6)
+    # A perfectly confident, always right model is perfectly calibrated.
+    m = SparseECE()
+    m.update_state(np.array([0, 1, 2]), np.eye(3, dtype=np.float32))
+    assert float(m.result()) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_brier_and_confusion_statistics_known_values():
+    brier = SparseBrier()
+    brier.update_state(np.array([0]), np.array([[0.7, 0.2, 0.1]], dtype=np.float32))
+    assert float(brier.result()) == pytest.approx(0.09 + 0.04 + 0.01, abs=1e-6)
+    # Labels {0, 1}; predictions also hit class 2, never labelled: recall 0: 2/3, 1: 1/2.
+    y = np.array([0, 0, 0, 1, 1])
+    pred = np.array([0, 0, 2, 1, 2])
+    outputs = np.eye(3, dtype=np.float32)[pred]
+    got = {s: SparseConfusion(3, statistic=s) for s in ("balanced_accuracy", "macro_f1", "worst_class_recall")}
+    for m in got.values():
+        m.update_state(y, outputs)
+    assert float(got["balanced_accuracy"].result()) == pytest.approx((2 / 3 + 1 / 2) / 2, abs=1e-6)
+    assert float(got["worst_class_recall"].result()) == pytest.approx(0.5, abs=1e-6)
+    # F1: class 0 = 2*2/(4+0+1) = 0.8, class 1 = 2*1/(2+0+1) = 2/3, class 2 (only predicted) = 0: mean over 3.
+    assert float(got["macro_f1"].result()) == pytest.approx((0.8 + 2 / 3 + 0) / 3, abs=1e-6)
+    assert float(got["macro_f1"].result()) == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    present = np.union1d(y, pred)
+    assert float(got["macro_f1"].result()) == pytest.approx(
+        f1_score(y, pred, labels=present, average="macro", zero_division=0), abs=1e-6)
+
+
+def test_new_metrics_inside_fit_with_one_hot_labels_and_a_mask():
+    """Under model.fit/evaluate (graph mode, batches of 32), one-hot labels with an in-range n/a class."""
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(200, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5).astype(int)
+    y[::9] = 3
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(4, activation="softmax")])
+    model.compile("adam", loss="categorical_crossentropy",
+                  metrics=build_metrics(4, encoding="one_hot", from_logits=False, ignore_class=3))
+    onehot = np.eye(4, dtype=np.float32)[y]
+    model.fit(x, onehot, epochs=1, batch_size=32, verbose=0)
+    result = model.evaluate(x, onehot, batch_size=32, return_dict=True, verbose=0)
+    keep = y != 3
+    probs = model.predict(x, verbose=0).astype(np.float64)
+    expected = references(y[keep], probs[keep])
+    assert {n: result[n] for n in NEW} == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("metric", [
+    SparseECE(encoding="one_hot", from_logits=True, ignore_class=2, head=1, num_bins=10, name="e"),
+    SparseBrier(from_logits=True, ignore_class=-1, name="b"),
+    SparseNLL(head=0, name="n"),
+    SparseConfusion(7, statistic="macro_f1", encoding="one_hot", ignore_class=0, head=2, name="f"),
+], ids=lambda m: type(m).__name__)
+def test_new_metrics_config_round_trip_and_are_registered(metric):
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+    assert type(again) is type(metric)
+    assert again.get_config() == metric.get_config()
+    assert keras.saving.get_registered_object(f"xentlab>{type(metric).__name__}") is type(metric)
+
+
+def test_confusion_refuses_an_unknown_statistic_and_a_wrong_class_count():
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        SparseConfusion(3, statistic="micro_f1")
+    m = SparseConfusion(3, statistic="macro_f1")
+    with pytest.raises(ValueError, match="num_classes=3"):
+        m.update_state(np.array([0, 1]), np.zeros((2, 4), np.float32))

@@ -54,6 +54,10 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     assert "api_token=***" in logged
     assert set(CONTRACT) <= set(run.data.metrics)
     assert {"nll", "val_nll", "test_nll"} <= set(run.data.metrics)  # one scale for every loss variant
+    from xentlab.metrics import CONTRACT_METRICS
+
+    # Calibration and imbalance metrics too: per epoch, per validation epoch and on the test split.
+    assert {f"{p}{m}" for m in CONTRACT_METRICS for p in ("", "val_", "test_")} <= set(run.data.metrics)
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     client = MlflowClient(store)
     val_loss = client.get_metric_history(run.info.run_id, "val_loss")
@@ -67,7 +71,7 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     assert {"config.yaml", "overrides.yaml", "model_summary.txt", "evaluation"} <= artifacts
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/confusion_matrix.png", "evaluation/roc_curves.png", "evaluation/learning_curves.png",
-            "evaluation/per_class.json"} <= plots
+            "evaluation/per_class.json", "evaluation/reliability.json", "evaluation/reliability.png"} <= plots
     # MLflow 3 keeps models as logged models linked to the run; runs:/<id>/model still resolves.
     import mlflow
 

@@ -293,6 +293,93 @@ def bench_image_folder(quick: bool, folder: Path) -> dict:
             out[f"{mode}/n={n}"] = {"mode": mode, "images": n, "image": "32x32 grayscale PNG", "write_s": written_s,
                                     "steady_samples_per_s": steady(record["samples_per_s"]), **record}
     return out
+TODAY_METRICS = ("accuracy", "auc", "nll")  # what every run computed before the calibration/imbalance metrics
+
+
+def bench_metrics_cost(quick: bool, folder: Path) -> dict:
+    """Throughput of the seed CNN on digits with accuracy, auc, nll ("today") vs every metric of `build_metrics`.
+
+    Two measurements, same data, model, optimizer and batches of 128 for every set-up:
+    - end to end: `fit` epochs with validation (as the trainer), today and every alternating A B B A ... after a
+      warm-up epoch each (tracing, excluded); ratio = median of the paired ratios, on wall clock and on process
+      CPU time (less sensitive to other processes on a shared machine), and the ratio of the best fits;
+    - per training batch: the compiled train step alone (`model.train_function` on an endless batch iterator,
+      no validation, no callbacks), CPU us per step for today, every, and today plus each new metric, rounds
+      rotating the order; the fastest round of each (the least disturbed by other load, as timeit does);
+      ratio = today's step time / the set-up's.
+    """
+    import keras
+    import tensorflow as tf
+
+    from xentlab.data import load_data
+    from xentlab.losses import CrossEntropy
+    from xentlab.metrics import build_metrics
+    from xentlab.models import build_model
+
+    pairs, epochs_per_fit, rounds, steps_per_round, batch = (3, 2, 3, 10, 128) if quick else (6, 3, 6, 30, 128)
+    bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
+    every_names = [m.name for m in build_metrics(bundle.num_classes)]
+    train = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train))
+             .shuffle(len(bundle.x_train), seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
+    val = tf.data.Dataset.from_tensor_slices((bundle.x_val, bundle.y_val)).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+    def compiled(names) -> keras.Model:
+        keras.utils.set_random_seed(0)
+        model = build_model("mnist_cnn", input_shape=bundle.input_shape, num_classes=bundle.num_classes)
+        metrics = [m for m in build_metrics(bundle.num_classes) if m.name in names]
+        model.compile(keras.optimizers.Adadelta(1.0), loss=CrossEntropy(), metrics=metrics)
+        return model
+
+    # End to end.
+    keras.backend.clear_session()
+    models = {"today": compiled(TODAY_METRICS), "every": compiled(every_names)}
+    for model in models.values():
+        model.fit(train, validation_data=val, epochs=1, verbose=0)  # warm-up: tracing, excluded
+    wall: dict[str, list[float]] = {"today": [], "every": []}
+    cpu: dict[str, list[float]] = {"today": [], "every": []}
+    samples = epochs_per_fit * len(bundle.x_train)
+    for i in range(pairs):
+        for label in ("today", "every") if i % 2 == 0 else ("every", "today"):
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            models[label].fit(train, validation_data=val, epochs=epochs_per_fit, shuffle=False, verbose=0)
+            wall[label].append(samples / (time.perf_counter() - start_wall))
+            cpu[label].append(samples / (time.process_time() - start_cpu))
+
+    # Per training batch.
+    keras.backend.clear_session()
+    endless = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train)).repeat()
+               .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    new = [n for n in every_names if n not in TODAY_METRICS]
+    setups = {"today": TODAY_METRICS, "every": every_names, **{f"today+{n}": (*TODAY_METRICS, n) for n in new}}
+    steps = {}
+    for label, names in setups.items():
+        model = compiled(names)
+        model.make_train_function()
+        iterator = iter(endless)
+        model.train_function(iterator)  # tracing
+        steps[label] = (model.train_function, iterator)
+    step_us: dict[str, list[float]] = {label: [] for label in setups}
+    order = list(setups)
+    for r in range(rounds):
+        for label in order[r % len(order):] + order[: r % len(order)]:
+            function, iterator = steps[label]
+            start = time.process_time()
+            for _ in range(steps_per_round):
+                logs = function(iterator)
+            float(logs["loss"])  # wait for the last step
+            step_us[label].append((time.process_time() - start) / steps_per_round * 1e6)
+    per_step = {label: min(v) for label, v in step_us.items()}
+    return {"today_samples_per_s": wall["today"], "every_samples_per_s": wall["every"],
+            "today_samples_per_cpu_s": cpu["today"], "every_samples_per_cpu_s": cpu["every"],
+            "ratio": statistics.median([e / t for e, t in zip(wall["every"], wall["today"], strict=True)]),
+            "ratio_cpu": statistics.median([e / t for e, t in zip(cpu["every"], cpu["today"], strict=True)]),
+            "ratio_best": max(wall["every"]) / max(wall["today"]),
+            "ratio_best_cpu": max(cpu["every"]) / max(cpu["today"]),
+            "step_cpu_us": per_step,
+            "step_ratio": {label: per_step["today"] / us for label, us in per_step.items() if label != "today"},
+            "today_metrics": list(TODAY_METRICS), "every_metrics": every_names,
+            "pairs": pairs, "epochs_per_fit": epochs_per_fit, "rounds": rounds, "steps_per_round": steps_per_round,
+            "batch_size": batch, "train_examples": len(bundle.x_train)}
 
 
 def matmul_peak_flops(size: int = 2048, reps: int = 10) -> float:
@@ -397,6 +484,19 @@ def summary(results: dict) -> str:
             lines.append(f"| {r['mode']} | {r['images']} | {r['load_s']:.1f} | {r['steady_samples_per_s']:.0f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['rss_before_data_mb']:.0f} |")
         lines.append("")
+    if "metrics_cost" in results:
+        r = results["metrics_cost"]
+        lines += ["## Metric cost: seed CNN on digits, accuracy + auc + nll (today) vs every metric", "",
+                  "| metrics | samples/s (fit, train + val) | ratio: median of paired fits, wall / CPU | "
+                  "ratio: best fits, wall / CPU |", "|---|---|---|---|",
+                  f"| {', '.join(r['today_metrics'])} | {statistics.median(r['today_samples_per_s']):.0f} | 1 | 1 |",
+                  f"| every metric ({len(r['every_metrics'])}) | {statistics.median(r['every_samples_per_s']):.0f} | "
+                  f"{r['ratio']:.3f} / {r['ratio_cpu']:.3f} | {r['ratio_best']:.3f} / {r['ratio_best_cpu']:.3f} |", "",
+                  "Per training batch (compiled train step alone, CPU us; ratio = today's step / this one):", "",
+                  "| set-up | us/step | ratio |", "|---|---|---|"]
+        lines += [f"| {label} | {us:.0f} | {r['step_ratio'].get(label, 1.0):.3f} |"
+                  for label, us in r["step_cpu_us"].items()]
+        lines.append("")
     if "lstm_mfu" in results:
         r = results["lstm_mfu"]
         lines += ["## Char LSTM throughput", "",
@@ -409,7 +509,8 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "lstm_mfu", "startup", "image_folder")
+BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "metrics_cost", "lstm_mfu", "startup",
+              "image_folder")
 
 
 def main(argv: list[str] | None = None) -> None:

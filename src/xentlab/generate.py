@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+from xentlab.probabilities import check_from_logits, to_probabilities
+
 STREAMS = 5  # the seed predicts five characters at a time, one per independent stream
 
 
@@ -39,17 +41,18 @@ def reset_states(model) -> None:
             layer.reset_state()
 
 
-def _probabilities(output: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis when `output` looks like logits (rows not summing to 1)."""
-    if np.all(output >= 0) and np.allclose(output.sum(-1), 1.0, atol=1e-3):
-        return output
-    z = output - output.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
+def sampling_probabilities(outputs: np.ndarray, from_logits: bool, temperature: float) -> np.ndarray:
+    """Next-byte distribution p^(1/T), renormalised, from one step's outputs (streams, K) (logits or probabilities).
+
+    Whether `outputs` are logits is the model's (its loss.from_logits), never guessed from the values.
+    """
+    log_p = np.log(np.maximum(to_probabilities(outputs, from_logits), 1e-12))  # 1e-12: log 0 stays finite
+    return to_probabilities(log_p / temperature, from_logits=True)
 
 
 def generate(
-    model, prompt: str, length: int = 200, temperature: float = 1.0, seed: int = 0, streams: int = STREAMS
+    model, prompt: str, length: int = 200, temperature: float = 1.0, seed: int = 0, streams: int = STREAMS, *,
+    from_logits: bool,
 ) -> list[str]:
     """Samples `streams` continuations of `prompt`, `length` bytes each.
 
@@ -60,7 +63,14 @@ def generate(
         temperature: > 0; below 1 sharpens the distribution, above 1 flattens it.
         seed: for the sampler, so a call is repeatable.
         streams: parallel streams (the stateful copy's batch size).
+        from_logits: whether the model outputs logits (a linear head) or probabilities (softmax): the
+            run's `loss.from_logits`.
+
+    Raises:
+        ValueError: For a temperature <= 0 or an empty prompt.
+        TypeError: If from_logits is not a bool.
     """
+    check_from_logits(from_logits)  # before the model is copied and warmed up
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not prompt:
@@ -74,14 +84,26 @@ def generate(
     current = np.full((streams, 1), ids[-1], dtype="int32")
     out = np.zeros((streams, length), dtype=np.uint8)
     for step in range(length):
-        probs = _probabilities(np.asarray(twin.predict_on_batch(current))[:, -1, :].astype("float64"))
-        logits = np.log(np.maximum(probs, 1e-12)) / temperature
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
+        p = sampling_probabilities(np.asarray(twin.predict_on_batch(current))[:, -1, :], from_logits, temperature)
         choice = np.array([rng.choice(p.shape[-1], p=row) for row in p])
         out[:, step] = choice
         current = choice.reshape(streams, 1).astype("int32")
     return [prompt + bytes(row).decode("utf-8", errors="replace") for row in out]
+
+
+def run_from_logits(client, run_id: str) -> bool:
+    """The run's logged `loss.from_logits` param as a bool: whether its model outputs logits.
+
+    Raises:
+        ValueError: If the run has no such param, or it is not a boolean.
+    """
+    value = client.get_run(run_id).data.params.get("loss.from_logits")
+    if value is None or value.lower() not in ("true", "false"):
+        raise ValueError(
+            f"run {run_id} has loss.from_logits={value!r}; expected 'True' or 'False' (logged by xentlab-train). "
+            f"Generate from a run trained by xentlab-train, which logs it."
+        )
+    return value.lower() == "true"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,10 +126,12 @@ def main(argv: list[str] | None = None) -> None:
 
     mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri, os.getcwd()))
     try:
+        from_logits = run_from_logits(mlflow.MlflowClient(), args.run_id)
         model = mlflow.keras.load_model(f"runs:/{args.run_id}/model")  # Keras safe mode stays on
     except Exception as err:
         sys.exit(f"xentlab-generate: cannot load the model of run {args.run_id}: {type(err).__name__}: {err}")
-    for i, text in enumerate(generate(model, args.prompt, args.length, args.temperature, args.seed)):
+    texts = generate(model, args.prompt, args.length, args.temperature, args.seed, from_logits=from_logits)
+    for i, text in enumerate(texts):
         print(f"--- stream {i}\n{text}")
 
 

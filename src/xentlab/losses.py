@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from xentlab.probabilities import to_probabilities_tf
+
 try:
     # `Loss.__call__` reads the `_keras_mask` of the per-element losses and then divides by the unmasked count;
     # Keras' own sparse_categorical_crossentropy(ignore_class=...) sets it with this (private) function.
@@ -370,8 +372,7 @@ def _masked(losses, valid):
 def _clipped_probabilities(y_pred):
     """Keras' probability path: normalise over the class axis, then clip to [eps, 1 - eps] (eps = 1e-7)."""
     eps = keras.config.epsilon()
-    p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
-    return ops.clip(p, eps, 1.0 - eps)
+    return ops.clip(to_probabilities_tf(y_pred, from_logits=False), eps, 1.0 - eps)
 
 
 def _class_count(y_pred):

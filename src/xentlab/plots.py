@@ -1,4 +1,4 @@
-"""Evaluation figures (confusion matrix, ROC curves, learning curves) and the per-class report, as files."""
+"""Evaluation figures (confusion matrix, ROC curves, reliability diagram, learning curves) and reports, as files."""
 
 from __future__ import annotations
 
@@ -12,19 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_curve  # noqa: E402
 
+from xentlab.probabilities import CALIBRATION_BINS, confidence_bins, to_probabilities  # noqa: E402
+
 MAX_CLASSES_PLOTTED = 12  # beyond this (the 256-byte vocabulary) show the most frequent classes only
-
-
-def class_probabilities(outputs: np.ndarray, from_logits: bool) -> np.ndarray:
-    """(..., K) probabilities from model outputs; one sigmoid unit becomes two columns [1-p, p]."""
-    out = np.asarray(outputs, dtype="float64")
-    if out.shape[-1] == 1:
-        p = 1.0 / (1.0 + np.exp(-out)) if from_logits else out
-        return np.concatenate([1.0 - p, p], axis=-1)
-    if from_logits:
-        out = np.exp(out - out.max(-1, keepdims=True))
-        out /= out.sum(-1, keepdims=True)
-    return out
 
 
 def flatten_valid(y: np.ndarray, probs: np.ndarray, ignore_class: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +85,71 @@ def plot_roc(y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Pat
     plt.close(fig)
 
 
+def reliability_table(y: np.ndarray, probs: np.ndarray, num_bins: int = CALIBRATION_BINS) -> dict:
+    """Top-label reliability per confidence bin, the format of `reliability.json` (read by other tools).
+
+    Bins are those of the `ece` metric (`xentlab.probabilities.confidence_bins`: equal width, right-closed),
+    so `ece` here is the streaming metric's value on the same positions (unweighted).
+
+    Args:
+        y: Labels (M,) of the positions kept (masked ones already dropped).
+        probs: Probabilities (M, K).
+        num_bins: Equal-width bins over [0, 1].
+
+    Returns:
+        {"num_bins": B, "edges": B + 1 floats, "count": B ints, "accuracy": B floats (None for an empty bin),
+        "confidence": B mean confidences (None for an empty bin), "ece": sum_b (n_b / N) |acc_b - conf_b|,
+        0.0 when there is no position}.
+    """
+    y = np.asarray(y).reshape(-1)
+    probs = np.asarray(probs, dtype="float64")
+    probs = probs.reshape(len(y), probs.shape[-1])
+    confidence = probs.max(-1) if len(y) else np.zeros(0)
+    correct = (probs.argmax(-1) == y).astype("float64") if len(y) else np.zeros(0)
+    bins = confidence_bins(confidence, num_bins)
+    count = np.bincount(bins, minlength=num_bins)
+    hits = np.bincount(bins, weights=correct, minlength=num_bins)
+    conf_sum = np.bincount(bins, weights=confidence, minlength=num_bins)
+    filled = count > 0
+    accuracy = np.divide(hits, count, out=np.zeros(num_bins), where=filled)
+    mean_conf = np.divide(conf_sum, count, out=np.zeros(num_bins), where=filled)
+    ece = float(np.abs(hits - conf_sum).sum() / len(y)) if len(y) else 0.0
+    return {"num_bins": num_bins, "edges": np.linspace(0.0, 1.0, num_bins + 1).tolist(),
+            "count": count.astype(int).tolist(),
+            "accuracy": [float(a) if f else None for a, f in zip(accuracy, filled, strict=True)],
+            "confidence": [float(c) if f else None for c, f in zip(mean_conf, filled, strict=True)],
+            "ece": ece}
+
+
+def plot_reliability(table: dict, path: Path, title: str) -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, positions per bin below.
+
+    A multi-head table (with "heads") adds each head's accuracy as a line over the bars of all heads.
+    """
+    edges = np.asarray(table["edges"])
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True, height_ratios=[3, 1])
+    accuracy = np.array([np.nan if a is None else a for a in table["accuracy"]])
+    confidence = np.array([np.nan if c is None else c for c in table["confidence"]])
+    top.bar(centers, np.nan_to_num(accuracy), width=width, edgecolor="black", lw=0.5, label="accuracy")
+    top.bar(centers, np.nan_to_num(confidence - accuracy), bottom=np.nan_to_num(accuracy), width=width,
+            color="tab:red", alpha=0.3, label="gap to confidence")
+    for h, head in enumerate(table.get("heads", [])):
+        acc_h = np.array([np.nan if a is None else a for a in head["accuracy"]])
+        top.plot(centers, acc_h, marker="o", ms=3, lw=1, label=f"head {h} (ECE {head['ece']:.3f})")
+    top.plot([0, 1], [0, 1], "k--", lw=0.8)
+    top.set_ylabel("accuracy")
+    top.set_title(f"{title}: ECE {table['ece']:.3f}")
+    top.legend(fontsize=7, loc="upper left")
+    bottom.bar(centers, table["count"], width=width, color="gray", edgecolor="black", lw=0.5)
+    bottom.set_xlabel("confidence (top-label probability)")
+    bottom.set_ylabel("positions")
+    bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
     names = [m for m in ("loss", "accuracy", "auc") if m in history]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2))
@@ -115,15 +170,17 @@ def write_evaluation(
     folder: Path, *, y: np.ndarray, outputs: np.ndarray, from_logits: bool, class_names: list[str],
     ignore_class: int | None, history: dict[str, list[float]], multi_head: bool = False,
 ) -> list[Path]:
-    """Writes learning curves, and per head (one for single-output models): confusion matrix, ROC, report.
+    """Writes learning curves, the reliability diagram, and per head (one for single-output models): confusion
+    matrix, ROC, per-class report.
 
     multi_head: labels (N, heads) are separate classifications (a figure each); otherwise every position
-    of the labels (a sequence, say) is one example of the same classification.
+    of the labels (a sequence, say) is one example of the same classification. `reliability.json` (see
+    `reliability_table`) covers every labelled position; for multi_head it also holds "heads", one table per head.
     """
     folder.mkdir(parents=True, exist_ok=True)
     plot_learning_curves(history, folder / "learning_curves.png")
     written = [folder / "learning_curves.png"]
-    probs = class_probabilities(outputs, from_logits)
+    probs = to_probabilities(outputs, from_logits)
     heads = [(f"_head{h}", y[:, h], probs[:, h]) for h in range(y.shape[1])] if multi_head else [("", y, probs)]
     report = {}
     for suffix, y_h, p_h in heads:
@@ -133,4 +190,9 @@ def write_evaluation(
         plot_roc(y_flat, p_flat, class_names, folder / f"roc_curves{suffix}.png", f"test ROC{suffix}")
         written += [folder / f"confusion_matrix{suffix}.png", folder / f"roc_curves{suffix}.png"]
     (folder / "per_class.json").write_text(json.dumps(report, indent=2))
-    return written + [folder / "per_class.json"]
+    reliability = reliability_table(*flatten_valid(y, probs, ignore_class))
+    if multi_head:
+        reliability["heads"] = [reliability_table(*flatten_valid(y_h, p_h, ignore_class)) for _, y_h, p_h in heads]
+    (folder / "reliability.json").write_text(json.dumps(reliability, indent=2))
+    plot_reliability(reliability, folder / "reliability.png", "test reliability")
+    return written + [folder / "per_class.json", folder / "reliability.json", folder / "reliability.png"]

@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 from xentlab.schema import register_configs
 
 CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().parents[2] / "conf")
-CONTRACT_METRICS = ("loss", "accuracy", "auc", "nll")  # logged as test_<name>; nll: one scale for every loss
 
 
 def main() -> None:
@@ -256,6 +255,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     """
     from xentlab.choices import Verbosity
     from xentlab.labels import steps_per_epoch
+    from xentlab.metrics import CONTRACT_METRICS  # here, not at the top: metrics imports TensorFlow
     from xentlab.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking import EpochLogger, StopOnNonFiniteLoss, logged_history
 

@@ -1,0 +1,122 @@
+"""Model outputs -> class probabilities, the one rule every metric, plot, loss and sampler reads.
+
+Whether outputs are logits is always stated by the caller (`from_logits`, the run's `loss.from_logits`), never
+guessed from the values. One sigmoid unit (K' = 1) stands for the two classes [1 - p, p]. Also here: the
+equal-width confidence bins of the calibration error, shared by the streaming metric and the reliability diagram.
+
+TensorFlow is imported inside the `*_tf` functions only, so the numpy side (plots, generation) stays light.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Guo et al. (2017), "On Calibration of Modern Neural Networks": 15 equal-width bins over [0, 1].
+CALIBRATION_BINS = 15
+
+
+def to_probabilities(outputs, from_logits: bool) -> np.ndarray:
+    """Class probabilities (..., K) in float64 from model outputs (..., K) or one sigmoid unit (..., 1).
+
+    Args:
+        outputs: Logits or probabilities, last axis the classes; a last axis of 1 is one sigmoid unit.
+        from_logits: True for logits (softmax, or sigmoid for one unit), False for probabilities (rows are
+            renormalised to sum to 1, which absorbs float32 rounding; a single unit is taken as p).
+
+    Returns:
+        Probabilities of shape (..., K), or (..., 2) = [1 - p, p] for one sigmoid unit.
+
+    Raises:
+        TypeError: If from_logits is not a bool (it is a statement about the model, not a guess).
+    """
+    check_from_logits(from_logits)
+    out = np.asarray(outputs, dtype="float64")
+    if out.shape[-1] == 1:
+        # sigmoid via tanh: no overflow warning for logits of -1e4
+        p = 0.5 * (1.0 + np.tanh(0.5 * out)) if from_logits else out
+        return np.concatenate([1.0 - p, p], axis=-1)
+    if from_logits:
+        e = np.exp(out - out.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    return out / out.sum(-1, keepdims=True)
+
+
+def confidence_bins(confidence, num_bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """Bin index in [0, num_bins) of each top-label confidence: bin b holds (b/num_bins, (b+1)/num_bins].
+
+    Right-closed as in Guo et al.; a confidence of exactly 0 goes to bin 0. `confidence_bins_tf` is the same rule.
+    """
+    c = np.asarray(confidence, dtype="float64")
+    return np.clip(np.ceil(c * num_bins).astype("int64") - 1, 0, num_bins - 1)
+
+
+def to_probabilities_tf(outputs, from_logits: bool):
+    """`to_probabilities` in TensorFlow, float32 (float64 kept), for metrics and losses inside a graph.
+
+    Args:
+        outputs: Tensor (..., K) of logits or probabilities, or (..., 1) for one sigmoid unit.
+        from_logits: True for logits, False for probabilities (renormalised over the class axis).
+
+    Returns:
+        Tensor (..., K), or (..., 2) = [1 - p, p] for one sigmoid unit.
+    """
+    import tensorflow as tf
+
+    check_from_logits(from_logits)
+    x = _float_tf(outputs)
+    if x.shape[-1] == 1:
+        p = tf.sigmoid(x) if from_logits else x
+        return tf.concat([1.0 - p, p], axis=-1)
+    if from_logits:
+        return tf.nn.softmax(x, axis=-1)
+    return x / tf.reduce_sum(x, axis=-1, keepdims=True)
+
+
+def log_probabilities_tf(outputs, from_logits: bool, eps: float = 1e-7):
+    """Log class probabilities (..., K) in TensorFlow: exact from logits, log(clip(p, eps, 1)) from probabilities.
+
+    From logits, log_softmax (or log_sigmoid(-z), log_sigmoid(z) for one unit) stays finite and exact for any
+    finite logit. From probabilities, the clip at eps (Keras' 1e-7 by default) bounds log 0.
+
+    Args:
+        outputs: Tensor (..., K) of logits or probabilities, or (..., 1) for one sigmoid unit.
+        from_logits: True for logits, False for probabilities.
+        eps: Smallest probability kept before the log (probabilities only).
+
+    Returns:
+        Tensor (..., K), or (..., 2) for one sigmoid unit.
+    """
+    import tensorflow as tf
+
+    check_from_logits(from_logits)
+    x = _float_tf(outputs)
+    if from_logits:
+        if x.shape[-1] == 1:
+            return tf.concat([tf.math.log_sigmoid(-x), tf.math.log_sigmoid(x)], axis=-1)
+        return tf.nn.log_softmax(x, axis=-1)
+    return tf.math.log(tf.clip_by_value(to_probabilities_tf(x, False), eps, 1.0))
+
+
+def confidence_bins_tf(confidence, num_bins: int = CALIBRATION_BINS):
+    """`confidence_bins` in TensorFlow: int32 bin index of each confidence, bins right-closed."""
+    import tensorflow as tf
+
+    b = tf.cast(tf.math.ceil(tf.cast(confidence, tf.float32) * num_bins), tf.int32) - 1
+    return tf.clip_by_value(b, 0, num_bins - 1)
+
+
+def _float_tf(outputs):
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(outputs)
+    return x if x.dtype in (tf.float32, tf.float64) else tf.cast(x, tf.float32)  # float16/bfloat16 heads too
+
+
+def check_from_logits(from_logits) -> None:
+    """Raises TypeError unless from_logits is a bool: a statement about the model, never a guess."""
+    if not isinstance(from_logits, (bool, np.bool_)):
+        raise TypeError(
+            f"from_logits must be True or False; received from_logits={from_logits!r} of type "
+            f"{type(from_logits).__name__}. Pass the run's loss.from_logits: whether outputs are logits is "
+            f"never guessed from their values."
+        )

@@ -1,0 +1,96 @@
+"""Evaluation files: the reliability diagram's JSON against a numpy reference, masked positions left out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from xentlab.plots import reliability_table, write_evaluation
+
+KEYS = {"num_bins", "edges", "count", "accuracy", "confidence", "ece"}
+
+
+def reference(y, probs, num_bins=15):
+    """Per-bin count, accuracy, mean confidence and ECE, written out with Guo et al.'s ((b-1)/B, b/B] bins."""
+    conf, correct = probs.max(-1), probs.argmax(-1) == y
+    count, acc, mean_conf, ece = [], [], [], 0.0
+    for b in range(num_bins):
+        inside = (conf > b / num_bins) & (conf <= (b + 1) / num_bins) if b else conf <= 1 / num_bins
+        count.append(int(inside.sum()))
+        acc.append(float(correct[inside].mean()) if inside.any() else None)
+        mean_conf.append(float(conf[inside].mean()) if inside.any() else None)
+        if inside.any():
+            ece += inside.mean() * abs(acc[-1] - mean_conf[-1])
+    return count, acc, mean_conf, ece
+
+
+def assert_matches(table, y, probs):
+    assert set(table) - {"heads"} == KEYS and table["num_bins"] == 15
+    assert table["edges"] == pytest.approx(np.linspace(0, 1, 16).tolist()) and len(table["edges"]) == 16
+    count, acc, conf, ece = reference(y, probs)
+    assert table["count"] == count and all(isinstance(c, int) for c in table["count"])
+    for got, want in ((table["accuracy"], acc), (table["confidence"], conf)):
+        assert [g is None for g in got] == [w is None for w in want]
+        assert [g for g in got if g is not None] == pytest.approx([w for w in want if w is not None], abs=1e-9)
+    assert table["ece"] == pytest.approx(ece, abs=1e-9)
+
+
+def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_reliability_json_matches_numpy_over_labelled_positions(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, size=(60, 5))
+    logits = rng.normal(size=(60, 5, 4)) * 2
+    y[:, ::3] = -1  # masked positions: left out
+    written = write_evaluation(tmp_path, y=y, outputs=logits, from_logits=True, class_names=list("abcd"),
+                               ignore_class=-1, history={"loss": [1.0, 0.5]})
+    assert {tmp_path / "reliability.json", tmp_path / "reliability.png"} <= set(written)
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+    table = json.loads((tmp_path / "reliability.json").read_text())
+    keep = y != -1
+    assert_matches(table, y[keep], softmax(logits)[keep])
+    assert sum(table["count"]) == keep.sum() and "heads" not in table
+
+
+def test_multi_head_reliability_has_every_head_and_all_heads(tmp_path):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, size=(80, 3))
+    logits = rng.normal(size=(80, 3, 3)) * np.array([0.5, 2.0, 6.0])[None, :, None]  # heads differ in confidence
+    write_evaluation(tmp_path, y=y, outputs=softmax(logits), from_logits=False, class_names=list("abc"),
+                     ignore_class=None, history={"loss": [1.0]}, multi_head=True)
+    table = json.loads((tmp_path / "reliability.json").read_text())
+    probs = softmax(logits)
+    assert_matches(table, y.reshape(-1), probs.reshape(-1, 3))
+    assert len(table["heads"]) == 3
+    for h, head in enumerate(table["heads"]):
+        assert set(head) == KEYS
+        assert_matches(head, y[:, h], probs[:, h])
+    assert len({round(head["ece"], 9) for head in table["heads"]}) == 3
+
+
+def test_one_sigmoid_unit_and_the_streaming_metric_agree_with_the_table():
+    from xentlab.metrics import SparseECE
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(200, 1)) * 3
+    y = rng.integers(0, 2, size=200)
+    p = 1 / (1 + np.exp(-z))
+    table = reliability_table(y, np.concatenate([1 - p, p], -1))
+    assert_matches(table, y, np.concatenate([1 - p, p], -1))
+    metric = SparseECE(from_logits=True)
+    metric.update_state(y, z.astype(np.float32))
+    assert float(metric.result()) == pytest.approx(table["ece"], abs=1e-5)
+    empty = reliability_table(np.zeros(0, int), np.zeros((0, 2)))
+    assert empty["count"] == [0] * 15 and empty["accuracy"] == [None] * 15 and empty["ece"] == 0.0
+
+
+def test_known_reliability_all_at_0_8_and_60_percent_right():
+    y = np.array([0] * 6 + [1] * 4)
+    table = reliability_table(y, np.tile([0.8, 0.2], (10, 1)))
+    assert table["count"][11] == 10 and table["accuracy"][11] == pytest.approx(0.6)
+    assert table["confidence"][11] == pytest.approx(0.8) and table["ece"] == pytest.approx(0.2)
