@@ -35,13 +35,14 @@ compare: install ## comparison report of the latest sweep (terminal + outputs/re
 
 ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db
 	mkdir -p outputs
+	@echo "open http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning (the runs of each experiment)"
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
-test: install ## the fast test suite (what .ci/run calls)
-	$(BIN)/python -m pytest -m "not slow" -q
+test: install ## the fast test suite (what .ci/run calls), one worker per core (at most 4)
+	$(BIN)/python -m pytest -m "not slow" -q -n auto --maxprocesses 4
 
 test-all: install ## every test, slow ones included
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
 
 bench: install ## benchmarks -> outputs/bench/*.json + summary.md (BENCH_ARGS="--quick" for a smoke run)
 	$(BIN)/python -m xentlab.bench $(BENCH_ARGS)

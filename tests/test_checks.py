@@ -143,8 +143,8 @@ OUT_OF_RANGE = [
     ("trainer.seed=-1", "trainer.seed=-1 is not allowed: seeds are integers in [0, 2**32 - 1]"),
     ("optimizer.learning_rate=nan", "optimizer.learning_rate=nan is not allowed: it must be a finite number > 0"),
     ("data.val_fraction=1.5", "data.val_fraction=1.5 is not allowed: a share of the labelled pool strictly between"),
-    ("weighting=custom", "weighting=custom needs weighting.weights with one value per class (10), got None"),
-    ("+weighting.weights=[0,0,0,0,0,0,0,0,0,0]", "gives weight 0 to every class present in the training split"),
+    ("weighting=custom", "weighting=custom needs weighting.weights with one value per class (2), got None"),
+    ("+weighting.weights=[0,0]", "weighting.weights=[0.0, 0.0] gives weight 0 to every class present in the training"),
 ]
 
 
@@ -153,9 +153,9 @@ def test_out_of_range_values_fail_the_run_with_the_value_as_given(override, mess
     extra = ["weighting=custom"] if override.startswith("+weighting") else []
     error = _run_in_process([*TINY, f"tracking.uri={store}", "model=mlp", "data=breast_cancer", *extra,
                              override.lstrip("+")])
-    assert message.replace("(10)", "(2)") in error
+    assert message in error
     (run,) = runs_of(store)
-    assert run.info.status == "FAILED" and message.replace("(10)", "(2)") in run.data.tags["xentlab.error"]
+    assert run.info.status == "FAILED" and message in run.data.tags["xentlab.error"]
     assert "test_loss" not in run.data.metrics  # refused before anything was trained or evaluated
 
 

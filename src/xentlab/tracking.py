@@ -87,7 +87,8 @@ class Store:
     def run_url(self, run_id: str) -> str:
         """Where to look at a run: the server's own page, or the UI `make ui` serves over a local store."""
         base = mask_uri(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else UI_URL
-        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        # workflowType: the MLflow 3 UI's "Model training" view (its sidebar otherwise starts on GenAI pages)
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 UI_URL = "http://127.0.0.1:5000"  # `make ui` (HOST, PORT in the Makefile)
