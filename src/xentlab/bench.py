@@ -294,6 +294,51 @@ def bench_startup(quick: bool, folder: Path) -> dict:
     return phases
 
 
+def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", epochs: int = 5,
+                    baseline: str | None = None, reliability: dict[str, dict] | None = None) -> str:
+    """A sweep written straight into the store at `uri`, laid out as SweepRun and train.py lay it out; returns
+    the parent run id.
+
+    Args:
+        runs: one dict per child run: `variant` (its overrides, e.g. "loss=focal"), `seed`, `metrics` (final
+            values), optional `params`. Each gets `epochs` steps of val_loss/val_nll/samples_per_s history
+            ending at its final value.
+        baseline: the preset's baseline, stored as the parent's tag.
+        reliability: {variant: reliability.json content} logged as each of its runs' artifact.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from xentlab.store import BASELINE_TAG, ROLE_TAG, SWEEP_TAG, setup_experiment
+
+    experiment_id = setup_experiment(uri, experiment)
+    client = MlflowClient(uri)
+    sweep_id = f"synthetic{time.time_ns() % 10**9}"
+    tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep"} | ({BASELINE_TAG: baseline} if baseline else {})
+    parent = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags).info.run_id
+    start = int(time.time() * 1000)
+    for i, spec in enumerate(runs):
+        name = f"{spec['variant']},trainer.seed={spec['seed']}"
+        run = client.create_run(experiment_id, run_name=name, start_time=start + i,
+                                tags={"mlflow.parentRunId": parent, SWEEP_TAG: sweep_id})
+        params = {"trainer.seed": str(spec["seed"]), "loss.name": "crossentropy", **spec.get("params", {})}
+        metrics = [Metric(k, float(v), start + i, 0) for k, v in spec["metrics"].items()]
+        final = spec["metrics"]
+        for epoch in range(epochs):  # decaying towards the final value; the last step holds it
+            scale = 1.0 + 0.5 * (epochs - 1 - epoch) / max(epochs, 1)
+            for key in ("val_loss", "val_nll"):
+                if key in final:
+                    metrics.append(Metric(key, float(final[key]) * scale, start + i, epoch))
+            metrics.append(Metric("samples_per_s", 1000.0 + epoch, start + i, epoch))
+        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                         tags=[RunTag("xentlab.synthetic", "true")])
+        if reliability and spec["variant"] in reliability:
+            client.log_dict(run.info.run_id, reliability[spec["variant"]], "evaluation/reliability.json")
+        client.set_terminated(run.info.run_id, "FINISHED", end_time=start + i + 1000)
+    client.set_terminated(parent, "FINISHED")
+    return parent
+
+
 # ---------------------------------------------------------------------------------------------- summary
 def summary(results: dict) -> str:
     lines = ["# xentlab benchmarks", "", f"Machine: {machine()}", ""]

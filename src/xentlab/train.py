@@ -44,7 +44,7 @@ def sweep_job() -> dict[str, Any] | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from xentlab.sweep import read_sweep_file
+    from xentlab.sweep import job_run_name, read_sweep_file
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
@@ -52,8 +52,7 @@ def sweep_job() -> dict[str, Any] | None:
     info = read_sweep_file(hc.sweep.dir)
     if info is None:
         return None
-    varying = [o for o in hc.overrides.task if o.partition("=")[0].lstrip("+~") in info["varying"]]
-    return {**info, "name": ",".join(varying) or f"job{hc.job.num}"}
+    return {**info, "name": job_run_name(list(hc.overrides.task), info["varying"]) or f"job{hc.job.num}"}
 
 
 def run_tags(config: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, str]:
