@@ -339,6 +339,77 @@ def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", 
     return parent
 
 
+def _start_server(db: Path, artifacts: Path) -> tuple[subprocess.Popen, str]:
+    """A local `mlflow server` over `db`, once it answers /health (the caller stops it)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
+         f"sqlite:///{db}", "--artifacts-destination", str(artifacts), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.5)
+    _stop_server(proc)
+    raise RuntimeError("mlflow server did not start within 120 s")
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def _timed_compare(uri: str, out: Path) -> float:
+    """Wall seconds of the `xentlab-compare` command (interpreter start and imports included)."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "xentlab.compare", "--tracking-uri", uri, "--out", str(out)],
+                            capture_output=True, text=True, timeout=1800, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    return time.perf_counter() - start
+
+
+def bench_compare_scale(quick: bool, folder: Path) -> dict:
+    """`xentlab-compare` on a sweep of 1,000 child runs (200 variants x 5 seeds, 5 epochs of history each;
+    100 runs with --quick), on a SQLite store and through a local `mlflow server` over the same database."""
+    import numpy as np
+
+    n_runs, seeds, epochs = (100, 5, 5) if quick else (1000, 5, 5)
+    rng = np.random.default_rng(0)
+    runs = [{"variant": f"loss=v{i // seeds:03d}", "seed": i % seeds,
+             "metrics": {"val_loss": 0.6 + rng.normal(0, 0.02), "val_nll": 0.5 + rng.normal(0, 0.02),
+                         "val_accuracy": 0.9 + rng.normal(0, 0.01), "test_nll": 0.5 + rng.normal(0, 0.02),
+                         "test_accuracy": 0.9 + rng.normal(0, 0.01)}} for i in range(n_runs)]
+    db = folder / "compare_scale.db"
+    start = time.perf_counter()
+    synthetic_sweep(f"sqlite:///{db}", runs, epochs=epochs)
+    build_s = time.perf_counter() - start
+    sqlite_s = _timed_compare(f"sqlite:///{db}", folder / "report_sqlite")
+    proc, url = _start_server(db, folder / "server_artifacts")
+    try:
+        server_s = _timed_compare(url, folder / "report_server")
+    finally:
+        _stop_server(proc)
+    return {"child_runs": n_runs, "variants": n_runs // seeds, "epochs_of_history": epochs,
+            "build_store_s": build_s, "sqlite_s": sqlite_s, "server_s": server_s, "target_sqlite_s": 15.0,
+            "measures": "wall seconds of `xentlab-compare --tracking-uri URI` (process start included)"}
+
+
 # ---------------------------------------------------------------------------------------------- summary
 def summary(results: dict) -> str:
     lines = ["# xentlab benchmarks", "", f"Machine: {machine()}", ""]
@@ -369,6 +440,11 @@ def summary(results: dict) -> str:
         lines += ["## Char LSTM throughput", "",
                   f"chars/s {r['chars_per_s']:.0f}; FLOPs/char {r['flops_per_char']:.3g}; "
                   f"matmul peak {r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; MFU {100 * r['mfu']:.1f}%", ""]
+    if "compare_scale" in results:
+        r = results["compare_scale"]
+        lines += [f"## xentlab-compare on {r['child_runs']} child runs ({r['variants']} variants, "
+                  f"{r['epochs_of_history']} epochs each)", "", "| store | s |", "|---|---|",
+                  f"| SQLite | {r['sqlite_s']:.1f} |", f"| local mlflow server | {r['server_s']:.1f} |", ""]
     if "startup" in results:
         lines += ["## Command to first training step (s)", "", "| phase | s |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in results["startup"].items()]
@@ -376,7 +452,7 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "lstm_mfu", "startup")
+BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "lstm_mfu", "startup", "compare_scale")
 
 
 def main(argv: list[str] | None = None) -> None:
