@@ -4,6 +4,7 @@ scipy's t-tests; its statistics functions directly; and the faults of `xentlab-c
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
 from pathlib import Path
@@ -260,13 +261,13 @@ def test_missing_metrics_show_a_dash_and_reliability_curves_are_charted(tmp_path
 
 def test_every_page_of_children_is_read(tmp_path, store):
     rng = np.random.default_rng(4)
-    runs = [spec for v in range(24) for spec in _runs(f"loss=v{v:02d}", rng.normal(0.5, 0.02, 5), seeds=range(5))]
+    runs = [spec for v in range(12) for spec in _runs(f"loss=v{v:02d}", rng.normal(0.5, 0.02, 5), seeds=range(5))]
     parent = synthetic_sweep(store, runs, epochs=2)
     client = MlflowClient(store)
-    assert len(client.search_runs([client.get_run(parent).info.experiment_id], "", max_results=50)) == 50
-    assert len(fetch_children(client, client.get_run(parent).info.experiment_id, parent, page_size=50)) == 120
-    report = write_report(store, parent_run_id=parent, out_dir=tmp_path, page_size=50)
-    assert sum(r["n"] for r in report.rows) == 120 and len(report.rows) == 24
+    assert len(client.search_runs([client.get_run(parent).info.experiment_id], "", max_results=25)) == 25
+    assert len(fetch_children(client, client.get_run(parent).info.experiment_id, parent, page_size=25)) == 60
+    report = write_report(store, parent_run_id=parent, out_dir=tmp_path, page_size=25)  # 3 pages
+    assert sum(r["n"] for r in report.rows) == 60 and len(report.rows) == 12
     assert {r["epochs"] for r in report.rows} == {2.0}
 
 
@@ -308,19 +309,43 @@ def test_a_sweep_id_with_quotes_is_a_clear_error(sweep, capsys):
         assert "Traceback" not in message and "MlflowException" not in message
 
 
-def test_compare_reads_no_more_than_one_history_per_run(tmp_path, sweep, monkeypatch):
-    """The history round trips: one get_metric_history per child run, whatever the columns."""
+def test_histories_are_read_in_bulk_and_equal_the_per_run_reads(sweep, monkeypatch):
+    """One request per 100 runs on a SQL store; the same values as get_metric_history run by run, which is
+    also what a bulk answer that may be cut (at the value limit) falls back to."""
+    import xentlab.compare as compare
+
     uri, parent = sweep
+    client = MlflowClient(uri)
+    ids = [r.info.run_id for r in fetch_children(client, client.get_run(parent).info.experiment_id, parent)]
+    reference = {i: sorted((m.step, m.value) for m in client.get_metric_history(i, "val_loss")) for i in ids}
     calls = []
     original = MlflowClient.get_metric_history
 
-    def counting(self, run_id, key):
-        calls.append((run_id, key))
+    def counting(self, run_id, key):  # counts, then reads the store as usual
+        calls.append(run_id)
         return original(self, run_id, key)
 
     monkeypatch.setattr(MlflowClient, "get_metric_history", counting)
-    write_report(uri, parent_run_id=parent, out_dir=tmp_path)
-    assert len(calls) == 30 and len(set(calls)) == 30 and {k for _, k in calls} == {"val_loss"}
+    assert compare.read_histories(client, ids, "val_loss") == reference and calls == []
+    assert {len(h) for h in reference.values()} == {5}  # 5 epochs each
+    monkeypatch.setattr(compare, "BULK_LIMIT", 5)  # every bulk answer now looks cut
+    assert compare.read_histories(client, ids, "val_loss") == reference and sorted(calls) == sorted(ids)
+
+
+@pytest.mark.slow
+def test_report_through_a_tracking_server_equals_the_sqlite_one(tmp_path, sweep):
+    from conftest import free_port, start_mlflow_server, stop_mlflow_server
+
+    uri, parent = sweep
+    direct = write_report(uri, parent_run_id=parent, out_dir=tmp_path / "direct")
+    proc = start_mlflow_server(free_port(), Path(uri[len("sqlite:///"):]), tmp_path / "server-artifacts")
+    try:
+        url = f"http://127.0.0.1:{proc.args[proc.args.index('--port') + 1]}"
+        served = write_report(url, parent_run_id=parent, out_dir=tmp_path / "served")
+    finally:
+        stop_mlflow_server(proc)
+    assert json.dumps(served.rows, sort_keys=True) == json.dumps(direct.rows, sort_keys=True)  # NaN == NaN there
+    assert repr(served.comparisons) == repr(direct.comparisons)
 
 
 def test_report_files_land_under_out(tmp_path, sweep):

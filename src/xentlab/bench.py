@@ -322,14 +322,16 @@ def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", 
         run = client.create_run(experiment_id, run_name=name, start_time=start + i,
                                 tags={"mlflow.parentRunId": parent, SWEEP_TAG: sweep_id})
         params = {"trainer.seed": str(spec["seed"]), "loss.name": "crossentropy", **spec.get("params", {})}
-        metrics = [Metric(k, float(v), start + i, 0) for k, v in spec["metrics"].items()]
         final = spec["metrics"]
-        for epoch in range(epochs):  # decaying towards the final value; the last step holds it
+        per_epoch = ("val_loss", "val_nll", "samples_per_s")  # as train.py logs them: the last epoch is final
+        metrics = [Metric(k, float(v), start + i, 0) for k, v in final.items() if k not in per_epoch]
+        for epoch in range(epochs):  # decaying towards the final value
             scale = 1.0 + 0.5 * (epochs - 1 - epoch) / max(epochs, 1)
             for key in ("val_loss", "val_nll"):
                 if key in final:
                     metrics.append(Metric(key, float(final[key]) * scale, start + i, epoch))
-            metrics.append(Metric("samples_per_s", 1000.0 + epoch, start + i, epoch))
+            metrics.append(Metric("samples_per_s", float(final.get("samples_per_s", 1000.0 + epoch)), start + i,
+                                  epoch))
         client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
                          tags=[RunTag("xentlab.synthetic", "true")])
         if reliability and spec["variant"] in reliability:

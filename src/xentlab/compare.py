@@ -151,15 +151,54 @@ def _workers(uri: str) -> int:
     return 8 if uri.startswith(("http://", "https://")) else 4
 
 
+BULK_RUNS, BULK_LIMIT = 100, 25000  # MLflow's bulk history read: at most 100 runs and 25,000 values a request
+
+
+def _bulk_histories(client: MlflowClient, run_ids: list[str], metric: str) -> list[tuple[str, int, float]] | None:
+    """(run id, step, value) of up to BULK_RUNS runs in one request, or None where the store has no bulk read.
+
+    MLflow's client reads one run's history per request; its SQL store and its server (the endpoint the UI
+    uses) both read a metric for many runs at once. Their results equal get_metric_history's.
+    """
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if hasattr(store, "get_metric_history_bulk"):  # SQL store (sqlite:///, postgresql://, ...)
+        found = store.get_metric_history_bulk(run_ids, metric, BULK_LIMIT)
+        return [(m.run_id, m.step, m.value) for m in found]
+    if hasattr(store, "get_host_creds"):  # a tracking server
+        from mlflow.utils.rest_utils import http_request
+
+        response = http_request(store.get_host_creds(), "/ajax-api/2.0/mlflow/metrics/get-history-bulk", "GET",
+                                params={"run_id": run_ids, "metric_key": metric, "max_results": BULK_LIMIT})
+        if response.status_code != 200:
+            return None
+        return [(m["run_id"], int(m.get("step", 0)), float(m["value"])) for m in response.json().get("metrics", [])]
+    return None
+
+
 def read_histories(client: MlflowClient, run_ids: list[str], metric: str, workers: int = 4
                    ) -> dict[str, list[tuple[int, float]]]:
-    """{run id: [(step, value), ...] sorted by step} of one metric, one request per run, `workers` at a time."""
+    """{run id: [(step, value), ...] sorted by step} of one metric.
+
+    One bulk request per 100 runs where the store offers it; runs a bulk answer may have cut (it hit the value
+    limit) and stores without one are read one run per request, `workers` at a time.
+    """
+    histories: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in run_ids}
+    single: list[str] = []
+    for start in range(0, len(run_ids), BULK_RUNS):
+        chunk = run_ids[start : start + BULK_RUNS]
+        found = _bulk_histories(client, chunk, metric)
+        if found is None or len(found) >= BULK_LIMIT:
+            single += chunk
+            continue
+        for run_id, step, value in found:
+            histories[run_id].append((step, value))
 
     def one(run_id: str) -> list[tuple[int, float]]:
-        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, metric))
+        return [(m.step, m.value) for m in client.get_metric_history(run_id, metric)]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(run_ids, pool.map(one, run_ids), strict=True))
+        histories.update(zip(single, pool.map(one, single), strict=True))
+    return {run_id: sorted(values) for run_id, values in histories.items()}
 
 
 def run_values(run, history: list[tuple[int, float]]) -> dict[str, float]:
