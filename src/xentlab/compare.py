@@ -367,12 +367,12 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
     test_metric = "test_" + metric.removeprefix("val_") if metric.startswith("val_") else None
     if test_metric not in COLUMN_NAMES:
         test_metric = None
-    better = direction(metric)
+    better = direction(metric) if metric in ranked else None
     lines = [f"### {title}", "",
              f"Baseline: `{baseline}` ({baseline_note}). Primary metric `{metric}`"
              + (f" ({'lower' if better == 'min' else 'higher'} is better)." if better else " (not ranked)."), ""]
 
-    header = ["variant", "n", metric, f"Δ {metric} [95% CI]", "p (Holm)", "test", "verdict"]
+    header = ["variant", "n", metric, f"Δ {metric} [95% CI]", "p (Holm)", "t-test", "verdict"]
     if test_metric:
         header += [test_metric, f"Δ {test_metric} [95% CI]", "p (Holm)", "verdict"]
     body = []
@@ -409,10 +409,12 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
               "- epochs, wall_time_s, samples_per_s (last epoch) are costs: shown, not tested."]
     if losses_note:
         lines.append(f"- {losses_note}")
-    untested = sorted({c.variant for c in comparisons if c.verdict == "untested" and c.metric == metric})
-    if untested or (len(rows) == 1):
-        lines.append(f"- **Differences are untested** for {', '.join(untested) or 'this sweep'}: a t-test needs at "
-                     f"least 2 runs per variant (2 common seeds to pair). Add seeds: {ADD_SEEDS}.")
+    untested = [c.variant for c in comparisons if c.verdict == "untested" and c.metric == metric]
+    if untested:
+        lines.append(f"- **Differences are untested** for {', '.join(untested)}: a t-test needs at least 2 runs "
+                     f"per variant (2 common seeds to pair). Add seeds: {ADD_SEEDS}.")
+    if len(rows) == 1:
+        lines.append("- One variant: nothing to compare it with; sweep over more than one value of an option.")
     return "\n".join(lines)
 
 
