@@ -31,11 +31,13 @@ def _parent(uri: str):
 
 def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, store):
     result = run_cli(
-        ["-m", *SMALL, f"tracking.uri={store}", "loss=crossentropy,focal", "trainer.seed=0,1"], cwd=tmp_path
+        ["-m", *SMALL, f"tracking.uri={store}", "trainer.seed=0,1", "loss=crossentropy,focal",
+         '+hydra.callbacks.sweep_run.baseline="loss=focal"'], cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     parent = _parent(store)
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["xentlab.baseline"] == "loss=focal"
     sweep_id = parent.data.tags["xentlab.sweep_id"]
     children = _children(store, parent.info.run_id)
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
@@ -55,9 +57,11 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
         assert float(rows[f"loss={loss}"]["test_accuracy_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-9)
         assert rows[f"loss={loss}"]["n"] == "2"
     artifacts = {a.path for a in MlflowClient(store).list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.md", "report/report.csv", "report/val_nll_by_variant.png",
+    assert {"report/report.md", "report/report.csv", "report/comparisons.csv", "report/val_nll_by_variant.png",
             "report/val_loss_curves.png"} <= artifacts
     assert "| variant |" in result.stdout  # the table is printed at the end of the sweep
+    assert "Baseline: `loss=focal` (named by the sweep preset)" in result.stdout
+    assert "| loss=crossentropy | 2 |" in result.stdout and "paired, 2 seeds" in result.stdout
 
     # On demand: xentlab-compare on the same store finds the latest sweep and prints the same rows.
     compare = subprocess.run(
