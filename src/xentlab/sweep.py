@@ -97,6 +97,7 @@ class SweepRun(Callback):
         self.parent_id: str | None = None
         self.uri: str | None = None
         self.interrupted: str | None = None
+        self._previous_sigint: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking import MlflowClient
@@ -132,17 +133,26 @@ class SweepRun(Callback):
     def _watch_interrupts(self) -> None:
         """Remembers a Ctrl-C (SIGINT) that reaches this process, then lets it act as before."""
         previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):  # SIGINT ignored (a background job) or left to the system: keep it so
+            return
 
         def handler(signum, frame):
             self.interrupted = "KeyboardInterrupt: the sweep was stopped by the user (Ctrl-C)"
-            if callable(previous):
-                return previous(signum, frame)
-            raise KeyboardInterrupt
+            return previous(signum, frame)
 
         try:
             signal.signal(signal.SIGINT, handler)
+            self._previous_sigint = previous
         except ValueError:  # not the main thread: the children's KILLED status still tells (see _end_unfinished)
             pass
+
+    def _restore_interrupts(self) -> None:
+        if self._previous_sigint is not None:
+            try:
+                signal.signal(signal.SIGINT, self._previous_sigint)
+            except ValueError:  # not the main thread
+                pass
+            self._previous_sigint = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking import MlflowClient
@@ -155,15 +165,17 @@ class SweepRun(Callback):
             report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=out_dir)
             print(report.markdown, flush=True)
             status = "FINISHED"
-        except KeyboardInterrupt:
-            client.set_tag(self.parent_id, ERROR_TAG, "KeyboardInterrupt: stopped by the user (Ctrl-C) while "
-                           "writing the report; `xentlab-compare` writes it again")
-            client.set_terminated(self.parent_id, "KILLED")
-            self.parent_id = None
-            raise
         except Exception as err:  # the report must not leave the parent RUNNING
             client.set_tag(self.parent_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
             status = "FAILED"
+        except BaseException as err:  # Ctrl-C or SIGTERM while the report was being written
+            client.set_tag(self.parent_id, ERROR_TAG, f"{type(err).__name__}: stopped while writing the report; "
+                           "`xentlab-compare` writes it again")
+            client.set_terminated(self.parent_id, "KILLED")
+            self.parent_id = None
+            raise
+        finally:
+            self._restore_interrupts()
         client.set_terminated(self.parent_id, status)
         self.parent_id = None
 
