@@ -236,3 +236,13 @@ def test_ctrl_c_during_a_sweep_ends_the_child_and_the_parent_killed(tmp_path, st
     assert "Ctrl-C" in parent.data.tags["xentlab.error"]
     (child,) = _children(store, parent.info.run_id)  # the second job never started
     assert child.info.status == "KILLED" and child.info.run_name == "loss=crossentropy"
+
+
+def test_a_failed_job_ends_the_parent_failed_not_killed(tmp_path, store):
+    result = run_cli(["-m", *SMALL, "trainer.epochs=1", f"tracking.uri={store}", "loss=crossentropy,binary"],
+                     cwd=tmp_path)
+    assert result.returncode != 0
+    parent = _parent(store)
+    assert parent.info.status == "FAILED" and "a job failed" in parent.data.tags["xentlab.error"]
+    statuses = {c.info.run_name: c.info.status for c in _children(store, parent.info.run_id)}
+    assert statuses == {"loss=crossentropy": "FINISHED", "loss=binary": "FAILED"}
