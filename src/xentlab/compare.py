@@ -18,13 +18,23 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from xentlab.stats import ALPHA, Difference, compare_runs, direction, holm, mean_interval, verdict
-from xentlab.store import BASELINE_TAG, ROLE_TAG, SWEEP_TAG
+from xentlab.store import (
+    BASELINE_TAG,
+    ROLE_TAG,
+    SWEEP_TAG,
+    TrackingUnreachable,
+    mask_uri,
+    probe_server,
+    resolve_tracking_uri,
+)
 
 # (column, source, section): source is a final metric, "best:val_loss" (min over epochs), "epochs" (epochs
 # logged), or "wall_time_s" (end - start of the run). samples_per_s is the last epoch's (steady state: the first
@@ -613,11 +623,13 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "
 def open_store(uri: str, explicit: bool) -> MlflowClient:
     """A client on an existing store: a read-only command never creates one (a missing SQLite file, a server
     that does not answer: fails within seconds, saying where it looked and how to point elsewhere)."""
-    from xentlab.store import TrackingUnreachable, probe_server
-
+    db = None
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
-        if not db.is_file():
+    elif uri.startswith("file:"):  # a folder store (mlruns/)
+        db = Path(url2pathname(urlsplit(uri).path))
+    if db is not None:
+        if not db.exists():
             source = "--tracking-uri" if explicit else (
                 "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default, outputs/mlflow.db "
                 "under the current folder")
@@ -635,8 +647,6 @@ def open_store(uri: str, explicit: bool) -> MlflowClient:
 def main(argv: list[str] | None = None) -> None:
     """`xentlab-compare [--experiment E] [--sweep ID|latest] [--metric val_nll] [--baseline VARIANT]`: prints
     the report and logs it to the sweep's parent run."""
-    from xentlab.store import mask_uri, resolve_tracking_uri
-
     parser = argparse.ArgumentParser(prog="xentlab-compare", description=main.__doc__)
     parser.add_argument("--experiment", default="xentlab")
     parser.add_argument("--sweep", default="latest", help="a sweep id (tag xentlab.sweep_id) or 'latest'")
