@@ -31,11 +31,13 @@ def _parent(uri: str):
 
 def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, store):
     result = run_cli(
-        ["-m", *SMALL, f"tracking.uri={store}", "loss=crossentropy,focal", "trainer.seed=0,1"], cwd=tmp_path
+        ["-m", *SMALL, f"tracking.uri={store}", "trainer.seed=0,1", "loss=crossentropy,focal",
+         '+hydra.callbacks.sweep_run.baseline="loss=focal"'], cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     parent = _parent(store)
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["xentlab.baseline"] == "loss=focal"
     sweep_id = parent.data.tags["xentlab.sweep_id"]
     children = _children(store, parent.info.run_id)
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
@@ -55,9 +57,11 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
         assert float(rows[f"loss={loss}"]["test_accuracy_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-9)
         assert rows[f"loss={loss}"]["n"] == "2"
     artifacts = {a.path for a in MlflowClient(store).list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.md", "report/report.csv", "report/val_nll_by_variant.png",
+    assert {"report/report.md", "report/report.csv", "report/comparisons.csv", "report/val_nll_by_variant.png",
             "report/val_loss_curves.png"} <= artifacts
     assert "| variant |" in result.stdout  # the table is printed at the end of the sweep
+    assert "Baseline: `loss=focal` (named by the sweep preset)" in result.stdout
+    assert "| loss=crossentropy | 2 |" in result.stdout and "paired, 2 seeds" in result.stdout
 
     # On demand: xentlab-compare on the same store finds the latest sweep and prints the same rows.
     compare = subprocess.run(
@@ -159,3 +163,86 @@ def test_unreachable_tracking_server_fails_fast(tmp_path):
     assert result.returncode != 0
     assert "did not answer" in result.stderr
     assert time.time() - start < 60  # MLflow alone retries for minutes; interpreter start included
+
+
+def test_job_run_name_puts_the_variant_first_and_the_seed_last():
+    from xentlab.sweep import job_run_name
+
+    overrides = ["trainer.seed=2", "loss=focal", "trainer.epochs=3", "+labels=one_hot", "data.limit=64"]
+    varying = ["labels", "loss", "trainer.seed"]
+    assert job_run_name(overrides, varying) == "+labels=one_hot,loss=focal,trainer.seed=2"
+    assert job_run_name(["trainer.seed=0"], ["trainer.seed"]) == "trainer.seed=0"
+    assert job_run_name(["loss=focal"], []) == ""
+    from xentlab.compare import variant_name
+
+    assert variant_name(job_run_name(overrides, varying)) == "+labels=one_hot,loss=focal"
+
+
+def test_parent_params_mask_secrets_as_run_params_do():
+    from xentlab.sweep import sweep_params
+    from xentlab.tracking import flatten_params
+
+    overrides = ["tracking.uri=http://alice:s3cret@host:5000", "+tracking.api_token=abc", "loss=focal,crossentropy",
+                 "~trainer.password", "db.credential_file=/x"]
+    params = sweep_params(overrides, {"tracking.api_token": "a,b", "loss": "focal,crossentropy"})
+    assert "s3cret" not in str(params) and "abc" not in str(params) and "a,b" not in str(params)
+    run_params = flatten_params({"tracking": {"uri": "http://alice:s3cret@host:5000", "api_token": "abc"},
+                                 "db": {"credential_file": "/x"}})
+    assert params["sweep.override.0"] == f"tracking.uri={run_params['tracking.uri']}"
+    assert params["sweep.override.1"] == f"+tracking.api_token={run_params['tracking.api_token']}"
+    assert params["sweep.override.4"] == f"db.credential_file={run_params['db.credential_file']}" == (
+        "db.credential_file=***")
+    assert params["sweep.override.2"] == "loss=focal,crossentropy" and params["sweep.override.3"] == (
+        "~trainer.password")
+    assert params["sweep.tracking.api_token"] == "***" and params["sweep.loss"] == "focal,crossentropy"
+
+
+@pytest.mark.parametrize("preset", ["losses", "weighting"])
+def test_presets_run_three_seeds_and_name_a_baseline_of_their_grid(preset):
+    import itertools
+
+    from omegaconf import OmegaConf
+
+    from xentlab.compare import override_set
+
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "sweep" / f"{preset}.yaml")
+    grid = {k: str(v).split(",") for k, v in conf.hydra.sweeper.params.items()}
+    assert grid.pop("trainer.seed") == ["0", "1", "2"]
+    variants = [frozenset(f"{k}={v}" for k, v in zip(grid, values, strict=True))
+                for values in itertools.product(*grid.values())]
+    assert override_set(conf.hydra.callbacks.sweep_run.baseline) in variants
+
+
+def test_ctrl_c_during_a_sweep_ends_the_child_and_the_parent_killed(tmp_path, store):
+    import os
+    import signal
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-u", "-c", "from xentlab.train import main; main()", "-m", *SMALL, "trainer.epochs=500",
+           "trainer.verbose=line", f"tracking.uri={store}", "loss=crossentropy,focal"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "Epoch 3/500" in line:  # the first job is training
+            break
+    else:
+        pytest.fail("the sweep never trained:\n" + "".join(seen[-40:]))
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    proc.communicate(timeout=120)
+    parent = _parent(store)
+    assert parent.info.status == "KILLED", parent.data.tags.get("xentlab.error")
+    assert "Ctrl-C" in parent.data.tags["xentlab.error"]
+    (child,) = _children(store, parent.info.run_id)  # the second job never started
+    assert child.info.status == "KILLED" and child.info.run_name == "loss=crossentropy"
+
+
+def test_a_failed_job_ends_the_parent_failed_not_killed(tmp_path, store):
+    result = run_cli(["-m", *SMALL, "trainer.epochs=1", f"tracking.uri={store}", "loss=crossentropy,binary"],
+                     cwd=tmp_path)
+    assert result.returncode != 0
+    parent = _parent(store)
+    assert parent.info.status == "FAILED" and "a job failed" in parent.data.tags["xentlab.error"]
+    statuses = {c.info.run_name: c.info.status for c in _children(store, parent.info.run_id)}
+    assert statuses == {"loss=crossentropy": "FINISHED", "loss=binary": "FAILED"}

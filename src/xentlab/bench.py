@@ -451,6 +451,135 @@ def bench_startup(quick: bool, folder: Path) -> dict:
     return phases
 
 
+def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", epochs: int = 5,
+                    baseline: str | None = None, reliability: dict[str, dict] | None = None) -> str:
+    """A sweep written straight into the store at `uri`, laid out as SweepRun and train.py lay it out; returns
+    the parent run id.
+
+    Args:
+        runs: one dict per child run: `variant` (its overrides, e.g. "loss=focal"), `seed`, `metrics` (final
+            values), optional `params`. Each gets `epochs` steps of val_loss/val_nll/samples_per_s history
+            ending at its final value.
+        baseline: the preset's baseline, stored as the parent's tag.
+        reliability: {variant: reliability.json content} logged as each of its runs' artifact.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from xentlab.store import BASELINE_TAG, ROLE_TAG, SWEEP_TAG, setup_experiment
+
+    experiment_id = setup_experiment(uri, experiment)
+    client = MlflowClient(uri)
+    sweep_id = f"synthetic{time.time_ns() % 10**9}"
+    tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep"} | ({BASELINE_TAG: baseline} if baseline else {})
+    parent = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags).info.run_id
+    start = int(time.time() * 1000)
+    for i, spec in enumerate(runs):
+        name = f"{spec['variant']},trainer.seed={spec['seed']}"
+        run = client.create_run(experiment_id, run_name=name, start_time=start + i,
+                                tags={"mlflow.parentRunId": parent, SWEEP_TAG: sweep_id})
+        params = {"trainer.seed": str(spec["seed"]), "loss.name": "crossentropy", **spec.get("params", {})}
+        final = spec["metrics"]
+        per_epoch = ("val_loss", "val_nll", "samples_per_s")  # as train.py logs them: the last epoch is final
+        metrics = [Metric(k, float(v), start + i, 0) for k, v in final.items() if k not in per_epoch]
+        for epoch in range(epochs):  # decaying towards the final value
+            scale = 1.0 + 0.5 * (epochs - 1 - epoch) / max(epochs, 1)
+            for key in ("val_loss", "val_nll"):
+                if key in final:
+                    metrics.append(Metric(key, float(final[key]) * scale, start + i, epoch))
+            metrics.append(Metric("samples_per_s", float(final.get("samples_per_s", 1000.0 + epoch)), start + i,
+                                  epoch))
+        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                         tags=[RunTag("xentlab.synthetic", "true")])
+        if reliability and spec["variant"] in reliability:
+            client.log_dict(run.info.run_id, reliability[spec["variant"]], "evaluation/reliability.json")
+        client.set_terminated(run.info.run_id, "FINISHED", end_time=start + i + 1000)
+    client.set_terminated(parent, "FINISHED")
+    return parent
+
+
+def _start_server(db: Path, artifacts: Path) -> tuple[subprocess.Popen, str]:
+    """A local `mlflow server` over `db`, once it answers /health (the caller stops it)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
+         f"sqlite:///{db}", "--artifacts-destination", str(artifacts), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.5)
+    _stop_server(proc)
+    raise RuntimeError("mlflow server did not start within 120 s")
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def _timed_compare(uri: str, out: Path) -> float:
+    """Wall seconds of the `xentlab-compare` command (interpreter start and imports included)."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "xentlab.compare", "--tracking-uri", uri, "--out", str(out)],
+                            capture_output=True, text=True, timeout=1800, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    return time.perf_counter() - start
+
+
+def bench_compare_scale(quick: bool, folder: Path) -> dict:
+    """`xentlab-compare` on a sweep of 1,000 child runs (200 variants x 5 seeds, 5 epochs of history each;
+    100 runs with --quick), on a SQLite store and through a local `mlflow server` over the same database."""
+    import numpy as np
+
+    n_runs, seeds, epochs = (100, 5, 5) if quick else (1000, 5, 5)
+    rng = np.random.default_rng(0)
+    runs = [{"variant": f"loss=v{i // seeds:03d}", "seed": i % seeds,
+             "metrics": {"val_loss": 0.6 + rng.normal(0, 0.02), "val_nll": 0.5 + rng.normal(0, 0.02),
+                         "val_accuracy": 0.9 + rng.normal(0, 0.01), "test_nll": 0.5 + rng.normal(0, 0.02),
+                         "test_accuracy": 0.9 + rng.normal(0, 0.01)}} for i in range(n_runs)]
+    db = folder / "compare_scale.db"
+    start = time.perf_counter()
+    parent = synthetic_sweep(f"sqlite:///{db}", runs, epochs=epochs)
+    build_s = time.perf_counter() - start
+    from xentlab.compare import write_report
+
+    def in_process(uri: str, out: Path) -> float:  # the report alone: imports done, the store warm
+        start = time.perf_counter()
+        write_report(uri, parent_run_id=parent, out_dir=out)
+        return time.perf_counter() - start
+
+    sqlite_s = _timed_compare(f"sqlite:///{db}", folder / "report_sqlite")
+    sqlite_report_s = in_process(f"sqlite:///{db}", folder / "report_sqlite_again")
+    proc, url = _start_server(db, folder / "server_artifacts")
+    try:
+        server_s = _timed_compare(url, folder / "report_server")
+        server_report_s = in_process(url, folder / "report_server_again")
+    finally:
+        _stop_server(proc)
+    return {"child_runs": n_runs, "variants": n_runs // seeds, "epochs_of_history": epochs,
+            "build_store_s": build_s, "sqlite_s": sqlite_s, "server_s": server_s, "target_sqlite_s": 15.0,
+            "sqlite_report_s": sqlite_report_s, "server_report_s": server_report_s,
+            "measures": "sqlite_s, server_s: wall seconds of `xentlab-compare --tracking-uri URI` (process start, "
+                        "imports and a cold server included); *_report_s: write_report again in this process"}
+
+
 # ---------------------------------------------------------------------------------------------- summary
 def summary(results: dict) -> str:
     lines = ["# xentlab benchmarks", "", f"Machine: {machine()}", ""]
@@ -502,6 +631,13 @@ def summary(results: dict) -> str:
         lines += ["## Char LSTM throughput", "",
                   f"chars/s {r['chars_per_s']:.0f}; FLOPs/char {r['flops_per_char']:.3g}; "
                   f"matmul peak {r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; MFU {100 * r['mfu']:.1f}%", ""]
+    if "compare_scale" in results:
+        r = results["compare_scale"]
+        lines += [f"## xentlab-compare on {r['child_runs']} child runs ({r['variants']} variants, "
+                  f"{r['epochs_of_history']} epochs each)", "", "| store | `xentlab-compare` s |", "|---|---|",
+                  f"| SQLite | {r['sqlite_s']:.1f} |", f"| local mlflow server | {r['server_s']:.1f} |", "",
+                  f"The report alone (imports done, store warm): SQLite {r['sqlite_report_s']:.1f} s, server "
+                  f"{r['server_report_s']:.1f} s.", ""]
     if "startup" in results:
         lines += ["## Command to first training step (s)", "", "| phase | s |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in results["startup"].items()]
@@ -510,7 +646,7 @@ def summary(results: dict) -> str:
 
 
 BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "metrics_cost", "lstm_mfu", "startup",
-              "image_folder")
+              "image_folder", "compare_scale")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ from xentlab.errors import ExpectedError
 ERROR_TAG = "xentlab.error"  # the message of a FAILED or KILLED run
 SWEEP_TAG = "xentlab.sweep_id"  # parent and children of one multirun sweep
 ROLE_TAG = "xentlab.role"  # "sweep" on a sweep's parent run
+BASELINE_TAG = "xentlab.baseline"  # on a sweep's parent run: the variant the report compares the others with
 JOB_TAG = "xentlab.job_key"  # one training job (config + store): what resume matches on
 HOST_TAG = "xentlab.host"
 PID_TAG = "xentlab.pid"
