@@ -24,6 +24,11 @@ def test_every_design_group_is_in_the_primary_config():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes(group, option):
+    if group == "setup":  # named combinations of other groups' options, added with +setup=NAME
+        cfg = OmegaConf.to_container(compose([f"+setup={option}"]), resolve=True, enum_to_str=True)
+        assert option in (cfg["loss"]["name"], f"{cfg['loss']['name']}_{cfg['weighting']['scheme']}",
+                          {"crossentropy": "crossentropy", "balanced": "balanced"}.get(cfg["weighting"]["scheme"]))
+        return
     cfg = compose([f"{group}={option}"])
     assert OmegaConf.to_container(cfg, resolve=True)[group]  # resolves without missing values
 

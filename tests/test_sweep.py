@@ -246,3 +246,23 @@ def test_a_failed_job_ends_the_parent_failed_not_killed(tmp_path, store):
     assert parent.info.status == "FAILED" and "a job failed" in parent.data.tags["xentlab.error"]
     statuses = {c.info.run_name: c.info.status for c in _children(store, parent.info.run_id)}
     assert statuses == {"loss=crossentropy": "FINISHED", "loss=binary": "FAILED"}
+
+
+def test_grid_keys_added_with_plus_make_valid_parent_params():
+    from mlflow.utils.validation import _validate_param_name
+
+    from xentlab.sweep import sweep_params
+
+    params = sweep_params(["+sweep=long_tail"], {"+setup": "crossentropy,balanced", "trainer.seed": "0,1,2"})
+    assert params["sweep.setup"] == "crossentropy,balanced" and params["sweep.override.0"] == "+sweep=long_tail"
+    for key in params:
+        _validate_param_name(key)  # raises on a name MLflow refuses ("sweep.+setup" was refused)
+
+
+def test_long_tail_preset_varies_the_setup_and_the_seed():
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "sweep" / "long_tail.yaml")
+    grid = conf.hydra.sweeper.params
+    assert grid["+setup"].split(",") == ["crossentropy", "balanced", "focal_effective_number", "logit_adjusted"]
+    assert grid["trainer.seed"] == "0,1,2" and conf.hydra.callbacks.sweep_run.baseline == "+setup=crossentropy"

@@ -129,7 +129,8 @@ def _companions(group: str, option: str, mnist_npz, fashion_dir, text_file, user
 NOT_IN_PROCESS = {("strategy", s) for s in ("gpu", "multi_gpu", "tpu", "multi_worker", "multi_cpu")}
 MATRIX = [
     (g, f.stem)
-    for g in ("data", "model", "loss", "labels", "weighting", "strategy", "optimizer", "trainer", "tracking")
+    for g in ("data", "model", "loss", "labels", "weighting", "strategy", "optimizer", "trainer", "tracking",
+              "calibration")
     for f in sorted((CONF_DIR / g).glob("*.yaml"))
     if (g, f.stem) not in NOT_IN_PROCESS
 ]

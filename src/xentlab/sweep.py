@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import signal
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def _masked(key: str, value: str) -> str:
 def sweep_params(overrides: list[str], sweeper_params: dict[str, Any] | None) -> dict[str, str]:
     """The parent run's params: `sweep.<key>` per grid entry and `sweep.override.<i>` per command-line
     override, with secrets masked (`tracking.api_token=abc` -> `tracking.api_token=***`)."""
-    params = {f"sweep.{k}": _masked(k.lstrip("+~"), str(v)) for k, v in (sweeper_params or {}).items()}
+    # MLflow param names allow no "+" or "~": `+setup` is logged as sweep.setup.
+    params = {f"sweep.{k.lstrip('+~')}": _masked(k.lstrip("+~"), str(v)) for k, v in (sweeper_params or {}).items()}
     for i, item in enumerate(overrides):
         key, sep, value = item.partition("=")
         params[f"sweep.override.{i}"] = f"{key}{sep}{_masked(key.lstrip('+~'), value)}" if sep else item
@@ -109,6 +111,23 @@ class SweepRun(Callback):
         self._previous_sigint: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Creates the parent run and sweep.json; if that fails the sweep stops before any job runs (Hydra would
+        only warn and launch jobs without a parent)."""
+        try:
+            self._start(config)
+        except Exception as err:  # noqa: BLE001 - reported and turned into a stop, whatever it was
+            from xentlab.store import mask_text
+
+            if self.parent_id is not None and self.uri is not None:
+                from mlflow.tracking import MlflowClient
+
+                MlflowClient(self.uri).set_tag(self.parent_id, ERROR_TAG, mask_text(f"{type(err).__name__}: {err}"))
+                MlflowClient(self.uri).set_terminated(self.parent_id, "FAILED")
+            print(f"\nxentlab: the sweep could not start: {mask_text(str(err)).splitlines()[0]}", file=sys.stderr,
+                  flush=True)
+            raise SystemExit(2) from None
+
+    def _start(self, config: DictConfig) -> None:
         from mlflow.tracking import MlflowClient
 
         from xentlab.store import resolve_tracking_uri, setup_experiment
