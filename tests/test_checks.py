@@ -123,6 +123,7 @@ def test_head_checks_for_user_models():
         checks.check_model_output(**{**base, "output_shape": (None, 8)}, head_activation="softmax", from_logits=False)
 
 
+@pytest.mark.slow
 def test_invalid_utf8_text_trains_as_bytes(tmp_path, store):
     text = tmp_path / "latin1.txt"
     text.write_bytes(("Caf\xe9 na\xefve \xff\xfe " * 200).encode("latin-1"))  # not valid UTF-8

@@ -77,6 +77,7 @@ def test_periods_preset_logs_per_head_metrics(heads, store, tmp_path):
         sum(head["count"]) for head in reliability["heads"])  # all heads = the union of each head's positions
 
 
+@pytest.mark.slow
 def test_shakespeare_preset_generates_five_streams_and_xentlab_generate_reads_the_run(tmp_path, store, text_file):
     args = ["+experiment=shakespeare_lstm", f"data.path={text_file}", *TINY_LSTM, "trainer.epochs=1",
             "tracking.log_plots=false", f"tracking.uri={store}"]

@@ -36,6 +36,7 @@ def _history(uri, run_id, metric="val_loss"):
     return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, metric))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_restart_equals_an_uninterrupted_run(tmp_path, store):
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     killed_dir.mkdir(), clean_dir.mkdir()
@@ -66,6 +67,7 @@ def test_sigkill_mid_training_then_restart_equals_an_uninterrupted_run(tmp_path,
     assert differing == {"tracking.uri"}  # params identical otherwise: no "param changed" on resume
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(tmp_path, store):
     proc = _start([*DET, "trainer.epochs=50", f"tracking.uri={store}"], tmp_path)
     _wait_for(proc, "Epoch 3/50")
@@ -86,6 +88,7 @@ def test_exception_marks_the_run_failed(tmp_path, store):
     assert "optimizer.learning_rate=-1.0 is not allowed" in run.data.tags["xentlab.error"]
 
 
+@pytest.mark.slow
 def test_stale_running_run_is_marked_failed_when_not_resumed(tmp_path, store):
     proc = _start([*DET, f"tracking.uri={store}"], tmp_path)
     _wait_for(proc, "Epoch 2/5")

@@ -35,6 +35,7 @@ def lost_server(monkeypatch) -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
+@pytest.mark.slow
 def test_records_kept_during_an_outage_arrive_once_with_xentlab_sync(tmp_path, store, lost_server):
     import keras
 

@@ -98,6 +98,7 @@ def test_a_damaged_newest_unit_falls_back_to_the_previous_one(tmp_path, store):
     assert run.data.metrics["loss"] > 0 and run.data.metrics["accuracy"] > 0 and run.data.metrics["test_auc"] > 0.5
 
 
+@pytest.mark.slow
 def test_when_every_unit_is_damaged_the_old_run_fails_and_the_job_starts_again(tmp_path, store):
     proc = _start([*DET, f"tracking.uri={store}"], tmp_path)
     _kill_after(proc, "Epoch 4/5")
@@ -135,6 +136,7 @@ def test_sigterm_after_the_last_epoch_resumes_into_evaluation_in_the_same_run(tm
     assert not _units(tmp_path)  # removed once FINISHED
 
 
+@pytest.mark.slow
 def test_a_busy_job_gives_advice_that_works(tmp_path, store):
     proc = _start([*DET, "trainer.epochs=200", f"tracking.uri={store}"], tmp_path)
     try:

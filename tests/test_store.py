@@ -59,6 +59,7 @@ def test_jobs_starting_together_on_a_fresh_store_all_finish(tmp_path):
     assert sorted(r.info.status for r in runs_of(store)) == ["FINISHED"] * 3
 
 
+@pytest.mark.slow
 def test_credentials_in_a_server_uri_reach_the_server_and_are_never_shown(tmp_path):
     port = free_port()
     server = start_mlflow_server(port, tmp_path / "server.db", tmp_path / "artifacts")

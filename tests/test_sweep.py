@@ -72,6 +72,7 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
     assert sweep_id in compare.stdout and "loss=focal" in compare.stdout
 
 
+@pytest.mark.slow
 def test_jobs_in_one_process_do_not_leak_memory_or_layer_names(tmp_path, store):
     """Ten jobs in one process: RSS after the tenth within 20% of after the second."""
     import resource  # noqa: F401  (Linux: /proc/self/status gives the current RSS)
@@ -95,6 +96,7 @@ def test_jobs_in_one_process_do_not_leak_memory_or_layer_names(tmp_path, store):
     assert names == {"mlp"} and len(runs_of(store)) == 10
 
 
+@pytest.mark.slow
 def test_four_parallel_jobs_on_a_fresh_sqlite_store_all_complete(tmp_path, store):
     result = run_cli(
         ["-m", "+sweep=joblib", *SMALL, "trainer.epochs=1", f"tracking.uri={store}", "hydra.launcher.n_jobs=4"],

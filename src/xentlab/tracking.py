@@ -139,7 +139,8 @@ def tracked_run(
     mlflow.set_tracking_uri(store.uri)
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
-        mlflow.set_tags(tags)
+        # The job may be resumed under another name (by a sweep whose first attempt died): the name follows.
+        mlflow.set_tags({**tags, "mlflow.runName": run_name})
     else:
         run = mlflow.start_run(experiment_id=store.experiment_id, run_name=run_name, tags=tags,
                                log_system_metrics=system_metrics)
