@@ -268,3 +268,11 @@ def test_long_tail_preset_varies_the_setup_and_the_seed():
     grid = conf.hydra.sweeper.params
     assert grid["+setup"].split(",") == ["crossentropy", "balanced", "focal_effective_number", "logit_adjusted"]
     assert grid["trainer.seed"] == "0,1,2" and conf.hydra.callbacks.sweep_run.baseline == "+setup=crossentropy"
+
+
+def test_a_grid_entry_narrowed_on_the_command_line_does_not_vary():
+    from xentlab.sweep import varying_keys
+
+    grid = {"loss": "crossentropy,focal", "labels": "sparse,one_hot", "trainer.seed": "0,1,2"}
+    assert varying_keys(["labels=sparse"], grid) == ["loss", "trainer.seed"]
+    assert varying_keys(["labels=sparse,one_hot"], grid) == ["labels", "loss", "trainer.seed"]

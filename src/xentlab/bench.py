@@ -62,7 +62,7 @@ def xentlab_samples_per_s(overrides: list[str], folder: Path) -> list[float]:
 
     store = f"sqlite:///{folder / f'bench_{time.time_ns()}.db'}"
     run(compose([*overrides, f"tracking.uri={store}", "tracking.log_model=false", "tracking.log_plots=false",
-                 "trainer.resume=never", "trainer.verbose=0", "strategy=cpu"]))
+                 "trainer.resume=never", "trainer.verbose=silent", "strategy=cpu"]))
     client = MlflowClient(store)
     (logged,) = client.search_runs([client.get_experiment_by_name("xentlab").experiment_id])
     history = sorted(client.get_metric_history(logged.info.run_id, "samples_per_s"), key=lambda m: m.step)

@@ -5,6 +5,7 @@ Call `build_strategy` first: model, optimizer and metrics must then be created i
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import keras
@@ -66,7 +67,10 @@ def _require_gpus(name: str, needed: int) -> list[str]:
     if len(gpus) < needed:
         raise HardwareError(
             f"strategy={name} needs {needed} GPU(s), found {len(gpus)}; devices found: {_all_devices()}. "
-            f"Use strategy=cpu (or strategy=auto, which picks what is there)"
+            f"Use strategy=cpu (or strategy=auto, which picks what is there)" + (
+                ". nvidia-smi is present, so the driver is there but TensorFlow has no usable CUDA libraries: "
+                "install them with `make install GPU=1` (pip install -e '.[gpu]', tensorflow[and-cuda])"
+                if shutil.which("nvidia-smi") else "")
         )
     return gpus
 

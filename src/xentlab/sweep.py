@@ -45,7 +45,11 @@ def varying_keys(overrides: list[str], sweeper_params: dict[str, Any] | None) ->
         key, _, value = item.partition("=")
         if "," in value or value.startswith(SWEEP_FUNCTIONS):
             keys.append(key.lstrip("+~"))
+    fixed = {item.partition("=")[0].lstrip("+~") for item in overrides}
     for key, value in (sweeper_params or {}).items():
+        # A grid entry narrowed to one value on the command line (the command line wins) no longer varies.
+        if key.lstrip("+~") in fixed and key.lstrip("+~") not in keys:
+            continue
         if "," in str(value) or str(value).startswith(SWEEP_FUNCTIONS):
             keys.append(key.lstrip("+~"))
     return sorted(set(keys))
@@ -226,6 +230,10 @@ class SweepRun(Callback):
             client.set_tag(self.parent_id, ERROR_TAG, reason[:5000])
             client.set_terminated(self.parent_id, "KILLED")
         else:
-            client.set_tag(self.parent_id, ERROR_TAG, "the sweep stopped early: a job failed (see its child run)")
+            any_child = client.search_runs([parent.info.experiment_id],
+                                           f"tags.`mlflow.parentRunId` = '{self.parent_id}'", max_results=1)
+            reason = ("the sweep stopped early: a job failed (see its child run)" if any_child else
+                      "the sweep stopped before any job ran: the launcher failed (see the console)")
+            client.set_tag(self.parent_id, ERROR_TAG, reason)
             client.set_terminated(self.parent_id, "FAILED")
         self.parent_id = None
