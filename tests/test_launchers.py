@@ -88,24 +88,35 @@ def test_ray_address_that_does_not_answer_fails_within_seconds_with_the_fix():
     assert time.time() - start < 5
     message = str(raised.value)
     assert f"hydra.launcher.ray.init.address=127.0.0.1:{port} did not answer within 3 s" in message
-    assert "ray start --head" in message and "hydra.launcher.ray.init.address=null" in message
-    assert resolve_ray_address(None) is None and resolve_ray_address("local") is None
-    assert resolve_ray_address("ray://head:10001") == ("head", 10001)
-    assert resolve_ray_address("ray://head") == ("head", 10001) and resolve_ray_address("head") == ("head", 6379)
+    assert "ray start --head" in message and "hydra.launcher.ray.init.address=local" in message
+    assert resolve_ray_address("local") is None
+    key = "hydra.launcher.ray.init.address"
+    assert resolve_ray_address("ray://head:10001") == ("head", 10001, key)
+    assert resolve_ray_address("ray://head") == ("head", 10001, key)
+    assert resolve_ray_address("head") == ("head", 6379, key)
     with pytest.raises(RayAddressError, match="is not HOST:PORT"):
         resolve_ray_address("head:port")
 
 
-def test_ray_auto_without_a_cluster_says_so(monkeypatch, tmp_path):
+def test_ray_auto_or_no_address_checks_the_cluster_ray_would_join(monkeypatch, tmp_path):
+    """auto and null join the cluster `ray start --head` left in /tmp/ray (a stale file after a crash)."""
     import xentlab.launchers as launchers
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(launchers, "RAY_CURRENT_CLUSTER", tmp_path / "ray_current_cluster")
+    current = tmp_path / "ray_current_cluster"
+    monkeypatch.setattr(launchers, "RAY_CURRENT_CLUSTER", current)
     with pytest.raises(launchers.RayAddressError, match="auto found no Ray cluster"):
         launchers.check_ray_address("auto")
-    (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}\n")
-    with pytest.raises(launchers.RayAddressError, match=r"auto -> 127.0.0.1:\d+ did not answer"):
-        launchers.check_ray_address("auto", timeout_s=2)
+    launchers.check_ray_address(None)  # nothing to join: Ray starts a runtime of its own
+    current.write_text(f"127.0.0.1:{free_port()}\n")
+    for given in ("auto", None):
+        with pytest.raises(launchers.RayAddressError, match=rf"{given or 'null'} -> 127.0.0.1:\d+ \(from {current}\) "
+                                                            "did not answer within 2 s"):
+            launchers.check_ray_address(given, timeout_s=2)
+    launchers.check_ray_address("local")  # a runtime of its own whatever the file says
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")
+    with pytest.raises(launchers.RayAddressError, match=r"\(from RAY_ADDRESS\)"):
+        launchers.check_ray_address(None, timeout_s=2)
 
 
 def test_ray_sweep_with_a_dead_address_stops_before_the_parent_run(tmp_path, store):
@@ -120,7 +131,7 @@ def test_ray_sweep_with_a_dead_address_stops_before_the_parent_run(tmp_path, sto
     assert runs_of(store) == []  # no parent left RUNNING
 
 
-RAY_LOCAL = ["hydra.launcher.ray.init.address=null", "+hydra.launcher.ray.init.num_cpus=2",
+RAY_LOCAL = ["hydra.launcher.ray.init.address=local", "+hydra.launcher.ray.init.num_cpus=2",
              "hydra.launcher.ray.init.object_store_memory=100000000", "hydra.launcher.ray.remote.num_cpus=1"]
 
 

@@ -29,32 +29,47 @@ RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # written by `ray st
 DEFAULT_PORT = 6379  # a Ray head node's GCS port
 CLIENT_PORT = 10001  # Ray Client's port (ray://HOST)
 FIX = (f"start the cluster (`ray start --head` prints its address) and pass it: {ADDRESS_KEY}=HOST:6379 "
-       f"(or ray://HOST:10001); or {ADDRESS_KEY}=null to start a Ray runtime on this machine for this sweep only")
+       f"(or ray://HOST:10001); or {ADDRESS_KEY}=local to start a Ray runtime on this machine for this sweep only")
 
 
 class RayAddressError(ExpectedError, ConnectionError):
     """The sweep's Ray cluster cannot be reached."""
 
 
-def resolve_ray_address(address: str | None) -> tuple[str, int] | None:
-    """The (host, port) that `ray.init(address=...)` would connect to; None when Ray starts a local runtime.
+def _discovered_address() -> tuple[str, str] | None:
+    """Where Ray looks when no address is given: RAY_ADDRESS, then the file `ray start --head` leaves here."""
+    if os.environ.get("RAY_ADDRESS", "").strip():
+        return os.environ["RAY_ADDRESS"].strip(), "RAY_ADDRESS"
+    if RAY_CURRENT_CLUSTER.is_file() and RAY_CURRENT_CLUSTER.read_text().strip():
+        return RAY_CURRENT_CLUSTER.read_text().strip(), str(RAY_CURRENT_CLUSTER)
+    return None
 
-    `auto` reads RAY_ADDRESS, then the file `ray start --head` leaves on this machine.
+
+def resolve_ray_address(address: str | None) -> tuple[str, int, str] | None:
+    """The (host, port, how it was found) that `ray.init(address=...)` would connect to; None when Ray starts a
+    runtime of its own.
+
+    As in `ray.init`: `local` always starts one; `auto` joins the cluster named by RAY_ADDRESS or by the file
+    `ray start --head` leaves on this machine; null (no address) joins that cluster when there is one, else starts
+    a runtime.
 
     Raises:
         RayAddressError: `auto` with no cluster started on this machine, or an address without a usable port.
     """
-    if address is None or str(address).strip() in ("", "local", "None", "null"):
-        return None
-    text = str(address).strip()
-    if text == "auto":
-        text = os.environ.get("RAY_ADDRESS", "").strip()
-        if not text and RAY_CURRENT_CLUSTER.is_file():
-            text = RAY_CURRENT_CLUSTER.read_text().strip()
-        if not text:
+    text = "" if address is None else str(address).strip()
+    if text in ("", "None", "null", "auto"):
+        found = _discovered_address()
+        if found is None and text == "auto":
             raise RayAddressError(f"{ADDRESS_KEY}=auto found no Ray cluster: RAY_ADDRESS is not set and no "
                                   f"`ray start --head` ran on this machine ({RAY_CURRENT_CLUSTER} is missing); "
                                   f"{FIX}")
+        if found is None:
+            return None
+        text, origin = found
+    elif text == "local":
+        return None
+    else:
+        origin = ADDRESS_KEY
     default_port = CLIENT_PORT if text.startswith("ray://") else DEFAULT_PORT
     hostport = text.split("://", 1)[-1].rstrip("/")
     host, sep, port = hostport.rpartition(":")
@@ -62,7 +77,7 @@ def resolve_ray_address(address: str | None) -> tuple[str, int] | None:
         host, port = hostport, str(default_port)
     if not port.isdigit():
         raise RayAddressError(f"{ADDRESS_KEY}={address!r} is not HOST:PORT (the port must be a number); {FIX}")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), int(port), origin
 
 
 def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
@@ -74,12 +89,13 @@ def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
     target = resolve_ray_address(address)
     if target is None:
         return
-    host, port = target
+    host, port, origin = target
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as err:
         reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__)
-        shown = f"{address} -> {host}:{port}" if str(address) != f"{host}:{port}" else str(address)
+        given = "null" if address is None else str(address)
+        shown = given if given == f"{host}:{port}" else f"{given} -> {host}:{port} (from {origin})"
         raise RayAddressError(f"{ADDRESS_KEY}={shown} did not answer within {timeout_s:g} s ({reason}): "
                               f"no Ray cluster listens there; {FIX}") from None
 
@@ -88,7 +104,7 @@ class RayAddressCheck(Callback):
     """Hydra callback of the `ray` preset: checks the Ray address once, when Hydra builds its callbacks.
 
     Args:
-        address: `hydra.launcher.ray.init.address` (null: a local runtime, nothing to check).
+        address: `hydra.launcher.ray.init.address` (`local`: a runtime of its own, nothing to check).
         timeout_s: how long to wait for an answer.
     """
 

@@ -92,7 +92,7 @@ def train(overrides: list[str], strategy: str, folder: Path) -> dict[str, float]
     start = time.perf_counter()
     run(compose([*overrides, f"strategy={strategy}", f"tracking.uri={store}", "tracking.log_model=false",
                  "tracking.log_plots=false", "tracking.system_metrics=false", "trainer.resume=never",
-                 "trainer.verbose=0"]))
+                 "trainer.verbose=silent"]))
     seconds = time.perf_counter() - start
     client = MlflowClient(store)
     (logged,) = client.search_runs([client.get_experiment_by_name("xentlab").experiment_id])
