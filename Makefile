@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+GPU    ?=
+comma  := ,
+EXTRAS := dev$(if $(GPU),$(comma)gpu)
+STAMP  := $(VENV)/.installed$(if $(GPU),-gpu)
+RAY_VENV := $(VENV)/ray
 ARGS   ?=
 SWEEP  ?= losses
 HOST   ?= 127.0.0.1
@@ -10,17 +14,17 @@ PORT   ?= 5000
 STORE  := sqlite:///$(CURDIR)/outputs/mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare ui test test-all bench lint clean
+.PHONY: help install train sweep compare ui test test-all test-ray bench smoke-gpu lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install xentlab with its dev tools (idempotent)
+install: $(STAMP) ## create .venv and install xentlab with its dev tools (idempotent); GPU=1 adds CUDA wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 	mkdir -p outputs
 	touch $(STAMP)
 
@@ -43,6 +47,18 @@ test: install ## the fast test suite (what .ci/run calls), one worker per core (
 
 test-all: install ## every test, slow ones included
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
+
+test-ray: $(RAY_VENV)/.installed ## the launcher tests with the optional Ray extra, in .venv/ray (Ray pins cloudpickle<3)
+	$(RAY_VENV)/bin/python -m pytest tests/test_launchers.py -q
+
+$(RAY_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/pip install --quiet --upgrade pip
+	$(RAY_VENV)/bin/pip install --quiet -e ".[dev,ray]"
+	touch $@
+
+smoke-gpu: install ## GPU check: devices, seed CNN and char LSTM on GPU vs CPU (samples/s, ratio, test metrics)
+	$(BIN)/python -m xentlab.smoke_gpu $(ARGS)
 
 bench: install ## benchmarks -> outputs/bench/*.json + summary.md (BENCH_ARGS="--quick" for a smoke run)
 	$(BIN)/python -m xentlab.bench $(BENCH_ARGS)
