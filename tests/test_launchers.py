@@ -62,6 +62,7 @@ def test_submitit_local_sweep_runs_each_job_in_its_own_process(tmp_path, store):
     assert all("Job completed successfully" in p.read_text() for p in logs)
 
 
+@pytest.mark.slow
 def test_submitit_local_failed_job_is_failed_with_its_message_and_the_other_finishes(tmp_path, store):
     result = run_cli(["-m", "+sweep=submitit_local", *TINY_JOB, f"tracking.uri={store}", "loss=crossentropy",
                       "trainer.epochs=1,0"], cwd=tmp_path, timeout=600)
