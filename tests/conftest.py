@@ -20,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 # Small and fast: every end-to-end case trains on at most this many examples, for one epoch.
-TINY = ["trainer.epochs=1", "trainer.batch_size=32", "data.limit=96", "tracking.log_model=false", "tracking.log_plots=false"]
+TINY = ["trainer.epochs=1", "trainer.batch_size=32", "data.limit=96", "tracking.log_model=false",
+        "tracking.log_plots=false"]  # tests that check the evaluation figures add tracking.log_plots=true
 
 
 @pytest.fixture

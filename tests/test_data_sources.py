@@ -405,7 +405,8 @@ def test_custom_loader_dispatch_errors():
 def test_image_folder_trains_through_the_cli_streamed(tmp_path, store, image_dir):
     listing = load_data("image_folder", path=str(image_dir), image_size=[16, 16], color_mode="grayscale",
                         val_fraction=0.15, test_fraction=0.15, split_seed=0, limit=96)
-    args = [*TINY, "tracking.log_plots=true", "tracking.log_model=true", f"tracking.uri={store}", "data=image_folder", f"data.path={image_dir}",
+    args = [*TINY, "tracking.log_plots=true",
+            "tracking.log_model=true", f"tracking.uri={store}", "data=image_folder", f"data.path={image_dir}",
             "data.image_size=[16,16]", "data.color_mode=grayscale", "model=mnist_cnn", "labels=one_hot",
             "weighting=balanced"]
     result = run_cli(args, cwd=tmp_path)
@@ -439,7 +440,8 @@ def test_csv_trains_through_the_cli_with_names_from_the_label_column(tmp_path, s
     frame["fold"] = np.where(np.arange(200) < 150, "train", np.where(np.arange(200) < 170, "val", "test"))
     path = tmp_path / "flowers.csv"
     frame.to_csv(path, index=False)
-    args = [*TINY, "tracking.log_plots=true", f"tracking.uri={store}", "data=csv", f"data.path={path}", "data.label=species",
+    args = [*TINY, "tracking.log_plots=true",
+            f"tracking.uri={store}", "data=csv", f"data.path={path}", "data.label=species",
             "data.split_column=fold", "model=mlp", "data.na_fraction=0.1", "labels.ignore_class=-1",
             "weighting=inverse_sqrt"]
     result = run_cli(args, cwd=tmp_path)
@@ -463,7 +465,8 @@ def test_npz_and_parquet_train_in_process(tmp_path, arrays_npz, table_parquet):
 
 def test_custom_loader_trains_through_the_cli(tmp_path, store):
     (tmp_path / "my_loaders.py").write_text(LOADERS)  # the CLI runs in tmp_path: its modules are importable
-    args = [*TINY, "tracking.log_plots=true", f"tracking.uri={store}", "data=custom", "data._target_=my_loaders.named",
+    args = [*TINY, "tracking.log_plots=true",
+            f"tracking.uri={store}", "data=custom", "data._target_=my_loaders.named",
             "data.options={n_samples: 150, names: [low, mid, high]}", "model=mlp"]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
