@@ -169,6 +169,31 @@ def build_for_strategy(model: keras.Model, train_ds: tf.data.Dataset, strategy: 
             model.optimizer.build(model.trainable_variables)
 
 
+def sync_from_chief(model: keras.Model, initial_epoch: int, strategy: tf.distribute.Strategy) -> int:
+    """Gives every worker the chief's variables (model and optimizer) and the chief's initial epoch, and returns
+    that epoch. A resumed chief has restored them from its checkpoint; the other workers start from scratch.
+
+    Replica 0 lives on the chief (worker 0, or the task of type chief); the others add zeros to the sum.
+    """
+    variables = [*model.variables, *model.optimizer.variables]
+
+    @tf.function
+    def gather():
+        def replica():
+            context = tf.distribute.get_replica_context()
+            first = tf.equal(context.replica_id_in_sync_group, 0)
+            # One packed all-reduce needs one dtype: float64 holds float32 values and int64 counters exactly.
+            own = [tf.constant(initial_epoch, tf.float64), *[tf.cast(v.value, tf.float64) for v in variables]]
+            return context.all_reduce(SUM, [tf.where(first, t, tf.zeros_like(t)) for t in own])
+
+        return strategy.experimental_local_results(strategy.run(replica))[0]
+
+    epoch, *values = gather()
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(tf.cast(value, variable.dtype))
+    return int(epoch)
+
+
 def evaluate_custom(model: keras.Model, ds: tf.data.Dataset, *, strategy: tf.distribute.Strategy,
                     steps: _Steps | None = None) -> dict[str, float]:
     """`model.evaluate(ds, return_dict=True)` under `strategy`: the loss and every compiled metric on `ds`."""
@@ -218,6 +243,11 @@ def fit_custom(
             f"{replicas}"
         )
     build_for_strategy(model, train_ds, strategy)
+    start = sync_from_chief(model, initial_epoch, strategy)
+    # A worker that did not resume starts its training set `start - initial_epoch` epochs later, as the chief's.
+    train_ds = train_ds.skip((start - initial_epoch) * steps_per_epoch)
+    if start >= epochs:
+        return {}  # the chief's training had completed: as fit is not called then, no callback runs
     steps = _Steps(model, strategy)
     callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=steps_per_epoch,
                                                  verbose=0)
@@ -225,7 +255,7 @@ def fit_custom(
     train_iterator = iter(strategy.experimental_distribute_dataset(train_ds))
     model.stop_training = False
     callback_list.on_train_begin()
-    for epoch in range(initial_epoch, epochs):
+    for epoch in range(start, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
         total, seen = 0.0, 0.0

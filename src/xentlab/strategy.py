@@ -153,14 +153,6 @@ def _multi_worker_strategy() -> tuple[tf.distribute.Strategy, list[str]]:
         json.loads(raw)["cluster"]
     except (ValueError, KeyError) as err:
         raise HardwareError(f"TF_CONFIG is not valid JSON with a 'cluster' entry: {raw[:200]}") from err
-    if not keras.__version__.startswith("2."):
-        # Measured here with two workers on 127.0.0.1: Keras 3's fit fails on the first step with "Attempt to
-        # convert a value (PerReplica ...) to a Tensor" (keras-team/keras#20585, open). Fail before any run.
-        raise HardwareError(
-            f"strategy=multi_worker: Keras {keras.__version__}'s model.fit does not run under "
-            f"MultiWorkerMirroredStrategy (keras-team/keras#20585). Use strategy=multi_gpu on one host, or a "
-            f"sweep launcher (SWEEP=slurm / ray) to spread jobs over hosts"
-        )
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     return strategy, _device_names("CPU") + _device_names("GPU")
 
