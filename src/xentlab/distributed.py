@@ -130,7 +130,7 @@ class _Steps:
             loss, global_loss, global_size = self._batch_loss(x, y, y_pred, sample_weight)
             scaled = model.optimizer.scale_loss(loss)  # mixed precision: the loss scale, undone on apply
         gradients = tape.gradient(scaled, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))  # all-reduces across workers
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))  # all-reduces
         self._update_metrics(x, y, y_pred, sample_weight, global_loss)
         return global_loss, global_size
 
