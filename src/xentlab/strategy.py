@@ -153,7 +153,14 @@ def _multi_worker_strategy() -> tuple[tf.distribute.Strategy, list[str]]:
         json.loads(raw)["cluster"]
     except (ValueError, KeyError) as err:
         raise HardwareError(f"TF_CONFIG is not valid JSON with a 'cluster' entry: {raw[:200]}") from err
+    import signal
+
+    # TensorFlow's coordination service takes SIGTERM for its preemption notifier and swallows it: measured here,
+    # a chief sent SIGTERM trained on, its run left RUNNING. Re-installing the handler Python had (the run's
+    # KILLED handler on the chief, the default on the others) lets `kill` stop a worker again.
+    previous = signal.getsignal(signal.SIGTERM)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return strategy, _device_names("CPU") + _device_names("GPU")
 
 
