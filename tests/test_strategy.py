@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import TINY, run_cli, runs_of
@@ -79,12 +80,15 @@ def test_multi_worker_on_localhost_matches_one_device(tmp_path):
     result = run_cli([*MW, "strategy=cpu", f"tracking.uri={one_store}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (one,) = runs_of(one_store)
-    timing = ("epoch_time_s", "samples_per_s")
-    assert sorted(k for k in run.data.metrics if k not in timing) == sorted(k for k in one.data.metrics
-                                                                           if k not in timing)
-    for name, value in one.data.metrics.items():
-        if name not in timing:
-            assert run.data.metrics[name] == pytest.approx(value, abs=1e-4), name
+    assert sorted(_model_metrics(run)) == sorted(_model_metrics(one))
+    for name, value in _model_metrics(one).items():
+        assert run.data.metrics[name] == pytest.approx(value, abs=1e-4), name
+
+
+def _model_metrics(run) -> dict[str, float]:
+    """The run's metrics without timings and system metrics (which depend on the machine, not the model)."""
+    return {k: v for k, v in run.data.metrics.items()
+            if k not in ("epoch_time_s", "samples_per_s") and not k.startswith("system/")}
 
 
 @pytest.mark.slow
@@ -112,6 +116,47 @@ def test_multi_worker_run_never_stays_running_when_a_worker_stops(victim, sig, s
     (run,) = runs_of(store)
     assert run.info.status == status
     assert reason in run.data.tags["xentlab.error"]
+
+
+@pytest.mark.slow
+def test_multi_worker_resumes_where_the_chief_stopped(tmp_path, store):
+    """The chief is stopped after an epoch and the job relaunched: the chief resumes its run from its checkpoint
+    and hands weights and epoch to the other worker; the per-epoch losses are those of an uninterrupted run."""
+    args = [*MW, "trainer.epochs=6", f"tracking.uri={store}"]
+    procs = _start_workers(args, tmp_path)
+    try:
+        deadline = time.time() + 300
+        while not _logged_an_epoch(store):
+            assert time.time() < deadline and all(p.poll() is None for p in procs), "no epoch logged"
+            time.sleep(1)
+        procs[0].send_signal(signal.SIGTERM)
+        for p in procs:
+            p.communicate(timeout=120)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    (stopped,) = runs_of(store)
+    assert stopped.info.status == "KILLED"
+    procs = _start_workers(args, tmp_path)
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "resuming run" in outputs[0]
+    (run,) = runs_of(store)
+    assert run.info.run_id == stopped.info.run_id and run.info.status == "FINISHED"
+
+    one_store = f"sqlite:///{tmp_path / 'one.db'}"
+    result = run_cli([*MW, "trainer.epochs=6", "strategy=cpu", f"tracking.uri={one_store}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (one,) = runs_of(one_store)
+    from mlflow.tracking import MlflowClient
+
+    def per_epoch(uri, run_id):
+        return [m.value for m in sorted(MlflowClient(uri).get_metric_history(run_id, "val_loss"), key=lambda m: m.step)]
+
+    resumed, straight = per_epoch(store, run.info.run_id), per_epoch(one_store, one.info.run_id)
+    assert len(resumed) == len(straight) == 6
+    np.testing.assert_allclose(resumed, straight, atol=1e-4)
 
 
 def _logged_an_epoch(store: str) -> bool:
