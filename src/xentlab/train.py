@@ -304,8 +304,10 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         outbox.log_metrics(test_metrics)
     # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
     # not comparable across variants); val_loss for a model compiled without the nll metric.
-    objective = history.get("val_nll", history["val_loss"])[-1]
-    return {"val_loss": float(history["val_loss"][-1]), "objective": float(objective), **test_metrics}, history
+    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
+    last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
+    objective = last.get("val_nll", last["val_loss"])
+    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
 
 
 def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
