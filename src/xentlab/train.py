@@ -254,7 +254,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.choices import Verbosity
-    from xentlab.distributed import evaluate_custom, fit_custom
+    from xentlab.distributed import build_for_strategy, evaluate_custom, fit_custom
     from xentlab.labels import steps_per_epoch
     from xentlab.metrics import CONTRACT_METRICS  # here, not at the top: metrics imports TensorFlow
     from xentlab.resume import epoch_checkpoint, restore_unit
@@ -265,6 +265,9 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     if outbox is not None:
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox))
     initial_epoch = 0
+    multi_worker = prepared.plan.kind == "multi_worker"
+    if multi_worker:  # creating a variable is a collective: every worker creates them in this order, before restoring
+        build_for_strategy(prepared.model, prepared.train_ds, prepared.plan.strategy)
     if plan is not None:
         # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice.
         callbacks.append(epoch_checkpoint(plan.checkpoint_dir))
@@ -274,7 +277,6 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
             initial_epoch = plan.unit.epoch
     history: dict[str, list[float]] = {}
     steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.drop_remainder)
-    multi_worker = prepared.plan.kind == "multi_worker"
     if multi_worker:  # Keras 3's fit and evaluate do not run under MultiWorkerMirroredStrategy
         # Every worker enters, also when the chief's training had completed: the chief's epoch is agreed there.
         history = fit_custom(prepared.model, prepared.train_ds, prepared.val_ds, epochs=trainer["epochs"],
