@@ -266,14 +266,15 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox))
     initial_epoch = 0
     multi_worker = prepared.plan.kind == "multi_worker"
-    if multi_worker:  # creating a variable is a collective: every worker creates them in this order, before restoring
+    if multi_worker:
+        # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
+        # then creates none under the strategy (Keras' load makes a throwaway optimizer, outside the scope).
         build_for_strategy(prepared.model, prepared.train_ds, prepared.plan.strategy)
     if plan is not None:
         # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice.
         callbacks.append(epoch_checkpoint(plan.checkpoint_dir))
         if plan.unit is not None:
-            with prepared.plan.strategy.scope():  # variables it creates (the optimizer's) belong to the strategy
-                restore_unit(prepared.model, plan.unit)
+            restore_unit(prepared.model, plan.unit)
             initial_epoch = plan.unit.epoch
     history: dict[str, list[float]] = {}
     steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.drop_remainder)
