@@ -66,8 +66,10 @@ MW = [*DET, "data=breast_cancer", "data.limit=101"]
 def test_multi_worker_on_localhost_matches_one_device(tmp_path):
     """Two workers on 127.0.0.1 running the real CLI: one MLflow run (the chief's), FINISHED, with the loss and
     metrics of one process training on the same global batches (dropout off: its RNG streams differ per replica)."""
+    # What the chief does alone after training (plots, the model, temperature scaling) must not start collectives.
+    outputs_on = ["tracking.log_plots=true", "tracking.log_model=true", "calibration=temperature"]
     worker_store = f"sqlite:///{tmp_path / 'workers.db'}"
-    procs = _start_workers([*MW, f"tracking.uri={worker_store}"], tmp_path)
+    procs = _start_workers([*MW, *outputs_on, f"tracking.uri={worker_store}"], tmp_path)
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "Collective all_reduce" not in outputs[0]  # tf.distribute's per-step INFO lines are quieted
@@ -77,9 +79,10 @@ def test_multi_worker_on_localhost_matches_one_device(tmp_path):
     assert not list(tmp_path.glob("outputs/checkpoints/*"))  # the chief's removed when it finished; no other
 
     one_store = f"sqlite:///{tmp_path / 'one.db'}"
-    result = run_cli([*MW, "strategy=cpu", f"tracking.uri={one_store}"], cwd=tmp_path)
+    result = run_cli([*MW, *outputs_on, "strategy=cpu", f"tracking.uri={one_store}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (one,) = runs_of(one_store)
+    assert "test_nll_calibrated" in run.data.metrics
     assert sorted(_model_metrics(run)) == sorted(_model_metrics(one))
     for name, value in _model_metrics(one).items():
         assert run.data.metrics[name] == pytest.approx(value, abs=1e-4), name
