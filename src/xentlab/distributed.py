@@ -269,7 +269,7 @@ def fit_custom(
         callback_list.on_epoch_end(epoch, logs)
         for key, value in logs.items():
             history.setdefault(key, []).append(float(value))
-        if model.stop_training:
+        if model.stop_training:  # a callback that sets it must run on every worker, or the others wait
             break
     callback_list.on_train_end(logs=None)
     return history
