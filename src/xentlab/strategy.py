@@ -143,44 +143,73 @@ def _tpu_strategy(address: str | None, timeout_s: float) -> tuple[tf.distribute.
     return strategy, _device_names("TPU")
 
 
-def _multi_worker_strategy() -> tuple[tf.distribute.Strategy, list[str]]:
-    import json
-    import os
+TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                     '"task": {"type": "worker", "index": 0}}')
 
-    raw = os.environ.get("TF_CONFIG")
+
+def parse_tf_config(raw: str | None) -> dict:
+    """The TF_CONFIG of a multi-worker job, checked: a cluster of host:port lists and this process's task in it.
+
+    Raises:
+        HardwareError: For a missing, unparsable or inconsistent TF_CONFIG, saying what is wrong and an example.
+    """
+    import json
+
+    fix = f"set TF_CONFIG on every worker, e.g. {TF_CONFIG_EXAMPLE} (task.index differs per worker)"
     if not raw:
-        raise HardwareError(
-            "strategy=multi_worker needs the TF_CONFIG environment variable on every worker, e.g. "
-            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
-        )
+        raise HardwareError(f"strategy=multi_worker needs the TF_CONFIG environment variable; {fix}")
     try:
-        json.loads(raw)["cluster"]
-    except (ValueError, KeyError) as err:
-        raise HardwareError(f"TF_CONFIG is not valid JSON with a 'cluster' entry: {raw[:200]}") from err
-    if not keras.__version__.startswith("2."):
-        # Measured here with two workers on 127.0.0.1: Keras 3's fit fails on the first step with "Attempt to
-        # convert a value (PerReplica ...) to a Tensor" (keras-team/keras#20585, open). Fail before any run.
-        raise HardwareError(
-            f"strategy=multi_worker: Keras {keras.__version__}'s model.fit does not run under "
-            f"MultiWorkerMirroredStrategy (keras-team/keras#20585). Use strategy=multi_gpu on one host, or a "
-            f"sweep launcher (SWEEP=slurm / ray) to spread jobs over hosts"
-        )
+        config = json.loads(raw)
+    except ValueError as err:
+        raise HardwareError(f"TF_CONFIG is not valid JSON ({err}); received {raw[:200]!r}; {fix}") from err
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise HardwareError(f"TF_CONFIG has no 'cluster' entry (a dict of job name -> host:port list); "
+                            f"received {raw[:200]!r}; {fix}")
+    for job, hosts in cluster.items():
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and ":" in h for h in hosts):
+            raise HardwareError(f"TF_CONFIG cluster.{job} must be a non-empty list of 'host:port' strings; "
+                                f"received {hosts!r}; {fix}")
+    task = config.get("task")
+    kind = task.get("type") if isinstance(task, dict) else None
+    index = task.get("index") if isinstance(task, dict) else None
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise HardwareError(f"TF_CONFIG task must name this process in the cluster (type one of {sorted(cluster)}, "
+                            f"index within its list); received task={task!r}; {fix}")
+    return config
+
+
+def _multi_worker_strategy() -> tuple[tf.distribute.Strategy, list[str]]:
+    import logging
+    import os
+    import signal
+
+    parse_tf_config(os.environ.get("TF_CONFIG"))
+    # tf.distribute logs every collective at INFO ("Collective all_reduce tensors: ..."), many lines per step.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    # TensorFlow's coordination service takes SIGTERM for its preemption notifier and swallows it: measured here,
+    # a chief sent SIGTERM trained on, its run left RUNNING. Re-installing the handler Python had (the run's
+    # KILLED handler on the chief, the default on the others) lets `kill` stop a worker again.
+    previous = signal.getsignal(signal.SIGTERM)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return strategy, _device_names("CPU") + _device_names("GPU")
 
 
 def is_chief() -> bool:
-    """True unless TF_CONFIG names this process a non-chief worker (only the chief logs to MLflow)."""
-    import json
+    """True unless TF_CONFIG names this process a non-chief worker (only the chief logs to MLflow).
+
+    Raises:
+        HardwareError: For a TF_CONFIG that is set but malformed (parse_tf_config).
+    """
     import os
 
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return True
-    config = json.loads(raw)
-    task = config.get("task", {})
-    kind, index = task.get("type", "worker"), int(task.get("index", 0))
-    if "chief" in config.get("cluster", {}):
+    config = parse_tf_config(raw)
+    kind, index = config["task"]["type"], config["task"]["index"]
+    if "chief" in config["cluster"]:
         return kind == "chief"
     return kind == "worker" and index == 0
 

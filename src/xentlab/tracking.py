@@ -423,7 +423,8 @@ def log_model(outbox, model, sample) -> None:
     import tensorflow as tf
     from mlflow.models import infer_signature
 
-    signature = infer_signature(sample, np.asarray(model.predict(sample, verbose=0)))
+    # A plain call, not predict: under MultiWorkerMirroredStrategy predict starts collectives only the chief joins.
+    signature = infer_signature(sample, np.asarray(model(sample, training=False)))
     outbox.log_keras_model(
         model, signature=signature,
         pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],

@@ -254,6 +254,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.choices import Verbosity
+    from xentlab.distributed import build_for_strategy, evaluate_custom, fit_custom
     from xentlab.labels import steps_per_epoch
     from xentlab.metrics import CONTRACT_METRICS  # here, not at the top: metrics imports TensorFlow
     from xentlab.resume import epoch_checkpoint, restore_unit
@@ -264,6 +265,11 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     if outbox is not None:
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox))
     initial_epoch = 0
+    multi_worker = prepared.plan.kind == "multi_worker"
+    if multi_worker:
+        # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
+        # then creates none under the strategy (Keras' load makes a throwaway optimizer, outside the scope).
+        build_for_strategy(prepared.model, prepared.train_ds, prepared.plan.strategy)
     if plan is not None:
         # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice.
         callbacks.append(epoch_checkpoint(plan.checkpoint_dir))
@@ -271,22 +277,29 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
             restore_unit(prepared.model, plan.unit)
             initial_epoch = plan.unit.epoch
     history: dict[str, list[float]] = {}
-    if initial_epoch < trainer["epochs"]:
+    steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.drop_remainder)
+    if multi_worker:  # Keras 3's fit and evaluate do not run under MultiWorkerMirroredStrategy
+        # Every worker enters, also when the chief's training had completed: the chief's epoch is agreed there.
+        history = fit_custom(prepared.model, prepared.train_ds, prepared.val_ds, epochs=trainer["epochs"],
+                             initial_epoch=initial_epoch, steps_per_epoch=steps, strategy=prepared.plan.strategy,
+                             global_batch_size=trainer["batch_size"], callbacks=callbacks)
+    elif initial_epoch < trainer["epochs"]:
         history = prepared.model.fit(
             prepared.train_ds,
             validation_data=prepared.val_ds,
             epochs=trainer["epochs"],
             initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch(
-                len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.drop_remainder
-            ),
+            steps_per_epoch=steps,
             shuffle=False,  # the training dataset reshuffles itself every epoch
             verbose=Verbosity(trainer["verbose"]).keras_verbose(os.isatty(1)),
             callbacks=callbacks,
         ).history
     if initial_epoch > 0 and outbox is not None:
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
-    test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
+    if multi_worker:
+        test = evaluate_custom(prepared.model, prepared.test_ds, strategy=prepared.plan.strategy)
+    else:
+        test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
     test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
     if config["calibration"]["method"] == "temperature":
         test_metrics.update(calibrated_metrics(prepared, config))
@@ -294,8 +307,10 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         outbox.log_metrics(test_metrics)
     # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
     # not comparable across variants); val_loss for a model compiled without the nll metric.
-    objective = history.get("val_nll", history["val_loss"])[-1]
-    return {"val_loss": float(history["val_loss"][-1]), "objective": float(objective), **test_metrics}, history
+    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
+    last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
+    objective = last.get("val_nll", last["val_loss"])
+    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
 
 
 def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
@@ -315,7 +330,12 @@ def predict(prepared: Prepared, split: str):
 
     from xentlab.labels import features_dataset
 
-    return np.asarray(prepared.model.predict(features_dataset(prepared.bundle, split, 256), verbose=0))
+    features = features_dataset(prepared.bundle, split, 256)
+    if prepared.plan.kind == "multi_worker":  # predict would start collectives the other workers never join
+        from xentlab.distributed import predict_local
+
+        return predict_local(prepared.model, features)
+    return np.asarray(prepared.model.predict(features, verbose=0))
 
 
 def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
