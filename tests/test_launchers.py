@@ -51,6 +51,7 @@ def _assert_one_failed_job(store: str, result) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ submitit
+@pytest.mark.slow
 def test_submitit_local_sweep_runs_each_job_in_its_own_process(tmp_path, store):
     result = run_cli(["-m", "+sweep=submitit_local", *TINY_JOB, f"tracking.uri={store}", "loss=crossentropy,focal"],
                      cwd=tmp_path, timeout=600)

@@ -61,6 +61,7 @@ def _units(cwd: Path) -> list[Path]:
     return sorted((cwd / "outputs" / "checkpoints").glob("*/epoch-*"))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_belongs_to_its_store(tmp_path):
     first, second = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'second.db'}"
     proc = _start(DET, tmp_path, MLFLOW_TRACKING_URI=first)
@@ -117,6 +118,7 @@ def test_when_every_unit_is_damaged_the_old_run_fails_and_the_job_starts_again(t
     assert list((tmp_path / "outputs" / "checkpoints").glob("*.damaged-*/epoch-000003"))  # kept for inspection
 
 
+@pytest.mark.slow
 def test_sigterm_after_the_last_epoch_resumes_into_evaluation_in_the_same_run(tmp_path, store):
     args = [*DET, "trainer.epochs=2", f"tracking.uri={store}", "tracking.log_model=true"]
     proc = _start(args, tmp_path)

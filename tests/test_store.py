@@ -48,6 +48,7 @@ def test_an_unwritable_store_fails_in_seconds_naming_the_path(tmp_path):
     assert len(result.stderr.strip().splitlines()) < 10
 
 
+@pytest.mark.slow
 def test_jobs_starting_together_on_a_fresh_store_all_finish(tmp_path):
     store = f"sqlite:///{tmp_path / 'fresh.db'}"
     cmd = [sys.executable, "-c", "from xentlab.train import main; main()", *TINY, f"tracking.uri={store}",

@@ -20,6 +20,7 @@ DET = ["trainer.epochs=2", "trainer.batch_size=32", "data.limit=128", "model=mlp
        "tracking.log_model=false", "tracking.log_plots=false", "optimizer=sgd"]
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus_matches_one_device(tmp_path):
     losses = {}
     for strategy in ("cpu", "multi_cpu"):

@@ -215,6 +215,7 @@ def test_presets_run_three_seeds_and_name_a_baseline_of_their_grid(preset):
     assert override_set(conf.hydra.callbacks.sweep_run.baseline) in variants
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_sweep_ends_the_child_and_the_parent_killed(tmp_path, store):
     import os
     import signal
@@ -240,6 +241,7 @@ def test_ctrl_c_during_a_sweep_ends_the_child_and_the_parent_killed(tmp_path, st
     assert child.info.status == "KILLED" and child.info.run_name == "loss=crossentropy"
 
 
+@pytest.mark.slow
 def test_a_failed_job_ends_the_parent_failed_not_killed(tmp_path, store):
     result = run_cli(["-m", *SMALL, "trainer.epochs=1", f"tracking.uri={store}", "loss=crossentropy,binary"],
                      cwd=tmp_path)

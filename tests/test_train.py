@@ -136,7 +136,15 @@ MATRIX = [
 ]
 
 
-@pytest.mark.parametrize(("group", "option"), MATRIX, ids=[f"{g}={o}" for g, o in MATRIX])
+# In `make test`: the options no other fast test trains. The rest of the matrix runs in `make test-all` (each option
+# here is also covered by a dedicated test: the contract test, the data sources', the presets', the losses').
+FAST_MATRIX = {("data", "text"), ("loss", "logit_adjusted"), ("loss", "poly1"), ("loss", "weighted_binary"),
+               ("weighting", "custom"), ("calibration", "temperature")}
+
+
+@pytest.mark.parametrize(("group", "option"), [
+    pytest.param(g, o, id=f"{g}={o}", marks=() if (g, o) in FAST_MATRIX else pytest.mark.slow) for g, o in MATRIX
+])
 def test_every_option_trains_one_short_epoch(
     group, option, store, mnist_npz, fashion_dir, text_file, image_dir, table_csv, table_parquet, arrays_npz
 ):
