@@ -43,10 +43,10 @@ ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 test: install ## the fast test suite (what .ci/run calls), one worker per core (at most 4)
-	$(BIN)/python -m pytest -m "not slow" -q -n auto --maxprocesses 4
+	$(BIN)/python -m pytest -m "not slow" -q -n auto --maxprocesses 4 --dist worksteal
 
 test-all: install ## every test, slow ones included
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 test-ray: $(RAY_VENV)/.installed ## the launcher tests with the optional Ray extra, in .venv/ray (Ray pins cloudpickle<3)
 	$(RAY_VENV)/bin/python -m pytest tests/test_launchers.py -q

@@ -435,6 +435,7 @@ def test_image_split_folders_with_na_labels_train_in_process(tmp_path, store):
     assert run.data.params["data.color_mode"] == "rgb"  # logged as the word, not the enum's repr
 
 
+@pytest.mark.slow
 def test_csv_trains_through_the_cli_with_names_from_the_label_column(tmp_path, store):
     frame = blobs_table(200)
     frame["fold"] = np.where(np.arange(200) < 150, "train", np.where(np.arange(200) < 170, "val", "test"))

@@ -41,6 +41,7 @@ def test_mnist_cnn_preset(store, mnist_npz):
             "evaluation/per_class.json"} <= _artifacts(store, run.info.run_id, "evaluation")
 
 
+@pytest.mark.slow
 def test_binary_auc_preset_softmax2_and_sigmoid1_log_the_same_auc(tmp_path):
     values = {}
     for head in ("softmax2", "sigmoid1"):

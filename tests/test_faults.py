@@ -80,6 +80,7 @@ def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(tmp_path, store):
     assert list((tmp_path / "outputs" / "checkpoints").glob("*/epoch-*/state.weights.h5"))
 
 
+@pytest.mark.slow
 def test_exception_marks_the_run_failed(tmp_path, store):
     result = run_cli([*DET, f"tracking.uri={store}", "optimizer.learning_rate=-1"], cwd=tmp_path)
     assert result.returncode != 0

@@ -123,6 +123,7 @@ def test_eight_parallel_jobs_on_a_fresh_sqlite_store_all_complete(tmp_path, stor
     assert all(len(MlflowClient(store).get_metric_history(c.info.run_id, "val_loss")) == 1 for c in children)
 
 
+@pytest.mark.slow
 def test_optuna_preset_returns_the_metric_and_records_trials(tmp_path, store):
     result = run_cli(
         ["+sweep=optuna", "hydra.sweeper.n_trials=2", *SMALL, "trainer.epochs=1", f"tracking.uri={store}"],

@@ -87,6 +87,7 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     assert not list(tmp_path.glob("outputs/**/mlflow.db")) and not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_default_store_is_absolute_under_the_launch_directory(tmp_path):
     result = run_cli(TINY + ["data=digits", "model=mlp"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -178,6 +179,7 @@ def test_sparse_and_one_hot_give_the_same_loss_on_the_same_batch():
     assert losses["sparse"] == pytest.approx(losses["one_hot"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_sparse_and_one_hot_runs_give_the_same_val_loss(tmp_path):
     from xentlab.train import run
 
@@ -190,6 +192,7 @@ def test_sparse_and_one_hot_runs_give_the_same_val_loss(tmp_path):
     assert values["sparse"] == pytest.approx(values["one_hot"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_masked_na_labels_train_like_the_subset_without_them(tmp_path):
     """The seed's two answers to an n/a label: mask it (labels.ignore_class=-1) or drop those examples
     (data.drop_na=true). With full batches, which then hold the same labelled examples, the runs are equal."""
@@ -280,6 +283,7 @@ def test_ctrl_c_marks_the_run_killed(tmp_path, store):
     assert "KeyboardInterrupt" in logged.data.tags["xentlab.error"]
 
 
+@pytest.mark.slow
 def test_dry_run_validates_and_builds_without_logging(tmp_path, store):
     result = run_cli(["trainer.dry_run=true", f"tracking.uri={store}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
