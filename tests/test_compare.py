@@ -352,3 +352,11 @@ def test_report_files_land_under_out(tmp_path, sweep):
     uri, _ = sweep
     main(["--tracking-uri", uri, "--out", str(tmp_path / "out")])
     assert {p.name for p in Path(tmp_path / "out").iterdir()} >= {"report.md", "report.csv", "comparisons.csv"}
+
+
+def test_a_baseline_matches_its_variant_whatever_the_case_of_its_booleans():
+    from xentlab.compare import find_variant
+
+    variants = ["labels=sparse,loss=crossentropy,loss.from_logits=True",
+                "labels=sparse,loss=crossentropy,loss.from_logits=False"]
+    assert find_variant(variants, "loss=crossentropy,labels=sparse,loss.from_logits=false") == variants[1]

@@ -109,8 +109,14 @@ def variant_name(run_name: str) -> str:
 
 
 def override_set(name: str) -> frozenset[str]:
-    """The key=value items of a variant name, in any order (`a=1,b=2` and `b=2,a=1` are one variant)."""
-    return frozenset(item.strip() for item in OVERRIDE_SPLIT.split(name) if item.strip())
+    """The key=value items of a variant name, in any order (`a=1,b=2` and `b=2,a=1` are one variant); booleans in
+    any case (Hydra names runs `x=False` for a grid written `x: true,false`)."""
+    return frozenset(_canonical(item.strip()) for item in OVERRIDE_SPLIT.split(name) if item.strip())
+
+
+def _canonical(item: str) -> str:
+    key, sep, value = item.partition("=")
+    return f"{key}{sep}{value.lower()}" if value.lower() in ("true", "false") else item
 
 
 def find_variant(variants: list[str], wanted: str) -> str | None:
