@@ -145,3 +145,17 @@ def test_text_split_is_by_position_without_leakage(text_file):
     assert bundle.x_train.max() < 256 and bundle.y_train.shape == bundle.x_train.shape
     np.testing.assert_array_equal(bundle.y_train[0][:-1], bundle.x_train[0][1:])  # targets shifted by one
     np.testing.assert_array_equal(bundle.x_val[0], raw[train_end : train_end + 20])  # val starts after train
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--length", "-5"], "--length must be a positive number of bytes per stream, got -5"),
+    (["--temperature", "0"], "--temperature must be a finite number > 0"),
+    (["--temperature", "-1"], "--temperature must be a finite number > 0"),
+    (["--prompt", ""], "--prompt must not be empty"),
+])
+def test_generate_refuses_bad_arguments_before_loading_anything(args, message, capsys):
+    from xentlab.generate import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--run-id", "does-not-matter", *args])
+    assert stop.value.code == 2 and message in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import sys
 
@@ -117,6 +118,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
     args = parser.parse_args(argv)
+    # Checked before anything loads: each names the argument, the value and what is allowed.
+    if args.length < 1:
+        parser.error(f"--length must be a positive number of bytes per stream, got {args.length}; e.g. --length 200")
+    if not math.isfinite(args.temperature) or args.temperature <= 0:
+        parser.error(f"--temperature must be a finite number > 0 (1 samples the model as is, lower is greedier), "
+                     f"got {args.temperature}; e.g. --temperature 0.8")
+    if not args.prompt:
+        parser.error("--prompt must not be empty: the model needs at least one byte to start from (--prompt ROMEO:)")
 
     import mlflow
 
@@ -127,6 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri, os.getcwd()))
     try:
         from_logits = run_from_logits(mlflow.MlflowClient(), args.run_id)
+        model_name = mlflow.MlflowClient().get_run(args.run_id).data.params.get("model.resolved") or (
+            mlflow.MlflowClient().get_run(args.run_id).data.params.get("model.name"))
+        if model_name and model_name not in ("char_lstm",):
+            sys.exit(f"xentlab-generate: run {args.run_id} trained model {model_name}, which does not generate text; "
+                     f"pass the run id of a char_lstm run (e.g. +experiment=shakespeare_lstm)")
         model = mlflow.keras.load_model(f"runs:/{args.run_id}/model")  # Keras safe mode stays on
     except Exception as err:
         sys.exit(f"xentlab-generate: cannot load the model of run {args.run_id}: {type(err).__name__}: {err}")
