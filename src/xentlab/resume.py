@@ -187,10 +187,6 @@ UNIT = re.compile(r"^epoch-(\d{6})$")
 KEEP_UNITS = 2  # the newest and the one before, so a unit damaged after it was written has a fallback
 
 
-class CheckpointDamaged(ExpectedError, RuntimeError):
-    """No complete checkpoint unit could be read."""
-
-
 @dataclass(frozen=True)
 class Unit:
     """One checkpoint: the state after `epoch` completed epochs, in `folder` (weights with optimizer state,
@@ -222,11 +218,14 @@ def verify_unit(folder: Path) -> Unit:
     return Unit(epoch, folder)
 
 
+def _units_newest_first(checkpoint_dir: Path) -> list[Path]:
+    return sorted((p for p in checkpoint_dir.glob("epoch-*") if UNIT.match(p.name)), reverse=True)
+
+
 def latest_unit(checkpoint_dir: Path) -> tuple[Unit | None, list[str]]:
     """The newest complete unit in `checkpoint_dir` (None if there is none) and what was found damaged."""
     damaged: list[str] = []
-    units = sorted((p for p in checkpoint_dir.glob("epoch-*") if UNIT.match(p.name)), reverse=True)
-    for folder in units:
+    for folder in _units_newest_first(checkpoint_dir):
         try:
             return verify_unit(folder), damaged
         except ValueError as err:
@@ -256,7 +255,7 @@ def save_unit(model, checkpoint_dir: Path, epoch: int) -> Unit:
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(checkpoint_dir)
-    for old in sorted((p for p in checkpoint_dir.glob("epoch-*") if UNIT.match(p.name)), reverse=True)[KEEP_UNITS:]:
+    for old in _units_newest_first(checkpoint_dir)[KEEP_UNITS:]:
         shutil.rmtree(old, ignore_errors=True)
     return Unit(epoch, final)
 

@@ -132,6 +132,7 @@ class Prepared:
     class_weights: Any
     from_logits: bool
     warnings: list[str] = field(default_factory=list)  # printed on stderr and kept as the run tag xentlab.warning
+    sampling: dict[str, Any] = field(default_factory=dict)  # sample_* settings of a text-generating model
 
     def facts(self) -> dict[str, Any]:
         """What the run logs about its inputs before training (tracking.log_inputs)."""
@@ -139,8 +140,9 @@ class Prepared:
                 "model": self.model_name, "warnings": self.warnings}
 
 
-def resolve_model(model_cfg: dict[str, Any], bundle) -> tuple[str, dict[str, Any]]:
-    """The model name and its architecture knobs; model=auto picks by the data's shapes, with that model's defaults."""
+def resolve_model(model_cfg: dict[str, Any], bundle) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The model name, its architecture knobs and its text-sampling settings (`sample_*`, language models only);
+    model=auto picks by the data's shapes, with that model's defaults."""
     from xentlab.models import choose_model
     from xentlab.schema import SCHEMAS
 
@@ -152,7 +154,7 @@ def resolve_model(model_cfg: dict[str, Any], bundle) -> tuple[str, dict[str, Any
         model_cfg = {**asdict(schema(name=name)), "head": model_cfg["head"]}
         model_cfg = {k: (v.value if hasattr(v, "value") else v) for k, v in model_cfg.items()}
     knobs = {k: v for k, v in model_cfg.items() if k not in ("name", "head") and not k.startswith("sample_")}
-    return name, {**knobs, "_sampling": {k: v for k, v in model_cfg.items() if k.startswith("sample_")}}
+    return name, knobs, {k: v for k, v in model_cfg.items() if k.startswith("sample_")}
 
 
 def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
@@ -185,7 +187,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
     ignore_class, encoding = labels["ignore_class"], labels["encoding"]
     bundle = checks.check_bundle(bundle, ignore_class=ignore_class)
     warnings = [w for w in [checks.unused_ignore_class(bundle, ignore_class=ignore_class)] if w]
-    model_name, arch = resolve_model(config["model"], bundle)
+    model_name, arch, sampling = resolve_model(config["model"], bundle)
     loss_kind = resolve_loss_kind(loss_cfg["name"], config["model"]["head"], bundle.num_classes)
     checks.check_loss_and_labels(loss=loss_kind, encoding=encoding, num_classes=bundle.num_classes,
                                  from_logits=loss_cfg["from_logits"], ignore_class=ignore_class,
@@ -209,7 +211,6 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
     test_ds = make_dataset(bundle.x_test, bundle.y_test, **common)
 
     from_logits = bool(loss_cfg["from_logits"])
-    arch.pop("_sampling")
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
     if bundle.y_train.ndim == 2:
         data_facts["num_heads"] = bundle.y_train.shape[1]
@@ -235,7 +236,8 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
             jit_compile=plan.jit_compile,
             steps_per_execution=plan.steps_per_execution,
         )
-    return Prepared(plan, bundle, train_ds, val_ds, test_ds, model, model_name, weights, from_logits, warnings)
+    return Prepared(plan, bundle, train_ds, val_ds, test_ds, model, model_name, weights, from_logits, warnings,
+                    sampling)
 
 
 def dry_run(config: dict[str, Any]) -> None:
@@ -350,8 +352,7 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
             ignore_class=config["labels"]["ignore_class"], history=history, separate_heads=able.separate_heads,
         )
     if able.generates_text:
-        _, arch = resolve_model(config["model"], prepared.bundle)
-        tracking.log_generated_text(outbox, prepared.model, **arch["_sampling"], from_logits=prepared.from_logits,
+        tracking.log_generated_text(outbox, prepared.model, **prepared.sampling, from_logits=prepared.from_logits,
                                     seed=config["trainer"]["seed"])
     if config["tracking"]["log_model"]:
         tracking.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
