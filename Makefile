@@ -58,10 +58,10 @@ $(RAY_VENV)/.installed: pyproject.toml
 	touch $@
 
 smoke-gpu: install ## GPU check: devices, seed CNN and char LSTM on GPU vs CPU (samples/s, ratio, test metrics)
-	$(BIN)/python -m xentlab.smoke_gpu $(ARGS)
+	$(BIN)/python -m xentlab.cli.smoke_gpu $(ARGS)
 
 bench: install ## benchmarks -> outputs/bench/*.json + summary.md (BENCH_ARGS="--quick" for a smoke run)
-	$(BIN)/python -m xentlab.bench $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 lint: install ## ruff over sources and tests
 	$(BIN)/ruff check src tests

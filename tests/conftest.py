@@ -36,7 +36,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from xentlab.schema import register_configs
+    from xentlab.config.schema import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -48,7 +48,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subpro
     """Runs `xentlab-train ARGS` in a subprocess, as a user would."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-c", "from xentlab.train import main; main()", *args]
+    cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **popen)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 def _bench(tmp_path, *names: str) -> dict[str, dict]:
     result = subprocess.run(
-        [sys.executable, "-m", "xentlab.bench", "--quick", "--only", *names, "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--only", *names, "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]

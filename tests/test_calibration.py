@@ -1,4 +1,4 @@
-"""Tests of xentlab.calibration: temperature scaling finds a known temperature, the numpy metrics against independent
+"""Tests of core.calibration: temperature scaling finds a known temperature, the numpy metrics against independent
 references (and the training-time `nll` metric), every head form (logits, probabilities, one sigmoid unit), masks and
 label ranks, and the calibration config group."""
 
@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from conftest import compose
-from xentlab import calibration as C
+from xentlab.core import calibration as C
 
 
 def softmax(z):
@@ -101,7 +101,7 @@ def test_a_perfectly_separated_validation_set_stops_at_the_lower_bound():
 def test_temperature_one_reproduces_the_uncalibrated_metrics(from_logits):
     import tensorflow as tf
 
-    from xentlab.metrics import SparseNLL
+    from xentlab.core.metrics import SparseNLL
 
     z, y = calibrated_problem(n=500, k=4, seed=4)
     z = 2.0 * z
@@ -179,7 +179,7 @@ def test_bad_inputs_say_what_was_expected(outputs, y, kwargs, message):
 def test_calibration_group_defaults_to_none_and_refuses_a_typo_at_compose_time():
     from omegaconf import OmegaConf
 
-    from xentlab.tracking import flatten_params
+    from xentlab.tracking.runs import flatten_params
 
     assert compose([]).calibration.method == "none"
     cfg = compose(["calibration=temperature"])

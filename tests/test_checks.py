@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, compose, run_cli, runs_of
-from xentlab import checks
+from xentlab.config import checks
 
 
 def _npz(path, *, y_train=None, x_train=None, y_test=None, x_test=None):
@@ -33,7 +33,7 @@ BAD = {
 
 def _run_in_process(overrides: list[str]) -> str:
     """The real runner in this process (the CLI's exit code is covered in test_train): returns the error text."""
-    from xentlab.train import run
+    from xentlab.cli.train import run
 
     with pytest.raises(Exception) as raised:
         run(compose(overrides))
@@ -98,7 +98,7 @@ def test_missing_hardware_gives_the_documented_error_fast(strategy, store):
 
 
 def test_auto_picks_the_cpu_here(store):
-    from xentlab.train import run as train
+    from xentlab.cli.train import run as train
 
     train(compose([*TINY, f"tracking.uri={store}", "strategy=auto", "model=mlp"]))
     (run,) = runs_of(store)
@@ -172,7 +172,7 @@ def test_tracking_values_are_refused_before_any_store_is_touched(override, messa
 
 
 def test_an_ignore_class_no_label_carries_is_reported(store, capsys):
-    from xentlab.train import run
+    from xentlab.cli.train import run
 
     run(compose([*TINY, f"tracking.uri={store}", "model=mlp", "data=breast_cancer", "labels.ignore_class=99"]))
     (logged,) = runs_of(store)

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmarks.bench import synthetic_sweep
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from xentlab.bench import synthetic_sweep
-from xentlab.compare import fetch_children, find_variant, main, write_report
-from xentlab.stats import compare_runs, direction, holm, paired_difference, verdict, welch_difference
+from xentlab.cli.compare import main
+from xentlab.report.compare import write_report
+from xentlab.report.query import fetch_children
+from xentlab.report.statistics import compare_runs, direction, holm, paired_difference, verdict, welch_difference
+from xentlab.report.variants import find_variant
 
 SEEDS = range(6)
 
@@ -179,7 +182,7 @@ def test_identical_variant_is_not_called_better_or_worse_beyond_alpha():
     """300 sweeps of three variants, paired by seed: one with the baseline's very values is never called
     better or worse; one with its distribution (other draws) at most at the alpha rate (Holm over the two
     variants keeps it <= 0.05, +0.03 for sampling noise); one shifted by 5 sd always better."""
-    from xentlab.compare import compare_variants
+    from xentlab.report.compare import compare_variants
 
     rng = np.random.default_rng(11)
     called = 0
@@ -312,7 +315,7 @@ def test_a_sweep_id_with_quotes_is_a_clear_error(sweep, capsys):
 def test_histories_are_read_in_bulk_and_equal_the_per_run_reads(sweep, monkeypatch):
     """One request per 100 runs on a SQL store; the same values as get_metric_history run by run, which is
     also what a bulk answer that may be cut (at the value limit) falls back to."""
-    import xentlab.compare as compare
+    import xentlab.report.query as compare
 
     uri, parent = sweep
     client = MlflowClient(uri)
@@ -355,7 +358,7 @@ def test_report_files_land_under_out(tmp_path, sweep):
 
 
 def test_a_baseline_matches_its_variant_whatever_the_case_of_its_booleans():
-    from xentlab.compare import find_variant
+    from xentlab.report.variants import find_variant
 
     variants = ["labels=sparse,loss=crossentropy,loss.from_logits=True",
                 "labels=sparse,loss=crossentropy,loss.from_logits=False"]

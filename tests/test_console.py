@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from xentlab.console import error_block, is_expected, is_native_noise
+from xentlab.cli.console import error_block, is_expected, is_native_noise
 
 NOISE = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -40,7 +40,7 @@ def test_real_errors_and_everything_else_pass(line):
 def test_the_filter_drops_noise_written_to_file_descriptor_2_and_keeps_the_rest_in_order():
     lines = [NOISE[0], KEPT[0], NOISE[3], KEPT[1], NOISE[4], KEPT[2]]
     code = (
-        "import os, sys\nfrom xentlab.console import quiet_native_logs\nquiet_native_logs()\n"
+        "import os, sys\nfrom xentlab.cli.console import quiet_native_logs\nquiet_native_logs()\n"
         f"for line in {lines!r}:\n    os.write(2, (line + '\\n').encode())\n"
         "print('python stderr', file=sys.stderr)\n"
     )
@@ -50,8 +50,8 @@ def test_the_filter_drops_noise_written_to_file_descriptor_2_and_keeps_the_rest_
 
 
 def test_expected_errors_are_told_from_bugs():
-    from xentlab.checks import CheckError
-    from xentlab.weighting import class_weights
+    from xentlab.config.checks import CheckError
+    from xentlab.core.weighting import class_weights
 
     assert is_expected(CheckError("bad"))
     try:

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import IMAGE_CLASSES, TINY, blobs_table, compose, run_cli, runs_of, write_images
-from xentlab import checks
+from xentlab.config import checks
 from xentlab.data import DataBundle, DataError, load_data
 
 SPLIT = {"val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0}
@@ -93,8 +93,8 @@ def test_decoded_images_are_the_files_pixels_scaled_to_unit_range(tmp_path):
 
 def test_streamed_training_set_matches_the_same_images_held_in_memory(image_dir):
     """The streamed pipeline is the in-memory one with decoding moved inside: same order, weights, n/a masking."""
-    from xentlab.labels import make_dataset
-    from xentlab.weighting import class_weights, label_counts
+    from xentlab.core.pipeline import make_dataset
+    from xentlab.core.weighting import class_weights, label_counts
 
     bundle = load_data("image_folder", path=str(image_dir), na_fraction=0.2, **IMAGES)
     weights = class_weights(label_counts(bundle.y_train, 3, -1), "balanced")
@@ -424,7 +424,7 @@ def test_image_folder_trains_through_the_cli_streamed(tmp_path, store, image_dir
 
 
 def test_image_split_folders_with_na_labels_train_in_process(tmp_path, store):
-    from xentlab.train import run as train
+    from xentlab.cli.train import run as train
 
     write_images(tmp_path / "imgs" / "train", {"a": 30, "b": 30}, mode="RGB")
     write_images(tmp_path / "imgs" / "test", {"a": 6, "b": 6}, mode="RGB", seed=1)
@@ -453,7 +453,7 @@ def test_csv_trains_through_the_cli_with_names_from_the_label_column(tmp_path, s
 
 
 def test_npz_and_parquet_train_in_process(tmp_path, arrays_npz, table_parquet):
-    from xentlab.train import run as train
+    from xentlab.cli.train import run as train
 
     for name, extra in {"npz": [f"data.path={arrays_npz}", "data.scale=0.5", "labels=one_hot"],
                         "parquet": [f"data.path={table_parquet}", "data.label=species", "data.drop_na=true",

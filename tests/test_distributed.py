@@ -1,4 +1,4 @@
-"""The custom training loop of xentlab.distributed against Keras' own fit and evaluate, and against numpy."""
+"""The custom training loop of xentlab.runtime.multi_worker against Keras' own fit and evaluate, and against numpy."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xentlab.distributed import evaluate_custom, fit_custom, loss_parts
-from xentlab.labels import make_dataset
-from xentlab.losses import build_loss
+from xentlab.core.losses import build_loss
+from xentlab.core.pipeline import make_dataset
+from xentlab.runtime.multi_worker import evaluate_custom, fit_custom, loss_parts
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(90, 5)).astype("float32")
@@ -124,10 +124,10 @@ def test_fit_custom_over_two_replicas_matches_one_device():
         import json, sys
         sys.path.insert(0, sys.argv[1])
         import tensorflow as tf
-        from xentlab.strategy import split_cpu
+        from xentlab.runtime.strategy import split_cpu
         split_cpu(2)
         import test_distributed as t
-        from xentlab.distributed import fit_custom
+        from xentlab.runtime.multi_worker import fit_custom
         out = {}
         for name, strategy in [("one", tf.distribute.get_strategy()),
                                ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:

@@ -23,7 +23,7 @@ def _artifacts(uri, run_id, path=None):
 
 
 def _train(overrides, store):
-    from xentlab.train import run
+    from xentlab.cli.train import run
 
     run(compose([*overrides, f"tracking.uri={store}"]))
     (logged,) = runs_of(store)
@@ -93,7 +93,7 @@ def test_shakespeare_preset_generates_five_streams_and_xentlab_generate_reads_th
     assert len(set(bodies)) == 5  # five independent samples, not one copied
 
     generate = subprocess.run(
-        [sys.executable, "-m", "xentlab.generate", "--run-id", run.info.run_id, "--tracking-uri", store,
+        [sys.executable, "-m", "xentlab.cli.generate", "--run-id", run.info.run_id, "--tracking-uri", store,
          "--prompt", "ROMEO:", "--length", "25", "--temperature", "0.7"],
         capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )
@@ -106,8 +106,8 @@ def test_generation_rebuilds_a_stateful_copy_that_matches_the_trained_model():
     """Feeding the stateful batch-5 copy one byte at a time gives the trained model's window outputs."""
     import keras
 
-    from xentlab.generate import reset_states, stateful_copy
-    from xentlab.models import build_model
+    from xentlab.core.models import build_model
+    from xentlab.core.sampling import reset_states, stateful_copy
 
     keras.utils.set_random_seed(0)
     model = build_model("char_lstm", input_shape=(12,), num_classes=256, embedding_dim=8, lstm_units=8)
@@ -154,7 +154,7 @@ def test_text_split_is_by_position_without_leakage(text_file):
     (["--prompt", ""], "--prompt must not be empty"),
 ])
 def test_generate_refuses_bad_arguments_before_loading_anything(args, message, capsys):
-    from xentlab.generate import main
+    from xentlab.cli.generate import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--run-id", "does-not-matter", *args])

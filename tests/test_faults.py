@@ -17,7 +17,7 @@ DET = ["trainer.epochs=5", "trainer.batch_size=32", "data.limit=128", "model=mlp
 
 
 def _start(args, cwd):
-    cmd = [sys.executable, "-u", "-c", "from xentlab.train import main; main()", *args]
+    cmd = [sys.executable, "-u", "-c", "from xentlab.cli.train import main; main()", *args]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -104,8 +104,8 @@ def test_stale_running_run_is_marked_failed_when_not_resumed(tmp_path, store):
 
 
 def test_nan_loss_stops_at_once_with_where_it_happened(store):
-    from xentlab.tracking import NonFiniteLoss
-    from xentlab.train import run
+    from xentlab.cli.train import run
+    from xentlab.tracking.runs import NonFiniteLoss
 
     # A huge SGD step on a probability head overflows within the first epoch.
     overrides = [*DET, f"tracking.uri={store}", "optimizer=sgd", "optimizer.learning_rate=1e12",

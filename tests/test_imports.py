@@ -56,3 +56,54 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
     for order in (MODULES, MODULES[::-1]):
         result = subprocess.run([sys.executable, "-c", code, *order], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
+
+
+# Which layer may import which (DESIGN.md §4). A module's layer is the longest prefix listed here; it may import its
+# own layer and the prefixes in its set. core, data and runtime never reach tracking, report, cli or config's Hydra
+# parts; report reads runs only through tracking.store; cli may import everything.
+ALLOWED = {
+    "xentlab.errors": set(),
+    "xentlab.masking": set(),
+    "xentlab.config.choices": {"xentlab.errors"},
+    "xentlab.data": {"xentlab.errors", "xentlab.config.choices"},
+    "xentlab.core": {"xentlab.errors", "xentlab.config.choices", "xentlab.data"},
+    "xentlab.runtime": {"xentlab.errors", "xentlab.config.choices", "xentlab.core", "xentlab.data"},
+    "xentlab.config": {"xentlab.errors", "xentlab.masking", "xentlab.core", "xentlab.data", "xentlab.runtime"},
+    "xentlab.tracking": {
+        "xentlab.errors", "xentlab.masking", "xentlab.config",
+        "xentlab.core", "xentlab.data", "xentlab.runtime",
+    },
+    "xentlab.report": {
+        "xentlab.errors", "xentlab.masking", "xentlab.config.choices",
+        "xentlab.core", "xentlab.tracking.store",
+    },
+    "xentlab.cli": {"xentlab"},
+}
+
+
+def layer_of(module: str) -> str:
+    candidates = [k for k in ALLOWED if module == k or module.startswith(k + ".")]
+    assert candidates, f"{module} is in no layer: add its folder to ALLOWED (tests/test_imports.py)"
+    return max(candidates, key=len)
+
+
+def test_layers_import_only_downwards():
+    bad = []
+    for p in SRC.rglob("*.py"):
+        name = ".".join(("xentlab", *p.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
+        if name == "xentlab":
+            continue
+        layer = layer_of(name)
+        allowed = ALLOWED[layer] | {layer}
+        for imported in imported_xentlab_modules(p):
+            if imported == "xentlab" or not any(imported == a or imported.startswith(a + ".") for a in allowed):
+                if imported != "xentlab":
+                    bad.append(f"{name} ({layer}) imports {imported}")
+    assert not bad, "imports against the layer order:\n" + "\n".join(sorted(bad))
+
+
+def test_the_layer_test_sees_a_violation():
+    # The rule itself: core importing tracking is refused, cli importing anything is allowed.
+    assert layer_of("xentlab.core.losses") == "xentlab.core"
+    assert not any("xentlab.tracking.store".startswith(a) for a in ALLOWED["xentlab.core"])
+    assert layer_of("xentlab.config.choices") == "xentlab.config.choices"

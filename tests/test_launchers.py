@@ -81,7 +81,7 @@ def test_one_override_moves_the_slurm_preset_to_this_machine(tmp_path, launcher,
 
 # ----------------------------------------------------------------------------------------------------------- ray
 def test_ray_address_that_does_not_answer_fails_within_seconds_with_the_fix():
-    from xentlab.launchers import RayAddressError, check_ray_address, resolve_ray_address
+    from xentlab.runtime.launchers import RayAddressError, check_ray_address, resolve_ray_address
 
     port = free_port()  # nothing listens there
     start = time.time()
@@ -102,7 +102,7 @@ def test_ray_address_that_does_not_answer_fails_within_seconds_with_the_fix():
 
 def test_ray_auto_or_no_address_checks_the_cluster_ray_would_join(monkeypatch, tmp_path):
     """auto and null join the cluster `ray start --head` left in /tmp/ray (a stale file after a crash)."""
-    import xentlab.launchers as launchers
+    import xentlab.runtime.launchers as launchers
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     current = tmp_path / "ray_current_cluster"

@@ -100,7 +100,7 @@ def test_load_data_applies_the_profile_after_the_limit():
 
 
 def test_a_run_trains_on_the_long_tail(store):
-    from xentlab.train import run
+    from xentlab.cli.train import run
 
     run(compose([*TINY, "data.limit=null", f"tracking.uri={store}", "data=imbalanced", "model=mlp",
                  "data.long_tail_ratio=20", "loss=logit_adjusted"]))

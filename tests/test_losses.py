@@ -1,4 +1,4 @@
-"""Tests of xentlab.losses: values and gradients against independent float64 numpy references, Keras' own losses,
+"""Tests of xentlab.core.losses: values and gradients against independent float64 numpy references, Keras' own losses,
 masks (n/a labels), reductions, sample weights, the three label shapes, serialization and model.fit.
 
 Run with `-s` to see the largest absolute error measured against numpy for every loss variant.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xentlab import losses as L
+from xentlab.core import losses as L
 
 K = 5  # classes
 TOL = 1e-5  # relative and absolute, for values and gradients of size ~1
@@ -619,8 +619,8 @@ def test_at_equal_logits_the_adjustment_charges_the_rare_class_more():
 
 # ---------------------------------------------------------------------------------------------- the table of kinds
 def test_every_kind_has_a_row_and_its_readers_agree():
-    from xentlab import checks
-    from xentlab.models import head_spec, resolve_loss_kind
+    from xentlab.config import checks
+    from xentlab.core.models import head_spec, resolve_loss_kind
 
     assert L.LOSS_KINDS == tuple(L.LOSS_TABLE)
     for kind, spec in L.LOSS_TABLE.items():
@@ -650,7 +650,7 @@ def test_every_kind_has_a_row_and_its_readers_agree():
 
 
 def test_the_checks_refuse_what_the_table_forbids_with_the_override_that_fixes_it():
-    from xentlab import checks
+    from xentlab.config import checks
 
     cases = [
         (dict(loss="logit_adjusted", encoding="sparse", num_classes=5, from_logits=False),

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
 
-from xentlab.metrics import (
+from xentlab.core.metrics import (
     CONTRACT_METRICS,
     SparseAccuracy,
     SparseAUC,
@@ -177,7 +177,7 @@ def test_config_round_trip():
 def test_nll_is_the_plain_crossentropy_of_the_predictions(from_logits, shape):
     from sklearn.metrics import log_loss
 
-    from xentlab.metrics import SparseNLL
+    from xentlab.core.metrics import SparseNLL
 
     rng = np.random.default_rng(6)
     y, logits = make(SHAPES[shape], 4, 2.0, rng)
@@ -193,7 +193,7 @@ def test_nll_is_the_plain_crossentropy_of_the_predictions(from_logits, shape):
 def test_nll_for_one_sigmoid_unit():
     from sklearn.metrics import log_loss
 
-    from xentlab.metrics import SparseNLL
+    from xentlab.core.metrics import SparseNLL
 
     rng = np.random.default_rng(8)
     z = rng.normal(size=(50, 1)).astype(np.float32)

@@ -20,11 +20,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import free_port, runs_of, start_mlflow_server, stop_mlflow_server
-from xentlab.outbox import Outbox
+from xentlab.tracking.outbox import Outbox
 
 
 def sync(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", "from xentlab.outbox import main; main()", *args]
+    cmd = [sys.executable, "-c", "from xentlab.cli.sync import main; main()", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -122,7 +122,7 @@ def _train_in_background(uri: str, cwd: Path, epochs: int) -> subprocess.Popen:
     env.pop("MLFLOW_TRACKING_URI", None)
     args = ["trainer.batch_size=16", f"trainer.epochs={epochs}", "trainer.verbose=line",
             "tracking.system_metrics=false", f"tracking.uri={uri}"]
-    return subprocess.Popen([sys.executable, "-c", "from xentlab.train import main; main()", *args], cwd=cwd,
+    return subprocess.Popen([sys.executable, "-c", "from xentlab.cli.train import main; main()", *args], cwd=cwd,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -149,8 +149,8 @@ def _assert_complete(uri: str, run_id: str, epochs: int) -> None:
         assert [m.step for m in client.get_metric_history(run_id, name)] == list(range(epochs)), name
     assert {"test_loss", "test_accuracy", "test_auc"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(run_id)} >= {"evaluation", "config.yaml"}
-    import xentlab.losses  # noqa: F401  (the classes the saved model names)
-    import xentlab.metrics  # noqa: F401
+    import xentlab.core.losses  # noqa: F401  (the classes the saved model names)
+    import xentlab.core.metrics  # noqa: F401
 
     mlflow.set_tracking_uri(uri)
     assert mlflow.keras.load_model(f"runs:/{run_id}/model").output_shape == (None, 10)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from xentlab.plots import reliability_table, write_evaluation
+from xentlab.report.charts import reliability_table, write_evaluation
 
 KEYS = {"num_bins", "edges", "count", "accuracy", "confidence", "ece"}
 
@@ -74,7 +74,7 @@ def test_multi_head_reliability_has_every_head_and_all_heads(tmp_path):
 
 
 def test_one_sigmoid_unit_and_the_streaming_metric_agree_with_the_table():
-    from xentlab.metrics import SparseECE
+    from xentlab.core.metrics import SparseECE
 
     rng = np.random.default_rng(2)
     z = rng.normal(size=(200, 1)) * 3

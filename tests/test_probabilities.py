@@ -7,7 +7,7 @@ import pytest
 from scipy.special import expit, log_softmax
 from scipy.special import softmax as scipy_softmax
 
-from xentlab.probabilities import (
+from xentlab.core.probabilities import (
     confidence_bins,
     confidence_bins_tf,
     log_probabilities_tf,
@@ -68,7 +68,7 @@ def test_confidence_bins_are_right_closed_equal_width_in_numpy_and_tensorflow():
 
 
 def test_sampling_follows_the_stated_output_kind_and_temperature():
-    from xentlab.generate import sampling_probabilities
+    from xentlab.core.sampling import sampling_probabilities
 
     z = np.array([[2.0, 0.0, -1.0]])
     p = scipy_softmax(z, -1)
@@ -77,7 +77,7 @@ def test_sampling_follows_the_stated_output_kind_and_temperature():
     np.testing.assert_allclose(sampling_probabilities(z, True, 0.5), scipy_softmax(z / 0.5, -1), rtol=1e-9)
     # A softmax output read as logits would be flattened towards uniform: the flag, not the values, decides.
     assert not np.allclose(sampling_probabilities(p, True, 1.0), p, atol=1e-3)
-    from xentlab.generate import generate
+    from xentlab.core.sampling import generate
 
     with pytest.raises(TypeError, match="from_logits must be True or False"):
         generate(object(), "ROMEO:", from_logits="auto")  # refused before the model is touched
@@ -86,7 +86,7 @@ def test_sampling_follows_the_stated_output_kind_and_temperature():
 def test_xentlab_generate_reads_from_logits_from_the_run(tmp_path):
     import mlflow
 
-    from xentlab.generate import run_from_logits
+    from xentlab.cli.generate import run_from_logits
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("generate", artifact_location=str(tmp_path / "artifacts"))

@@ -28,12 +28,12 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _start(args, cwd, **env):
-    cmd = [sys.executable, "-u", "-c", "from xentlab.train import main; main()", *args]
+    cmd = [sys.executable, "-u", "-c", "from xentlab.cli.train import main; main()", *args]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(**env))
 
 
 def _run(args, cwd, **env) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", "from xentlab.train import main; main()", *args]
+    cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=_env(**env))
 
 

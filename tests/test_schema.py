@@ -37,7 +37,7 @@ def _cli_in_fresh_python(args: list[str]) -> subprocess.CompletedProcess:
     # Asserts inside the child that a compose failure happens before TensorFlow is imported.
     code = (
         "import sys\n"
-        "from xentlab.train import main\n"
+        "from xentlab.cli.train import main\n"
         f"sys.argv = ['xentlab-train', *{args!r}]\n"
         "try:\n    main()\nexcept SystemExit as e:\n"
         "    assert 'tensorflow' not in sys.modules, 'tensorflow was imported before the config failed'\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY, compose, free_port, run_cli, runs_of, start_mlflow_server, stop_mlflow_server
-from xentlab.store import default_artifact_location, resolve_tracking_uri
+from xentlab.tracking.store import default_artifact_location, resolve_tracking_uri
 
 
 @pytest.mark.parametrize("name", ["../../../x", "/abs/dir", "a/../../b", "..", "team/vision", "ok-name_1.2"])
@@ -24,7 +24,7 @@ def test_artifact_folders_stay_under_the_store_whatever_the_experiment_name(name
 
 
 def test_a_run_in_an_escaping_experiment_writes_under_the_store(tmp_path, monkeypatch):
-    from xentlab.train import run
+    from xentlab.cli.train import run
 
     monkeypatch.chdir(tmp_path)
     store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
@@ -51,7 +51,7 @@ def test_an_unwritable_store_fails_in_seconds_naming_the_path(tmp_path):
 @pytest.mark.slow
 def test_jobs_starting_together_on_a_fresh_store_all_finish(tmp_path):
     store = f"sqlite:///{tmp_path / 'fresh.db'}"
-    cmd = [sys.executable, "-c", "from xentlab.train import main; main()", *TINY, f"tracking.uri={store}",
+    cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", *TINY, f"tracking.uri={store}",
            "model=mlp", "data=breast_cancer"]
     procs = [subprocess.Popen([*cmd, f"trainer.seed={seed}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for seed in range(3)]

@@ -52,7 +52,7 @@ def _start_workers(args: list[str], cwd, workers: int = 2) -> list[subprocess.Po
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
                "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        cmd = [sys.executable, "-c", "from xentlab.train import main; main()", "strategy=multi_worker", *args]
+        cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", "strategy=multi_worker", *args]
         procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     return procs
@@ -188,7 +188,7 @@ def test_multi_worker_refuses_a_global_batch_that_does_not_split(tmp_path, store
     ('{"cluster": {"worker": ["h:1", "h:2"]}}', "TF_CONFIG task must name"),
 ])
 def test_malformed_tf_config_says_what_is_wrong(raw, message):
-    from xentlab.strategy import HardwareError, parse_tf_config
+    from xentlab.runtime.strategy import HardwareError, parse_tf_config
 
     with pytest.raises(HardwareError, match=message) as raised:
         parse_tf_config(raw)
@@ -196,7 +196,7 @@ def test_malformed_tf_config_says_what_is_wrong(raw, message):
 
 
 def test_is_chief_reads_tf_config(monkeypatch):
-    from xentlab.strategy import HardwareError, is_chief
+    from xentlab.runtime.strategy import HardwareError, is_chief
 
     two = {"worker": ["h:1", "h:2"]}
     cases = [({"cluster": two, "task": {"type": "worker", "index": 0}}, True),

@@ -65,7 +65,7 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
 
     # On demand: xentlab-compare on the same store finds the latest sweep and prints the same rows.
     compare = subprocess.run(
-        [sys.executable, "-m", "xentlab.compare", "--tracking-uri", store, "--out", str(tmp_path / "r")],
+        [sys.executable, "-m", "xentlab.cli.compare", "--tracking-uri", store, "--out", str(tmp_path / "r")],
         capture_output=True, text=True, timeout=120,
     )
     assert compare.returncode == 0, compare.stderr[-2000:]
@@ -78,7 +78,7 @@ def test_jobs_in_one_process_do_not_leak_memory_or_layer_names(tmp_path, store):
     import resource  # noqa: F401  (Linux: /proc/self/status gives the current RSS)
 
     from conftest import compose
-    from xentlab.train import run
+    from xentlab.cli.train import run
 
     def rss_mb() -> float:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -169,21 +169,21 @@ def test_unreachable_tracking_server_fails_fast(tmp_path):
 
 
 def test_job_run_name_puts_the_variant_first_and_the_seed_last():
-    from xentlab.sweep import job_run_name
+    from xentlab.cli.sweep import job_run_name
 
     overrides = ["trainer.seed=2", "loss=focal", "trainer.epochs=3", "+labels=one_hot", "data.limit=64"]
     varying = ["labels", "loss", "trainer.seed"]
     assert job_run_name(overrides, varying) == "+labels=one_hot,loss=focal,trainer.seed=2"
     assert job_run_name(["trainer.seed=0"], ["trainer.seed"]) == "trainer.seed=0"
     assert job_run_name(["loss=focal"], []) == ""
-    from xentlab.compare import variant_name
+    from xentlab.report.variants import variant_name
 
     assert variant_name(job_run_name(overrides, varying)) == "+labels=one_hot,loss=focal"
 
 
 def test_parent_params_mask_secrets_as_run_params_do():
-    from xentlab.sweep import sweep_params
-    from xentlab.tracking import flatten_params
+    from xentlab.cli.sweep import sweep_params
+    from xentlab.tracking.runs import flatten_params
 
     overrides = ["tracking.uri=http://alice:s3cret@host:5000", "+tracking.api_token=abc", "loss=focal,crossentropy",
                  "~trainer.password", "db.credential_file=/x"]
@@ -206,7 +206,7 @@ def test_presets_run_three_seeds_and_name_a_baseline_of_their_grid(preset):
 
     from omegaconf import OmegaConf
 
-    from xentlab.compare import override_set
+    from xentlab.report.variants import override_set
 
     conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "sweep" / f"{preset}.yaml")
     grid = {k: str(v).split(",") for k, v in conf.hydra.sweeper.params.items()}
@@ -223,7 +223,7 @@ def test_ctrl_c_during_a_sweep_ends_the_child_and_the_parent_killed(tmp_path, st
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-u", "-c", "from xentlab.train import main; main()", "-m", *SMALL, "trainer.epochs=500",
+    cmd = [sys.executable, "-u", "-c", "from xentlab.cli.train import main; main()", "-m", *SMALL, "trainer.epochs=500",
            "trainer.verbose=line", f"tracking.uri={store}", "loss=crossentropy,focal"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
@@ -256,7 +256,7 @@ def test_a_failed_job_ends_the_parent_failed_not_killed(tmp_path, store):
 def test_grid_keys_added_with_plus_make_valid_parent_params():
     from mlflow.utils.validation import _validate_param_name
 
-    from xentlab.sweep import sweep_params
+    from xentlab.cli.sweep import sweep_params
 
     params = sweep_params(["+sweep=long_tail"], {"+setup": "crossentropy,balanced", "trainer.seed": "0,1,2"})
     assert params["sweep.setup"] == "crossentropy,balanced" and params["sweep.override.0"] == "+sweep=long_tail"
@@ -274,7 +274,7 @@ def test_long_tail_preset_varies_the_setup_and_the_seed():
 
 
 def test_a_grid_entry_narrowed_on_the_command_line_does_not_vary():
-    from xentlab.sweep import varying_keys
+    from xentlab.cli.sweep import varying_keys
 
     grid = {"loss": "crossentropy,focal", "labels": "sparse,one_hot", "trainer.seed": "0,1,2"}
     assert varying_keys(["labels=sparse"], grid) == ["loss", "trainer.seed"]

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xentlab.compare import aggregate, variant_name
-from xentlab.resume import job_key
-from xentlab.store import resolve_tracking_uri
-from xentlab.tracking import flatten_params, mask_config
-from xentlab.weighting import class_weights, label_counts
+from xentlab.core.weighting import class_weights, label_counts
+from xentlab.report.compare import aggregate
+from xentlab.report.variants import variant_name
+from xentlab.tracking.resume import job_key
+from xentlab.tracking.runs import flatten_params, mask_config
+from xentlab.tracking.store import resolve_tracking_uri
 
 
 def test_tracking_uri_is_always_absolute(tmp_path, monkeypatch):
@@ -65,7 +66,7 @@ def test_report_aggregates_seeds_with_sample_std():
     assert variant_name("loss=focal,trainer.seed=3") == "loss=focal"
     assert variant_name("trainer.seed=1,labels=one_hot") == "labels=one_hot"
     runs = [{"val_loss": 1.0}, {"val_loss": 2.0}, {"val_loss": 4.0}]
-    from xentlab.compare import COLUMNS
+    from xentlab.report.columns import COLUMNS
 
     filled = [{c: r.get(c, float("nan")) for c, _, _ in COLUMNS} for r in runs]
     (row,) = aggregate({"v": filled})
@@ -76,7 +77,7 @@ def test_report_aggregates_seeds_with_sample_std():
 def test_weight_sum_normalisation_makes_a_weighted_mean():
     import tensorflow as tf
 
-    from xentlab.labels import element_weights
+    from xentlab.core.pipeline import element_weights
 
     y = tf.constant([[0, 1, 1], [1, 2, 2]])
     table = np.array([2.0, 1.0, 0.5], np.float32)

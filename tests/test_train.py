@@ -54,7 +54,7 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     assert "api_token=***" in logged
     assert set(CONTRACT) <= set(run.data.metrics)
     assert {"nll", "val_nll", "test_nll"} <= set(run.data.metrics)  # one scale for every loss variant
-    from xentlab.metrics import CONTRACT_METRICS
+    from xentlab.core.metrics import CONTRACT_METRICS
 
     # Calibration and imbalance metrics too: per epoch, per validation epoch and on the test split.
     assert {f"{p}{m}" for m in CONTRACT_METRICS for p in ("", "val_", "test_")} <= set(run.data.metrics)
@@ -75,8 +75,8 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     # MLflow 3 keeps models as logged models linked to the run; runs:/<id>/model still resolves.
     import mlflow
 
-    import xentlab.losses  # noqa: F401  (registers the loss and metric classes the saved model names)
-    import xentlab.metrics  # noqa: F401
+    import xentlab.core.losses  # noqa: F401  (registers the loss and metric classes the saved model names)
+    import xentlab.core.metrics  # noqa: F401
 
     mlflow.set_tracking_uri(store)
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
@@ -149,7 +149,7 @@ FAST_MATRIX = {("data", "text"), ("loss", "logit_adjusted"), ("loss", "poly1"), 
 def test_every_option_trains_one_short_epoch(
     group, option, store, mnist_npz, fashion_dir, text_file, image_dir, table_csv, table_parquet, arrays_npz
 ):
-    from xentlab.train import run
+    from xentlab.cli.train import run
 
     user_data = {"image_dir": image_dir, "table_csv": table_csv, "table_parquet": table_parquet,
                  "arrays_npz": arrays_npz}
@@ -165,7 +165,7 @@ def test_every_option_trains_one_short_epoch(
 def test_sparse_and_one_hot_give_the_same_loss_on_the_same_batch():
     import keras
 
-    from xentlab.train import prepare
+    from xentlab.cli.train import prepare
 
     losses = {}
     for encoding in ("sparse", "one_hot"):
@@ -181,7 +181,7 @@ def test_sparse_and_one_hot_give_the_same_loss_on_the_same_batch():
 
 @pytest.mark.slow
 def test_sparse_and_one_hot_runs_give_the_same_val_loss(tmp_path):
-    from xentlab.train import run
+    from xentlab.cli.train import run
 
     values = {}
     for encoding in ("sparse", "one_hot"):
@@ -198,8 +198,8 @@ def test_masked_na_labels_train_like_the_subset_without_them(tmp_path):
     (data.drop_na=true). With full batches, which then hold the same labelled examples, the runs are equal."""
     from mlflow.tracking import MlflowClient
 
+    from xentlab.cli.train import run
     from xentlab.data import DataError
-    from xentlab.train import run
 
     common = ["model=mlp", "model.dropout=0.0", "data.limit=256", "data.na_fraction=0.25", "trainer.epochs=3",
               "trainer.batch_size=1024", "trainer.deterministic=true", "tracking.log_model=false",
@@ -232,8 +232,8 @@ def _container(overrides):
 
 # ------------------------------------------------------------------------------------------ failures
 def test_missing_mnist_file_fails_the_run_with_a_clear_error(tmp_path, store):
+    from xentlab.cli.train import run
     from xentlab.data import DataError
-    from xentlab.train import run
 
     with pytest.raises(DataError, match=r"data.path=.*does not exist"):
         run(compose([*TINY, f"tracking.uri={store}", "data=mnist", f"data.path={tmp_path / 'nope.npz'}"]))
@@ -269,7 +269,7 @@ def test_out_of_range_labels_fail_before_training(tmp_path, store):
 
 def test_ctrl_c_marks_the_run_killed(tmp_path, store):
     env_args = ["trainer.epochs=200", "data.limit=400", f"tracking.uri={store}", "trainer.verbose=line"]
-    cmd = [sys.executable, "-c", "from xentlab.train import main; main()", *env_args]
+    cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", *env_args]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     for line in proc.stdout:  # wait for the first epoch line, then interrupt mid-training

@@ -70,7 +70,7 @@ class DataBundle:
         """The first `n` (all with None) model inputs of `split` as one numpy array, decoded when streamed.
 
         Meant for small samples (a model signature); predict over a whole split with
-        `xentlab.labels.features_dataset`, which streams.
+        `xentlab.core.pipeline.features_dataset`, which streams.
         """
         x = getattr(self, f"x_{split}")[:n]
         return x if not self.streamed else np.asarray(self.decode(x))

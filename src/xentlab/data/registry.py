@@ -6,15 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from xentlab.data.arrays import load_npz
+from xentlab.data.builtin_tables import load_breast_cancer, load_imbalanced, load_periods
 from xentlab.data.bundle import DataBundle, DataError, limit_training, mark_na
 from xentlab.data.bundle import drop_na as _drop_na
 from xentlab.data.custom import load_custom
 from xentlab.data.image_folder import load_image_folder
 from xentlab.data.images import load_digits, load_fashion_mnist, load_mnist
 from xentlab.data.long_tail import apply_long_tail
-from xentlab.data.tables import load_csv, load_parquet
-from xentlab.data.tabular import load_breast_cancer, load_imbalanced, load_periods
 from xentlab.data.text import load_shakespeare, load_text
+from xentlab.data.user_tables import load_csv, load_parquet
 
 DATA_SOURCES: dict[str, Callable[..., DataBundle]] = {
     "digits": load_digits,

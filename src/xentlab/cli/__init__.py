@@ -1,0 +1,1 @@
+"""Entry points: xentlab-train (and its sweep callback), -compare, -generate, -sync, smoke-gpu."""

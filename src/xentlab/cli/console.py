@@ -1,0 +1,141 @@
+"""What a user sees on the terminal: TensorFlow's native start-up noise filtered out, expected errors as one
+readable block (no traceback), and one summary line per finished run."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from xentlab.errors import ExpectedError
+
+# Lines TensorFlow's C++ side writes to stderr at start-up on every machine, GPU or not. They are not about the
+# user's run: absl's pre-initialisation notice, oneDNN and CUDA-stub notes (I-lines), `cuInit` failing on
+# machines without a GPU (an E-line that reads like an error), and grappler's NodeDef attribute warnings.
+# Any other line, E-lines included, passes through.
+NATIVE_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I\d{4} \S+ +\d+ \S+\] "
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
+    r"|[EW]\d{4} \S+ +\d+ \S+\] (failed call to cuInit|Unable to register cu\w+ factory"
+    r"|computation placer already registered|.*NodeDef mentions attribute"
+    r"|.*TF-TRT Warning|.*could not find cuda drivers|.*Could not find TensorRT)"
+    r"|.*NodeDef mentions attribute \w+ which is not in the op definition)"
+)
+SHOW_ENV = "XENTLAB_NATIVE_LOGS"  # =1 shows every native line (debugging TensorFlow itself)
+_installed = False
+
+
+def is_native_noise(line: str) -> bool:
+    return bool(NATIVE_NOISE.match(line))
+
+
+def quiet_native_logs() -> None:
+    """Routes this process's stderr (file descriptor 2, where TensorFlow's C++ code writes) through a filter
+    that drops the known start-up noise and passes everything else on, line by line, as it comes.
+
+    TF_CPP_MIN_LOG_LEVEL cannot do this: the start-up lines are written before TensorFlow reads it, and level 3
+    would also hide real errors. Python's own warnings and MLflow's INFO chatter are quietened here too.
+    """
+    global _installed
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # MLflow's INFO notes (store creation, system-metrics start/stop); read when mlflow is first imported.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if _installed or os.environ.get(SHOW_ENV) == "1":
+        return
+    try:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except OSError:  # no usable stderr (a daemon): nothing to filter
+        return
+    _installed = True
+
+    def pump() -> None:
+        with open(read_end, "rb", buffering=0) as source:
+            pending = b""
+            while chunk := source.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                out = [ln for ln in lines if not is_native_noise(ln.decode("utf-8", "replace"))]
+                if out:
+                    os.write(original, b"\n".join(out) + b"\n")
+            if pending and not is_native_noise(pending.decode("utf-8", "replace")):
+                os.write(original, pending)
+
+    thread = threading.Thread(target=pump, name="xentlab-stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        # Hand fd 2 back to the terminal; the pump drains what is left once no writer holds the pipe.
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(original, 2)
+        thread.join(timeout=2.0)
+
+    atexit.register(restore)
+
+
+def is_expected(err: BaseException) -> bool:
+    """Errors about the user's input: xentlab's own error types, and ValueError/TypeError raised by xentlab code
+    (argument checks). Anything raised elsewhere is a bug and keeps its traceback."""
+    if isinstance(err, ExpectedError):
+        return True
+    if not isinstance(err, (ValueError, TypeError)):
+        return False
+    tb = err.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_globals.get("__name__", "")
+        tb = tb.tb_next
+    return bool(last and last.startswith("xentlab"))
+
+
+def error_block(err: BaseException, *, run: str | None = None) -> str:
+    """The block printed for an expected error: what went wrong (the message names the key, what was expected
+    and the fix), which run was marked FAILED, and how to see the traceback."""
+    from xentlab.tracking.store import mask_text
+
+    lines = ["", f"xentlab: {type(err).__name__}", *[f"  {ln}" for ln in mask_text(str(err)).splitlines()]]
+    if run:
+        lines.append(f"  The MLflow run {run} is marked FAILED with this message.")
+    lines.append("  (HYDRA_FULL_ERROR=1 or trainer.debug=true shows the traceback)")
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str]) -> Iterator[None]:
+    """Turns an expected error of a single run into the error block and exit status 2; any other error into its
+    traceback (credentials masked) and exit status 1.
+
+    In a multirun the error is raised on, so the launcher records the job as failed and the sweep goes on.
+    `run_ref` is filled by the runner with the run's name and id once it has one.
+    """
+    try:
+        yield
+    except Exception as err:
+        if multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        from xentlab.tracking.store import mask_text
+
+        run = run_ref[0] if run_ref else None
+        if debug or not is_expected(err):
+            # A bug (or a traceback asked for): the traceback, with credentials masked. Hydra's own report
+            # would print the job's overrides, passwords included.
+            text = mask_text("".join(traceback.format_exception(err)))
+            note = f"The MLflow run {run} is marked FAILED.\n" if run else ""
+            sys.stderr.write(text + note)
+            sys.stderr.flush()
+            raise SystemExit(1) from None
+        sys.stderr.write(error_block(err, run=run))
+        sys.stderr.flush()
+        raise SystemExit(2) from None

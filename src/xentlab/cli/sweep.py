@@ -1,0 +1,239 @@
+"""Hydra callback for multirun sweeps: one parent MLflow run per sweep, the comparison report at the end.
+
+The parent run id is handed to the jobs explicitly through `<sweep dir>/sweep.json`, which works for jobs in
+the same process (basic launcher) and in other processes or hosts sharing the folder (joblib, submitit).
+
+A preset names the variant the report compares the others with under the callback's own key (stored on the
+parent run as tag `xentlab.baseline`; `xentlab-compare --baseline` overrides it):
+
+    hydra:
+      callbacks:
+        sweep_run:
+          baseline: labels=sparse,loss=crossentropy   # the varying overrides of one variant, any order
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from xentlab.tracking.store import BASELINE_TAG, ERROR_TAG, MASK, ROLE_TAG, SECRET_NAME, SWEEP_TAG, mask_uri
+
+SWEEP_FILE = "sweep.json"
+SEED_KEY = "trainer.seed"
+SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(")
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def varying_keys(overrides: list[str], sweeper_params: dict[str, Any] | None) -> list[str]:
+    """Keys whose value differs between jobs: comma lists and sweep functions on the command line, plus
+    every grid entry of `hydra.sweeper.params` with more than one value."""
+    keys = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if "," in value or value.startswith(SWEEP_FUNCTIONS):
+            keys.append(key.lstrip("+~"))
+    fixed = {item.partition("=")[0].lstrip("+~") for item in overrides}
+    for key, value in (sweeper_params or {}).items():
+        # A grid entry narrowed to one value on the command line (the command line wins) no longer varies.
+        if key.lstrip("+~") in fixed and key.lstrip("+~") not in keys:
+            continue
+        if "," in str(value) or str(value).startswith(SWEEP_FUNCTIONS):
+            keys.append(key.lstrip("+~"))
+    return sorted(set(keys))
+
+
+def job_run_name(task_overrides: list[str], varying: list[str]) -> str:
+    """The run name of one sweep job: its varying overrides, the variant first (sorted by key), the seed last.
+
+    `trainer.seed=1,loss=focal` would hide the variant behind the seed in the MLflow UI's narrow name column;
+    this gives `loss=focal,trainer.seed=1`. Empty when nothing varies.
+    """
+    chosen = [o for o in task_overrides if _key(o) in varying]
+    variant = sorted((o for o in chosen if _key(o) != SEED_KEY), key=_key)
+    return ",".join(variant + [o for o in chosen if _key(o) == SEED_KEY])
+
+
+def _masked(key: str, value: str) -> str:
+    """A param value as tracking.flatten_params writes it: masked when its own key name looks secret, URI
+    passwords hidden otherwise."""
+    return MASK if SECRET_NAME.search(key.rsplit(".", 1)[-1]) else mask_uri(value)
+
+
+def sweep_params(overrides: list[str], sweeper_params: dict[str, Any] | None) -> dict[str, str]:
+    """The parent run's params: `sweep.<key>` per grid entry and `sweep.override.<i>` per command-line
+    override, with secrets masked (`tracking.api_token=abc` -> `tracking.api_token=***`)."""
+    # MLflow param names allow no "+" or "~": `+setup` is logged as sweep.setup.
+    params = {f"sweep.{k.lstrip('+~')}": _masked(k.lstrip("+~"), str(v)) for k, v in (sweeper_params or {}).items()}
+    for i, item in enumerate(overrides):
+        key, sep, value = item.partition("=")
+        params[f"sweep.override.{i}"] = f"{key}{sep}{_masked(key.lstrip('+~'), value)}" if sep else item
+    return {k[:250]: v for k, v in params.items()}
+
+
+def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: int) -> dict[str, Any] | None:
+    """For a job of a multirun sweep: its parent run, sweep id and run name (the overrides that vary); None when
+    the sweep has no parent run (launched without the SweepRun callback)."""
+    info = read_sweep_file(sweep_dir)
+    if info is None:
+        return None
+    return {**info, "name": job_run_name(task_overrides, info["varying"]) or f"job{job_num}"}
+
+
+class SweepRun(Callback):
+    """Creates the parent run before any job starts and finishes it with the report after the last one.
+
+    The parent ends FINISHED (report logged), FAILED (a job failed, or the report did: tag `xentlab.error`), or
+    KILLED (Ctrl-C or SIGTERM stopped the sweep).
+
+    Args:
+        baseline: the variant the report compares the others with (a preset sets it, see the module docstring).
+    """
+
+    def __init__(self, baseline: str | None = None) -> None:
+        self.baseline = baseline
+        self.parent_id: str | None = None
+        self.uri: str | None = None
+        self.interrupted: str | None = None
+        self._previous_sigint: Any = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Creates the parent run and sweep.json; if that fails the sweep stops before any job runs (Hydra would
+        only warn and launch jobs without a parent)."""
+        try:
+            self._start(config)
+        except Exception as err:  # noqa: BLE001 - reported and turned into a stop, whatever it was
+            from xentlab.tracking.store import mask_text
+
+            if self.parent_id is not None and self.uri is not None:
+                from mlflow.tracking import MlflowClient
+
+                MlflowClient(self.uri).set_tag(self.parent_id, ERROR_TAG, mask_text(f"{type(err).__name__}: {err}"))
+                MlflowClient(self.uri).set_terminated(self.parent_id, "FAILED")
+            print(f"\nxentlab: the sweep could not start: {mask_text(str(err)).splitlines()[0]}", file=sys.stderr,
+                  flush=True)
+            raise SystemExit(2) from None
+
+    def _start(self, config: DictConfig) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from xentlab.tracking.store import resolve_tracking_uri, setup_experiment
+
+        # Store and experiment exist before any job starts: parallel jobs on a fresh SQLite store would
+        # otherwise race on MLflow's schema creation.
+        self.uri = resolve_tracking_uri(config.tracking.uri, Path.cwd())
+        experiment_id = setup_experiment(self.uri, config.tracking.experiment)
+        overrides = list(config.hydra.overrides.task)
+        params_node = config.hydra.sweeper.get("params")
+        sweeper_params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
+        sweep_id = uuid.uuid4().hex[:12]
+        client = MlflowClient(self.uri)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "xentlab.sweep_dir": str(sweep_dir.resolve())}
+        if self.baseline:
+            tags[BASELINE_TAG] = str(self.baseline)
+        parent = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags)
+        self.parent_id = parent.info.run_id
+        for key, value in sweep_params(overrides, sweeper_params).items():
+            client.log_param(self.parent_id, key, value)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps({
+            "parent_run_id": self.parent_id, "sweep_id": sweep_id, "tracking_uri": self.uri,
+            "experiment_id": experiment_id, "varying": varying_keys(overrides, sweeper_params),
+        }, indent=2))
+        self._watch_interrupts()
+        atexit.register(self._end_unfinished)
+        print(f"sweep {sweep_id}: parent MLflow run {self.parent_id}", flush=True)
+
+    def _watch_interrupts(self) -> None:
+        """Remembers a Ctrl-C (SIGINT) that reaches this process, then lets it act as before."""
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):  # SIGINT ignored (a background job) or left to the system: keep it so
+            return
+
+        def handler(signum, frame):
+            self.interrupted = "KeyboardInterrupt: the sweep was stopped by the user (Ctrl-C)"
+            return previous(signum, frame)
+
+        try:
+            signal.signal(signal.SIGINT, handler)
+            self._previous_sigint = previous
+        except ValueError:  # not the main thread: the children's KILLED status still tells (see _end_unfinished)
+            pass
+
+    def _restore_interrupts(self) -> None:
+        if self._previous_sigint is not None:
+            try:
+                signal.signal(signal.SIGINT, self._previous_sigint)
+            except ValueError:  # not the main thread
+                pass
+            self._previous_sigint = None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from xentlab.report.compare import write_report
+
+        client = MlflowClient(self.uri)
+        try:
+            out_dir = Path(config.hydra.sweep.dir) / "report"
+            report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=out_dir)
+            print(report.markdown, flush=True)
+            status = "FINISHED"
+        except Exception as err:  # the report must not leave the parent RUNNING
+            client.set_tag(self.parent_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
+            status = "FAILED"
+        except BaseException as err:  # Ctrl-C or SIGTERM while the report was being written
+            client.set_tag(self.parent_id, ERROR_TAG, f"{type(err).__name__}: stopped while writing the report; "
+                           "`xentlab-compare` writes it again")
+            client.set_terminated(self.parent_id, "KILLED")
+            self.parent_id = None
+            raise
+        finally:
+            self._restore_interrupts()
+        client.set_terminated(self.parent_id, status)
+        self.parent_id = None
+
+    def _end_unfinished(self) -> None:
+        """The sweep stopped before on_multirun_end: KILLED when it was interrupted (Ctrl-C here, or a job
+        ended KILLED: Ctrl-C or SIGTERM in its process), else FAILED (a job failed)."""
+        if self.parent_id is None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        parent = client.get_run(self.parent_id)
+        killed = client.search_runs(
+            [parent.info.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and attributes.status = 'KILLED'", max_results=1,
+        )
+        if self.interrupted or killed:
+            reason = self.interrupted or (f"the sweep was stopped: job {killed[0].info.run_name} ended KILLED "
+                                          f"({killed[0].data.tags.get(ERROR_TAG, 'Ctrl-C or SIGTERM')})")
+            client.set_tag(self.parent_id, ERROR_TAG, reason[:5000])
+            client.set_terminated(self.parent_id, "KILLED")
+        else:
+            any_child = client.search_runs([parent.info.experiment_id],
+                                           f"tags.`mlflow.parentRunId` = '{self.parent_id}'", max_results=1)
+            reason = ("the sweep stopped early: a job failed (see its child run)" if any_child else
+                      "the sweep stopped before any job ran: the launcher failed (see the console)")
+            client.set_tag(self.parent_id, ERROR_TAG, reason)
+            client.set_terminated(self.parent_id, "FAILED")
+        self.parent_id = None

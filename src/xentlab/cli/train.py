@@ -1,0 +1,371 @@
+"""`xentlab-train`: the composition root. It reads the whole config, calls the builders in order and hands each
+step to the module that owns it; `run()` is the list of those steps."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from xentlab.config.schema import register_configs
+
+CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().parents[3] / "conf")
+
+
+def main() -> None:
+    """Console entry point: filter TensorFlow's native start-up noise, register the schemas, hand over to Hydra."""
+    from xentlab.cli.console import quiet_native_logs
+
+    quiet_native_logs()
+    register_configs()
+    _hydra_entry()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def _hydra_entry(cfg: DictConfig) -> float | None:
+    from xentlab.cli.console import reported_errors
+
+    job = JobContext.from_hydra()
+    with reported_errors(debug=bool(cfg.trainer.debug), multirun=job.sweep is not None or job.multirun,
+                         run_ref=job.run_ref):
+        return run(cfg, job)
+
+
+@dataclass
+class JobContext:
+    """What the runner needs from Hydra, read once at the entry point so `run()` works without Hydra's globals.
+
+    Attributes:
+        launch_dir: where the command was started (Hydra may change the working directory).
+        job_dir: Hydra's folder for this job (outputs/runs/... or outputs/multirun/.../N).
+        overrides: the command-line overrides of this job.
+        sweep: for a job of a multirun sweep, its parent run, sweep id and run name; else None.
+        multirun: launched with -m (a failing job must not stop the sweep).
+        run_ref: filled with "<run name> (<run id>)" once the MLflow run exists, for error messages.
+    """
+
+    launch_dir: Path
+    job_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    sweep: dict[str, Any] | None = None
+    multirun: bool = False
+    run_ref: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_hydra(cls) -> JobContext:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from xentlab.cli.sweep import sweep_job
+
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        return cls(
+            launch_dir=Path(hydra.utils.get_original_cwd()), job_dir=Path(hc.runtime.output_dir),
+            overrides=list(hc.overrides.task), multirun=multirun,
+            sweep=sweep_job(hc.sweep.dir, list(hc.overrides.task), hc.job.num) if multirun else None,
+        )
+
+    @classmethod
+    def outside_hydra(cls, overrides: list[str] | None = None) -> JobContext:
+        """For `run()` called from Python: everything relative to the working directory."""
+        return cls(launch_dir=Path.cwd(), job_dir=Path.cwd(), overrides=list(overrides or []))
+
+
+def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
+    """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
+    from xentlab.config.checks import check_tracking
+    from xentlab.runtime.strategy import is_chief
+    from xentlab.tracking import resume
+    from xentlab.tracking import runs as tracking
+
+    job = job or JobContext.outside_hydra()
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if config["trainer"]["dry_run"]:
+        return dry_run(config)
+    if config["strategy"]["name"] == "multi_worker" and not is_chief():
+        return fit_and_evaluate(prepare(config), config)[0]["objective"]  # other workers never log
+    check_tracking(config["tracking"])
+    store = tracking.open_store(config["tracking"], job.launch_dir)
+    params = tracking.flatten_params(config)
+    plan = resume.plan_job(store, params, config["trainer"], job.launch_dir)
+    with tracking.tracked_run(
+        store, run_name=run_name(config, job.sweep), params=params, job_dir=job.job_dir, run_id=plan.run_id,
+        tags={**tracking.run_tags(config["tracking"], job.sweep), **resume.job_tags(plan.key)},
+        system_metrics=config["tracking"]["system_metrics"], run_ref=job.run_ref,
+    ) as outbox:
+        prepared = prepare(config, initial_epoch=plan.initial_epoch)
+        tracking.log_inputs(outbox, prepared.facts(), config, job.overrides)
+        results, history = fit_and_evaluate(prepared, config, outbox, plan)
+        log_outputs(prepared, config, history, outbox)
+    resume.finish_job(plan)
+    tracking.print_summary(store, outbox, results, job.run_ref)
+    return results["objective"]
+
+
+def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
+    """tracking.run_name if set; in a sweep the overrides that vary; else `<model>/<loss>/<labels>/<weighting>`."""
+    if sweep:
+        return sweep["name"]
+    if config["tracking"]["run_name"]:
+        return config["tracking"]["run_name"]
+    return "/".join(
+        [config["model"]["name"], config["loss"]["name"], config["labels"]["encoding"],
+         config["weighting"]["scheme"]]
+    )
+
+
+@dataclass
+class Prepared:
+    """Everything built before training: hardware plan, checked data, datasets, compiled model."""
+
+    plan: Any
+    bundle: Any
+    train_ds: Any
+    val_ds: Any
+    test_ds: Any
+    model: Any
+    model_name: str
+    class_weights: Any
+    from_logits: bool
+    warnings: list[str] = field(default_factory=list)  # printed on stderr and kept as the run tag xentlab.warning
+    sampling: dict[str, Any] = field(default_factory=dict)  # sample_* settings of a text-generating model
+
+    def facts(self) -> dict[str, Any]:
+        """What the run logs about its inputs before training (tracking.log_inputs)."""
+        return {"hardware": self.plan.params(), "bundle": self.bundle, "class_weights": self.class_weights,
+                "model": self.model_name, "warnings": self.warnings}
+
+
+def resolve_model(model_cfg: dict[str, Any], bundle) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The model name, its architecture knobs and its text-sampling settings (`sample_*`, language models only);
+    model=auto picks by the data's shapes, with that model's defaults."""
+    from xentlab.config.schema import SCHEMAS
+    from xentlab.core.models import choose_model
+
+    name = model_cfg["name"]
+    if name == "auto":
+        name = choose_model(input_shape=bundle.input_shape, integer_inputs=bundle.input_dtype == "int32",
+                            label_shape=bundle.y_train.shape[1:])
+        schema = SCHEMAS["model"][f"base_{name}"]
+        model_cfg = {**asdict(schema(name=name)), "head": model_cfg["head"]}
+        model_cfg = {k: (v.value if hasattr(v, "value") else v) for k, v in model_cfg.items()}
+    knobs = {k: v for k, v in model_cfg.items() if k not in ("name", "head") and not k.startswith("sample_")}
+    return name, knobs, {k: v for k, v in model_cfg.items() if k.startswith("sample_")}
+
+
+def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
+    """Checks and builds everything in order: strategy, data, checks, datasets, then the model in scope.
+
+    `initial_epoch` > 0 when resuming: the training set then starts at that epoch's shuffle order.
+    """
+    import keras
+    import tensorflow as tf
+
+    from xentlab.config import checks
+    from xentlab.core.losses import build_loss_from_config
+    from xentlab.core.metrics import build_metrics
+    from xentlab.core.models import build_model, capabilities, head_activation, head_layer, head_spec, resolve_loss_kind
+    from xentlab.core.optimizers import build_optimizer
+    from xentlab.core.pipeline import make_dataset
+    from xentlab.core.weighting import class_weights, label_counts
+    from xentlab.data import load_data
+    from xentlab.runtime.strategy import build_strategy
+
+    checks.check_config(config)
+    trainer, labels, loss_cfg = config["trainer"], config["labels"], config["loss"]
+    plan = build_strategy(**config["strategy"])  # first: may configure devices
+    keras.backend.clear_session()  # jobs in one process (sweeps, tests) must not share layers or names
+    keras.utils.set_random_seed(trainer["seed"])
+    if trainer["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+
+    bundle = load_data(**config["data"])
+    ignore_class, encoding = labels["ignore_class"], labels["encoding"]
+    bundle = checks.check_bundle(bundle, ignore_class=ignore_class)
+    warnings = [w for w in [checks.unused_ignore_class(bundle, ignore_class=ignore_class)] if w]
+    model_name, arch, sampling = resolve_model(config["model"], bundle)
+    loss_kind = resolve_loss_kind(loss_cfg["name"], config["model"]["head"], bundle.num_classes)
+    checks.check_loss_and_labels(loss=loss_kind, encoding=encoding, num_classes=bundle.num_classes,
+                                 from_logits=loss_cfg["from_logits"], ignore_class=ignore_class,
+                                 label_smoothing=loss_cfg["label_smoothing"])
+    checks.check_batch(batch_size=trainer["batch_size"], replicas=plan.replicas, train_size=len(bundle.x_train))
+
+    weighting = config["weighting"]
+    counts = label_counts(bundle.y_train, bundle.num_classes, ignore_class)  # training split, masked left out
+    weights = class_weights(counts, weighting["scheme"], beta=weighting["beta"], weights=weighting["weights"])
+    common = {
+        "batch_size": trainer["batch_size"], "encoding": encoding, "num_classes": bundle.num_classes,
+        "ignore_class": ignore_class, "drop_remainder": plan.drop_remainder, "decode": bundle.decode,
+    }
+    train_ds = make_dataset(
+        bundle.x_train, bundle.y_train, class_weights=weights, normalize=weighting["normalize"], shuffle=True,
+        shuffle_buffer=trainer["shuffle_buffer"], seed=trainer["seed"],
+        epochs=(initial_epoch, max(trainer["epochs"], initial_epoch)), **common,
+    )
+    # Validation and test losses stay unweighted, so variants with different weightings compare on one scale.
+    val_ds = make_dataset(bundle.x_val, bundle.y_val, **common)
+    test_ds = make_dataset(bundle.x_test, bundle.y_test, **common)
+
+    from_logits = bool(loss_cfg["from_logits"])
+    data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
+    if bundle.y_train.ndim == 2:
+        data_facts["num_heads"] = bundle.y_train.shape[1]
+    with plan.strategy.scope():
+        model = build_model(
+            model_name, input_shape=bundle.input_shape, num_classes=bundle.num_classes,
+            loss=loss_kind, from_logits=from_logits, **data_facts, **arch,
+        )
+        units, _ = head_spec(loss=loss_kind, from_logits=from_logits, num_classes=bundle.num_classes)
+        checks.check_model_output(
+            output_shape=tuple(model.output_shape), label_shape=bundle.y_train.shape[1:], units=units,
+            num_classes=bundle.num_classes, head_activation=head_activation(model),
+            head_dtype=head_layer(model).compute_dtype, from_logits=from_logits, single_unit=units == 1,
+        )
+        model.compile(
+            optimizer=build_optimizer(**config["optimizer"]),
+            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, encoding=encoding, ignore_class=ignore_class,
+                                        class_counts=counts.tolist()),
+            metrics=build_metrics(
+                bundle.num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class,
+                num_heads=data_facts.get("num_heads") if capabilities(model_name).separate_heads else None,
+            ),
+            jit_compile=plan.jit_compile,
+            steps_per_execution=plan.steps_per_execution,
+        )
+    return Prepared(plan, bundle, train_ds, val_ds, test_ds, model, model_name, weights, from_logits, warnings,
+                    sampling)
+
+
+def dry_run(config: dict[str, Any]) -> None:
+    """Validates config and data and builds the model; trains and logs nothing."""
+    prepared = prepare(config)
+    prepared.model.summary()
+    print(f"dry run: config and data valid; model {prepared.model_name}; splits {prepared.bundle.sizes()}; "
+          f"nothing trained or logged")
+
+
+def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, plan=None) -> tuple[dict, dict]:
+    """Fits with validation, logs per-epoch metrics, evaluates on the test split and logs `test_*`.
+
+    Tracking goes through `outbox` (xentlab.tracking.outbox); with None (non-chief workers of a multi-worker run)
+    nothing goes to MLflow. With a job `plan` (xentlab.tracking.resume), training continues from its checkpoint unit and
+    saves one per completed epoch; a job whose training had completed goes straight to evaluation.
+    """
+    from xentlab.config.choices import Verbosity
+    from xentlab.core.metrics import CONTRACT_METRICS  # here, not at the top: metrics imports TensorFlow
+    from xentlab.core.pipeline import steps_per_epoch
+    from xentlab.runtime.multi_worker import build_for_strategy, evaluate_custom, fit_custom
+    from xentlab.tracking.resume import epoch_checkpoint, restore_unit
+    from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
+
+    trainer = config["trainer"]
+    callbacks = [StopOnNonFiniteLoss(from_logits=prepared.from_logits)]
+    if outbox is not None:
+        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox))
+    initial_epoch = 0
+    multi_worker = prepared.plan.kind == "multi_worker"
+    if multi_worker:
+        # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
+        # then creates none under the strategy (Keras' load makes a throwaway optimizer, outside the scope).
+        build_for_strategy(prepared.model, prepared.train_ds, prepared.plan.strategy)
+    if plan is not None:
+        # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice.
+        callbacks.append(epoch_checkpoint(plan.checkpoint_dir))
+        if plan.unit is not None:
+            restore_unit(prepared.model, plan.unit)
+            initial_epoch = plan.unit.epoch
+    history: dict[str, list[float]] = {}
+    steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.drop_remainder)
+    if multi_worker:  # Keras 3's fit and evaluate do not run under MultiWorkerMirroredStrategy
+        # Every worker enters, also when the chief's training had completed: the chief's epoch is agreed there.
+        history = fit_custom(prepared.model, prepared.train_ds, prepared.val_ds, epochs=trainer["epochs"],
+                             initial_epoch=initial_epoch, steps_per_epoch=steps, strategy=prepared.plan.strategy,
+                             global_batch_size=trainer["batch_size"], callbacks=callbacks)
+    elif initial_epoch < trainer["epochs"]:
+        history = prepared.model.fit(
+            prepared.train_ds,
+            validation_data=prepared.val_ds,
+            epochs=trainer["epochs"],
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            shuffle=False,  # the training dataset reshuffles itself every epoch
+            verbose=Verbosity(trainer["verbose"]).keras_verbose(os.isatty(1)),
+            callbacks=callbacks,
+        ).history
+    if initial_epoch > 0 and outbox is not None:
+        history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
+    if multi_worker:
+        test = evaluate_custom(prepared.model, prepared.test_ds, strategy=prepared.plan.strategy)
+    else:
+        test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
+    test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
+    if config["calibration"]["method"] == "temperature":
+        test_metrics.update(calibrated_metrics(prepared, config))
+    if outbox is not None:
+        outbox.log_metrics(test_metrics)
+    # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
+    # not comparable across variants); val_loss for a model compiled without the nll metric.
+    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
+    last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
+    objective = last.get("val_nll", last["val_loss"])
+    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
+
+
+def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
+    """Temperature scaling: T fitted on the validation outputs, the test metrics at T (xentlab.core.calibration)."""
+    from xentlab.core.calibration import calibrate
+
+    bundle = prepared.bundle
+    return calibrate(
+        predict(prepared, "val"), bundle.y_val, predict(prepared, "test"), bundle.y_test,
+        from_logits=prepared.from_logits, ignore_class=config["labels"]["ignore_class"],
+    )
+
+
+def predict(prepared: Prepared, split: str):
+    """The model's outputs on one split, in order, as a numpy array."""
+    import numpy as np
+
+    from xentlab.core.pipeline import features_dataset
+
+    features = features_dataset(prepared.bundle, split, 256)
+    if prepared.plan.kind == "multi_worker":  # predict would start collectives the other workers never join
+        from xentlab.runtime.multi_worker import predict_local
+
+        return predict_local(prepared.model, features)
+    return np.asarray(prepared.model.predict(features, verbose=0))
+
+
+def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
+    """After training: evaluation figures and per-class metrics, generated text, the model, as configured."""
+    from xentlab.core.models import capabilities
+    from xentlab.tracking import runs as tracking
+
+    able = capabilities(prepared.model_name)
+    if config["tracking"]["log_plots"]:
+        import tempfile
+
+        from xentlab.report.charts import write_evaluation
+
+        bundle = prepared.bundle
+        with tempfile.TemporaryDirectory() as tmp:
+            write_evaluation(
+                Path(tmp), y=bundle.y_test, outputs=predict(prepared, "test"), from_logits=prepared.from_logits,
+                class_names=bundle.class_names, ignore_class=config["labels"]["ignore_class"], history=history,
+                multi_head=able.separate_heads,
+            )
+            tracking.log_evaluation(outbox, Path(tmp), bundle.num_classes)
+    if able.generates_text:
+        tracking.log_generated_text(outbox, prepared.model, **prepared.sampling, from_logits=prepared.from_logits,
+                                    seed=config["trainer"]["seed"])
+    if config["tracking"]["log_model"]:
+        tracking.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Configuration: schemas, closed choices, and the checks that run before anything is built."""

@@ -1,0 +1,298 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+A mistyped key or a wrongly typed value fails at compose time, before TensorFlow is imported.
+Each YAML option in `conf/<group>/` starts from one of these schemas (`defaults: [base_<name>]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from xentlab.config.choices import (
+    CalibrationMethod,
+    Encoding,
+    Head,
+    Normalize,
+    Precision,
+    Reduction,
+    Resume,
+    StrategyName,
+    Verbosity,
+    WeightingScheme,
+)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    path: Optional[str] = None  # local file or folder for file-based data (Keras cache used when null)
+    limit: Optional[int] = None  # cap on training examples; null = all
+    val_fraction: float = 0.15  # share of the labelled pool held out for validation
+    test_fraction: float = 0.15  # used only where the source has no official test split
+    split_seed: int = 0  # fixed, so every variant sees the same split
+    long_tail_ratio: float = 1.0  # > 1: training split subsampled to n_c = n_max * R^(-c/(K-1)) (Cao et al. 2019)
+    na_fraction: float = 0.0  # share of labels made n/a (-1) in every split: mask with labels.ignore_class=-1
+    drop_na: bool = False  # drop the n/a examples instead of masking them (one label per example only)
+    _target_: Optional[str] = None  # data=custom: dotted path of your own loader (see xentlab.data.custom)
+
+
+@dataclass
+class TextDataConfig(DataConfig):
+    seq_len: int = 100  # window length in bytes; targets are the window shifted by one
+    stride: int = 100  # step between window starts (== seq_len: non-overlapping windows)
+
+
+@dataclass
+class ImbalancedDataConfig(DataConfig):
+    class_counts: list[int] = field(default_factory=lambda: [198, 436, 710, 272])  # the seed's A/B/C/D
+    num_features: int = 16
+    separation: float = 0.4  # spread of class centres in within-class stds: ~71% accuracy, minority A at ~40% recall
+
+
+@dataclass
+class PeriodsDataConfig(DataConfig):
+    num_examples: int = 2000
+    num_periods: int = 3
+    num_categories: int = 6
+    tokens_per_period: int = 20
+    vocab_size: int = 300
+    noise: float = 0.1  # share of labels redrawn at random, so the task is learnable but not trivial
+
+
+class ColorMode(StrEnum):
+    grayscale = "grayscale"  # 1 channel
+    rgb = "rgb"  # 3 channels
+
+
+@dataclass
+class ImageFolderDataConfig(DataConfig):
+    image_size: list[int] = field(default_factory=lambda: [64, 64])  # [height, width]: every image is resized
+    color_mode: ColorMode = ColorMode.rgb
+
+
+@dataclass
+class TableDataConfig(DataConfig):
+    label: Optional[str] = None  # the label column (integer ids or class names); required
+    features: Optional[list[str]] = None  # feature columns; null = every column but the label and split columns
+    split_column: Optional[str] = None  # a column of train/val/test per row; null = split by data.split_seed
+    standardize: bool = True  # centre and scale features by the training split's mean and std
+    delimiter: str = ","  # csv only
+
+
+@dataclass
+class NpzDataConfig(DataConfig):
+    scale: float = 1.0  # features are multiplied by it (e.g. 0.00392 for 0..255 pixels); 1.0 leaves them as saved
+
+
+@dataclass
+class CustomDataConfig(DataConfig):
+    options: Any = None  # extra keyword arguments for the loader: data.options={n: 100} (Any: new keys allowed)
+
+
+# ---------------------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    head: Head = Head.auto  # auto: fits the loss; softmax2 / sigmoid1 for 2-class data (see models.head_spec)
+
+
+@dataclass
+class AutoModelConfig(ModelConfig):
+    """model=auto: the seed CNN for images, the MLP for flat features, the char LSTM for text, the multi-head
+    model for several labels per example, each with its own defaults (pick model=NAME to change its knobs)."""
+
+
+@dataclass
+class MnistCnnConfig(ModelConfig):
+    conv1_filters: int = 32
+    conv2_filters: int = 64
+    dense_units: int = 128
+    dropout_conv: float = 0.25
+    dropout_dense: float = 0.5
+
+
+@dataclass
+class MlpConfig(ModelConfig):
+    hidden_units: list[int] = field(default_factory=lambda: [256, 128])
+    dropout: float = 0.2
+
+
+@dataclass
+class CharLstmConfig(ModelConfig):
+    embedding_dim: int = 512
+    lstm_units: int = 512
+    num_layers: int = 2
+    sample_prompt: str = "ROMEO:"  # generation after training: five streams from this prompt
+    sample_length: int = 300  # bytes per stream
+    sample_temperature: float = 0.8
+
+
+@dataclass
+class MultiHeadConfig(ModelConfig):
+    embedding_dim: int = 32
+    hidden_units: int = 64
+    heads: str = "shared"  # shared: one Dense(H*K) reshaped to (H, K); separate: one Dense(K) per head
+
+
+# ---------------------------------------------------------------------------------------------------- loss
+@dataclass
+class LossConfig:
+    name: str = MISSING
+    from_logits: bool = False  # true: the model head is linear and the loss applies (log-)softmax itself
+    label_smoothing: float = 0.0
+    reduction: Reduction = Reduction.sum_over_batch_size
+    _target_: Optional[str] = None  # a user's own loss: dotted path to any Keras-compatible callable
+
+
+@dataclass
+class FocalLossConfig(LossConfig):
+    gamma: float = 2.0
+    alpha: Optional[Any] = None  # null, a scalar, or one value per class
+
+
+@dataclass
+class WeightedBinaryLossConfig(LossConfig):
+    pos_weight: Any = 1.0  # scalar or one value per label
+
+
+@dataclass
+class LogitAdjustedLossConfig(LossConfig):
+    from_logits: bool = True  # required: the log-prior shift is added to the logits (a linear head)
+    tau: float = 1.0  # scale of the shift tau * log(prior): 1 is the balanced softmax, 0 plain cross-entropy
+
+
+@dataclass
+class Poly1LossConfig(LossConfig):
+    epsilon: float = 1.0  # weight of the extra (1 - p_true) term (Leng et al. 2022); 0 is cross-entropy, >= -1
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+@dataclass
+class LabelsConfig:
+    encoding: Encoding = Encoding.sparse  # sparse: integer ids; one_hot: made per batch inside tf.data
+    ignore_class: Optional[int] = None  # the "n/a" label: zero loss and gradient, excluded from metrics
+
+
+# ---------------------------------------------------------------------------------------------------- weighting
+@dataclass
+class WeightingConfig:
+    scheme: WeightingScheme = WeightingScheme.none
+    normalize: Normalize = Normalize.element  # element: by element count (Keras); weight_sum: by sum of weights
+    beta: float = 0.999  # effective_number only (Cui et al. 2019)
+    weights: Optional[list[float]] = None  # custom only: one weight per class
+
+
+# ---------------------------------------------------------------------------------------------------- strategy
+@dataclass
+class StrategyConfig:
+    name: StrategyName = MISSING
+    precision: Precision = Precision.float32  # the output head stays float32 under mixed precision
+    jit_compile: bool = False  # XLA measured about 8x slower than plain TF for the seed CNN on CPU
+    steps_per_execution: int = 1
+    drop_remainder: bool = False  # static batch shapes, needed on TPU
+    tpu: Optional[str] = None  # TPU address for TPUClusterResolver ("" or "local" on a TPU VM)
+    num_devices: Optional[int] = None  # multi_gpu: how many GPUs (null = all)
+    tpu_timeout_s: float = 30.0  # tpu: give up on a remote TPU after this long
+    logical_devices: int = 2  # multi_cpu: logical CPU devices for MirroredStrategy (testing without GPUs)
+
+
+# ---------------------------------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # adadelta, rmsprop, adam, sgd
+    learning_rate: float = 0.001
+    momentum: float = 0.0  # sgd and rmsprop
+    clipnorm: Optional[float] = None
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainerConfig:
+    epochs: int = 12
+    batch_size: int = 128
+    seed: int = 0
+    deterministic: bool = False  # TF op determinism + fixed seeds: same numbers on every run
+    dry_run: bool = False  # compose, validate config and data, build the model, print a summary; no training
+    resume: Resume = Resume.auto  # auto: continue an interrupted run of the same job from its last epoch
+    stale_after_s: float = 300.0  # a RUNNING run without heartbeat for this long (other host) is stale
+    verbose: Verbosity = Verbosity.auto  # auto: a bar on a terminal, one line per epoch otherwise; silent, bar, line
+    debug: bool = False  # show the full traceback of expected errors (bad config, data, hardware, store)
+    shuffle_buffer: Optional[int] = None  # null = the whole training split
+
+
+# ---------------------------------------------------------------------------------------------------- tracking
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/outputs/mlflow.db
+    experiment: str = "xentlab"
+    run_name: Optional[str] = None  # null: <model>/<loss>/<labels>/<weighting> (in sweeps: the varying overrides)
+    parent_run_id: Optional[str] = None  # nest this run under another; sweeps set it through <sweep dir>/sweep.json
+    log_model: bool = True
+    log_plots: bool = True
+    system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory; GPU when present) while training
+    system_metrics_interval_s: float = 10.0
+    tags: dict[str, Any] = field(default_factory=dict)  # extra run tags (+tracking.tags.team=vision); secrets masked
+
+
+# ---------------------------------------------------------------------------------------------------- calibration
+@dataclass
+class CalibrationConfig:
+    method: CalibrationMethod = CalibrationMethod.none
+
+
+# ---------------------------------------------------------------------------------------------------- root
+@dataclass
+class TrainConfig:
+    data: Any = MISSING
+    model: Any = MISSING
+    loss: Any = MISSING
+    labels: Any = MISSING
+    weighting: Any = MISSING
+    strategy: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: Any = MISSING
+    tracking: Any = MISSING
+    calibration: Any = MISSING
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"base_data": DataConfig, "base_text": TextDataConfig, "base_imbalanced": ImbalancedDataConfig,
+             "base_periods": PeriodsDataConfig, "base_image_folder": ImageFolderDataConfig,
+             "base_table": TableDataConfig, "base_npz": NpzDataConfig, "base_custom": CustomDataConfig},
+    "model": {
+        "base_auto": AutoModelConfig,
+        "base_mnist_cnn": MnistCnnConfig,
+        "base_mlp": MlpConfig,
+        "base_char_lstm": CharLstmConfig,
+        "base_multi_head": MultiHeadConfig,
+    },
+    "loss": {
+        "base_loss": LossConfig,
+        "base_focal": FocalLossConfig,
+        "base_weighted_binary": WeightedBinaryLossConfig,
+        "base_logit_adjusted": LogitAdjustedLossConfig,
+        "base_poly1": Poly1LossConfig,
+    },
+    "labels": {"base_labels": LabelsConfig},
+    "weighting": {"base_weighting": WeightingConfig},
+    "strategy": {"base_strategy": StrategyConfig},
+    "optimizer": {"base_optimizer": OptimizerConfig},
+    "trainer": {"base_trainer": TrainerConfig},
+    "tracking": {"base_tracking": TrackingConfig},
+    "calibration": {"base_calibration": CalibrationConfig},
+}
+
+
+def register_configs() -> None:
+    """Registers the root schema and one schema per group option base in Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_train", node=TrainConfig)
+    for group, nodes in SCHEMAS.items():
+        for name, node in nodes.items():
+            cs.store(group=group, name=name, node=node)

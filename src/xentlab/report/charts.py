@@ -1,0 +1,292 @@
+"""Evaluation figures (confusion matrix, ROC curves, reliability diagram, learning curves) and reports, as files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_curve  # noqa: E402
+
+from xentlab.core.probabilities import CALIBRATION_BINS, confidence_bins, to_probabilities  # noqa: E402
+from xentlab.report.columns import MAX_RELIABILITY_VARIANTS, Comparison
+from xentlab.report.query import pool_reliability
+from xentlab.report.statistics import mean_interval
+
+MAX_CLASSES_PLOTTED = 12  # beyond this (the 256-byte vocabulary) show the most frequent classes only
+
+
+def flatten_valid(y: np.ndarray, probs: np.ndarray, ignore_class: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every labelled position as one row: y (M,), probs (M, K), masked positions dropped."""
+    y = np.asarray(y).reshape(-1)
+    probs = probs.reshape(len(y), -1)
+    keep = np.ones_like(y, dtype=bool) if ignore_class is None else y != ignore_class
+    return y[keep], probs[keep]
+
+
+def _shown_classes(y: np.ndarray, k: int) -> np.ndarray:
+    if k <= MAX_CLASSES_PLOTTED:
+        return np.arange(k)
+    return np.argsort(-np.bincount(y, minlength=k))[:MAX_CLASSES_PLOTTED]
+
+
+def per_class_report(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+    """Precision, recall, F1 and support per class (scikit-learn), keyed by class name."""
+    k = probs.shape[-1]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, probs.argmax(-1), labels=np.arange(k), zero_division=0
+    )
+    return {
+        class_names[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                         "support": int(support[c])}
+        for c in range(k)
+    }
+
+
+def plot_confusion(y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    shown = _shown_classes(y, probs.shape[-1])
+    cm = confusion_matrix(y, probs.argmax(-1), labels=shown)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(shown)), [class_names[c] for c in shown], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(shown)), [class_names[c] for c in shown], fontsize=7)
+    if len(shown) <= 12:
+        for i in range(len(shown)):
+            for j in range(len(shown)):
+                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_roc(y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    k = probs.shape[-1]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    classes = [1] if k == 2 else _shown_classes(y, k)  # binary: the positive class only
+    for c in classes:
+        positives = y == c
+        if positives.all() or not positives.any():
+            continue  # ROC undefined without both positives and negatives
+        fpr, tpr, _ = roc_curve(positives, probs[:, c])
+        ax.plot(fpr, tpr, lw=1, label=class_names[c])
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def reliability_table(y: np.ndarray, probs: np.ndarray, num_bins: int = CALIBRATION_BINS) -> dict:
+    """Top-label reliability per confidence bin, the format of `reliability.json` (read by other tools).
+
+    Bins are those of the `ece` metric (`xentlab.core.probabilities.confidence_bins`: equal width, right-closed),
+    so `ece` here is the streaming metric's value on the same positions (unweighted).
+
+    Args:
+        y: Labels (M,) of the positions kept (masked ones already dropped).
+        probs: Probabilities (M, K).
+        num_bins: Equal-width bins over [0, 1].
+
+    Returns:
+        {"num_bins": B, "edges": B + 1 floats, "count": B ints, "accuracy": B floats (None for an empty bin),
+        "confidence": B mean confidences (None for an empty bin), "ece": sum_b (n_b / N) |acc_b - conf_b|,
+        0.0 when there is no position}.
+    """
+    y = np.asarray(y).reshape(-1)
+    probs = np.asarray(probs, dtype="float64")
+    probs = probs.reshape(len(y), probs.shape[-1])
+    confidence = probs.max(-1) if len(y) else np.zeros(0)
+    correct = (probs.argmax(-1) == y).astype("float64") if len(y) else np.zeros(0)
+    bins = confidence_bins(confidence, num_bins)
+    count = np.bincount(bins, minlength=num_bins)
+    hits = np.bincount(bins, weights=correct, minlength=num_bins)
+    conf_sum = np.bincount(bins, weights=confidence, minlength=num_bins)
+    filled = count > 0
+    accuracy = np.divide(hits, count, out=np.zeros(num_bins), where=filled)
+    mean_conf = np.divide(conf_sum, count, out=np.zeros(num_bins), where=filled)
+    ece = float(np.abs(hits - conf_sum).sum() / len(y)) if len(y) else 0.0
+    return {"num_bins": num_bins, "edges": np.linspace(0.0, 1.0, num_bins + 1).tolist(),
+            "count": count.astype(int).tolist(),
+            "accuracy": [float(a) if f else None for a, f in zip(accuracy, filled, strict=True)],
+            "confidence": [float(c) if f else None for c, f in zip(mean_conf, filled, strict=True)],
+            "ece": ece}
+
+
+def plot_reliability(table: dict, path: Path, title: str) -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, positions per bin below.
+
+    A multi-head table (with "heads") adds each head's accuracy as a line over the bars of all heads.
+    """
+    edges = np.asarray(table["edges"])
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True, height_ratios=[3, 1])
+    accuracy = np.array([np.nan if a is None else a for a in table["accuracy"]])
+    confidence = np.array([np.nan if c is None else c for c in table["confidence"]])
+    top.bar(centers, np.nan_to_num(accuracy), width=width, edgecolor="black", lw=0.5, label="accuracy")
+    top.bar(centers, np.nan_to_num(confidence - accuracy), bottom=np.nan_to_num(accuracy), width=width,
+            color="tab:red", alpha=0.3, label="gap to confidence")
+    for h, head in enumerate(table.get("heads", [])):
+        acc_h = np.array([np.nan if a is None else a for a in head["accuracy"]])
+        top.plot(centers, acc_h, marker="o", ms=3, lw=1, label=f"head {h} (ECE {head['ece']:.3f})")
+    top.plot([0, 1], [0, 1], "k--", lw=0.8)
+    top.set_ylabel("accuracy")
+    top.set_title(f"{title}: ECE {table['ece']:.3f}")
+    top.legend(fontsize=7, loc="upper left")
+    bottom.bar(centers, table["count"], width=width, color="gray", edgecolor="black", lw=0.5)
+    bottom.set_xlabel("confidence (top-label probability)")
+    bottom.set_ylabel("positions")
+    bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
+    names = [m for m in ("loss", "accuracy", "auc") if m in history]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2))
+    for ax, name in zip(np.atleast_1d(axes), names, strict=True):
+        epochs = np.arange(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], marker="o", label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], marker="o", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_evaluation(
+    folder: Path, *, y: np.ndarray, outputs: np.ndarray, from_logits: bool, class_names: list[str],
+    ignore_class: int | None, history: dict[str, list[float]], multi_head: bool = False,
+) -> list[Path]:
+    """Writes learning curves, the reliability diagram, and per head (one for single-output models): confusion
+    matrix, ROC, per-class report.
+
+    multi_head: labels (N, heads) are separate classifications (a figure each); otherwise every position
+    of the labels (a sequence, say) is one example of the same classification. `reliability.json` (see
+    `reliability_table`) covers every labelled position; for multi_head it also holds "heads", one table per head.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_learning_curves(history, folder / "learning_curves.png")
+    written = [folder / "learning_curves.png"]
+    probs = to_probabilities(outputs, from_logits)
+    heads = [(f"_head{h}", y[:, h], probs[:, h]) for h in range(y.shape[1])] if multi_head else [("", y, probs)]
+    report = {}
+    for suffix, y_h, p_h in heads:
+        y_flat, p_flat = flatten_valid(y_h, p_h, ignore_class)
+        report[suffix.strip("_") or "all"] = per_class_report(y_flat, p_flat, class_names)
+        plot_confusion(y_flat, p_flat, class_names, folder / f"confusion_matrix{suffix}.png", f"test{suffix}")
+        plot_roc(y_flat, p_flat, class_names, folder / f"roc_curves{suffix}.png", f"test ROC{suffix}")
+        written += [folder / f"confusion_matrix{suffix}.png", folder / f"roc_curves{suffix}.png"]
+    (folder / "per_class.json").write_text(json.dumps(report, indent=2))
+    reliability = reliability_table(*flatten_valid(y, probs, ignore_class))
+    if multi_head:
+        reliability["heads"] = [reliability_table(*flatten_valid(y_h, p_h, ignore_class)) for _, y_h, p_h in heads]
+    (folder / "reliability.json").write_text(json.dumps(reliability, indent=2))
+    plot_reliability(reliability, folder / "reliability.png", "test reliability")
+    return written + [folder / "per_class.json", folder / "reliability.json", folder / "reliability.png"]
+
+
+# ---------------------------------------------------------------------------------------------- sweep charts
+def plot_charts(rows: list[dict], seeded: dict, comparisons: list[Comparison], histories: dict,
+                reliability: dict[str, dict], *, baseline: str, metric: str, out: Path) -> list[Path]:
+    """`<metric>_by_variant.png` (mean and 95% interval per variant), `val_loss_curves.png` (every run), and
+    `reliability.png` (pooled over each variant's seeds) when runs logged their reliability diagrams."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    verdicts = {c.variant: c.verdict for c in comparisons if c.metric == metric}
+    colours = {"better": "tab:green", "worse": "tab:red"}
+    bar = out / f"{metric}_by_variant.png"
+    height = min(40.0, max(3.0, 0.18 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(7, height))
+    groups: dict[tuple[str, bool], list[tuple[int, float, float, float]]] = {}  # one draw call per style
+    for i, row in enumerate(rows):
+        v = row["variant"]
+        mean, low, high = mean_interval([values[metric] for _, values in seeded[v]])
+        colour = "black" if v == baseline else colours.get(verdicts.get(v, ""), "tab:blue")
+        groups.setdefault((colour, math.isfinite(low)), []).append((i, mean, low, high))
+    for (colour, interval), points in groups.items():
+        ys, means = [p[0] for p in points], [p[1] for p in points]
+        if interval:
+            xerr = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
+            ax.errorbar(means, ys, xerr=xerr, fmt="o", ms=4, color=colour, capsize=3)
+        else:
+            ax.plot(means, ys, "o", ms=4, color=colour, mfc="none")
+    base_mean = next(r[metric] for r in rows if r["variant"] == baseline)
+    if math.isfinite(base_mean):
+        ax.axvline(base_mean, color="black", lw=0.8, ls="--")
+    ax.set_yticks(range(len(rows)), [f"{r['variant']}{' (baseline)' if r['variant'] == baseline else ''}"
+                                     for r in rows], fontsize=6 if len(rows) > 30 else 7)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel(f"{metric}: mean and 95% t interval\n(green better, red worse than the baseline; open: 1 run)",
+                  fontsize=8)
+    fig.tight_layout()
+    fig.savefig(bar, dpi=100)
+    plt.close(fig)
+    files.append(bar)
+
+    curves = out / "val_loss_curves.png"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, row in enumerate(rows):  # one line object per variant: its runs joined by NaN breaks
+        xs: list[float] = []
+        ys: list[float] = []
+        for run_id, _ in seeded[row["variant"]]:
+            hist = histories.get(run_id, [])
+            xs += [s + 1 for s, _ in hist] + [float("nan")]
+            ys += [v for _, v in hist] + [float("nan")]
+        ax.plot(xs, ys, color=f"C{i % 10}", lw=1, label=row["variant"] if i < 10 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val_loss")
+    ax.set_title("val_loss per run" + (f" (legend: first 10 of {len(rows)} variants)" if len(rows) > 10 else ""),
+                 fontsize=8)
+    ax.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(curves, dpi=100)
+    plt.close(fig)
+    files.append(curves)
+
+    pooled = {}
+    for row in rows:
+        diagram = pool_reliability([reliability[r] for r, _ in seeded[row["variant"]] if r in reliability])
+        if diagram is not None:
+            pooled[row["variant"]] = diagram
+    if pooled:
+        path = out / "reliability.png"
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+        for i, (variant, d) in enumerate(pooled.items()):
+            points = [(c, a) for c, a in zip(d["confidence"], d["accuracy"], strict=True) if c is not None]
+            ax.plot([c for c, _ in points], [a for _, a in points], "o-", ms=3, color=f"C{i % 10}",
+                    label=f"{variant} (ECE {d['ece']:.3f})")
+        ax.set_xlabel("confidence (mean of the bin)")
+        ax.set_ylabel("accuracy")
+        title = "reliability, pooled over seeds"
+        if len(rows) > len(pooled) and len(pooled) == MAX_RELIABILITY_VARIANTS:
+            title += f" (first {MAX_RELIABILITY_VARIANTS} of {len(rows)} variants)"
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=6, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        files.append(path)
+    return files
+

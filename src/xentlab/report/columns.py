@@ -1,0 +1,73 @@
+"""The report's columns, their sections, and the records it is built from (a comparison, a report)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xentlab.report.statistics import Difference, direction
+
+# (column, source, section): source is a final metric, "best:val_loss" (min over epochs), "epochs" (epochs
+# logged), or "wall_time_s" (end - start of the run). samples_per_s is the last epoch's (steady state: the first
+# epoch also traces the graph), read from the run itself: only val_loss needs its history.
+COLUMNS = [
+    ("val_loss", "val_loss", "validation"),
+    ("best_val_loss", "best:val_loss", "validation"),
+    ("val_nll", "val_nll", "validation"),  # cross-entropy of the predictions: one scale for every loss variant
+    ("val_ece", "val_ece", "validation"),
+    ("val_brier", "val_brier", "validation"),
+    ("val_accuracy", "val_accuracy", "validation"),
+    ("val_balanced_accuracy", "val_balanced_accuracy", "validation"),
+    ("val_macro_f1", "val_macro_f1", "validation"),
+    ("val_worst_class_recall", "val_worst_class_recall", "validation"),
+    ("val_auc", "val_auc", "validation"),
+    ("test_loss", "test_loss", "test"),
+    ("test_nll", "test_nll", "test"),
+    ("test_ece", "test_ece", "test"),
+    ("test_brier", "test_brier", "test"),
+    ("test_accuracy", "test_accuracy", "test"),
+    ("test_balanced_accuracy", "test_balanced_accuracy", "test"),
+    ("test_macro_f1", "test_macro_f1", "test"),
+    ("test_worst_class_recall", "test_worst_class_recall", "test"),
+    ("test_auc", "test_auc", "test"),
+    ("epochs", "epochs", "cost"),
+    ("wall_time_s", "wall_time_s", "cost"),
+    ("samples_per_s", "samples_per_s", "cost"),
+]
+COLUMN_NAMES = [c for c, _, _ in COLUMNS]
+# Values of the training objective itself: on one scale only when every variant trains the same loss.
+LOSS_COLUMNS = ("val_loss", "best_val_loss", "test_loss")
+# Quality metrics ranked against the baseline; the loss columns join them when the loss scales agree.
+RANKED = [c for c in COLUMN_NAMES if direction(c) and c not in LOSS_COLUMNS]
+HISTORY_METRIC = "val_loss"  # the one history read per run: best_val_loss, epochs and the learning curves
+PAGE_SIZE = 1000  # runs per search_runs page (MLflow's default page)
+RELIABILITY_ARTIFACT = "evaluation/reliability.json"
+MAX_RELIABILITY_VARIANTS = 10  # curves overlaid on one chart: more are unreadable
+SWEEP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # what SweepRun makes (12 hex digits), or "latest"
+SEED_OVERRIDE = re.compile(r"(^|,)trainer\.seed=[^,]*")
+OVERRIDE_SPLIT = re.compile(r",(?=[+~]*[\w.\-/@]+=)")  # commas that start a new key=value (not inside a list)
+ADD_SEEDS = ('`make sweep SWEEP=seeds ARGS="<the varying overrides>"` (5 seeds), or add `trainer.seed=0,1,2` '
+             "to the sweep's overrides")
+
+
+@dataclass
+class Comparison:
+    """One variant against the baseline on one metric."""
+
+    variant: str
+    metric: str
+    diff: Difference
+    p_holm: float
+    verdict: str
+
+
+@dataclass
+class Report:
+    sweep_id: str
+    parent_run_id: str
+    baseline: str
+    rows: list[dict]
+    comparisons: list[Comparison]
+    markdown: str
+    files: list[Path] = field(default_factory=list)

@@ -1,0 +1,173 @@
+"""Reading a sweep from the store: its parent, children (all pages), histories in bulk, reliability bins."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from xentlab.report.columns import COLUMNS, PAGE_SIZE, RELIABILITY_ARTIFACT, SWEEP_ID
+from xentlab.tracking.store import (
+    ROLE_TAG,
+    SWEEP_TAG,
+)
+
+
+# ---------------------------------------------------------------------------------------------- reading MLflow
+def fetch_children(client: MlflowClient, experiment_id: str, parent_run_id: str, page_size: int = PAGE_SIZE) -> list:
+    """Every child run of `parent_run_id`, oldest first, page after page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            order_by=["attributes.start_time ASC"], max_results=page_size, page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _workers(uri: str) -> int:
+    # A server answers requests in parallel; SQLite gains a little from overlapping Python and I/O.
+    return 8 if uri.startswith(("http://", "https://")) else 4
+
+
+BULK_RUNS, BULK_LIMIT = 100, 25000  # MLflow's bulk history read: at most 100 runs and 25,000 values a request
+
+
+def _bulk_histories(client: MlflowClient, run_ids: list[str], metric: str) -> list[tuple[str, int, float]] | None:
+    """(run id, step, value) of up to BULK_RUNS runs in one request, or None where the store has no bulk read.
+
+    MLflow's client reads one run's history per request; its SQL store and its server (the endpoint the UI
+    uses) both read a metric for many runs at once. Their results equal get_metric_history's.
+    """
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if hasattr(store, "get_metric_history_bulk"):  # SQL store (sqlite:///, postgresql://, ...)
+        found = store.get_metric_history_bulk(run_ids, metric, BULK_LIMIT)
+        return [(m.run_id, m.step, m.value) for m in found]
+    if hasattr(store, "get_host_creds"):  # a tracking server
+        from mlflow.utils.rest_utils import http_request
+
+        response = http_request(store.get_host_creds(), "/ajax-api/2.0/mlflow/metrics/get-history-bulk", "GET",
+                                params={"run_id": run_ids, "metric_key": metric, "max_results": BULK_LIMIT})
+        if response.status_code != 200:
+            return None
+        return [(m["run_id"], int(m.get("step", 0)), float(m["value"])) for m in response.json().get("metrics", [])]
+    return None
+
+
+def read_histories(client: MlflowClient, run_ids: list[str], metric: str, workers: int = 4
+                   ) -> dict[str, list[tuple[int, float]]]:
+    """{run id: [(step, value), ...] sorted by step} of one metric.
+
+    One bulk request per 100 runs where the store offers it; runs a bulk answer may have cut (it hit the value
+    limit) and stores without one are read one run per request, `workers` at a time.
+    """
+    histories: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in run_ids}
+    single: list[str] = []
+    for start in range(0, len(run_ids), BULK_RUNS):
+        chunk = run_ids[start : start + BULK_RUNS]
+        found = _bulk_histories(client, chunk, metric)
+        if found is None or len(found) >= BULK_LIMIT:
+            single += chunk
+            continue
+        for run_id, step, value in found:
+            histories[run_id].append((step, value))
+
+    def one(run_id: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in client.get_metric_history(run_id, metric)]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        histories.update(zip(single, pool.map(one, single), strict=True))
+    return {run_id: sorted(values) for run_id, values in histories.items()}
+
+
+def run_values(run, history: list[tuple[int, float]]) -> dict[str, float]:
+    """The value of every report column for one run (NaN where the run has no such metric).
+
+    Args:
+        run: an MLflow Run.
+        history: its val_loss history as (step, value), from `read_histories`.
+    """
+    metrics = run.data.metrics
+    values: dict[str, float] = {}
+    for column, source, _ in COLUMNS:
+        if source == "epochs":
+            values[column] = float(len({s for s, _ in history})) if history else float("nan")
+        elif source == "wall_time_s":
+            end = run.info.end_time or run.info.start_time
+            values[column] = (end - run.info.start_time) / 1000.0
+        elif source == "best:val_loss":
+            values[column] = min(v for _, v in history) if history else float("nan")
+        else:
+            values[column] = float(metrics.get(source, float("nan")))
+    return values
+
+
+def loss_scale(params: dict[str, str]) -> tuple:
+    """What sets the scale of a run's loss values: every loss.* param but from_logits (same value either way)."""
+    return tuple(sorted((k, v) for k, v in params.items() if k.startswith("loss.") and k != "loss.from_logits"))
+
+
+def read_reliability(client: MlflowClient, run_ids: list[str], workers: int = 4) -> dict[str, dict]:
+    """{run id: reliability.json content} for the runs that logged it (the others are skipped)."""
+
+    def one(run_id: str) -> dict | None:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = client.download_artifacts(run_id, RELIABILITY_ARTIFACT, tmp)
+            except (MlflowException, OSError):
+                return None
+            return json.loads(Path(path).read_text())
+
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # one bar per run, even for a missing file
+    saved = {k: os.environ.get(k) for k in quiet}
+    os.environ.update(quiet)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            found = dict(zip(run_ids, pool.map(one, run_ids), strict=True))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def pool_reliability(diagrams: list[dict]) -> dict | None:
+    """One diagram from several runs' (same bins): per-bin accuracy and confidence weighted by the counts."""
+    if not diagrams:
+        return None
+    count = np.sum([np.asarray(d["count"], dtype="float64") for d in diagrams], axis=0)
+
+    def weighted(key: str) -> list[float | None]:
+        num = np.sum([np.nan_to_num(np.array(d[key], dtype="float64")) * np.asarray(d["count"]) for d in diagrams],
+                     axis=0)
+        return [float(n / c) if c > 0 else None for n, c in zip(num, count, strict=True)]
+
+    return {"edges": diagrams[0]["edges"], "count": count.astype(int).tolist(),
+            "accuracy": weighted("accuracy"), "confidence": weighted("confidence"),
+            "ece": float(np.mean([d["ece"] for d in diagrams]))}
+
+
+
+def find_parent(client: MlflowClient, experiment_ids: list[str], sweep: str) -> str:
+    """The parent run id of sweep `sweep` (an id, or "latest")."""
+    if not SWEEP_ID.match(sweep):
+        raise ValueError(f"--sweep must be 'latest' or a sweep id (letters, digits, '_', '-', '.'; the tag "
+                         f"{SWEEP_TAG} of a parent run, e.g. 3f9c2a1b7d4e), got {sweep!r}")
+    flt = f"tags.`{ROLE_TAG}` = 'sweep'"
+    if sweep != "latest":
+        flt += f" and tags.`{SWEEP_TAG}` = '{sweep}'"
+    found = client.search_runs(experiment_ids, flt, order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        raise SystemExit(f"xentlab-compare: no sweep {sweep!r} in experiments {experiment_ids}; run `make sweep` first")
+    return found[0].info.run_id

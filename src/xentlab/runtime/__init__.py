@@ -1,0 +1,1 @@
+"""Running a training job: tf.distribute strategy, the multi-worker loop, launcher checks."""

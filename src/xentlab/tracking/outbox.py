@@ -1,0 +1,188 @@
+"""Tracking that survives a server outage, and `xentlab-sync JOB_DIR` to send what it kept.
+
+Every call a run makes once training has started (epoch metrics, test metrics, artifacts, the model, the final
+status) goes through an `Outbox`. While the tracking server answers, calls go straight to it. When a call fails
+and a short probe confirms the server is gone, that call and every later one are appended to
+`<job dir>/outbox/journal.jsonl` (files copied beside it) and training goes on. At each epoch end one probe of at
+most PROBE_TIMEOUT_S seconds asks whether the server is back; if it is, the journal is replayed in order. What is
+still pending when the job ends is sent by `xentlab-sync JOB_DIR`. Errors the server answers (a bad value, a
+permission) are not outages: they propagate as before.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from xentlab.tracking.store import TrackingUnreachable, mask_uri, probe_server
+
+OUTBOX = "outbox"
+PROBE_TIMEOUT_S = 2.0
+
+
+class Outbox:
+    """The calls of one run, sent live or kept in `<job_dir>/outbox` until the server answers again."""
+
+    def __init__(self, uri: str, run_id: str, job_dir: str | Path) -> None:
+        self.uri, self.run_id = uri, run_id
+        self.folder = Path(job_dir) / OUTBOX
+        self.client = MlflowClient(uri)
+
+    # ------------------------------------------------------------------------------------------ the calls
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self._send({"op": "metrics", "step": step, "timestamp": now,
+                    "metrics": {k: float(v) for k, v in metrics.items()}})
+
+    def set_tag(self, key: str, value: str, keep: bool = True) -> None:
+        """keep=False: dropped during an outage (a heartbeat is worthless later)."""
+        op = {"op": "tag", "key": key, "value": value}
+        if keep:
+            self._send(op)
+        elif not self.pending:
+            self._try_live(op)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._send({"op": "text", "text": text, "artifact_file": artifact_file})
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str) -> None:
+        self._send({"op": "artifacts", "path": str(local_dir), "artifact_path": artifact_path})
+
+    def log_keras_model(self, model, **kwargs: Any) -> None:
+        """`mlflow.keras.log_model` live; during an outage the saved MLflow model folder is kept and later
+        sent as the run's `model/` artifacts (load it with `mlflow.keras.load_model("runs:/<id>/model")`)."""
+        if self.retry():
+            try:
+                mlflow.keras.log_model(model, name="model", **kwargs)
+                return
+            except Exception as err:  # noqa: BLE001 - only an outage is kept; anything else re-raised
+                self._raise_unless_outage(err)
+        folder = self._files(self._count()) / "model"
+        mlflow.keras.save_model(model, str(folder), **kwargs)
+        self._append({"op": "artifacts", "path": str(folder), "artifact_path": "model"}, staged=True)
+
+    def end(self, status: str) -> None:
+        """Terminates the run with `status`; during an outage the status waits in the journal."""
+        self._send({"op": "end", "status": status, "timestamp": int(time.time() * 1000)})
+
+    # ------------------------------------------------------------------------------------------ the journal
+    @property
+    def journal(self) -> Path:
+        return self.folder / "journal.jsonl"
+
+    def _count(self) -> int:
+        return len(self.journal.read_text().splitlines()) if self.journal.is_file() else 0
+
+    def _sent(self) -> int:
+        marker = self.folder / "sent"
+        return int(marker.read_text()) if marker.is_file() else 0
+
+    @property
+    def pending(self) -> int:
+        """Records kept and not yet sent."""
+        return self._count() - self._sent()
+
+    def _files(self, seq: int) -> Path:
+        return self.folder / "files" / str(seq)
+
+    def _append(self, op: dict[str, Any], staged: bool = False) -> None:
+        seq = self._count()
+        if op["op"] == "artifacts" and not staged:  # the source is a temporary folder: keep a copy
+            target = self._files(seq) / "artifacts"
+            shutil.copytree(op["path"], target)
+            op = {**op, "path": str(target)}
+        if seq == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # The URI as given (xentlab-sync must reach the same server); Hydra's .hydra/config.yaml beside it
+            # holds it too. Only what is printed or sent to the server is masked.
+            (self.folder / "run.json").write_text(json.dumps({"uri": self.uri, "run_id": self.run_id}))
+            print(f"tracking server {mask_uri(self.uri)} does not answer: training goes on, tracking records are "
+                  f"kept in {self.folder} and sent when it is back (or by `xentlab-sync {self.folder.parent}`)",
+                  file=sys.stderr, flush=True)
+        with self.journal.open("a") as f:
+            f.write(json.dumps(op) + "\n")
+
+    def _mark_sent(self, count: int) -> None:
+        marker = self.folder / "sent"
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(str(count))
+        tmp.replace(marker)
+
+    # ------------------------------------------------------------------------------------------ sending
+    def _raise_unless_outage(self, err: BaseException) -> None:
+        if not self.uri.startswith(("http://", "https://")):
+            raise err
+        try:
+            probe_server(self.uri, PROBE_TIMEOUT_S)
+        except TrackingUnreachable:
+            return
+        raise err  # the server answers: a real error
+
+    def _try_live(self, op: dict[str, Any]) -> bool:
+        try:
+            apply(self.client, self.run_id, op)
+            return True
+        except Exception as err:  # noqa: BLE001 - only an outage is kept; anything else re-raised
+            self._raise_unless_outage(err)
+            return False
+
+    def _send(self, op: dict[str, Any]) -> None:
+        # Live only once everything kept before it has gone out, so the server sees the calls in order.
+        if not (self.retry() and self._try_live(op)):
+            self._append(op)
+
+    def retry(self) -> bool:
+        """Sends the journal if the server answers a short probe; True when nothing is pending afterwards."""
+        if not self.pending:
+            return True
+        try:
+            probe_server(self.uri, PROBE_TIMEOUT_S)
+        except TrackingUnreachable:
+            return False
+        try:
+            self.flush()
+        except Exception as err:  # noqa: BLE001 - gone again mid-replay: the rest stays kept
+            self._raise_unless_outage(err)
+            return False
+        return True
+
+    def flush(self) -> int:
+        """Replays the kept records in order, marking each as sent; returns how many were sent."""
+        lines = self.journal.read_text().splitlines() if self.journal.is_file() else []
+        start = self._sent()
+        for seq in range(start, len(lines)):
+            apply(self.client, self.run_id, json.loads(lines[seq]))
+            self._mark_sent(seq + 1)
+        if len(lines) > start:
+            print(f"sent {len(lines) - start} kept tracking records to run {self.run_id}", flush=True)
+        return len(lines) - start
+
+
+def apply(client: MlflowClient, run_id: str, op: dict[str, Any]) -> None:
+    """Performs one outbox record against the tracking store."""
+    kind = op["op"]
+    if kind == "metrics":
+        client.log_batch(run_id, metrics=[
+            Metric(key, value, op["timestamp"], op["step"]) for key, value in op["metrics"].items()
+        ], synchronous=True)
+    elif kind == "tag":
+        client.set_tag(run_id, op["key"], op["value"], synchronous=True)
+    elif kind == "text":
+        client.log_text(run_id, op["text"], op["artifact_file"])
+    elif kind == "artifacts":
+        client.log_artifacts(run_id, op["path"], op["artifact_path"])
+    elif kind == "end":
+        run = client.get_run(run_id)
+        if run.info.end_time and run.info.end_time > op["timestamp"]:
+            return  # a later job (a resume) has ended the run since: its status stands
+        client.set_terminated(run_id, op["status"], end_time=op["timestamp"])
+    else:
+        raise ValueError(f"unknown outbox record {kind!r}")

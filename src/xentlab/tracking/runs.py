@@ -1,0 +1,447 @@
+"""MLflow run lifecycle: absolute tracking URI, flattened params, per-epoch metrics, artifacts, final status.
+
+A run ends FINISHED, FAILED (tag `xentlab.error` holds the message) or KILLED (Ctrl-C); never RUNNING.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.keras import MlflowCallback
+from mlflow.tracking import MlflowClient
+
+from xentlab.errors import ExpectedError
+from xentlab.tracking.store import (
+    ERROR_TAG,
+    MASK,
+    SECRET_NAME,
+    SWEEP_TAG,
+    WARNING_TAG,
+    mask_text,
+    mask_uri,
+    resolve_tracking_uri,
+    setup_experiment,
+)
+
+
+def _stringify(value: Any) -> str:
+    # One spelling for every value, every time: resume must never trip MLflow's "param changed" check.
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True)
+    return "null" if value is None else str(value)
+
+
+def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flattens a nested config to dotted keys with stringified values; secret-looking values are masked."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_params(value, f"{dotted}."))
+            continue
+        text = _stringify(value)
+        if SECRET_NAME.search(str(key)) and value is not None:
+            text = MASK
+        flat[dotted] = mask_uri(text) if isinstance(value, str) else text
+    return flat
+
+
+def mask_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `config` with secret-looking values and URI credentials masked (for the logged YAML)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out[key] = mask_config(value)
+        elif SECRET_NAME.search(str(key)) and value is not None:
+            out[key] = MASK
+        elif isinstance(value, str):
+            out[key] = mask_uri(value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Store:
+    """The tracking store a run goes to: its absolute URI, the experiment (name and id) and a client."""
+
+    uri: str
+    experiment: str
+    experiment_id: str
+    client: MlflowClient
+
+    def run_url(self, run_id: str) -> str:
+        """Where to look at a run: the server's own page, or the UI `make ui` serves over a local store."""
+        base = mask_uri(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else UI_URL
+        # workflowType: the MLflow 3 UI's "Model training" view (its sidebar otherwise starts on GenAI pages)
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+UI_URL = "http://127.0.0.1:5000"  # `make ui` (HOST, PORT in the Makefile)
+
+
+def open_store(tracking: dict[str, Any], launch_dir: str | os.PathLike) -> Store:
+    """Resolves the tracking URI against the launch directory and finds or creates the experiment."""
+    uri = resolve_tracking_uri(tracking["uri"], launch_dir)
+    # MLflow prints its own "View run at <uri>" for servers, credentials included: the summary line (masked)
+    # says it instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    experiment_id = setup_experiment(uri, tracking["experiment"])
+    if tracking["system_metrics"]:
+        mlflow.set_system_metrics_sampling_interval(tracking["system_metrics_interval_s"])
+    return Store(uri, tracking["experiment"], experiment_id, MlflowClient(uri))
+
+
+def run_tags(tracking: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str, str]:
+    """Parent-run link (explicit tracking.parent_run_id, else the sweep's) and the sweep id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    tags = {str(k): MASK if SECRET_NAME.search(str(k)) else mask_text(str(v)) for k, v in tracking["tags"].items()}
+    parent = tracking["parent_run_id"] or (sweep or {}).get("parent_run_id")
+    if parent:
+        tags[MLFLOW_PARENT_RUN_ID] = parent
+    if sweep:
+        tags[SWEEP_TAG] = sweep["sweep_id"]
+    return tags
+
+
+@contextmanager
+def tracked_run(
+    store: Store, *, run_name: str, params: dict[str, str], job_dir: str | os.PathLike,
+    tags: dict[str, str] | None = None, run_id: str | None = None, system_metrics: bool = False,
+    run_ref: list[str] | None = None,
+) -> Iterator[Any]:
+    """Starts (or, with run_id, reopens) a run and always ends it with the truth: FINISHED, FAILED
+    (+ `xentlab.error`) or KILLED (Ctrl-C, SIGTERM).
+
+    Yields the run's `Outbox` (xentlab.tracking.outbox): what is logged through it survives a tracking-server outage,
+    kept in `<job_dir>/outbox`; the final status does too. With system_metrics, MLflow samples CPU, memory
+    (and GPU when present) as `system/*` metrics while the run is open.
+    """
+    from xentlab.tracking.outbox import Outbox
+    from xentlab.tracking.resume import Terminated
+
+    tags = {**(tags or {}), **source_tags()}
+    mlflow.set_tracking_uri(store.uri)
+    if run_id is not None:
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+        # The job may be resumed under another name (by a sweep whose first attempt died): the name follows.
+        mlflow.set_tags({**tags, "mlflow.runName": run_name})
+    else:
+        run = mlflow.start_run(experiment_id=store.experiment_id, run_name=run_name, tags=tags,
+                               log_system_metrics=system_metrics)
+    if run_ref is not None:
+        run_ref[:] = [f"{run.info.run_name} ({run.info.run_id})"]
+    outbox = Outbox(store.uri, run.info.run_id, job_dir)
+    status = "FAILED"
+    try:
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            chunk = dict(list(params.items())[start : start + 100])
+            mlflow.log_params(chunk)
+        yield outbox
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        outbox.set_tag(ERROR_TAG, "KeyboardInterrupt: stopped by the user (Ctrl-C)")
+        raise
+    except Terminated as err:
+        status = "KILLED"
+        outbox.set_tag(ERROR_TAG, f"Terminated: {err}")
+        raise
+    except BaseException as err:
+        outbox.set_tag(ERROR_TAG, mask_text(f"{type(err).__name__}: {err}")[:5000])
+        raise
+    finally:
+        try:
+            outbox.end(status)
+        finally:
+            _drop_active_run(run.info.run_id)
+
+
+def _drop_active_run(run_id: str) -> None:
+    """Ends MLflow's notion of the active run without another server call (the outbox set the status)."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if stack and stack[-1].info.run_id == run_id:
+        stack.pop()
+        fluent.MLFLOW_RUN_ID.unset()
+        fluent._last_active_run_id.set(run_id)
+    monitor = fluent.run_id_to_system_metrics_monitor.pop(run_id, None)
+    if monitor is not None:
+        monitor.finish()
+
+
+class NonFiniteLoss(ExpectedError, FloatingPointError):
+    """Training produced a NaN or inf loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises at the first non-finite batch loss, so the run ends FAILED with where it happened.
+
+    Keras' TerminateOnNaN only stops training, which would record a FINISHED run with NaN metrics.
+    """
+
+    def __init__(self, from_logits: bool | None = None) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.from_logits = from_logits
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            hint = ("a lower optimizer.learning_rate (or optimizer.clipnorm=1.0) usually helps" if self.from_logits
+                    else "usually loss.from_logits=true (a linear head with log_softmax) or a lower "
+                    "optimizer.learning_rate helps")
+            raise NonFiniteLoss(f"loss became {float(loss)} at epoch {self.epoch}, batch {batch}; {hint}")
+
+
+class EpochLogger(MlflowCallback):
+    """MLflow's Keras callback, made resume-safe and without its two side channels.
+
+    Kept from the parent: metrics at every epoch end with step = epoch (loss, accuracy, auc, val_*), and its
+    exception-safe wrapper (a tracking hiccup is reported, not fatal to training).
+    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics; logging is synchronous and skips
+    epochs the run already holds (a resumed run); a heartbeat tag tells live runs from stale ones; the model
+    summary is logged without the parent's `optimizer_*` params (the flattened config holds them);
+    `on_test_end` logs nothing, because the parent would log validation and test evaluations under one
+    name (`validation_loss`) that the contract does not have.
+    """
+
+    HEARTBEAT_EVERY_S = 30.0
+
+    def __init__(self, samples_per_epoch: int, outbox) -> None:
+        super().__init__(log_every_epoch=True)
+        self.samples_per_epoch = samples_per_epoch
+        self.outbox = outbox
+        self._epoch_start = 0.0
+        self._last_beat = 0.0
+        self._logged_steps: set[int] = set()
+
+    def on_train_begin(self, logs=None):
+        lines: list[str] = []
+        self.model.summary(print_fn=lambda line, *a, **k: lines.append(line))
+        mlflow.log_text("\n".join(lines), artifact_file="model_summary.txt")
+        run_id = mlflow.active_run().info.run_id
+        # A resumed run already holds the epochs before the interruption: never log a step twice.
+        self._logged_steps = {m.step for m in MlflowClient().get_metric_history(run_id, "val_loss")}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._heartbeat()
+
+    def _heartbeat(self, force: bool = False) -> None:
+        from xentlab.tracking.store import HEARTBEAT_TAG
+
+        now = time.time()
+        if force or now - self._last_beat >= self.HEARTBEAT_EVERY_S:
+            self.outbox.set_tag(HEARTBEAT_TAG, str(int(now)), keep=False)
+            self._last_beat = now
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or epoch in self._logged_steps:
+            return
+        seconds = time.perf_counter() - self._epoch_start
+        logs["epoch_time_s"] = seconds
+        logs["samples_per_s"] = self.samples_per_epoch / seconds if seconds > 0 else 0.0
+        # Synchronous (or kept in the outbox), so a SIGKILL right after an epoch cannot lose metrics the
+        # checkpoint already covers.
+        self.outbox.log_metrics(logs, step=epoch)
+        self._logged_steps.add(epoch)
+        self._heartbeat(force=True)
+
+    def on_test_end(self, logs=None):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def source_info() -> dict[str, Any]:
+    """Where the code that runs comes from: the git commit of xentlab's source tree, whether it had uncommitted
+    changes (and the diff), and the versions of the libraries that shape the numbers."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("tensorflow", "keras", "mlflow", "hydra-core", "numpy"):
+        try:
+            versions[package.removesuffix("-core")] = version(package)
+        except PackageNotFoundError:
+            versions[package.removesuffix("-core")] = "not installed"
+    info: dict[str, Any] = {"versions": versions, "commit": None, "dirty": None, "diff": ""}
+    src = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout
+
+    try:
+        info["commit"] = git("rev-parse", "HEAD").strip()
+        info["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+        info["diff"] = git("diff", "HEAD") if info["dirty"] else ""
+    except (OSError, subprocess.SubprocessError):  # not a git checkout (an installed wheel), or no git
+        pass
+    return info
+
+
+def source_tags() -> dict[str, str]:
+    """Run tags for the source: MLflow's git-commit and source tags, xentlab.git.dirty, xentlab.version.*."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
+    info = source_info()
+    tags = {MLFLOW_SOURCE_NAME: "xentlab-train", MLFLOW_SOURCE_TYPE: "LOCAL"}
+    tags.update({f"xentlab.version.{name}": v for name, v in info["versions"].items()})
+    if info["commit"]:
+        tags[MLFLOW_GIT_COMMIT] = info["commit"]
+        tags["xentlab.git.dirty"] = str(info["dirty"]).lower()
+    return tags
+
+
+def mask_override(override: str) -> str:
+    """One command-line override with a secret-looking key's value, or a URI password, masked."""
+    key, sep, value = override.partition("=")
+    if sep and SECRET_NAME.search(key.lstrip("+~")) and value not in ("", "null"):
+        return f"{key}={MASK}"
+    return mask_text(override)
+
+
+def rerun_command(overrides: list[str]) -> str:
+    """The one command that reruns a job (secrets masked)."""
+    import shlex
+
+    return " ".join(["xentlab-train", *[shlex.quote(mask_override(o)) for o in overrides]])
+
+
+def log_inputs(outbox, facts: dict[str, Any], config: dict[str, Any], overrides: list[str]) -> None:
+    """What is known before training: hardware, split sizes, class weights, the resolved model, the dataset (as
+    MLflow dataset inputs), the masked config and overrides, the source diff and the command that reruns the job."""
+    bundle = facts["bundle"]
+    params = dict(facts["hardware"])
+    params.update({f"data.{split}_size": str(n) for split, n in bundle.sizes().items()})
+    params["data.num_classes"] = str(bundle.num_classes)
+    params["model.resolved"] = facts["model"]
+    if facts["class_weights"] is not None:
+        weights = [round(float(w), 6) for w in facts["class_weights"]]
+        params["weighting.class_weights"] = json.dumps(weights)
+        mlflow.log_dict({"class_names": bundle.class_names, "class_weights": weights}, "class_weights.json")
+    mlflow.log_params(params)
+    for warning in facts["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    if facts["warnings"]:
+        mlflow.set_tag(WARNING_TAG, "\n".join(facts["warnings"]))
+    run = mlflow.active_run()
+    name = run.info.run_name or ""
+    if name.startswith("auto/"):  # model=auto: name the run after the model it picked
+        mlflow.set_tag("mlflow.runName", facts["model"] + name[len("auto"):])
+    log_datasets(bundle, config["data"])
+    mlflow.log_text(_yaml(mask_config(config)), "config.yaml")
+    mlflow.log_text(_yaml([mask_override(o) for o in overrides]), "overrides.yaml")
+    mlflow.set_tag("xentlab.command", rerun_command(overrides))
+    if source_info()["diff"]:
+        mlflow.log_text(source_info()["diff"], "source/uncommitted.diff")
+
+
+def _yaml(value: Any) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(value)
+
+
+def log_datasets(bundle, data_cfg: dict[str, Any]) -> None:
+    """Each split as an MLflow dataset input (name, digest, source, shapes), so the UI's Dataset column and
+    filters work: contexts training, validation and test."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    path = data_cfg.get("path")
+    source = str(Path(path).resolve()) if path else CodeDatasetSource({"xentlab.data": bundle.name})
+    for split, context in (("train", "training"), ("val", "validation"), ("test", "test")):
+        x, y = bundle.splits()[split]
+        with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": all the same here
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), source=source, name=bundle.name)
+        mlflow.log_input(dataset, context=context)
+
+
+def log_evaluation(outbox, folder: Path, num_classes: int) -> None:
+    """Logs the evaluation figures written in `folder` (report.charts.write_evaluation) under `evaluation/`, and
+    per-class recall from its `per_class.json` as `test_recall_<class>` metrics (up to 12 classes)."""
+    import re
+
+    report = json.loads((folder / "per_class.json").read_text())
+    outbox.log_artifacts(str(folder), "evaluation")
+    if num_classes <= 12:
+        recalls = {}
+        for head, classes in report.items():
+            suffix = "" if head == "all" else f"_{head}"
+            recalls.update({f"test_recall_{name}{suffix}": v["recall"] for name, v in classes.items()})
+        outbox.log_metrics({re.sub(r"[^\w\-. /]", "_", k): v for k, v in recalls.items()})
+
+
+def log_generated_text(outbox, model, *, sample_prompt: str, sample_length: int, sample_temperature: float,
+                       from_logits: bool, seed: int) -> None:
+    """For language models: five streams sampled from the stateful copy, as `generated.txt`."""
+    from xentlab.core.sampling import generate
+
+    streams = generate(model, sample_prompt, sample_length, sample_temperature, seed=seed, from_logits=from_logits)
+    text = "\n\n".join(f"--- stream {i}\n{t}" for i, t in enumerate(streams))
+    outbox.log_text(text, "generated.txt")
+    print(text, flush=True)
+
+
+def log_model(outbox, model, sample) -> None:
+    """The trained model with an input/output signature and pinned requirements (no slow inference)."""
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    # A plain call, not predict: under MultiWorkerMirroredStrategy predict starts collectives only the chief joins.
+    signature = infer_signature(sample, np.asarray(model(sample, training=False)))
+    outbox.log_keras_model(
+        model, signature=signature,
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+
+
+def print_summary(store: Store, outbox, results: dict[str, float], run_ref: list[str]) -> None:
+    """One line at the end of every run: name and id, status, test metrics, and the URL to open it."""
+    metrics = "  ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("test_"))
+    run = run_ref[0] if run_ref else outbox.run_id
+    try:  # the name may have changed since the start (model=auto names the run after the model it picked)
+        run = f"{store.client.get_run(outbox.run_id).info.run_name} ({outbox.run_id})"
+    except Exception:  # noqa: BLE001 - a server that went away: the name from the start will do
+        pass
+    if outbox.pending:
+        print(f"warning: the tracking server did not come back; {outbox.pending} records of run {outbox.run_id} "
+              f"are kept in {outbox.folder}: send them with `xentlab-sync {outbox.folder.parent}`",
+              file=sys.stderr, flush=True)
+    hint = " (after `make ui`)" if not store.uri.startswith(("http://", "https://")) else ""
+    print(f"run {run} FINISHED  {metrics}\n  open it: {store.run_url(outbox.run_id)}{hint}", flush=True)
+
+
+def logged_history(run_id: str) -> dict[str, list[float]]:
+    """The per-epoch metrics a run holds (the Keras history of every epoch, resumed runs included)."""
+    client = MlflowClient()
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(("test_", "system/"))]
+    history = {}
+    for key in keys:
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        history[key] = [m.value for m in points]
+    return history

@@ -1,0 +1,166 @@
+"""The tracking store: where it is (an absolute URI), its experiments, and the `xentlab.*` tag names.
+
+Every module that reads or writes runs imports its names from here, so no two of them import each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from xentlab.errors import ExpectedError
+from xentlab.masking import MASK, SECRET_NAME, mask_text, mask_uri  # noqa: F401  (re-exported: the store's names)
+
+# Tags xentlab puts on runs (one spelling, one owner).
+ERROR_TAG = "xentlab.error"  # the message of a FAILED or KILLED run
+SWEEP_TAG = "xentlab.sweep_id"  # parent and children of one multirun sweep
+ROLE_TAG = "xentlab.role"  # "sweep" on a sweep's parent run
+BASELINE_TAG = "xentlab.baseline"  # on a sweep's parent run: the variant the report compares the others with
+JOB_TAG = "xentlab.job_key"  # one training job (config + store): what resume matches on
+HOST_TAG = "xentlab.host"
+PID_TAG = "xentlab.pid"
+HEARTBEAT_TAG = "xentlab.heartbeat"
+WARNING_TAG = "xentlab.warning"  # something in the config or data that is almost surely not what was meant
+
+ERROR_TAG = "xentlab.error"
+
+
+def resolve_tracking_uri(uri: str | None, root: str | os.PathLike) -> str:
+    """Returns an absolute tracking URI.
+
+    None -> $MLFLOW_TRACKING_URI, else sqlite:///<root>/outputs/mlflow.db. A relative sqlite path or a plain
+    folder is made absolute against `root` (the launch directory), so Hydra job folders never get stray stores.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    root = Path(root).resolve()
+    if not uri:
+        return f"sqlite:///{root / 'outputs' / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        return f"sqlite:///{path if path.is_absolute() else (root / path).resolve()}"
+    if "://" not in uri:
+        return (root / uri).resolve().as_uri()
+    return uri
+
+
+def default_artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a local SQLite store go to outputs/mlartifacts/<experiment folder> beside it; servers
+    choose their own.
+
+    The folder is made from the experiment name but always stays inside mlartifacts/: characters other than
+    letters, digits, `-`, `_` and `.` become `_` (no `/`, no `..`), and a renamed folder gets a hash of the
+    name so two names never share one.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    root = Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+    folder = re.sub(r"[^\w.-]+", "_", experiment).strip("._") or "experiment"
+    if folder != experiment:
+        folder += "-" + hashlib.sha1(experiment.encode()).hexdigest()[:8]
+    return (root / folder).as_uri()
+
+
+class TrackingUnreachable(ExpectedError, ConnectionError):
+    """The tracking server does not answer."""
+
+
+def probe_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fails within `timeout_s` when an http(s) tracking server does not answer (MLflow's own client retries
+    for minutes before giving up)."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    parts = urlsplit(uri)
+    # urllib refuses user:password@ in a URL: send the credentials as a basic-auth header, as MLflow does.
+    bare = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    if parts.username is not None:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout_s).close()
+    except (urllib.error.URLError, OSError) as err:
+        raise TrackingUnreachable(
+            f"tracking server {mask_uri(uri)} did not answer within {timeout_s:.0f} s ({err}); start it "
+            f"(e.g. `mlflow server --host 127.0.0.1`) or point tracking.uri elsewhere (null = outputs/mlflow.db)"
+        ) from err
+
+
+def setup_experiment(uri: str, experiment: str) -> str:
+    """Points MLflow at `uri` and returns the id of `experiment`, creating it (with artifact location) if new."""
+    probe_server(uri)
+    if uri.startswith(("http://", "https://")):
+        # MLflow's defaults retry a lost server for minutes at every call; a short policy lets the outbox
+        # (xentlab.tracking.outbox) take over within seconds. Explicit settings in the environment win.
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+            os.environ.setdefault(name, value)
+    mlflow.set_tracking_uri(uri)
+    with _store_lock(uri):  # several jobs starting on a fresh store must not race on its schema creation
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            try:
+                experiment_id = client.create_experiment(
+                    experiment, artifact_location=default_artifact_location(uri, experiment),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )
+            except mlflow.exceptions.MlflowException:  # created meanwhile by a job on another host
+                experiment_id = client.get_experiment_by_name(experiment).experiment_id
+            return experiment_id
+    if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older xentlab or by hand
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return found.experiment_id
+
+
+# The MLflow 3 UI opens an experiment on its GenAI pages unless it is marked as model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store: checks its folder can be written (MLflow would retry for minutes, then say only
+    "unable to open database file") and holds an exclusive lock beside it while the store is opened."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115
+    except OSError as err:
+        raise StoreNotWritable(
+            f"the tracking store {db} cannot be created or written ({err.strerror}: {db.parent}); make the "
+            f"folder writable, or point tracking.uri at another store (e.g. tracking.uri=sqlite:///$HOME/mlflow.db)"
+        ) from err
+    if (db.exists() and not os.access(db, os.W_OK)) or not os.access(db.parent, os.W_OK):
+        lock.close()
+        raise StoreNotWritable(
+            f"the tracking store {db} is not writable (folder {db.parent}); make it writable, or point "
+            f"tracking.uri at another store (e.g. tracking.uri=sqlite:///$HOME/mlflow.db)"
+        )
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class StoreNotWritable(ExpectedError, PermissionError):
+    """The tracking store's file or folder cannot be written."""
+
+
