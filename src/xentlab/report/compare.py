@@ -25,6 +25,7 @@ from xentlab.report.columns import (
     Comparison,
     Report,
 )
+from xentlab.report.followup import failed_jobs_section, seeds_needed_section
 from xentlab.report.query import _workers, fetch_children, loss_scale, read_histories, read_reliability, run_values
 from xentlab.report.render import to_markdown, write_csvs
 from xentlab.report.statistics import compare_runs, direction, holm, verdict
@@ -93,6 +94,8 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "
     sweep_id = parent.data.tags.get(SWEEP_TAG, "?")
     children = fetch_children(client, parent.info.experiment_id, parent_run_id, page_size)
     finished = [r for r in children if r.info.status == "FINISHED"]
+    if not finished and any(r.info.status in ("FAILED", "KILLED") for r in children):
+        return _failed_only(client, parent_run_id, sweep_id, children, out_dir)
     runs_by_variant: dict[str, list] = {}
     for run in finished:
         runs_by_variant.setdefault(variant_name(run.info.run_name or run.info.run_id), []).append(run)
@@ -128,6 +131,7 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "
         f" ({skipped} runs not FINISHED, left out)" if skipped else "")
     markdown = to_markdown(rows, comparisons, title=title, baseline=base, baseline_note=note, metric=metric,
                            ranked=ranked, losses_note=losses_note)
+    markdown += _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")
     files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir)]
@@ -138,3 +142,28 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "
     for f in files:
         client.log_artifact(parent_run_id, str(f), "report")
     return Report(sweep_id, parent_run_id, base, rows, comparisons, markdown, files)
+
+
+# ---------------------------------------------------------------------------------------------- follow-up
+def _test_twin(metric: str) -> str:
+    """`test_nll` for `val_nll`: the verdict table's second metric."""
+    return "test_" + metric.removeprefix("val_") if metric.startswith("val_") else metric
+
+
+def _followup(parent, children: list, comparisons: list[Comparison], metrics: list[str], seeds: dict[str, str]
+              ) -> str:
+    """The sections after the tables: the failed jobs, and the seeds each "not shown" difference needs."""
+    params = parent.data.params
+    overrides = [params[f"sweep.override.{i}"] for i in range(len(params)) if f"sweep.override.{i}" in params]
+    lines = failed_jobs_section(children)
+    lines += seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, list(seeds.values()))
+    return "\n" + "\n".join(lines) if lines else ""
+
+
+def _failed_only(client: MlflowClient, parent_run_id: str, sweep_id: str, children: list, out_dir: Path) -> Report:
+    """The report of a sweep none of whose jobs finished: the failed jobs and their errors."""
+    markdown = "\n".join([f"### sweep {sweep_id}: no job FINISHED, nothing to compare", *failed_jobs_section(children)])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(markdown + "\n")
+    client.log_artifact(parent_run_id, str(out_dir / "report.md"), "report")
+    return Report(sweep_id, parent_run_id, "", [], [], markdown, [out_dir / "report.md"])

@@ -15,20 +15,22 @@ from mlflow.tracking import MlflowClient
 from xentlab.report.columns import COLUMNS, PAGE_SIZE, RELIABILITY_ARTIFACT, SWEEP_ID
 from xentlab.tracking.store import (
     ROLE_TAG,
+    SUPERSEDED_TAG,
     SWEEP_TAG,
 )
 
 
 # ---------------------------------------------------------------------------------------------- reading MLflow
 def fetch_children(client: MlflowClient, experiment_id: str, parent_run_id: str, page_size: int = PAGE_SIZE) -> list:
-    """Every child run of `parent_run_id`, oldest first, page after page."""
+    """Every current child run of `parent_run_id` (not superseded by a later run of its job), oldest first, page
+    after page."""
     runs, token = [], None
     while True:
         page = client.search_runs(
             [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
             order_by=["attributes.start_time ASC"], max_results=page_size, page_token=token,
         )
-        runs.extend(page)
+        runs.extend(r for r in page if SUPERSEDED_TAG not in r.data.tags)
         token = page.token
         if not token:
             return runs

@@ -31,6 +31,10 @@ HOST_TAG = "xentlab.host"
 PID_TAG = "xentlab.pid"
 HEARTBEAT_TAG = "xentlab.heartbeat"
 WARNING_TAG = "xentlab.warning"  # something in the config or data that is almost surely not what was meant
+SWEEP_KEY_TAG = "xentlab.sweep_key"  # on a sweep parent: its identity (tracking.sweeps); a rerun continues it
+SWEEP_JOB_TAG = "xentlab.sweep_job"  # on a sweep's child: its job's varying overrides (the same in every attempt)
+SUPERSEDED_TAG = "xentlab.superseded_by"  # on a sweep's child that a later run of its job replaced: that run's id
+FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of its jobs did not finish
 
 ERROR_TAG = "xentlab.error"
 
