@@ -26,7 +26,15 @@ from xentlab.report.columns import (
     Report,
 )
 from xentlab.report.followup import failed_jobs_section, seeds_needed_section
-from xentlab.report.query import _workers, fetch_children, loss_scale, read_histories, read_reliability, run_values
+from xentlab.report.query import (
+    RELIABILITY_SAMPLE,
+    _workers,
+    fetch_children,
+    loss_scale,
+    read_histories,
+    read_reliability,
+    run_values,
+)
 from xentlab.report.render import to_markdown, write_csvs
 from xentlab.report.statistics import compare_runs, direction, holm, verdict
 from xentlab.report.variants import choose_baseline, variant_name
@@ -129,14 +137,14 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "
     skipped = len(children) - len(finished)
     title = f"sweep {sweep_id}: {len(finished)} runs, {len(rows)} variants" + (
         f" ({skipped} runs not FINISHED, left out)" if skipped else "")
+    shown = [r["variant"] for r in rows][:MAX_RELIABILITY_VARIANTS]
+    reliability, sampled = read_reliability(client, {v: runs_by_variant[v] for v in shown}, workers)
     markdown = to_markdown(rows, comparisons, title=title, baseline=base, baseline_note=note, metric=metric,
                            ranked=ranked, losses_note=losses_note)
-    markdown += _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds)
+    markdown += _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds, sampled)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")
     files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir)]
-    shown = [r["variant"] for r in rows][:MAX_RELIABILITY_VARIANTS]
-    reliability = read_reliability(client, [rid for v in shown for rid, _ in seeded[v]], workers)
     files += plot_charts(rows, seeded, comparisons, histories, reliability, baseline=base, metric=metric,
                          out=out_dir)
     for f in files:
@@ -150,12 +158,14 @@ def _test_twin(metric: str) -> str:
     return "test_" + metric.removeprefix("val_") if metric.startswith("val_") else metric
 
 
-def _followup(parent, children: list, comparisons: list[Comparison], metrics: list[str], seeds: dict[str, str]
-              ) -> str:
+def _followup(parent, children: list, comparisons: list[Comparison], metrics: list[str], seeds: dict[str, str],
+              sampled: bool) -> str:
     """The sections after the tables: the failed jobs, and the seeds each "not shown" difference needs."""
     params = parent.data.params
     overrides = [params[f"sweep.override.{i}"] for i in range(len(params)) if f"sweep.override.{i}" in params]
-    lines = failed_jobs_section(children)
+    lines = [f"- reliability.png pools at most {RELIABILITY_SAMPLE} runs per variant: runs logged before the "
+             "`xentlab.reliability` tag are read from their files, a bounded sample."] if sampled else []
+    lines += failed_jobs_section(children)
     lines += seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, list(seeds.values()))
     return "\n" + "\n".join(lines) if lines else ""
 
