@@ -14,19 +14,12 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_curve  # noqa: E402
 
 from xentlab.core.probabilities import CALIBRATION_BINS, confidence_bins, to_probabilities  # noqa: E402
+from xentlab.core.targets import LabelContract, labelled_rows  # noqa: E402
 from xentlab.report.columns import MAX_RELIABILITY_VARIANTS, Comparison
 from xentlab.report.query import pool_reliability
 from xentlab.report.statistics import mean_interval
 
 MAX_CLASSES_PLOTTED = 12  # beyond this (the 256-byte vocabulary) show the most frequent classes only
-
-
-def flatten_valid(y: np.ndarray, probs: np.ndarray, ignore_class: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Every labelled position as one row: y (M,), probs (M, K), masked positions dropped."""
-    y = np.asarray(y).reshape(-1)
-    probs = probs.reshape(len(y), -1)
-    keep = np.ones_like(y, dtype=bool) if ignore_class is None else y != ignore_class
-    return y[keep], probs[keep]
 
 
 def _shown_classes(y: np.ndarray, k: int) -> np.ndarray:
@@ -171,32 +164,35 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
 
 
 def write_evaluation(
-    folder: Path, *, y: np.ndarray, outputs: np.ndarray, from_logits: bool, class_names: list[str],
-    ignore_class: int | None, history: dict[str, list[float]], multi_head: bool = False,
+    folder: Path, *, y: np.ndarray, outputs: np.ndarray, labels: LabelContract, class_names: list[str],
+    history: dict[str, list[float]],
 ) -> list[Path]:
     """Writes learning curves, the reliability diagram, and per head (one for single-output models): confusion
     matrix, ROC, per-class report.
 
-    multi_head: labels (N, heads) are separate classifications (a figure each); otherwise every position
-    of the labels (a sequence, say) is one example of the same classification. `reliability.json` (see
-    `reliability_table`) covers every labelled position; for multi_head it also holds "heads", one table per head.
+    Every figure reads the labelled positions of the run's label contract (`labels`). With separate heads
+    (`labels.num_heads`), labels (N, heads) are separate classifications (a figure each); otherwise every
+    position of the labels (a sequence, say) is one example of the same classification. `reliability.json` (see
+    `reliability_table`) covers every labelled position; with heads it also holds "heads", one table per head.
     """
     folder.mkdir(parents=True, exist_ok=True)
     plot_learning_curves(history, folder / "learning_curves.png")
     written = [folder / "learning_curves.png"]
-    probs = to_probabilities(outputs, from_logits)
+    probs = to_probabilities(outputs, labels.from_logits)
+    multi_head = labels.num_heads is not None
     heads = [(f"_head{h}", y[:, h], probs[:, h]) for h in range(y.shape[1])] if multi_head else [("", y, probs)]
     report = {}
     for suffix, y_h, p_h in heads:
-        y_flat, p_flat = flatten_valid(y_h, p_h, ignore_class)
+        y_flat, p_flat = labelled_rows(y_h, p_h, labels.ignore_class)
         report[suffix.strip("_") or "all"] = per_class_report(y_flat, p_flat, class_names)
         plot_confusion(y_flat, p_flat, class_names, folder / f"confusion_matrix{suffix}.png", f"test{suffix}")
         plot_roc(y_flat, p_flat, class_names, folder / f"roc_curves{suffix}.png", f"test ROC{suffix}")
         written += [folder / f"confusion_matrix{suffix}.png", folder / f"roc_curves{suffix}.png"]
     (folder / "per_class.json").write_text(json.dumps(report, indent=2))
-    reliability = reliability_table(*flatten_valid(y, probs, ignore_class))
+    reliability = reliability_table(*labelled_rows(y, probs, labels.ignore_class))
     if multi_head:
-        reliability["heads"] = [reliability_table(*flatten_valid(y_h, p_h, ignore_class)) for _, y_h, p_h in heads]
+        reliability["heads"] = [reliability_table(*labelled_rows(y_h, p_h, labels.ignore_class))
+                                for _, y_h, p_h in heads]
     (folder / "reliability.json").write_text(json.dumps(reliability, indent=2))
     plot_reliability(reliability, folder / "reliability.png", "test reliability")
     return written + [folder / "per_class.json", folder / "reliability.json", folder / "reliability.png"]
