@@ -108,9 +108,14 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 
 def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
-    """tracking.run_name if set; in a sweep the overrides that vary; else `<model>/<loss>/<labels>/<weighting>`."""
+    """tracking.run_name if set; in a sweep `<variant> s<seed>` (xentlab.tracking.naming); else
+    `<model>/<loss>/<labels>/<weighting>`."""
     if sweep:
-        return sweep["name"]
+        if "variant" not in sweep:
+            return sweep["name"]
+        from xentlab.tracking.naming import run_name as sweep_run_name
+
+        return sweep_run_name(sweep["variant"], config["trainer"]["seed"])
     if config["tracking"]["run_name"]:
         return config["tracking"]["run_name"]
     return "/".join(
