@@ -459,8 +459,8 @@ def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", 
     Args:
         runs: one dict per child run: `variant` (its overrides, e.g. "loss=focal"), `seed`, `metrics` (final
             values), optional `params`, `name` (default `<variant>,trainer.seed=<seed>`, as older sweeps named
-            runs) and `tags` (e.g. xentlab.variant, as sweeps tag them now). Each gets `epochs` steps of val_loss/val_nll/samples_per_s history
-            ending at its final value.
+            runs) and `tags` (e.g. xentlab.variant, as sweeps tag them now). Each gets `epochs` steps of
+            val_loss/val_nll/samples_per_s history ending at its final value.
         baseline: the preset's baseline, stored as the parent's tag.
         reliability: {variant: reliability.json content} logged as each of its runs' artifact.
     """

@@ -222,7 +222,8 @@ class EpochLogger(MlflowCallback):
 
     Kept from the parent: metrics at every epoch end with step = epoch (loss, accuracy, auc, val_*), and its
     exception-safe wrapper (a tracking hiccup is reported, not fatal to training).
-    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics; logging is synchronous and skips
+    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics (and `bpc`, `val_bpc` for a language
+    model); logging is synchronous and skips
     epochs the run already holds (a resumed run); a heartbeat tag tells live runs from stale ones; the model
     summary is logged without the parent's `optimizer_*` params (the flattened config holds them);
     `on_test_end` logs nothing, because the parent would log validation and test evaluations under one
@@ -231,10 +232,11 @@ class EpochLogger(MlflowCallback):
 
     HEARTBEAT_EVERY_S = 30.0
 
-    def __init__(self, samples_per_epoch: int, outbox) -> None:
+    def __init__(self, samples_per_epoch: int, outbox, language_model: bool = False) -> None:
         super().__init__(log_every_epoch=True)
         self.samples_per_epoch = samples_per_epoch
         self.outbox = outbox
+        self.language_model = language_model  # also log bpc / val_bpc (xentlab.core.language_metrics)
         self._epoch_start = 0.0
         self._last_beat = 0.0
         self._logged_steps: set[int] = set()
@@ -267,6 +269,10 @@ class EpochLogger(MlflowCallback):
         seconds = time.perf_counter() - self._epoch_start
         logs["epoch_time_s"] = seconds
         logs["samples_per_s"] = self.samples_per_epoch / seconds if seconds > 0 else 0.0
+        if self.language_model:
+            from xentlab.core.language_metrics import language_model_metrics
+
+            logs.update(language_model_metrics(logs))
         # Synchronous (or kept in the outbox), so a SIGKILL right after an epoch cannot lose metrics the
         # checkpoint already covers.
         self.outbox.log_metrics(logs, step=epoch)
