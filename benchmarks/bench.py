@@ -463,8 +463,9 @@ def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", 
 
     Args:
         runs: one dict per child run: `variant` (its overrides, e.g. "loss=focal"), `seed`, `metrics` (final
-            values), optional `params`. Each gets `epochs` steps of val_loss/val_nll/samples_per_s history
-            ending at its final value.
+            values), optional `params`, `name` (default `<variant>,trainer.seed=<seed>`, as older sweeps named
+            runs) and `tags` (e.g. xentlab.variant, as sweeps tag them now). Each gets `epochs` steps of
+            val_loss/val_nll/samples_per_s history ending at its final value.
         baseline: the preset's baseline, stored as the parent's tag.
         reliability: {variant: reliability.json content} logged as each of its runs' artifact.
     """
@@ -480,9 +481,9 @@ def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", 
     parent = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags).info.run_id
     start = int(time.time() * 1000)
     for i, spec in enumerate(runs):
-        name = f"{spec['variant']},trainer.seed={spec['seed']}"
+        name = spec.get("name", f"{spec['variant']},trainer.seed={spec['seed']}")
         run = client.create_run(experiment_id, run_name=name, start_time=start + i,
-                                tags={"mlflow.parentRunId": parent, SWEEP_TAG: sweep_id})
+                                tags={"mlflow.parentRunId": parent, SWEEP_TAG: sweep_id, **spec.get("tags", {})})
         params = {"trainer.seed": str(spec["seed"]), "loss.name": "crossentropy", **spec.get("params", {})}
         final = spec["metrics"]
         per_epoch = ("val_loss", "val_nll", "samples_per_s")  # as train.py logs them: the last epoch is final

@@ -108,9 +108,14 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 
 def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
-    """tracking.run_name if set; in a sweep the overrides that vary; else `<model>/<loss>/<labels>/<weighting>`."""
+    """tracking.run_name if set; in a sweep `<variant> s<seed>` (xentlab.tracking.naming); else
+    `<model>/<loss>/<labels>/<weighting>`."""
     if sweep:
-        return sweep["name"]
+        if "variant" not in sweep:
+            return sweep["name"]
+        from xentlab.tracking.naming import run_name as sweep_run_name
+
+        return sweep_run_name(sweep["variant"], config["trainer"]["seed"])
     if config["tracking"]["run_name"]:
         return config["tracking"]["run_name"]
     return "/".join(
@@ -259,7 +264,9 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.config.choices import Verbosity
+    from xentlab.core.language_metrics import language_model_metrics
     from xentlab.core.metrics import CONTRACT_METRICS  # here, not at the top: metrics imports TensorFlow
+    from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
     from xentlab.runtime.multi_worker import build_for_strategy, evaluate_custom, fit_custom
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
@@ -268,7 +275,8 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     trainer = config["trainer"]
     callbacks = [StopOnNonFiniteLoss(from_logits=prepared.from_logits)]
     if outbox is not None:
-        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox))
+        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
+                                     language_model=capabilities(prepared.model_name).generates_text))
     initial_epoch = 0
     multi_worker = prepared.plan.kind == "multi_worker"
     if multi_worker:
@@ -306,6 +314,8 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     else:
         test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
     test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
+    if capabilities(prepared.model_name).generates_text:  # a language model is judged in bits per character
+        test_metrics.update(language_model_metrics(test_metrics))
     if config["calibration"]["method"] == "temperature":
         test_metrics.update(calibrated_metrics(prepared, config))
     if outbox is not None:

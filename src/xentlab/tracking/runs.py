@@ -30,11 +30,14 @@ from xentlab.tracking.store import (
     MASK,
     SECRET_NAME,
     SWEEP_TAG,
+    VARIANT_OVERRIDES_TAG,
+    VARIANT_TAG,
     WARNING_TAG,
     mask_text,
     mask_uri,
     resolve_tracking_uri,
     setup_experiment,
+    ui_url,
 )
 
 
@@ -86,9 +89,7 @@ class Store:
 
     def run_url(self, run_id: str) -> str:
         """Where to look at a run: the server's own page, or the UI `make ui` serves over a local store."""
-        base = mask_uri(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else UI_URL
-        # workflowType: the MLflow 3 UI's "Model training" view (its sidebar otherwise starts on GenAI pages)
-        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        return ui_url(self.uri, self.experiment_id, run_id, UI_URL)
 
 
 UI_URL = "http://127.0.0.1:5000"  # `make ui` (HOST, PORT in the Makefile)
@@ -116,6 +117,9 @@ def run_tags(tracking: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str
         tags[MLFLOW_PARENT_RUN_ID] = parent
     if sweep:
         tags[SWEEP_TAG] = sweep["sweep_id"]
+        if "variant" in sweep:  # Group-by in the UI and the report collect a variant's seeds by this tag
+            tags[VARIANT_TAG] = sweep["variant"]
+            tags[VARIANT_OVERRIDES_TAG] = sweep["variant_overrides"]
     return tags
 
 
@@ -218,7 +222,8 @@ class EpochLogger(MlflowCallback):
 
     Kept from the parent: metrics at every epoch end with step = epoch (loss, accuracy, auc, val_*), and its
     exception-safe wrapper (a tracking hiccup is reported, not fatal to training).
-    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics; logging is synchronous and skips
+    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics (and `bpc`, `val_bpc` for a language
+    model); logging is synchronous and skips
     epochs the run already holds (a resumed run); a heartbeat tag tells live runs from stale ones; the model
     summary is logged without the parent's `optimizer_*` params (the flattened config holds them);
     `on_test_end` logs nothing, because the parent would log validation and test evaluations under one
@@ -227,10 +232,11 @@ class EpochLogger(MlflowCallback):
 
     HEARTBEAT_EVERY_S = 30.0
 
-    def __init__(self, samples_per_epoch: int, outbox) -> None:
+    def __init__(self, samples_per_epoch: int, outbox, language_model: bool = False) -> None:
         super().__init__(log_every_epoch=True)
         self.samples_per_epoch = samples_per_epoch
         self.outbox = outbox
+        self.language_model = language_model  # also log bpc / val_bpc (xentlab.core.language_metrics)
         self._epoch_start = 0.0
         self._last_beat = 0.0
         self._logged_steps: set[int] = set()
@@ -263,6 +269,10 @@ class EpochLogger(MlflowCallback):
         seconds = time.perf_counter() - self._epoch_start
         logs["epoch_time_s"] = seconds
         logs["samples_per_s"] = self.samples_per_epoch / seconds if seconds > 0 else 0.0
+        if self.language_model:
+            from xentlab.core.language_metrics import language_model_metrics
+
+            logs.update(language_model_metrics(logs))
         # Synchronous (or kept in the outbox), so a SIGKILL right after an epoch cannot lose metrics the
         # checkpoint already covers.
         self.outbox.log_metrics(logs, step=epoch)
@@ -368,16 +378,19 @@ def _yaml(value: Any) -> str:
 
 def log_datasets(bundle, data_cfg: dict[str, Any]) -> None:
     """Each split as an MLflow dataset input (name, digest, source, shapes), so the UI's Dataset column and
-    filters work: contexts training, validation and test."""
+    filters work: contexts training, validation and test. Data an option derived is named so (`digits-lt10`)."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    from xentlab.tracking.naming import dataset_name
 
     path = data_cfg.get("path")
     source = str(Path(path).resolve()) if path else CodeDatasetSource({"xentlab.data": bundle.name})
+    name = dataset_name(bundle.name, data_cfg)
     for split, context in (("train", "training"), ("val", "validation"), ("test", "test")):
         x, y = bundle.splits()[split]
         with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": all the same here
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), source=source, name=bundle.name)
+            dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), source=source, name=name)
         mlflow.log_input(dataset, context=context)
 
 

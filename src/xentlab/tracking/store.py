@@ -31,6 +31,9 @@ HOST_TAG = "xentlab.host"
 PID_TAG = "xentlab.pid"
 HEARTBEAT_TAG = "xentlab.heartbeat"
 WARNING_TAG = "xentlab.warning"  # something in the config or data that is almost surely not what was meant
+VARIANT_TAG = "xentlab.variant"  # on a sweep's child: the variant's short name (tracking.naming), for Group-by
+VARIANT_OVERRIDES_TAG = "xentlab.variant_overrides"  # the same variant as its overrides (`+setup=balanced`)
+VERDICT_TAG = "xentlab.verdict"  # on a sweep's parent: the primary metric's verdict per variant, one line each
 
 ERROR_TAG = "xentlab.error"
 
@@ -68,6 +71,18 @@ def default_artifact_location(uri: str, experiment: str) -> str | None:
     if folder != experiment:
         folder += "-" + hashlib.sha1(experiment.encode()).hexdigest()[:8]
     return (root / folder).as_uri()
+
+
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None, base: str = "http://127.0.0.1:5000") -> str:
+    """Where to look at a run (or, without run_id, at an experiment's runs table) in the MLflow UI: the server's
+    own pages for an http(s) store (credentials masked), else `base`, the UI `make ui` serves over a local store.
+
+    The links carry `workflowType=machine_learning`: the MLflow 3 UI otherwise starts on its GenAI pages (a
+    choice kept in the browser, not on the server, so the link is the one way to land on the runs).
+    """
+    root = mask_uri(uri).rstrip("/") if uri.startswith(("http://", "https://")) else base.rstrip("/")
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{root}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
 class TrackingUnreachable(ExpectedError, ConnectionError):
