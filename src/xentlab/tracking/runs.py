@@ -25,14 +25,11 @@ from mlflow.keras import MlflowCallback
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
+from xentlab.masking import mask_override, mask_text, mask_value
 from xentlab.tracking.store import (
     ERROR_TAG,
-    MASK,
-    SECRET_NAME,
     SWEEP_TAG,
     WARNING_TAG,
-    mask_text,
-    mask_uri,
     resolve_tracking_uri,
     setup_experiment,
 )
@@ -53,10 +50,7 @@ def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict) and value:
             flat.update(flatten_params(value, f"{dotted}."))
             continue
-        text = _stringify(value)
-        if SECRET_NAME.search(str(key)) and value is not None:
-            text = MASK
-        flat[dotted] = mask_uri(text) if isinstance(value, str) else text
+        flat[dotted] = _stringify(value) if value is None else mask_value(dotted, _stringify(value))
     return flat
 
 
@@ -64,14 +58,7 @@ def mask_config(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of `config` with secret-looking values and URI credentials masked (for the logged YAML)."""
     out: dict[str, Any] = {}
     for key, value in config.items():
-        if isinstance(value, dict):
-            out[key] = mask_config(value)
-        elif SECRET_NAME.search(str(key)) and value is not None:
-            out[key] = MASK
-        elif isinstance(value, str):
-            out[key] = mask_uri(value)
-        else:
-            out[key] = value
+        out[key] = mask_config(value) if isinstance(value, dict) else mask_value(str(key), value)
     return out
 
 
@@ -86,7 +73,7 @@ class Store:
 
     def run_url(self, run_id: str) -> str:
         """Where to look at a run: the server's own page, or the UI `make ui` serves over a local store."""
-        base = mask_uri(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else UI_URL
+        base = mask_text(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else UI_URL
         # workflowType: the MLflow 3 UI's "Model training" view (its sidebar otherwise starts on GenAI pages)
         return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
@@ -97,9 +84,6 @@ UI_URL = "http://127.0.0.1:5000"  # `make ui` (HOST, PORT in the Makefile)
 def open_store(tracking: dict[str, Any], launch_dir: str | os.PathLike) -> Store:
     """Resolves the tracking URI against the launch directory and finds or creates the experiment."""
     uri = resolve_tracking_uri(tracking["uri"], launch_dir)
-    # MLflow prints its own "View run at <uri>" for servers, credentials included: the summary line (masked)
-    # says it instead.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     experiment_id = setup_experiment(uri, tracking["experiment"])
     if tracking["system_metrics"]:
         mlflow.set_system_metrics_sampling_interval(tracking["system_metrics_interval_s"])
@@ -110,7 +94,7 @@ def run_tags(tracking: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str
     """Parent-run link (explicit tracking.parent_run_id, else the sweep's) and the sweep id."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    tags = {str(k): MASK if SECRET_NAME.search(str(k)) else mask_text(str(v)) for k, v in tracking["tags"].items()}
+    tags = {str(k): mask_value(str(k), str(v)) for k, v in tracking["tags"].items()}
     parent = tracking["parent_run_id"] or (sweep or {}).get("parent_run_id")
     if parent:
         tags[MLFLOW_PARENT_RUN_ID] = parent
@@ -314,14 +298,6 @@ def source_tags() -> dict[str, str]:
         tags[MLFLOW_GIT_COMMIT] = info["commit"]
         tags["xentlab.git.dirty"] = str(info["dirty"]).lower()
     return tags
-
-
-def mask_override(override: str) -> str:
-    """One command-line override with a secret-looking key's value, or a URI password, masked."""
-    key, sep, value = override.partition("=")
-    if sep and SECRET_NAME.search(key.lstrip("+~")) and value not in ("", "null"):
-        return f"{key}={MASK}"
-    return mask_text(override)
 
 
 def rerun_command(overrides: list[str]) -> str:
