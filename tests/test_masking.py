@@ -85,3 +85,58 @@ def test_every_logged_place_of_a_run_masks_an_empty_user_token_and_an_at_in_a_pa
 
 def _artifact(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> str:
     return Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text()
+
+
+# ---------------------------------------------------------------------------------------------- the source diff
+def _git(cwd: Path, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_the_uploaded_diff_is_the_projects_masked_and_capped(tmp_path):
+    """A project nested in a larger repository: only its own changes, with credentials and secret assignments
+    masked, cut at the limit."""
+    from xentlab.tracking.source import git_state
+
+    repo, project = tmp_path / "monorepo", tmp_path / "monorepo" / "lab"
+    package = project / "src" / "pkg"
+    package.mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'lab'\n")
+    (package / "settings.py").write_text("DEBUG = False\n")
+    (repo / "other_team.txt").write_text("nothing yet\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "start")
+
+    (repo / "other_team.txt").write_text("their_change = 1\n")
+    (package / "settings.py").write_text(
+        "DEBUG = False\nSTORE = 'postgresql://admin:hunter2@db.internal/mlflow'\nAPI_TOKEN = \"tok-123\"\n"
+        "SERVER = 'http://:T0KEN@h:5000'\n")
+    state = git_state(package)
+    assert state["dirty"] is True and len(state["commit"]) == 40
+    diff = state["diff"]
+    assert "settings.py" in diff and "postgresql://admin:***@db.internal/mlflow" in diff
+    assert 'API_TOKEN = "***"' in diff and "http://:***@h:5000" in diff
+    assert not any(s in diff for s in ("hunter2", "tok-123", "T0KEN"))
+    assert "other_team" not in diff  # outside the project
+
+    (package / "big.py").write_text("x = 1\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "big")
+    (package / "big.py").write_text("".join(f"x{i} = {i}\n" for i in range(20000)))
+    capped = git_state(package, limit=10_000)["diff"]
+    assert len(capped.encode()) < 10_200 and capped.endswith("are uploaded (tracking.log_diff=false: none)\n")
+
+    _git(repo, "checkout", "--", "lab")  # only the other team's file differs now
+    assert git_state(package) == {"commit": git_state(package)["commit"], "dirty": False, "diff": ""}
+
+
+def test_log_diff_is_an_option_that_does_not_change_the_job():
+    from conftest import compose
+    from xentlab.tracking.resume import job_key
+
+    assert compose(["tracking.log_diff=false"]).tracking.log_diff is False
+    assert job_key({"tracking.log_diff": "false", "model.name": "mlp"}) == job_key(
+        {"tracking.log_diff": "true", "model.name": "mlp"})

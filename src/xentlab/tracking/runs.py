@@ -5,7 +5,6 @@ A run ends FINISHED, FAILED (tag `xentlab.error` holds the message) or KILLED (C
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
 from xentlab.masking import mask_override, mask_text, mask_value
+from xentlab.tracking.source import source_info
 from xentlab.tracking.store import (
     ERROR_TAG,
     SWEEP_TAG,
@@ -257,36 +257,6 @@ class EpochLogger(MlflowCallback):
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def source_info() -> dict[str, Any]:
-    """Where the code that runs comes from: the git commit of xentlab's source tree, whether it had uncommitted
-    changes (and the diff), and the versions of the libraries that shape the numbers."""
-    import platform
-    import subprocess
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for package in ("tensorflow", "keras", "mlflow", "hydra-core", "numpy"):
-        try:
-            versions[package.removesuffix("-core")] = version(package)
-        except PackageNotFoundError:
-            versions[package.removesuffix("-core")] = "not installed"
-    info: dict[str, Any] = {"versions": versions, "commit": None, "dirty": None, "diff": ""}
-    src = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10,
-                              check=True).stdout
-
-    try:
-        info["commit"] = git("rev-parse", "HEAD").strip()
-        info["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no").strip())
-        info["diff"] = git("diff", "HEAD") if info["dirty"] else ""
-    except (OSError, subprocess.SubprocessError):  # not a git checkout (an installed wheel), or no git
-        pass
-    return info
-
-
 def source_tags() -> dict[str, str]:
     """Run tags for the source: MLflow's git-commit and source tags, xentlab.git.dirty, xentlab.version.*."""
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
@@ -332,7 +302,7 @@ def log_inputs(outbox, facts: dict[str, Any], config: dict[str, Any], overrides:
     mlflow.log_text(_yaml(mask_config(config)), "config.yaml")
     mlflow.log_text(_yaml([mask_override(o) for o in overrides]), "overrides.yaml")
     mlflow.set_tag("xentlab.command", rerun_command(overrides))
-    if source_info()["diff"]:
+    if config["tracking"]["log_diff"] and source_info()["diff"]:
         mlflow.log_text(source_info()["diff"], "source/uncommitted.diff")
 
 
