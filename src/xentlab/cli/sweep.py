@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from xentlab.tracking import naming
-from xentlab.tracking.store import BASELINE_TAG, ERROR_TAG, MASK, ROLE_TAG, SECRET_NAME, SWEEP_TAG, mask_uri
+from xentlab.tracking.store import BASELINE_TAG, ERROR_TAG, ROLE_TAG, SWEEP_TAG, mask_value
 
 SWEEP_FILE = "sweep.json"
 SEED_KEY = naming.SEED_KEY
@@ -64,9 +64,8 @@ def job_variant(task_overrides: list[str], varying: list[str]) -> dict[str, str]
 
 
 def _masked(key: str, value: str) -> str:
-    """A param value as tracking.flatten_params writes it: masked when its own key name looks secret, URI
-    passwords hidden otherwise."""
-    return MASK if SECRET_NAME.search(key.rsplit(".", 1)[-1]) else mask_uri(value)
+    """A param value as tracking.flatten_params writes it (xentlab.masking.mask_value)."""
+    return mask_value(key, value)
 
 
 def sweep_params(overrides: list[str], sweeper_params: dict[str, Any] | None) -> dict[str, str]:

@@ -231,6 +231,8 @@ class TrackingConfig:
     parent_run_id: Optional[str] = None  # nest this run under another; sweeps set it through <sweep dir>/sweep.json
     log_model: bool = True
     log_plots: bool = True
+    # source/uncommitted.diff: the project's uncommitted changes, secrets masked, at most 256 kB (false: no diff)
+    log_diff: bool = True
     system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory; GPU when present) while training
     system_metrics_interval_s: float = 10.0
     tags: dict[str, Any] = field(default_factory=dict)  # extra run tags (+tracking.tags.team=vision); secrets masked

@@ -19,7 +19,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
-from xentlab.masking import MASK, SECRET_NAME, mask_text, mask_uri  # noqa: F401  (re-exported: the store's names)
+from xentlab.masking import MASK, SECRET_NAME, mask_text, mask_uri, mask_value  # noqa: F401  (re-exported)
 
 # Tags xentlab puts on runs (one spelling, one owner).
 ERROR_TAG = "xentlab.error"  # the message of a FAILED or KILLED run
@@ -35,7 +35,11 @@ VARIANT_TAG = "xentlab.variant"  # on a sweep's child: the variant's short name 
 VARIANT_OVERRIDES_TAG = "xentlab.variant_overrides"  # the same variant as its overrides (`+setup=balanced`)
 VERDICT_TAG = "xentlab.verdict"  # on a sweep's parent: the primary metric's verdict per variant, one line each
 
-ERROR_TAG = "xentlab.error"
+
+# MLflow prints "View run <name> at: <server URI>/..." whenever a run on a server ends, the URI as given, so with
+# its password. Every xentlab command that talks to a store imports this module: none of them lets MLflow print
+# it (each prints its own masked line instead). An explicit setting in the environment wins.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def resolve_tracking_uri(uri: str | None, root: str | os.PathLike) -> str:
