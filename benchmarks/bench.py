@@ -157,6 +157,7 @@ def peak_rss_mb():  # this process's high-water mark (ru_maxrss would include th
 WORKER_SPARSE = PEAK_RSS + r"""
 import numpy as np, keras, tensorflow as tf
 from xentlab.core.pipeline import make_dataset
+from xentlab.core.targets import LabelContract
 mode, vocab, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 100
 rss_before = peak_rss_mb()
 rng = np.random.default_rng(0)
@@ -166,9 +167,9 @@ model = keras.Sequential(
     [keras.Input((t,), dtype="int32"), keras.layers.Embedding(vocab, 32), keras.layers.Dense(vocab)]
 )
 if mode == "sparse":
-    ds, loss = make_dataset(x, y, batch_size=16, encoding="sparse", num_classes=vocab), "sparse"
+    ds, loss = make_dataset(x, y, batch_size=16, labels=LabelContract(vocab)), "sparse"
 elif mode == "one_hot_tfdata":
-    ds, loss = make_dataset(x, y, batch_size=16, encoding="one_hot", num_classes=vocab), "one_hot"
+    ds, loss = make_dataset(x, y, batch_size=16, labels=LabelContract(vocab, encoding="one_hot")), "one_hot"
 else:  # the naive way: the whole one-hot array in memory before training
     ds, loss = tf.data.Dataset.from_tensor_slices((x, np.eye(vocab, dtype="float32")[y])).batch(16), "one_hot"
 model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True) if loss == "sparse"
@@ -231,6 +232,7 @@ WORKER_IMAGES = PEAK_RSS + r"""
 import numpy as np, keras
 from xentlab.data import load_data
 from xentlab.core.pipeline import make_dataset, steps_per_epoch
+from xentlab.core.targets import LabelContract
 mode, path, epochs, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), 128
 rss_before = peak_rss_mb()
 start = time.perf_counter()
@@ -240,7 +242,7 @@ x, decode = bundle.x_train, bundle.decode
 if mode == "numpy":  # the same images, decoded into one array before training
     x, decode = bundle.features("train"), None
 load_s = time.perf_counter() - start
-ds = make_dataset(x, bundle.y_train, batch_size=batch, encoding="sparse", num_classes=bundle.num_classes,
+ds = make_dataset(x, bundle.y_train, batch_size=batch, labels=LabelContract(bundle.num_classes),
                   shuffle=True, epochs=(0, epochs), decode=decode)
 model = keras.Sequential([keras.Input(bundle.input_shape), keras.layers.Flatten(),
                           keras.layers.Dense(64, activation="relu"), keras.layers.Dense(bundle.num_classes)])
@@ -314,11 +316,13 @@ def bench_metrics_cost(quick: bool, folder: Path) -> dict:
     from xentlab.core.losses import CrossEntropy
     from xentlab.core.metrics import build_metrics
     from xentlab.core.models import build_model
+    from xentlab.core.targets import LabelContract
     from xentlab.data import load_data
 
     pairs, epochs_per_fit, rounds, steps_per_round, batch = (3, 2, 3, 10, 128) if quick else (6, 3, 6, 30, 128)
     bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
-    every_names = [m.name for m in build_metrics(bundle.num_classes)]
+    labels = LabelContract(bundle.num_classes)
+    every_names = [m.name for m in build_metrics(labels)]
     train = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train))
              .shuffle(len(bundle.x_train), seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
     val = tf.data.Dataset.from_tensor_slices((bundle.x_val, bundle.y_val)).batch(batch).prefetch(tf.data.AUTOTUNE)
@@ -326,7 +330,7 @@ def bench_metrics_cost(quick: bool, folder: Path) -> dict:
     def compiled(names) -> keras.Model:
         keras.utils.set_random_seed(0)
         model = build_model("mnist_cnn", input_shape=bundle.input_shape, num_classes=bundle.num_classes)
-        metrics = [m for m in build_metrics(bundle.num_classes) if m.name in names]
+        metrics = [m for m in build_metrics(labels) if m.name in names]
         model.compile(keras.optimizers.Adadelta(1.0), loss=CrossEntropy(), metrics=metrics)
         return model
 
@@ -430,8 +434,9 @@ t3 = time.perf_counter()
 from xentlab.core.models import build_model
 from xentlab.core.losses import CrossEntropy
 from xentlab.core.metrics import build_metrics
+from xentlab.core.targets import LabelContract
 model = build_model("mnist_cnn", input_shape=bundle.input_shape, num_classes=10)
-model.compile(keras.optimizers.Adadelta(1.0), loss=CrossEntropy(), metrics=build_metrics(10))
+model.compile(keras.optimizers.Adadelta(1.0), loss=CrossEntropy(), metrics=build_metrics(LabelContract(10)))
 t4 = time.perf_counter()
 model.train_on_batch(bundle.x_train[:128], bundle.y_train[:128])
 t5 = time.perf_counter()
@@ -458,8 +463,9 @@ def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", 
 
     Args:
         runs: one dict per child run: `variant` (its overrides, e.g. "loss=focal"), `seed`, `metrics` (final
-            values), optional `params`. Each gets `epochs` steps of val_loss/val_nll/samples_per_s history
-            ending at its final value.
+            values), optional `params`, `name` (default `<variant>,trainer.seed=<seed>`, as older sweeps named
+            runs) and `tags` (e.g. xentlab.variant, as sweeps tag them now). Each gets `epochs` steps of
+            val_loss/val_nll/samples_per_s history ending at its final value.
         baseline: the preset's baseline, stored as the parent's tag.
         reliability: {variant: reliability.json content} logged as each of its runs' artifact.
     """
@@ -475,9 +481,9 @@ def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", 
     parent = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags).info.run_id
     start = int(time.time() * 1000)
     for i, spec in enumerate(runs):
-        name = f"{spec['variant']},trainer.seed={spec['seed']}"
+        name = spec.get("name", f"{spec['variant']},trainer.seed={spec['seed']}")
         run = client.create_run(experiment_id, run_name=name, start_time=start + i,
-                                tags={"mlflow.parentRunId": parent, SWEEP_TAG: sweep_id})
+                                tags={"mlflow.parentRunId": parent, SWEEP_TAG: sweep_id, **spec.get("tags", {})})
         params = {"trainer.seed": str(spec["seed"]), "loss.name": "crossentropy", **spec.get("params", {})}
         final = spec["metrics"]
         per_epoch = ("val_loss", "val_nll", "samples_per_s")  # as train.py logs them: the last epoch is final

@@ -11,6 +11,7 @@ from omegaconf.errors import ValidationError
 
 from conftest import compose
 from xentlab.core import calibration as C
+from xentlab.core.targets import LabelContract
 
 
 def softmax(z):
@@ -148,7 +149,7 @@ def test_every_labelled_position_counts_and_masked_ones_are_left_out():
 def test_calibrate_fits_on_validation_and_scores_test():
     z, y = calibrated_problem(n=8000, seed=7)
     val, test = slice(0, 4000), slice(4000, None)
-    out = C.calibrate(2.5 * z[val], y[val], 2.5 * z[test], y[test], from_logits=True, ignore_class=None)
+    out = C.calibrate(2.5 * z[val], y[val], 2.5 * z[test], y[test], LabelContract(z.shape[-1], from_logits=True))
     assert set(out) == {"calibration.temperature", "test_nll_calibrated", "test_ece_calibrated",
                         "test_brier_calibrated"}
     t = out["calibration.temperature"]

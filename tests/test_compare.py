@@ -174,8 +174,8 @@ def test_report_statistics_verdicts_and_bold_follow_the_data(tmp_path, sweep):
     row = next(r for r in rows if r["variant"] == "loss=shifted" and r["metric"] == "val_nll")
     assert float(row["p_holm"]) == pytest.approx(expected["loss=shifted"]) and row["verdict"] == "better"
     logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
-    assert {"report/report.md", "report/report.csv", "report/comparisons.csv", "report/val_nll_by_variant.png",
-            "report/val_loss_curves.png"} <= logged
+    assert {"report/report.md", "report/report.csv", "report/comparisons.csv", "report/val_nll_vs_baseline.png",
+            "report/val_nll_curves.png", "report/report.html"} <= logged
 
 
 def test_identical_variant_is_not_called_better_or_worse_beyond_alpha():
@@ -255,9 +255,11 @@ def test_missing_metrics_show_a_dash_and_reliability_curves_are_charted(tmp_path
     parent = synthetic_sweep(store, runs, reliability={"loss=a": diagram})  # loss=b lacks it: skipped
     report = write_report(store, parent_run_id=parent, out_dir=tmp_path)
     test = report.markdown.split("#### Test")[1].split("#### Cost")[0].splitlines()
-    column = next(line for line in test if line.startswith("| variant")).split(" | ").index("test_macro_f1")
-    cells = {line.split(" | ")[0]: line.split(" | ")[column] for line in test if line.startswith("| loss=")}
-    assert cells == {"| loss=a": "-", "| loss=b": "0.8000 ± 0.0000"}
+    split = lambda line: [cell.strip(" |") for cell in line.split(" | ")]  # noqa: E731
+    header = split(next(line for line in test if line.startswith("| variant")))
+    cells = {split(line)[0]: split(line)[header.index("test_macro_f1")] for line in test if line.startswith("| loss=")}
+    assert cells == {"loss=a": "-", "loss=b": "0.8000 ± 0.0000"}
+    assert "test_auc" not in header  # no run logged it: no empty column
     assert (tmp_path / "reliability.png").is_file()
     assert "report/reliability.png" in {a.path for a in MlflowClient(store).list_artifacts(parent, "report")}
 

@@ -94,12 +94,14 @@ def test_decoded_images_are_the_files_pixels_scaled_to_unit_range(tmp_path):
 def test_streamed_training_set_matches_the_same_images_held_in_memory(image_dir):
     """The streamed pipeline is the in-memory one with decoding moved inside: same order, weights, n/a masking."""
     from xentlab.core.pipeline import make_dataset
+    from xentlab.core.targets import LabelContract
     from xentlab.core.weighting import class_weights, label_counts
 
     bundle = load_data("image_folder", path=str(image_dir), na_fraction=0.2, **IMAGES)
-    weights = class_weights(label_counts(bundle.y_train, 3, -1), "balanced")
-    common = {"batch_size": 16, "encoding": "one_hot", "num_classes": 3, "class_weights": weights,
-              "ignore_class": -1, "shuffle": True, "seed": 3, "epochs": (1, 3)}
+    labels = LabelContract(3, encoding="one_hot", ignore_class=-1)
+    weights = class_weights(label_counts(bundle.y_train, labels), "balanced")
+    common = {"batch_size": 16, "labels": labels, "class_weights": weights, "shuffle": True, "seed": 3,
+              "epochs": (1, 3)}
     streamed = list(make_dataset(bundle.x_train, bundle.y_train, decode=bundle.decode, **common))
     in_memory = list(make_dataset(bundle.features("train"), bundle.y_train, **common))
     assert len(streamed) == len(in_memory) == 2 * -(-len(bundle.x_train) // 16)

@@ -15,13 +15,14 @@ import tensorflow as tf
 
 from xentlab.core.losses import build_loss
 from xentlab.core.pipeline import make_dataset
+from xentlab.core.targets import LabelContract
 from xentlab.runtime.multi_worker import evaluate_custom, fit_custom, loss_parts
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(90, 5)).astype("float32")
 Y = RNG.integers(0, 3, 90)
 Y[RNG.random(90) < 0.3] = -1  # n/a labels, masked: the replicas of a batch hold different unmasked counts
-COMMON = {"batch_size": 32, "encoding": "sparse", "num_classes": 3, "ignore_class": -1}
+COMMON = {"batch_size": 32, "labels": LabelContract(3, ignore_class=-1)}
 
 
 def _datasets():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from xentlab.config.choices import Encoding
 from xentlab.core import losses as L
 
 K = 5  # classes
@@ -627,7 +628,7 @@ def test_every_kind_has_a_row_and_its_readers_agree():
         units = 1 if spec.single_unit else 7
         assert head_spec(loss=kind, from_logits=True, num_classes=7) == (units, None)
         assert head_spec(loss=kind, from_logits=False, num_classes=7) == (units, spec.activation)
-        for encoding in L.ENCODINGS:
+        for encoding in Encoding.names():
             accepted = encoding in spec.encodings
             num_classes = 2 if spec.binary_only else 7
             try:

@@ -20,6 +20,7 @@ from xentlab.core.metrics import (
     SparseNLL,
     build_metrics,
 )
+from xentlab.core.targets import LabelContract
 
 SHAPES = {"N": (300,), "NT": (30, 10), "NH": (100, 3)}
 
@@ -154,7 +155,7 @@ def test_inside_fit_and_evaluate_under_a_strategy():
     with strategy.scope():
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
         model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=build_metrics(4, from_logits=True))
+                      metrics=build_metrics(LabelContract(4, from_logits=True)))
     model.fit(x, y, epochs=2, batch_size=32, verbose=0)
     result = model.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
     assert set(result) == set(CONTRACT_METRICS)
@@ -248,7 +249,7 @@ def references(y, probs, weights=None):
 
 
 def new_metrics(k, **kwargs):
-    return {m.name: m for m in build_metrics(k, **kwargs) if m.name in NEW}
+    return {m.name: m for m in build_metrics(LabelContract(k, **kwargs)) if m.name in NEW}
 
 
 def results(metrics):
@@ -288,7 +289,8 @@ def test_multi_head_metrics_score_every_head_and_each_head(weights):
     w = {"none": None, "per_example": rng.uniform(0.5, 2, size=(120,)).astype(np.float32),
          "per_head": rng.uniform(0.5, 2, size=(120, heads)).astype(np.float32)}[weights]
     probs = softmax(logits.astype(np.float64))
-    metrics = {m.name: m for m in build_metrics(k, from_logits=True, num_heads=heads)}
+    contract = LabelContract(k, from_logits=True, label_shape=(heads,), num_heads=heads)
+    metrics = {m.name: m for m in build_metrics(contract)}
     assert {f"{name}_head{h}" for name in (*NEW, "accuracy", "auc", "nll") for h in range(heads)} <= set(metrics)
     assert set(CONTRACT_METRICS) - {"loss"} <= set(metrics)
     for m in metrics.values():
@@ -391,7 +393,7 @@ def test_new_metrics_inside_fit_with_one_hot_labels_and_a_mask():
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"),
                               keras.layers.Dense(4, activation="softmax")])
     model.compile("adam", loss="categorical_crossentropy",
-                  metrics=build_metrics(4, encoding="one_hot", from_logits=False, ignore_class=3))
+                  metrics=build_metrics(LabelContract(4, encoding="one_hot", from_logits=False, ignore_class=3)))
     onehot = np.eye(4, dtype=np.float32)[y]
     model.fit(x, onehot, epochs=1, batch_size=32, verbose=0)
     result = model.evaluate(x, onehot, batch_size=32, return_dict=True, verbose=0)

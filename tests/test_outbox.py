@@ -216,3 +216,24 @@ def test_server_gone_until_the_job_ends_then_xentlab_sync_sends_everything(tmp_p
         _assert_complete(f"http://127.0.0.1:{port}", run_id, epochs)
     finally:
         stop_mlflow_server(server)
+
+
+def test_xentlab_sync_to_a_server_with_credentials_prints_no_password(tmp_path, monkeypatch):
+    """MLflow prints "View run ... at <server URI>" when a run on a server ends; sync must not let it."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    port, db = free_port(), tmp_path / "server.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    run_id = client.create_run(client.create_experiment("e", (tmp_path / "artifacts").as_uri())).info.run_id
+    uri = f"http://alice:s3cretPW@127.0.0.1:{port}"
+    outbox = Outbox(uri, run_id, tmp_path / "job")  # the server is down: both records are kept
+    outbox.log_metrics({"loss": 0.5}, step=0)
+    outbox.end("FINISHED")
+    server = start_mlflow_server(port, db, tmp_path / "artifacts")
+    try:
+        result = sync([str(tmp_path / "job")], cwd=tmp_path)
+    finally:
+        stop_mlflow_server(server)
+    assert result.returncode == 0, result.stderr
+    assert f"sent 2 records to run {run_id} (FINISHED)" in result.stdout
+    assert "s3cretPW" not in result.stdout + result.stderr
+    assert client.get_run(run_id).info.status == "FINISHED"

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from xentlab.core.targets import LabelContract
 from xentlab.report.charts import reliability_table, write_evaluation
 
 KEYS = {"num_bins", "edges", "count", "accuracy", "confidence", "ece"}
@@ -47,8 +48,9 @@ def test_reliability_json_matches_numpy_over_labelled_positions(tmp_path):
     y = rng.integers(0, 4, size=(60, 5))
     logits = rng.normal(size=(60, 5, 4)) * 2
     y[:, ::3] = -1  # masked positions: left out
-    written = write_evaluation(tmp_path, y=y, outputs=logits, from_logits=True, class_names=list("abcd"),
-                               ignore_class=-1, history={"loss": [1.0, 0.5]})
+    labels = LabelContract(4, ignore_class=-1, from_logits=True)
+    written = write_evaluation(tmp_path, y=y, outputs=logits, labels=labels, class_names=list("abcd"),
+                               history={"loss": [1.0, 0.5]})
     assert {tmp_path / "reliability.json", tmp_path / "reliability.png"} <= set(written)
     assert (tmp_path / "reliability.png").stat().st_size > 0
     table = json.loads((tmp_path / "reliability.json").read_text())
@@ -61,8 +63,9 @@ def test_multi_head_reliability_has_every_head_and_all_heads(tmp_path):
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, size=(80, 3))
     logits = rng.normal(size=(80, 3, 3)) * np.array([0.5, 2.0, 6.0])[None, :, None]  # heads differ in confidence
-    write_evaluation(tmp_path, y=y, outputs=softmax(logits), from_logits=False, class_names=list("abc"),
-                     ignore_class=None, history={"loss": [1.0]}, multi_head=True)
+    heads = LabelContract(3, label_shape=(3,), num_heads=3)
+    write_evaluation(tmp_path, y=y, outputs=softmax(logits), labels=heads, class_names=list("abc"),
+                     history={"loss": [1.0]})
     table = json.loads((tmp_path / "reliability.json").read_text())
     probs = softmax(logits)
     assert_matches(table, y.reshape(-1), probs.reshape(-1, 3))

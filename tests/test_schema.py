@@ -78,7 +78,12 @@ CHOICE_TYPOS = [
     ("trainer.resume", "always", ["auto", "never"]),
     ("trainer.verbose", "loud", ["auto", "silent", "bar", "line"]),
     ("model.head", "sigmoid", ["auto", "softmax2", "sigmoid1"]),
+    ("model.heads", "shard", ["shared", "separate"]),
+    ("data.color_mode", "rbg", ["grayscale", "rgb"]),
+    ("calibration.method", "platt", ["none", "temperature"]),
 ]
+# The group option whose schema has the key, where the default option's does not.
+OPTION_FOR = {"model.heads": ["model=multi_head"], "data.color_mode": ["data=image_folder"]}
 
 
 @pytest.mark.parametrize(("key", "typo", "allowed"), CHOICE_TYPOS, ids=[f"{k}={t}" for k, t, _ in CHOICE_TYPOS])
@@ -86,18 +91,45 @@ def test_a_mistyped_choice_fails_at_compose_time_listing_the_allowed_values(key,
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException) as info:
-        compose([f"{key}={typo}"])
+        compose([*OPTION_FOR.get(key, []), f"{key}={typo}"])
     message = f"{info.value} {info.value.__cause__}"
     assert key in message and repr(typo) in message
     assert f"expected one of [{', '.join(allowed)}]" in message
 
 
-@pytest.mark.parametrize(("key", "_", "allowed"), CHOICE_TYPOS[:1] + CHOICE_TYPOS[2:])
-def test_every_allowed_choice_composes_and_reaches_the_runner_as_a_plain_string(key, _, allowed):
-    for value in allowed:
-        cfg = compose([f"{key}={value}"])
+def _choice_fields() -> dict[str, type]:
+    """Every schema field typed with a closed choice (an Enum of xentlab.config.choices), as "group.field"."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from xentlab.config.choices import Choice
+    from xentlab.config.schema import SCHEMAS
+
+    found = {}
+    for group, nodes in SCHEMAS.items():
+        for node in nodes.values():
+            hints = get_type_hints(node)
+            for f in fields(node):
+                if isinstance(hints[f.name], type) and issubclass(hints[f.name], Choice):
+                    found[f"{group}.{f.name}"] = hints[f.name]
+    return found
+
+
+def test_every_closed_choice_is_an_enum_and_each_value_reaches_the_runner_as_a_plain_string():
+    typed = _choice_fields()
+    listed = {key: allowed for key, _, allowed in CHOICE_TYPOS}
+    # Every Enum-typed key has a typo test listing exactly its members, and the keys that once were free strings
+    # (model.heads) or schema-local Enums (data.color_mode) are typed with the shared choices.
+    assert set(typed) == set(listed)
+    for key, choice in typed.items():
+        assert list(choice.names()) == listed[key], key
         group, name = key.split(".")
-        assert OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)[group][name] == value
+        for value in choice.names():
+            cfg = OmegaConf.to_container(compose([*OPTION_FOR.get(key, []), f"{key}={value}"]), resolve=True,
+                                         enum_to_str=True)
+            got = cfg[group][name]
+            assert type(got) is str and got == value  # library code gets a str, and parses it to the same member
+            assert choice.parse(got, key) is choice(value)
 
 
 def test_the_normalize_typo_is_refused_by_the_cli_before_tensorflow():

@@ -57,8 +57,8 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
         assert float(rows[f"loss={loss}"]["test_accuracy_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-9)
         assert rows[f"loss={loss}"]["n"] == "2"
     artifacts = {a.path for a in MlflowClient(store).list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.md", "report/report.csv", "report/comparisons.csv", "report/val_nll_by_variant.png",
-            "report/val_loss_curves.png"} <= artifacts
+    assert {"report/report.md", "report/report.csv", "report/comparisons.csv", "report/val_nll_vs_baseline.png",
+            "report/val_nll_curves.png", "report/report.html"} <= artifacts
     assert "| variant |" in result.stdout  # the table is printed at the end of the sweep
     assert "Baseline: `loss=focal` (named by the sweep preset)" in result.stdout
     assert "| loss=crossentropy | 2 |" in result.stdout and "paired, 2 seeds" in result.stdout

@@ -1,4 +1,4 @@
-"""Tracking helpers: absolute URIs, stable param strings, masked secrets; weighting and compare arithmetic."""
+"""Tracking helpers: absolute URIs, stable param strings, masked secrets; compare arithmetic."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
-from xentlab.core.weighting import class_weights, label_counts
+from conftest import compose
 from xentlab.report.compare import aggregate
 from xentlab.report.variants import variant_name
 from xentlab.tracking.resume import job_key
@@ -25,18 +26,29 @@ def test_tracking_uri_is_always_absolute(tmp_path, monkeypatch):
     assert resolve_tracking_uri(None, tmp_path) == "http://team:5000"
 
 
-def test_params_are_flat_stable_and_secrets_masked():
+def test_params_spell_one_config_one_way_and_mask_secrets():
+    def flat(overrides):
+        return flatten_params(OmegaConf.to_container(compose(overrides), resolve=True, enum_to_str=True))
+
+    # The same job written two ways (override order, 2 vs 2.0) logs the same params, so a resumed job finds its
+    # run and checkpoint (job_key); a different value does not.
+    first = flat(["loss=focal", "loss.gamma=2", "trainer.seed=3", "labels=one_hot"])
+    again = flat(["labels=one_hot", "trainer.seed=3", "loss=focal", "loss.gamma=2.0"])
+    assert first == again and job_key(first) == job_key(again)
+    assert first["loss.gamma"] == "2.0" and first["labels.encoding"] == "one_hot" and first["trainer.seed"] == "3"
+    other = flat(["loss=focal", "loss.gamma=3", "trainer.seed=3", "labels=one_hot"])
+    assert other["loss.gamma"] == "3.0" and job_key(other) != job_key(first)
+
     config = {
         "loss": {"from_logits": True, "alpha": [0.25, 0.75], "gamma": 2.0},
         "tracking": {"uri": "http://alice:s3cret@host:5000", "api_token": "abc", "password": None},
         "labels": {"ignore_class": None},
     }
-    flat = flatten_params(config)
-    assert flat == flatten_params(config)  # the same spelling every time (resume re-logs them)
-    assert flat["loss.from_logits"] == "True" and flat["loss.alpha"] == "[0.25, 0.75]"
-    assert flat["labels.ignore_class"] == "null"
-    assert flat["tracking.api_token"] == "***" and "s3cret" not in flat["tracking.uri"]
-    assert flat["tracking.uri"] == "http://alice:***@host:5000"
+    flat_config = flatten_params(config)
+    assert flat_config["loss.from_logits"] == "True" and flat_config["loss.alpha"] == "[0.25, 0.75]"
+    assert flat_config["labels.ignore_class"] == "null" and flat_config["tracking.password"] == "null"
+    assert flat_config["tracking.api_token"] == "***" and "s3cret" not in flat_config["tracking.uri"]
+    assert flat_config["tracking.uri"] == "http://alice:***@host:5000"
     masked = mask_config(config)
     assert masked["tracking"]["api_token"] == "***" and "s3cret" not in masked["tracking"]["uri"]
 
@@ -45,21 +57,6 @@ def test_job_key_ignores_knobs_that_do_not_change_results():
     base = {"trainer.epochs": "3", "trainer.verbose": "auto", "trainer.resume": "auto"}
     assert job_key(base) == job_key({**base, "trainer.verbose": "2", "trainer.resume": "never"})
     assert job_key(base) != job_key({**base, "trainer.epochs": "4"})
-
-
-def test_class_weights_for_every_scheme():
-    counts = label_counts(np.array([[0, 0], [0, 1], [2, 9]]), num_classes=4, ignore_class=9)  # (N, T) labels
-    assert counts.tolist() == [3, 1, 1, 0]
-    balanced = class_weights(counts, "balanced")
-    assert balanced.tolist() == pytest.approx([5 / 12, 5 / 4, 5 / 4, 0.0])  # n / (k * count); absent -> 0
-    inv = class_weights(counts, "inverse_sqrt")
-    assert inv[1] / inv[0] == pytest.approx(np.sqrt(3)) and inv[:3].mean() == pytest.approx(1.0)
-    eff = class_weights(counts, "effective_number", beta=0.9)
-    raw = (1 - 0.9) / (1 - 0.9 ** np.array([3, 1, 1]))
-    assert eff[:3] == pytest.approx(raw * 3 / raw.sum())
-    assert class_weights(counts, "none") is None
-    with pytest.raises(ValueError, match="one value per class"):
-        class_weights(counts, "custom", weights=[1.0])
 
 
 def test_report_aggregates_seeds_with_sample_std():
@@ -72,20 +69,6 @@ def test_report_aggregates_seeds_with_sample_std():
     (row,) = aggregate({"v": filled})
     assert row["n"] == 3 and row["val_loss"] == pytest.approx(7 / 3)
     assert row["val_loss_std"] == pytest.approx(np.std([1, 2, 4], ddof=1))
-
-
-def test_weight_sum_normalisation_makes_a_weighted_mean():
-    import tensorflow as tf
-
-    from xentlab.core.pipeline import element_weights
-
-    y = tf.constant([[0, 1, 1], [1, 2, 2]])
-    table = np.array([2.0, 1.0, 0.5], np.float32)
-    w = element_weights(y, class_weights=table, ignore_class=2, normalize="weight_sum").numpy()
-    valid = np.array([[1, 1, 1], [1, 0, 0]])
-    assert w[valid == 0].tolist() == [0.0, 0.0]
-    assert w.sum() == pytest.approx(valid.sum())  # sum(w * loss) / count == sum(w * loss) / sum(w)
-    assert w[0, 0] / w[0, 1] == pytest.approx(2.0)
 
 
 def test_outputs_folder_is_tracked_only_as_gitkeep():

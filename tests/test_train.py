@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -160,6 +161,14 @@ def test_every_option_trains_one_short_epoch(
     assert logged.info.status == "FINISHED"
     assert objective == pytest.approx(logged.data.metrics["val_nll"], rel=1e-6)  # what sweepers minimise
     assert {"loss", "accuracy", "auc", "val_auc", "test_auc"} <= set(logged.data.metrics)
+    metrics = logged.data.metrics
+    if logged.data.params["model.resolved"] == "char_lstm":  # a language model: bits per character too
+        assert {"bpc", "val_bpc", "test_bpc", "test_perplexity"} <= set(metrics)
+        assert metrics["val_bpc"] == pytest.approx(metrics["val_nll"] / math.log(2), rel=1e-6)
+        assert metrics["test_bpc"] == pytest.approx(metrics["test_nll"] / math.log(2), rel=1e-6)
+        assert metrics["test_perplexity"] == pytest.approx(math.exp(metrics["test_nll"]), rel=1e-6)
+    else:
+        assert not {"bpc", "val_bpc", "test_bpc"} & set(metrics)
 
 
 def test_sparse_and_one_hot_give_the_same_loss_on_the_same_batch():

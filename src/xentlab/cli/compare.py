@@ -42,19 +42,20 @@ def open_store(uri: str, explicit: bool) -> MlflowClient:
 
 def main(argv: list[str] | None = None) -> None:
     """`xentlab-compare [--experiment E] [--sweep ID|latest] [--metric val_nll] [--baseline VARIANT]`: prints
-    the report and logs it to the sweep's parent run."""
+    the report, logs it to the sweep's parent run (files, headline, differences) and prints the run's link."""
     parser = argparse.ArgumentParser(prog="xentlab-compare", description=main.__doc__)
     parser.add_argument("--experiment", default="xentlab")
     parser.add_argument("--sweep", default="latest", help="a sweep id (tag xentlab.sweep_id) or 'latest'")
-    parser.add_argument("--metric", default="val_nll",
-                        help=f"primary metric (default val_nll: one scale for every loss): one of {COLUMN_NAMES}")
+    parser.add_argument("--metric", default=None,
+                        help="primary metric (default val_nll: one scale for every loss; val_bpc for language "
+                        f"models): one of {COLUMN_NAMES}")
     parser.add_argument("--baseline", default=None,
                         help="the variant the others are compared with, as in the report (e.g. loss=crossentropy; "
                         "overrides in any order); default: the sweep preset's, else the first variant launched")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
     parser.add_argument("--out", default=None, help="folder for the files (default: outputs/reports/<sweep id>)")
     args = parser.parse_args(argv)
-    if args.metric not in COLUMN_NAMES:
+    if args.metric is not None and args.metric not in COLUMN_NAMES:
         parser.error(f"--metric must be one of {COLUMN_NAMES}, got {args.metric!r}")
     if not SWEEP_ID.match(args.sweep):
         parser.error(f"--sweep must be 'latest' or a sweep id (letters, digits, '_', '-', '.'; the tag {SWEEP_TAG} "
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"xentlab-compare: {err}") from err
     print(report.markdown)
     print(f"\nwritten: {', '.join(str(f) for f in report.files)} (also logged to parent run {parent})")
+    from xentlab.cli.sweep import print_parent_link
+
+    print_parent_link(client, uri, parent)
 
 
 if __name__ == "__main__":

@@ -87,18 +87,9 @@ def quiet_native_logs() -> None:
 
 
 def is_expected(err: BaseException) -> bool:
-    """Errors about the user's input: xentlab's own error types, and ValueError/TypeError raised by xentlab code
-    (argument checks). Anything raised elsewhere is a bug and keeps its traceback."""
-    if isinstance(err, ExpectedError):
-        return True
-    if not isinstance(err, (ValueError, TypeError)):
-        return False
-    tb = err.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_globals.get("__name__", "")
-        tb = tb.tb_next
-    return bool(last and last.startswith("xentlab"))
+    """Errors about the user's input: exactly the subclasses of `xentlab.errors.ExpectedError`. Anything else is a
+    bug, wherever it was raised, and keeps its traceback."""
+    return isinstance(err, ExpectedError)
 
 
 def error_block(err: BaseException, *, run: str | None = None) -> str:

@@ -28,19 +28,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from xentlab.tracking.store import (
-    BASELINE_TAG,
-    ERROR_TAG,
-    MASK,
-    ROLE_TAG,
-    SECRET_NAME,
-    SWEEP_KEY_TAG,
-    SWEEP_TAG,
-    mask_uri,
-)
+from xentlab.tracking import naming
+from xentlab.tracking.store import BASELINE_TAG, ERROR_TAG, ROLE_TAG, SWEEP_KEY_TAG, SWEEP_TAG, mask_value
 
 SWEEP_FILE = "sweep.json"
-SEED_KEY = "trainer.seed"
+SEED_KEY = naming.SEED_KEY
 SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(")
 
 
@@ -66,21 +58,16 @@ def varying_keys(overrides: list[str], sweeper_params: dict[str, Any] | None) ->
     return sorted(set(keys))
 
 
-def job_run_name(task_overrides: list[str], varying: list[str]) -> str:
-    """The run name of one sweep job: its varying overrides, the variant first (sorted by key), the seed last.
-
-    `trainer.seed=1,loss=focal` would hide the variant behind the seed in the MLflow UI's narrow name column;
-    this gives `loss=focal,trainer.seed=1`. Empty when nothing varies.
-    """
+def job_variant(task_overrides: list[str], varying: list[str]) -> dict[str, str]:
+    """The variant a sweep job runs, from its overrides that vary: its short name (tag `xentlab.variant`, the run
+    name's first part) and its overrides (tag `xentlab.variant_overrides`; what a baseline names)."""
     chosen = [o for o in task_overrides if _key(o) in varying]
-    variant = sorted((o for o in chosen if _key(o) != SEED_KEY), key=_key)
-    return ",".join(variant + [o for o in chosen if _key(o) == SEED_KEY])
+    return {"variant": naming.variant_name(chosen), "variant_overrides": naming.variant_overrides(chosen)}
 
 
 def _masked(key: str, value: str) -> str:
-    """A param value as tracking.flatten_params writes it: masked when its own key name looks secret, URI
-    passwords hidden otherwise."""
-    return MASK if SECRET_NAME.search(key.rsplit(".", 1)[-1]) else mask_uri(value)
+    """A param value as tracking.flatten_params writes it (xentlab.masking.mask_value)."""
+    return mask_value(key, value)
 
 
 def sweep_params(overrides: list[str], sweeper_params: dict[str, Any] | None) -> dict[str, str]:
@@ -100,13 +87,36 @@ def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: int) -> dict[str, Any] | None:
-    """For a job of a multirun sweep: its parent run, sweep id and run name (the overrides that vary); None when
-    the sweep has no parent run (launched without the SweepRun callback)."""
+    """For a job of a multirun sweep: its parent run, sweep id, variant (`job_variant`) and run name
+    (`<variant> s<seed>`, the seed of the overrides; train.run_name uses the config's); None when the sweep has
+    no parent run (launched without the SweepRun callback)."""
     info = read_sweep_file(sweep_dir)
     if info is None:
         return None
-    job = job_run_name(task_overrides, info["varying"])
-    return {**info, "name": job or f"job{job_num}", "job": job or f"job{job_num}"}
+    variant = job_variant(task_overrides, info["varying"])
+    seeds = [o.partition("=")[2] for o in task_overrides if _key(o) == SEED_KEY]
+    name = naming.run_name(variant["variant"], seeds[0]) if seeds else f"{variant['variant']} job{job_num}"
+    # The job within its sweep, the same in every attempt whatever the run is named: its varying overrides.
+    job = ",".join(sorted((o for o in task_overrides if _key(o) in info["varying"]), key=_key)) or f"job{job_num}"
+    return {**info, **variant, "name": name, "job": job}
+
+
+def parent_source_tags() -> dict[str, str]:
+    """The parent run's source tags, as its children carry them: git commit, dirty flag, library versions."""
+    from xentlab.tracking.runs import source_tags
+
+    return source_tags()
+
+
+def print_parent_link(client, uri: str, parent_id: str) -> None:
+    """Where the sweep's answer is: the parent run's page in the MLflow UI (Model-training view; credentials of a
+    server URI masked)."""
+    from xentlab.tracking.runs import UI_URL
+    from xentlab.tracking.store import ui_url
+
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    hint = " (after `make ui`)" if not uri.startswith(("http://", "https://")) else ""
+    print(f"sweep verdict and report: {ui_url(uri, experiment_id, parent_id, UI_URL)}{hint}", flush=True)
 
 
 def _tally(outcomes: list[dict[str, Any]]) -> str:
@@ -182,7 +192,7 @@ class SweepRun(Callback):
 
         key = sweeps.sweep_key(self.uri, client.get_experiment(experiment_id).name, overrides, sweeper_params)
         existing = sweeps.parents_of(client, experiment_id, key)
-        tags = {"xentlab.sweep_dir": str(sweep_dir.resolve())}
+        tags = {"xentlab.sweep_dir": str(sweep_dir.resolve()), **parent_source_tags()}
         params = sweep_params(overrides, sweeper_params)
         if existing and not fresh:
             parent = existing[0]
@@ -253,6 +263,7 @@ class SweepRun(Callback):
             report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=sweep_dir / "report")
             print(report.markdown, flush=True)
             print(f"\nsweep {report.sweep_id}: {_tally(outcomes)}", flush=True)
+            print_parent_link(client, self.uri, self.parent_id)
             status = "FAILED" if failed else "FINISHED"
         except Exception as err:  # the report must not leave the parent RUNNING
             client.set_tag(self.parent_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])

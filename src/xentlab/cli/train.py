@@ -136,9 +136,14 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
 
 
 def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
-    """tracking.run_name if set; in a sweep the overrides that vary; else `<model>/<loss>/<labels>/<weighting>`."""
+    """tracking.run_name if set; in a sweep `<variant> s<seed>` (xentlab.tracking.naming); else
+    `<model>/<loss>/<labels>/<weighting>`."""
     if sweep:
-        return sweep["name"]
+        if "variant" not in sweep:
+            return sweep["name"]
+        from xentlab.tracking.naming import run_name as sweep_run_name
+
+        return sweep_run_name(sweep["variant"], config["trainer"]["seed"])
     if config["tracking"]["run_name"]:
         return config["tracking"]["run_name"]
     return "/".join(
@@ -159,9 +164,13 @@ class Prepared:
     model: Any
     model_name: str
     class_weights: Any
-    from_logits: bool
+    labels: Any  # the run's LabelContract (xentlab.core.targets)
     warnings: list[str] = field(default_factory=list)  # printed on stderr and kept as the run tag xentlab.warning
     sampling: dict[str, Any] = field(default_factory=dict)  # sample_* settings of a text-generating model
+
+    @property
+    def from_logits(self) -> bool:
+        return self.labels.from_logits
 
     def facts(self) -> dict[str, Any]:
         """What the run logs about its inputs before training (tracking.log_inputs)."""
@@ -200,6 +209,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
     from xentlab.core.models import build_model, capabilities, head_activation, head_layer, head_spec, resolve_loss_kind
     from xentlab.core.optimizers import build_optimizer
     from xentlab.core.pipeline import make_dataset
+    from xentlab.core.targets import LabelContract
     from xentlab.core.weighting import class_weights, label_counts
     from xentlab.data import load_data
     from xentlab.runtime.strategy import build_strategy
@@ -222,14 +232,15 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
                                  from_logits=loss_cfg["from_logits"], ignore_class=ignore_class,
                                  label_smoothing=loss_cfg["label_smoothing"])
     checks.check_batch(batch_size=trainer["batch_size"], replicas=plan.replicas, train_size=len(bundle.x_train))
+    contract = LabelContract.from_labels(  # once, after the data checks; every builder below reads it
+        bundle.y_train, num_classes=bundle.num_classes, encoding=encoding, ignore_class=ignore_class,
+        from_logits=bool(loss_cfg["from_logits"]), separate_heads=capabilities(model_name).separate_heads)
 
     weighting = config["weighting"]
-    counts = label_counts(bundle.y_train, bundle.num_classes, ignore_class)  # training split, masked left out
+    counts = label_counts(bundle.y_train, contract)  # training split, masked positions left out
     weights = class_weights(counts, weighting["scheme"], beta=weighting["beta"], weights=weighting["weights"])
-    common = {
-        "batch_size": trainer["batch_size"], "encoding": encoding, "num_classes": bundle.num_classes,
-        "ignore_class": ignore_class, "drop_remainder": plan.drop_remainder, "decode": bundle.decode,
-    }
+    common = {"batch_size": trainer["batch_size"], "labels": contract, "drop_remainder": plan.drop_remainder,
+              "decode": bundle.decode}
     train_ds = make_dataset(
         bundle.x_train, bundle.y_train, class_weights=weights, normalize=weighting["normalize"], shuffle=True,
         shuffle_buffer=trainer["shuffle_buffer"], seed=trainer["seed"],
@@ -239,7 +250,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
     val_ds = make_dataset(bundle.x_val, bundle.y_val, **common)
     test_ds = make_dataset(bundle.x_test, bundle.y_test, **common)
 
-    from_logits = bool(loss_cfg["from_logits"])
+    from_logits = contract.from_logits
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
     if bundle.y_train.ndim == 2:
         data_facts["num_heads"] = bundle.y_train.shape[1]
@@ -256,16 +267,12 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
         )
         model.compile(
             optimizer=build_optimizer(**config["optimizer"]),
-            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, encoding=encoding, ignore_class=ignore_class,
-                                        class_counts=counts.tolist()),
-            metrics=build_metrics(
-                bundle.num_classes, encoding=encoding, from_logits=from_logits, ignore_class=ignore_class,
-                num_heads=data_facts.get("num_heads") if capabilities(model_name).separate_heads else None,
-            ),
+            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, contract, class_counts=counts.tolist()),
+            metrics=build_metrics(contract),
             jit_compile=plan.jit_compile,
             steps_per_execution=plan.steps_per_execution,
         )
-    return Prepared(plan, bundle, train_ds, val_ds, test_ds, model, model_name, weights, from_logits, warnings,
+    return Prepared(plan, bundle, train_ds, val_ds, test_ds, model, model_name, weights, contract, warnings,
                     sampling)
 
 
@@ -285,7 +292,9 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.config.choices import Verbosity
+    from xentlab.core.language_metrics import language_model_metrics
     from xentlab.core.metrics import CONTRACT_METRICS  # here, not at the top: metrics imports TensorFlow
+    from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
     from xentlab.runtime.multi_worker import build_for_strategy, evaluate_custom, fit_custom
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
@@ -294,7 +303,8 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     trainer = config["trainer"]
     callbacks = [StopOnNonFiniteLoss(from_logits=prepared.from_logits)]
     if outbox is not None:
-        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox))
+        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
+                                     language_model=capabilities(prepared.model_name).generates_text))
     initial_epoch = 0
     multi_worker = prepared.plan.kind == "multi_worker"
     if multi_worker:
@@ -332,6 +342,8 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     else:
         test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
     test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
+    if capabilities(prepared.model_name).generates_text:  # a language model is judged in bits per character
+        test_metrics.update(language_model_metrics(test_metrics))
     if config["calibration"]["method"] == "temperature":
         test_metrics.update(calibrated_metrics(prepared, config))
     if outbox is not None:
@@ -349,10 +361,8 @@ def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, 
     from xentlab.core.calibration import calibrate
 
     bundle = prepared.bundle
-    return calibrate(
-        predict(prepared, "val"), bundle.y_val, predict(prepared, "test"), bundle.y_test,
-        from_logits=prepared.from_logits, ignore_class=config["labels"]["ignore_class"],
-    )
+    return calibrate(predict(prepared, "val"), bundle.y_val, predict(prepared, "test"), bundle.y_test,
+                     prepared.labels)
 
 
 def predict(prepared: Prepared, split: str):
@@ -383,9 +393,8 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
         bundle = prepared.bundle
         with tempfile.TemporaryDirectory() as tmp:
             write_evaluation(
-                Path(tmp), y=bundle.y_test, outputs=predict(prepared, "test"), from_logits=prepared.from_logits,
-                class_names=bundle.class_names, ignore_class=config["labels"]["ignore_class"], history=history,
-                multi_head=able.separate_heads,
+                Path(tmp), y=bundle.y_test, outputs=predict(prepared, "test"), labels=prepared.labels,
+                class_names=bundle.class_names, history=history,
             )
             tracking.log_evaluation(outbox, Path(tmp), bundle.num_classes)
     if able.generates_text:

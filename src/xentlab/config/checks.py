@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from xentlab.core.losses import check_loss_combination
+from xentlab.core.targets import valid_mask_np
 from xentlab.data import DataBundle
 from xentlab.errors import ExpectedError
 
@@ -51,7 +52,7 @@ def check_labels(y: np.ndarray, *, split: str, num_classes: int, ignore_class: i
     elif y.dtype.kind not in "iub":
         raise CheckError(f"{split} labels have dtype {y.dtype}; expected integer class ids in [0, {num_classes})")
     y = y.astype("int64")
-    valid = y if ignore_class is None else y[y != ignore_class]
+    valid = y[valid_mask_np(y, ignore_class)]
     bad = valid[(valid < 0) | (valid >= num_classes)]
     if bad.size:
         hint = "" if ignore_class is not None else "; if one of them marks 'n/a', set labels.ignore_class=ID"
@@ -89,7 +90,7 @@ def unused_ignore_class(bundle: DataBundle, *, ignore_class: int | None) -> str 
     (the n/a label of the data is another value), so nothing is masked. None when all is well."""
     if ignore_class is None:
         return None
-    if any((np.asarray(y) == ignore_class).any() for _, y in bundle.splits().values()):
+    if any(not valid_mask_np(y, ignore_class).all() for _, y in bundle.splits().values()):
         return None
     labels = np.unique(np.concatenate([np.asarray(y).reshape(-1) for _, y in bundle.splits().values()]))
     return (

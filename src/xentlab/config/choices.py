@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from xentlab.errors import ConfigError
+
 
 class Choice(str, Enum):
     """A config choice whose member names are its values."""
@@ -22,11 +24,11 @@ class Choice(str, Enum):
 
     @classmethod
     def parse(cls, value: str | Choice, key: str) -> Choice:
-        """The member for `value`, or a ValueError naming `key`, the value and the allowed ones."""
+        """The member for `value`, or a `ConfigError` (a ValueError) naming `key`, the value and the allowed ones."""
         try:
             return cls(str(value))
         except ValueError:
-            raise ValueError(f"{key} must be one of {list(cls.names())}, got {value!r}") from None
+            raise ConfigError(f"{key} must be one of {list(cls.names())}, got {value!r}") from None
 
 
 class Encoding(Choice):
@@ -109,6 +111,24 @@ class Head(Choice):
     auto = "auto"
     softmax2 = "softmax2"
     sigmoid1 = "sigmoid1"
+
+
+class HeadLayout(Choice):
+    """model.heads (model=multi_head): how the H classifications share the output layer."""
+
+    shared = "shared"  # one Dense(H*K) reshaped to (H, K)
+    separate = "separate"  # one Dense(K) per head, stacked
+
+
+class ColorMode(Choice):
+    """data.color_mode (data=image_folder): channels of the decoded images."""
+
+    grayscale = "grayscale"
+    rgb = "rgb"
+
+    @property
+    def channels(self) -> int:
+        return {"grayscale": 1, "rgb": 3}[self.value]
 
 
 class CalibrationMethod(Choice):

@@ -7,7 +7,6 @@ Each YAML option in `conf/<group>/` starts from one of these schemas (`defaults:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -15,8 +14,10 @@ from omegaconf import MISSING
 
 from xentlab.config.choices import (
     CalibrationMethod,
+    ColorMode,
     Encoding,
     Head,
+    HeadLayout,
     Normalize,
     Precision,
     Reduction,
@@ -63,11 +64,6 @@ class PeriodsDataConfig(DataConfig):
     tokens_per_period: int = 20
     vocab_size: int = 300
     noise: float = 0.1  # share of labels redrawn at random, so the task is learnable but not trivial
-
-
-class ColorMode(StrEnum):
-    grayscale = "grayscale"  # 1 channel
-    rgb = "rgb"  # 3 channels
 
 
 @dataclass
@@ -137,7 +133,7 @@ class CharLstmConfig(ModelConfig):
 class MultiHeadConfig(ModelConfig):
     embedding_dim: int = 32
     hidden_units: int = 64
-    heads: str = "shared"  # shared: one Dense(H*K) reshaped to (H, K); separate: one Dense(K) per head
+    heads: HeadLayout = HeadLayout.shared  # shared: one Dense(H*K) reshaped to (H, K); separate: one Dense(K) per head
 
 
 # ---------------------------------------------------------------------------------------------------- loss
@@ -235,6 +231,8 @@ class TrackingConfig:
     parent_run_id: Optional[str] = None  # nest this run under another; sweeps set it through <sweep dir>/sweep.json
     log_model: bool = True
     log_plots: bool = True
+    # source/uncommitted.diff: the project's uncommitted changes, secrets masked, at most 256 kB (false: no diff)
+    log_diff: bool = True
     system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory; GPU when present) while training
     system_metrics_interval_s: float = 10.0
     tags: dict[str, Any] = field(default_factory=dict)  # extra run tags (+tracking.tags.team=vision); secrets masked

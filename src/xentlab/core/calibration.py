@@ -16,6 +16,10 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from xentlab.core.probabilities import check_from_logits
+from xentlab.core.targets import LabelContract, valid_mask_np
+from xentlab.errors import ConfigError, LabelError
+
 EPS = 1e-7  # Keras' clip: a probability head's p is read as at least 1e-7, as the `nll` metric reads it
 NUM_BINS = 15  # ECE bins of equal width over the top-label confidence (Guo et al. 2017)
 # Bounds of the search over log T: T in [e^-3, e^3] = [0.05, 20]. Over-confident networks need T of about 1 to 5,
@@ -32,16 +36,15 @@ def _logits_and_labels(outputs: Any, y: Any, *, from_logits: bool, ignore_class:
     becomes the logits [0, z] with z = its logit (log p - log(1 - p) for a probability), whose softmax is
     [1 - sigmoid(z), sigmoid(z)], so a sigmoid head and a 2-unit softmax head are scored the same way.
     """
-    if not isinstance(from_logits, (bool, np.bool_)):
-        raise TypeError(f"from_logits must be True or False; received from_logits={from_logits!r}.")
+    check_from_logits(from_logits)
     out = np.asarray(outputs, dtype=np.float64)
     labels = np.asarray(y)
     if out.ndim < 1 or out.shape[-1] < 1:
-        raise ValueError(f"outputs must have a class axis, shape (..., K); received outputs.shape={out.shape}.")
+        raise LabelError(f"outputs must have a class axis, shape (..., K); received outputs.shape={out.shape}.")
     if labels.ndim == out.ndim and labels.shape[-1] == 1:
         labels = labels[..., 0]
     if labels.shape != out.shape[:-1]:
-        raise ValueError(
+        raise LabelError(
             f"y must hold integer class ids of shape outputs.shape[:-1]; received y.shape={labels.shape}, "
             f"outputs.shape={out.shape}. Pass the integer labels, not their one-hot view."
         )
@@ -59,19 +62,19 @@ def _logits_and_labels(outputs: Any, y: Any, *, from_logits: bool, ignore_class:
     else:
         logits = np.log(np.clip(flat / flat.sum(-1, keepdims=True), EPS, 1.0))
     labels = labels.reshape(-1)
-    keep = np.ones(labels.shape, bool) if ignore_class is None else labels != ignore_class
+    keep = valid_mask_np(labels, ignore_class)
     logits, labels = logits[keep], labels[keep]
     if not np.all(np.isfinite(logits)):
-        raise ValueError("outputs contain NaN or inf at labelled positions; temperature scaling needs finite outputs.")
+        raise LabelError("outputs contain NaN or inf at labelled positions; temperature scaling needs finite outputs.")
     n_classes = logits.shape[1]
     if labels.size and (np.any(labels != np.round(labels)) or labels.min() < 0 or labels.max() >= n_classes):
         bad = sorted({float(v) for v in labels[(labels < 0) | (labels >= n_classes) | (labels != np.round(labels))]})
-        raise ValueError(
+        raise LabelError(
             f"y must hold class ids in [0, {n_classes}) at labelled positions; found {bad[:5]}. Mark n/a labels "
             f"with ignore_class."
         )
     if not labels.size:
-        raise ValueError("no labelled position to score: every label is ignore_class, or the outputs are empty.")
+        raise LabelError("no labelled position to score: every label is ignore_class, or the outputs are empty.")
     return logits, labels.astype(np.int64)
 
 
@@ -87,7 +90,7 @@ def _probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
 def _check_temperature(temperature: Any) -> float:
     t = float(temperature)
     if not np.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a finite number > 0; received temperature={temperature!r}.")
+        raise ConfigError(f"temperature must be a finite number > 0; received temperature={temperature!r}.")
     return t
 
 
@@ -146,19 +149,20 @@ def fit_temperature(outputs, y, *, from_logits: bool, ignore_class: int | None =
     return float(np.exp(result.x))
 
 
-def calibrate(val_outputs, y_val, test_outputs, y_test, *, from_logits: bool,
-              ignore_class: int | None = None) -> dict[str, float]:
-    """Fits T on the validation outputs and scores the test outputs at T.
+def calibrate(val_outputs, y_val, test_outputs, y_test, labels: LabelContract) -> dict[str, float]:
+    """Fits T on the validation outputs and scores the test outputs at T, under the run's label contract (whether
+    outputs are logits, which positions are labelled).
 
     Returns:
         ``{"calibration.temperature": T, "test_nll_calibrated": ..., "test_ece_calibrated": ...,
         "test_brier_calibrated": ...}``.
     """
-    t = fit_temperature(val_outputs, y_val, from_logits=from_logits, ignore_class=ignore_class)
-    logits, labels = _logits_and_labels(test_outputs, y_test, from_logits=from_logits, ignore_class=ignore_class)
+    options = {"from_logits": labels.from_logits, "ignore_class": labels.ignore_class}
+    t = fit_temperature(val_outputs, y_val, **options)
+    logits, ids = _logits_and_labels(test_outputs, y_test, **options)
     return {
         "calibration.temperature": t,
-        "test_nll_calibrated": _mean_nll(logits, labels, t),
-        "test_ece_calibrated": _ece(logits, labels, t, NUM_BINS),
-        "test_brier_calibrated": _brier(logits, labels, t),
+        "test_nll_calibrated": _mean_nll(logits, ids, t),
+        "test_ece_calibrated": _ece(logits, ids, t, NUM_BINS),
+        "test_brier_calibrated": _brier(logits, ids, t),
     }

@@ -14,6 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from xentlab.core.probabilities import CALIBRATION_BINS, confidence_bins_tf, log_probabilities_tf, to_probabilities_tf
+from xentlab.core.targets import LabelContract, valid_mask_tf
+from xentlab.errors import ConfigError, LabelError
 
 # Scores are binned on the log-odds scale, where a trained softmax's saturated outputs (p = 1e-6) still spread
 # out; 8,000 bins over [-40, 40] (0.01 log-odds wide; 40 > logit(1 - 1e-7) = 16.1, with room for logits) keep
@@ -29,19 +31,18 @@ CONFUSION_STATISTICS = ("balanced_accuracy", "macro_f1", "worst_class_recall")
 
 
 def _labels_and_valid(y_true, y_pred, encoding: str, ignore_class: int | None):
-    """Flat integer labels (M,) and a validity mask (M,) over every output position."""
+    """Flat integer labels (M,) and a validity mask (M,) over every output position (`valid_mask_tf`'s rule)."""
     if encoding == "one_hot":
         y_true = tf.cast(y_true, tf.float32)
-        valid = tf.reduce_sum(y_true, axis=-1) > 0
         labels = tf.argmax(y_true, axis=-1, output_type=tf.int32)
     else:
         y_true = tf.convert_to_tensor(y_true)
         if y_true.shape.rank == y_pred.shape.rank:
             y_true = tf.squeeze(y_true, -1)
         labels = tf.cast(y_true, tf.int32)
+    valid = valid_mask_tf(y_true, encoding=encoding, ignore_class=ignore_class)
+    if valid is None:
         valid = tf.ones_like(labels, dtype=tf.bool)
-    if ignore_class is not None:
-        valid = tf.logical_and(valid, tf.not_equal(labels, ignore_class))
     return tf.reshape(labels, [-1]), tf.reshape(valid, [-1])
 
 
@@ -352,7 +353,7 @@ class SparseConfusion(_PositionMetric):
 
     def __init__(self, num_classes, *, statistic, name=None, **kwargs):
         if statistic not in CONFUSION_STATISTICS:
-            raise ValueError(f"statistic must be one of {CONFUSION_STATISTICS}; received statistic={statistic!r}.")
+            raise ConfigError(f"statistic must be one of {CONFUSION_STATISTICS}; received statistic={statistic!r}.")
         super().__init__(name=name or statistic, **kwargs)
         self.num_classes, self.statistic = int(num_classes), statistic
         k = self.num_classes
@@ -362,7 +363,7 @@ class SparseConfusion(_PositionMetric):
         labels, w, probs = self._positions(y_true, y_pred, sample_weight)
         k = self.num_classes
         if probs.shape[-1] != k:
-            raise ValueError(
+            raise LabelError(
                 f"{self.name}: outputs have {probs.shape[-1]} classes (one sigmoid unit counts as 2) but "
                 f"num_classes={k}; build the metric with the data's class count."
             )
@@ -402,35 +403,33 @@ def _sum_over_kept(values, totals):
     return tf.math.divide_no_nan(tf.reduce_sum(values), tf.reduce_sum(tf.cast(totals > 0, values.dtype)))
 
 
-def build_metrics(num_classes, *, encoding="sparse", from_logits=False, ignore_class=None, num_heads=None):
-    """Every metric of the contract over every labelled position, plus `<name>_head<h>` per head.
+def build_metrics(labels: LabelContract) -> list[keras.metrics.Metric]:
+    """Every metric of the contract over every labelled position, plus `<name>_head<h>` per separate head.
 
     Names (the same for every loss, label encoding and head type, so MLflow compares runs side by side):
     accuracy, auc, nll, ece, brier, balanced_accuracy, macro_f1, worst_class_recall; with `loss` these are
     `CONTRACT_METRICS`.
 
     Args:
-        num_classes: Classes per output position (2 for one sigmoid unit).
-        encoding: ``"sparse"`` or ``"one_hot"``: the labels the model is fitted on.
-        from_logits: Whether the model outputs logits.
-        ignore_class: The "n/a" label; its positions are left out of every metric.
-        num_heads: For a multi-head model (labels (N, H)): H, which adds each metric per head as
-            `<name>_head<h>`; None otherwise.
+        labels: The run's label contract: classes per position (2 for one sigmoid unit), the encoding the model
+            is fitted on, whether it outputs logits, the ignore class (left out of every metric) and, for a
+            multi-head model (labels (N, H)), H, which adds each metric per head as `<name>_head<h>`.
 
     Returns:
         A list of `keras.metrics.Metric` for `model.compile(metrics=...)`.
     """
-    common = {"encoding": encoding, "from_logits": from_logits, "ignore_class": ignore_class}
+    k = labels.num_classes
+    common = {"encoding": labels.encoding, "from_logits": labels.from_logits, "ignore_class": labels.ignore_class}
 
     def one_set(head, suffix):
         def named(name):
             return {"head": head, "name": f"{name}{suffix}", **common}
 
-        return [SparseAccuracy(**named("accuracy")), SparseAUC(num_classes, **named("auc")),
+        return [SparseAccuracy(**named("accuracy")), SparseAUC(k, **named("auc")),
                 SparseNLL(**named("nll")), SparseECE(**named("ece")), SparseBrier(**named("brier")),
-                *(SparseConfusion(num_classes, statistic=s, **named(s)) for s in CONFUSION_STATISTICS)]
+                *(SparseConfusion(k, statistic=s, **named(s)) for s in CONFUSION_STATISTICS)]
 
     metrics = one_set(None, "")
-    for h in range(num_heads or 0):
+    for h in range(labels.num_heads or 0):
         metrics += one_set(h, f"_head{h}")
     return metrics

@@ -13,9 +13,9 @@ from typing import Any
 import keras
 from keras import layers
 
+from xentlab.config.choices import Head, HeadLayout
 from xentlab.core.losses import LOSS_TABLE, loss_spec
-
-HEADS = ("auto", "softmax2", "sigmoid1")
+from xentlab.errors import ConfigError
 
 
 def resolve_loss_kind(loss: str, head: str, num_classes: int) -> str:
@@ -25,23 +25,22 @@ def resolve_loss_kind(loss: str, head: str, num_classes: int) -> str:
     1 sigmoid" comparison is the single override model.head=softmax2|sigmoid1. Which loss has a one-unit form,
     and which is a softmax loss, comes from `xentlab.core.losses.LOSS_TABLE`.
     """
-    if head not in HEADS:
-        raise ValueError(f"model.head must be one of {HEADS}, got {head!r}")
-    if head != "auto" and num_classes != 2:
-        raise ValueError(
+    head = Head.parse(head, "model.head")
+    if head is not Head.auto and num_classes != 2:
+        raise ConfigError(
             f"model.head={head} is for 2-class data, the data has {num_classes} classes; set model.head=auto"
         )
     spec = loss_spec(loss)
-    if head == "sigmoid1":
+    if head is Head.sigmoid1:
         if spec.one_unit_kind is None:
             one_unit = ", ".join(k for k, s in LOSS_TABLE.items() if s.one_unit_kind)
-            raise ValueError(
+            raise ConfigError(
                 f"model.head=sigmoid1 (one sigmoid unit) has no form of loss={loss}; use a loss that has one "
                 f"({one_unit}), or set model.head=auto"
             )
         return spec.one_unit_kind
-    if head == "softmax2" and (spec.single_unit or spec.activation != "softmax"):
-        raise ValueError(f"model.head=softmax2 needs a softmax loss, got loss={loss}; use loss=crossentropy")
+    if head is Head.softmax2 and (spec.single_unit or spec.activation != "softmax"):
+        raise ConfigError(f"model.head=softmax2 needs a softmax loss, got loss={loss}; use loss=crossentropy")
     return loss
 
 
@@ -69,7 +68,7 @@ def mnist_cnn(
 ) -> keras.Model:
     """The seed's CNN (channels last): Conv-Conv-MaxPool-Dropout-Flatten-Dense-Dropout-head."""
     if len(input_shape) != 3 or min(input_shape[:2]) < 6:
-        raise ValueError(
+        raise ConfigError(
             f"model=mnist_cnn needs images of shape (H, W, C) with H, W >= 6 (two 3x3 convs and a 2x2 pool), "
             f"got input shape {input_shape}; use model=mlp for flat features"
         )
@@ -142,7 +141,7 @@ def multi_head(
     vocab_size: int | None = None,
     embedding_dim: int = 32,
     hidden_units: int = 64,
-    heads: str = "shared",
+    heads: str = HeadLayout.shared.value,
     **_: Any,
 ) -> keras.Model:
     """Token sequence -> `num_heads` classifications, output (batch, num_heads, units).
@@ -152,8 +151,7 @@ def multi_head(
     (batch, num_heads) and averages over every (example, head) element, i.e. the heads' losses added up and
     divided by num_heads.
     """
-    if heads not in ("shared", "separate"):
-        raise ValueError(f"model.heads must be shared or separate, got {heads!r}")
+    heads = HeadLayout.parse(heads, "model.heads").value
     source = keras.Input(shape=input_shape, dtype="int32", name="tokens")
     h = layers.Embedding(vocab_size or 1000, embedding_dim, name="embedding")(source)
     h = layers.Flatten()(h)  # keeps token positions, so each head can read its own period
@@ -211,7 +209,7 @@ def build_model(
         **arch: the model's architecture knobs plus data facts some models need (vocab_size, num_heads).
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; known: {sorted(MODELS)}")
     units, activation = head_spec(loss=loss, from_logits=from_logits, num_classes=num_classes)
     return MODELS[name](tuple(input_shape), units, activation, **arch)
 
@@ -255,7 +253,7 @@ def choose_model(*, input_shape: tuple[int, ...], integer_inputs: bool, label_sh
         return "mnist_cnn"
     if not label_shape and len(input_shape) == 1:
         return "mlp"
-    raise ValueError(
+    raise ConfigError(
         f"model=auto found no model for inputs of shape {input_shape} ({'token ids' if integer_inputs else 'numbers'}) "
         f"with labels of shape {label_shape} per example; pick one with model=mnist_cnn|mlp|char_lstm|multi_head"
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from xentlab.errors import ConfigError
+
 OPTIMIZERS = ("adadelta", "rmsprop", "adam", "sgd")
 
 
@@ -12,7 +14,7 @@ def build_optimizer(
 ) -> keras.optimizers.Optimizer:
     """Returns a fresh Keras optimizer; create it inside the strategy scope."""
     if learning_rate <= 0:
-        raise ValueError(f"optimizer.learning_rate must be > 0, got {learning_rate}")
+        raise ConfigError(f"optimizer.learning_rate must be > 0, got {learning_rate}")
     common = {"learning_rate": learning_rate, "clipnorm": clipnorm}
     if name == "adadelta":
         return keras.optimizers.Adadelta(**common)
@@ -22,4 +24,4 @@ def build_optimizer(
         return keras.optimizers.Adam(**common)
     if name == "sgd":
         return keras.optimizers.SGD(momentum=momentum, **common)
-    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    raise ConfigError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")

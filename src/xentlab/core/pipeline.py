@@ -1,4 +1,5 @@
-"""tf.data pipelines: integer labels -> the chosen encoding, per-element sample weights, n/a masking.
+"""tf.data pipelines: integer labels -> the run's label encoding, per-element sample weights (0 where the label
+contract masks a position).
 
 Integer labels are the canonical form; a one-hot view is made per batch, never as a numpy array up front.
 """
@@ -12,24 +13,21 @@ import numpy as np
 import tensorflow as tf
 
 from xentlab.config.choices import Encoding, Normalize
+from xentlab.core.targets import LabelContract, valid_mask_tf
 
 if TYPE_CHECKING:
     from xentlab.data import DataBundle
-
-ENCODINGS = Encoding.names()
 
 
 def encode_labels(y: tf.Tensor, *, encoding: str, num_classes: int) -> tf.Tensor:
     """Returns the labels in `encoding`: integer ids unchanged, or their one-hot view.
 
-    `tf.one_hot` maps an out-of-range id (e.g. ignore_class=-1) to an all-zero row, which the losses and
-    metrics treat as masked.
+    `tf.one_hot` maps an out-of-range id (e.g. ignore_class=-1) to an all-zero row, which the label contract's
+    mask (`xentlab.core.targets.valid_mask_tf`) reads as that ignore class.
     """
-    if encoding == "sparse":
+    if Encoding.parse(encoding, "labels.encoding") is Encoding.sparse:
         return y
-    if encoding == "one_hot":
-        return tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=tf.float32)
-    raise ValueError(f"unknown label encoding {encoding!r}; expected one of {ENCODINGS}")
+    return tf.one_hot(tf.cast(y, tf.int32), num_classes, dtype=tf.float32)
 
 
 def element_weights(
@@ -50,9 +48,8 @@ def element_weights(
         return None  # the losses and metrics mask ignore_class themselves
     y = tf.cast(y, tf.int32)
     k = len(class_weights)
-    valid = tf.ones_like(y, dtype=tf.float32)
-    if ignore_class is not None:
-        valid = tf.cast(tf.not_equal(y, ignore_class), tf.float32)
+    mask = valid_mask_tf(y, encoding="sparse", ignore_class=ignore_class)
+    valid = tf.ones_like(y, dtype=tf.float32) if mask is None else tf.cast(mask, tf.float32)
     table = tf.constant(class_weights, dtype=tf.float32)
     w = tf.gather(table, tf.clip_by_value(y, 0, k - 1)) * valid
     if normalize == "weight_sum":
@@ -64,11 +61,9 @@ def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
     *,
+    labels: LabelContract,
     batch_size: int,
-    encoding: str,
-    num_classes: int,
     class_weights: np.ndarray | None = None,
-    ignore_class: int | None = None,
     normalize: str = "element",
     shuffle: bool = False,
     shuffle_buffer: int | None = None,
@@ -82,6 +77,7 @@ def make_dataset(
     Batching comes before the label map so encoding and weighting run once per batch, vectorised.
 
     Args:
+        labels: The run's label contract: the encoding to deliver, the class count, the ignore class (weight 0).
         shuffle_buffer: buffer of the plain shuffle (epochs=None); the per-epoch shuffle is always global.
         epochs: (first, stop) for a training set that spans epochs first..stop-1 in one pass, each a full
             permutation keyed by (seed, epoch). Epoch e then sees the same order whether or not the job was
@@ -113,9 +109,9 @@ def make_dataset(
         if decode is not None:
             decoded = decode(xb)
             xb = tf.ensure_shape(decoded, xb.shape[:1] + decoded.shape[1:])  # a static batch stays static
-        labels = encode_labels(yb, encoding=encoding, num_classes=num_classes)
-        w = element_weights(yb, class_weights=class_weights, ignore_class=ignore_class, normalize=normalize)
-        return (xb, labels) if w is None else (xb, labels, w)
+        encoded = encode_labels(yb, encoding=labels.encoding, num_classes=labels.num_classes)
+        w = element_weights(yb, class_weights=class_weights, ignore_class=labels.ignore_class, normalize=normalize)
+        return (xb, encoded) if w is None else (xb, encoded, w)
 
     options = tf.data.Options()
     # In-memory arrays have no files to shard: multi-worker runs shard by element (each worker a 1/n share).

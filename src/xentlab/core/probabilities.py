@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xentlab.errors import ConfigTypeError
+
 # Guo et al. (2017), "On Calibration of Modern Neural Networks": 15 equal-width bins over [0, 1].
 CALIBRATION_BINS = 15
 
@@ -115,7 +117,7 @@ def _float_tf(outputs):
 def check_from_logits(from_logits) -> None:
     """Raises TypeError unless from_logits is a bool: a statement about the model, never a guess."""
     if not isinstance(from_logits, (bool, np.bool_)):
-        raise TypeError(
+        raise ConfigTypeError(
             f"from_logits must be True or False; received from_logits={from_logits!r} of type "
             f"{type(from_logits).__name__}. Pass the run's loss.from_logits: whether outputs are logits is "
             f"never guessed from their values."

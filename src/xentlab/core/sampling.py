@@ -11,6 +11,7 @@ import copy
 import numpy as np
 
 from xentlab.core.probabilities import check_from_logits, to_probabilities
+from xentlab.errors import ConfigError
 
 STREAMS = 5  # the seed predicts five characters at a time, one per independent stream
 
@@ -69,9 +70,9 @@ def generate(
     """
     check_from_logits(from_logits)  # before the model is copied and warmed up
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
     if not prompt:
-        raise ValueError("prompt must have at least one character")
+        raise ConfigError("prompt must have at least one character")
     rng = np.random.default_rng(seed)
     twin = stateful_copy(model, streams)
     reset_states(twin)

@@ -5,18 +5,28 @@ from __future__ import annotations
 import numpy as np
 
 from xentlab.config.choices import WeightingScheme
-from xentlab.errors import ConfigError
+from xentlab.core.targets import LabelContract, valid_mask_np
+from xentlab.errors import ConfigError, LabelError
 
 SCHEMES = WeightingScheme.names()
 
 
-def label_counts(y: np.ndarray, num_classes: int, ignore_class: int | None = None) -> np.ndarray:
-    """Counts each class over every position of `y` (any shape), leaving out `ignore_class`."""
-    flat = np.asarray(y).reshape(-1).astype("int64")
-    if ignore_class is not None:
-        flat = flat[flat != ignore_class]
-    flat = flat[(flat >= 0) & (flat < num_classes)]
-    return np.bincount(flat, minlength=num_classes)[:num_classes]
+def label_counts(y: np.ndarray, labels: LabelContract) -> np.ndarray:
+    """Counts each class over the labelled positions of `y` (any shape), shape (K,).
+
+    Raises:
+        LabelError: For a labelled position whose id is not a class in [0, K) (the data checks refuse those).
+    """
+    y = np.asarray(y)
+    ids = y[valid_mask_np(y, labels.ignore_class)].astype("int64")
+    k = labels.num_classes
+    outside = ids[(ids < 0) | (ids >= k)]
+    if outside.size:
+        raise LabelError(
+            f"labels {sorted(set(outside.tolist()))[:5]} are not classes: expected ids in [0, {k}) or the ignore "
+            f"class {labels.ignore_class}; set labels.ignore_class to the id that marks n/a"
+        )
+    return np.bincount(ids, minlength=k)
 
 
 def class_weights(
@@ -47,7 +57,7 @@ def class_weights(
     if scheme == "custom":
         if weights is None or len(weights) != k:
             got = None if weights is None else len(weights)
-            raise ValueError(
+            raise ConfigError(
                 f"weighting=custom needs weighting.weights with one value per class ({k}), got {got}; "
                 f"e.g. weighting.weights=[{','.join(['1.0'] * k)}]"
             )
@@ -69,9 +79,9 @@ def class_weights(
         out *= present.sum() / out.sum()
     elif scheme == "effective_number":
         if not 0.0 <= beta < 1.0:
-            raise ValueError(f"weighting.beta must be in [0, 1), got {beta}; 0.999 or 0.9999 are usual")
+            raise ConfigError(f"weighting.beta must be in [0, 1), got {beta}; 0.999 or 0.9999 are usual")
         out[present] = (1.0 - beta) / (1.0 - np.power(beta, counts[present]))
         out *= present.sum() / out.sum()
     else:
-        raise ValueError(f"unknown weighting scheme {scheme!r}; expected one of {SCHEMES}")
+        raise ConfigError(f"unknown weighting scheme {scheme!r}; expected one of {SCHEMES}")
     return out.astype("float32")

@@ -48,7 +48,7 @@ class DataBundle:
         if not self.class_names:
             self.class_names = [str(c) for c in range(self.num_classes)]
         if self.decode is not None and self.decoded_shape is None:
-            raise ValueError("DataBundle(decode=...) needs decoded_shape, the shape of one decoded input")
+            raise DataError("DataBundle(decode=...) needs decoded_shape, the shape of one decoded input")
 
     @property
     def streamed(self) -> bool:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from xentlab.config.choices import ColorMode
 from xentlab.data.bundle import DataBundle, DataError, complete_splits
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # the formats Keras' image_dataset_from_directory reads
 SPLIT_FOLDERS = ("train", "val", "test")
-COLOR_CHANNELS = {"grayscale": 1, "rgb": 3}
+COLOR_CHANNELS = {mode.value: mode.channels for mode in ColorMode}
 # First bytes of each format TensorFlow's decode_image reads (it goes by content, not by the file's extension).
 SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with

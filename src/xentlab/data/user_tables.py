@@ -130,8 +130,9 @@ def load_table(
         # Statistics from the training split only, so nothing of val/test leaks into the inputs.
         mean, std = x_train.mean(0), x_train.std(0) + 1e-8
         x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
-    valid = y[y >= 0]  # negative ids are n/a markers (labels.ignore_class), not classes
-    num_classes = len(class_names) if class_names is not None else int(valid.max()) + 1 if valid.size else 0
+    # Classes are the ids 0..max. Which id marks n/a is not the loader's to say: the label contract decides it
+    # after the load (labels.ignore_class, xentlab.core.targets), and the data checks refuse any other id.
+    num_classes = len(class_names) if class_names is not None else int(y.max()) + 1
     if num_classes < 2:
         raise DataError(f"label column {label!r} holds fewer than 2 classes; classification needs at least 2")
     return DataBundle(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -14,19 +13,13 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_curve  # noqa: E402
 
 from xentlab.core.probabilities import CALIBRATION_BINS, confidence_bins, to_probabilities  # noqa: E402
-from xentlab.report.columns import MAX_RELIABILITY_VARIANTS, Comparison
+from xentlab.core.targets import LabelContract, labelled_rows  # noqa: E402
+from xentlab.report.columns import MAX_RELIABILITY_VARIANTS
 from xentlab.report.query import pool_reliability
-from xentlab.report.statistics import mean_interval
+from xentlab.report.render import format_p, verdict_text
+from xentlab.report.statistics import direction
 
 MAX_CLASSES_PLOTTED = 12  # beyond this (the 256-byte vocabulary) show the most frequent classes only
-
-
-def flatten_valid(y: np.ndarray, probs: np.ndarray, ignore_class: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Every labelled position as one row: y (M,), probs (M, K), masked positions dropped."""
-    y = np.asarray(y).reshape(-1)
-    probs = probs.reshape(len(y), -1)
-    keep = np.ones_like(y, dtype=bool) if ignore_class is None else y != ignore_class
-    return y[keep], probs[keep]
 
 
 def _shown_classes(y: np.ndarray, k: int) -> np.ndarray:
@@ -171,122 +164,197 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
 
 
 def write_evaluation(
-    folder: Path, *, y: np.ndarray, outputs: np.ndarray, from_logits: bool, class_names: list[str],
-    ignore_class: int | None, history: dict[str, list[float]], multi_head: bool = False,
+    folder: Path, *, y: np.ndarray, outputs: np.ndarray, labels: LabelContract, class_names: list[str],
+    history: dict[str, list[float]],
 ) -> list[Path]:
     """Writes learning curves, the reliability diagram, and per head (one for single-output models): confusion
     matrix, ROC, per-class report.
 
-    multi_head: labels (N, heads) are separate classifications (a figure each); otherwise every position
-    of the labels (a sequence, say) is one example of the same classification. `reliability.json` (see
-    `reliability_table`) covers every labelled position; for multi_head it also holds "heads", one table per head.
+    Every figure reads the labelled positions of the run's label contract (`labels`). With separate heads
+    (`labels.num_heads`), labels (N, heads) are separate classifications (a figure each); otherwise every
+    position of the labels (a sequence, say) is one example of the same classification. `reliability.json` (see
+    `reliability_table`) covers every labelled position; with heads it also holds "heads", one table per head.
     """
     folder.mkdir(parents=True, exist_ok=True)
     plot_learning_curves(history, folder / "learning_curves.png")
     written = [folder / "learning_curves.png"]
-    probs = to_probabilities(outputs, from_logits)
+    probs = to_probabilities(outputs, labels.from_logits)
+    multi_head = labels.num_heads is not None
     heads = [(f"_head{h}", y[:, h], probs[:, h]) for h in range(y.shape[1])] if multi_head else [("", y, probs)]
     report = {}
     for suffix, y_h, p_h in heads:
-        y_flat, p_flat = flatten_valid(y_h, p_h, ignore_class)
+        y_flat, p_flat = labelled_rows(y_h, p_h, labels.ignore_class)
         report[suffix.strip("_") or "all"] = per_class_report(y_flat, p_flat, class_names)
         plot_confusion(y_flat, p_flat, class_names, folder / f"confusion_matrix{suffix}.png", f"test{suffix}")
         plot_roc(y_flat, p_flat, class_names, folder / f"roc_curves{suffix}.png", f"test ROC{suffix}")
         written += [folder / f"confusion_matrix{suffix}.png", folder / f"roc_curves{suffix}.png"]
     (folder / "per_class.json").write_text(json.dumps(report, indent=2))
-    reliability = reliability_table(*flatten_valid(y, probs, ignore_class))
+    reliability = reliability_table(*labelled_rows(y, probs, labels.ignore_class))
     if multi_head:
-        reliability["heads"] = [reliability_table(*flatten_valid(y_h, p_h, ignore_class)) for _, y_h, p_h in heads]
+        reliability["heads"] = [reliability_table(*labelled_rows(y_h, p_h, labels.ignore_class))
+                                for _, y_h, p_h in heads]
     (folder / "reliability.json").write_text(json.dumps(reliability, indent=2))
     plot_reliability(reliability, folder / "reliability.png", "test reliability")
     return written + [folder / "per_class.json", folder / "reliability.json", folder / "reliability.png"]
 
 
 # ---------------------------------------------------------------------------------------------- sweep charts
-def plot_charts(rows: list[dict], seeded: dict, comparisons: list[Comparison], histories: dict,
-                reliability: dict[str, dict], *, baseline: str, metric: str, out: Path) -> list[Path]:
-    """`<metric>_by_variant.png` (mean and 95% interval per variant), `val_loss_curves.png` (every run), and
-    `reliability.png` (pooled over each variant's seeds) when runs logged their reliability diagrams."""
-    import matplotlib
+# One colour per verdict, in every chart and in report.html: the picture says what the test said.
+VERDICT_COLOURS = {"better": "#1a9850", "worse": "#d73027", "no difference": "#7f7f7f", "untested": "#bdbdbd"}
+LABEL_WIDTH = 28  # characters of a variant name in a chart before it is cut (the same cut everywhere)
+CHART_FONT = 9  # points: tick labels and legends stay readable at the MLflow artifact viewer's width
+MAX_CURVE_VARIANTS = 10  # curves of more variants share colours: the legend names the first ten
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    files = []
-    verdicts = {c.variant: c.verdict for c in comparisons if c.metric == metric}
-    colours = {"better": "tab:green", "worse": "tab:red"}
-    bar = out / f"{metric}_by_variant.png"
-    height = min(40.0, max(3.0, 0.18 * len(rows) + 1.5))
-    fig, ax = plt.subplots(figsize=(7, height))
-    groups: dict[tuple[str, bool], list[tuple[int, float, float, float]]] = {}  # one draw call per style
-    for i, row in enumerate(rows):
-        v = row["variant"]
-        mean, low, high = mean_interval([values[metric] for _, values in seeded[v]])
-        colour = "black" if v == baseline else colours.get(verdicts.get(v, ""), "tab:blue")
-        groups.setdefault((colour, math.isfinite(low)), []).append((i, mean, low, high))
-    for (colour, interval), points in groups.items():
-        ys, means = [p[0] for p in points], [p[1] for p in points]
-        if interval:
-            xerr = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
-            ax.errorbar(means, ys, xerr=xerr, fmt="o", ms=4, color=colour, capsize=3)
+# Curves: the baseline black, the others in tab10 order without its green and red (the verdict colours).
+CURVE_COLOURS = ("C0", "C1", "C4", "C5", "C6", "C8", "C9", "C7", "C2", "C3")
+
+
+def variant_colours(report) -> dict[str, str]:
+    """One colour per variant, the same in every chart: the baseline black, the others in row order."""
+    others = [r["variant"] for r in report.rows if r["variant"] != report.baseline]
+    return {report.baseline: "black", **{v: CURVE_COLOURS[i % len(CURVE_COLOURS)] for i, v in enumerate(others)}}
+
+
+def short_label(name: str, width: int = LABEL_WIDTH) -> str:
+    """A variant name cut to `width` characters with an ellipsis (the same cut in every chart)."""
+    return name if len(name) <= width else name[: width - 1] + "\u2026"
+
+
+def curve_metric(metric: str) -> str:
+    """The per-epoch metric the curves chart plots for a primary `metric`: itself when it is one (`val_nll`,
+    `val_bpc`), val_loss for best_val_loss, else the validation nll (one scale for every loss)."""
+    if metric.startswith("val_"):
+        return metric
+    if metric == "best_val_loss":
+        return "val_loss"
+    return "val_bpc" if metric.endswith("bpc") or metric.endswith("perplexity") else "val_nll"
+
+
+def delta_points(report) -> list[dict]:
+    """What the primary chart draws: per variant but the baseline, in the report's row order, the test's mean
+    difference to the baseline on the primary metric, its 95% interval (paired where the test paired), the test,
+    the Holm-adjusted p and the verdict. Empty when the primary metric is not ranked."""
+    points = []
+    for row in report.rows:
+        c = report.comparison(row["variant"], report.metric)
+        if c is None:
+            continue
+        points.append({"variant": c.variant, "mean": c.diff.mean, "low": c.diff.ci_low, "high": c.diff.ci_high,
+                       "test": c.diff.test, "n": c.diff.n, "p_holm": c.p_holm, "verdict": c.verdict,
+                       "text": verdict_text(c)})
+    return points
+
+
+def _verdict_label(point: dict) -> str:
+    if point["verdict"] == "untested":
+        return "untested: add seeds"
+    return f"{point['text']}, p={format_p(point['p_holm'])}"
+
+
+def plot_delta(report, path: Path) -> list[dict]:
+    """`<metric>_vs_baseline.png`: each variant's difference to the baseline with the test's 95% interval against
+    a zero line, coloured by verdict, the verdict and Holm p written beside it. Returns what it drew
+    (`delta_points`)."""
+    points = delta_points(report)
+    better = direction(report.metric)
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(points) + 1.9))
+    for y, point in enumerate(points):
+        colour = VERDICT_COLOURS[point["verdict"]]
+        if point["test"] == "untested":
+            ax.plot(point["mean"], y, "o", ms=7, color=colour, mfc="white")
         else:
-            ax.plot(means, ys, "o", ms=4, color=colour, mfc="none")
-    base_mean = next(r[metric] for r in rows if r["variant"] == baseline)
-    if math.isfinite(base_mean):
-        ax.axvline(base_mean, color="black", lw=0.8, ls="--")
-    ax.set_yticks(range(len(rows)), [f"{r['variant']}{' (baseline)' if r['variant'] == baseline else ''}"
-                                     for r in rows], fontsize=6 if len(rows) > 30 else 7)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlabel(f"{metric}: mean and 95% t interval\n(green better, red worse than the baseline; open: 1 run)",
-                  fontsize=8)
-    fig.tight_layout()
-    fig.savefig(bar, dpi=100)
+            ax.errorbar(point["mean"], y, xerr=[[point["mean"] - point["low"]], [point["high"] - point["mean"]]],
+                        fmt="o", ms=7, color=colour, capsize=4, lw=2)
+        ax.text(1.02, y, _verdict_label(point), transform=ax.get_yaxis_transform(), va="center",
+                fontsize=CHART_FONT, color=colour)
+    ax.axvline(0.0, color="black", lw=1)
+    ax.text(0.0, -0.45, " baseline", va="top", ha="left", fontsize=CHART_FONT - 1)
+    ax.set_yticks(range(len(points)), [short_label(p["variant"]) for p in points], fontsize=CHART_FONT)
+    ax.set_ylim(len(points) - 0.5, -0.5)
+    ax.tick_params(axis="x", labelsize=CHART_FONT)
+    arrow = "\u2190 better" if better == "min" else "better \u2192"
+    tests = sorted({p["test"] for p in points if p["test"] != "untested"})
+    ax.set_xlabel(f"\u0394 {report.metric} = variant \u2212 baseline    ({arrow})", fontsize=CHART_FONT + 1)
+    ax.set_title(f"{report.metric} against {short_label(report.baseline)} (baseline): mean difference and 95% "
+                 f"interval\nof the {' / '.join(tests) or 'no'} t-test; colour = verdict (Holm-adjusted, "
+                 f"alpha 0.05)", fontsize=CHART_FONT)
+    ax.grid(axis="x", lw=0.3, alpha=0.5)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    files.append(bar)
+    return points
 
-    curves = out / "val_loss_curves.png"
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, row in enumerate(rows):  # one line object per variant: its runs joined by NaN breaks
+
+def plot_curves(report, seeded: dict, histories: dict, metric: str, path: Path) -> None:
+    """`<metric>_curves.png`: the per-epoch `metric` of every run, one colour per variant (its seeds alike)."""
+    from matplotlib.ticker import MaxNLocator
+
+    colours = variant_colours(report)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, row in enumerate(report.rows):  # one line object per variant: its runs joined by NaN breaks
         xs: list[float] = []
         ys: list[float] = []
         for run_id, _ in seeded[row["variant"]]:
             hist = histories.get(run_id, [])
             xs += [s + 1 for s, _ in hist] + [float("nan")]
             ys += [v for _, v in hist] + [float("nan")]
-        ax.plot(xs, ys, color=f"C{i % 10}", lw=1, label=row["variant"] if i < 10 else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val_loss")
-    ax.set_title("val_loss per run" + (f" (legend: first 10 of {len(rows)} variants)" if len(rows) > 10 else ""),
-                 fontsize=8)
-    ax.legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(curves, dpi=100)
+        label = short_label(row["variant"]) + (" (baseline)" if row["variant"] == report.baseline else "")
+        ax.plot(xs, ys, color=colours[row["variant"]], lw=1.6 if row["variant"] == report.baseline else 1.1,
+                label=label if i < MAX_CURVE_VARIANTS else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch", fontsize=CHART_FONT + 1)
+    ax.set_ylabel(metric, fontsize=CHART_FONT + 1)
+    ax.tick_params(labelsize=CHART_FONT)
+    more = len(report.rows) > MAX_CURVE_VARIANTS
+    ax.set_title(f"{metric} per epoch, every run (one colour per variant"
+                 + (f"; legend: first {MAX_CURVE_VARIANTS} of {len(report.rows)})" if more else ")"),
+                 fontsize=CHART_FONT + 1)
+    ax.legend(fontsize=CHART_FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.grid(lw=0.3, alpha=0.5)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    files.append(curves)
 
+
+def plot_pooled_reliability(report, seeded: dict, reliability: dict[str, dict], path: Path) -> bool:
+    """`reliability.png`: each variant's reliability curve pooled over its seeds; False when no run logged one."""
     pooled = {}
-    for row in rows:
+    for row in report.rows:
         diagram = pool_reliability([reliability[r] for r, _ in seeded[row["variant"]] if r in reliability])
         if diagram is not None:
             pooled[row["variant"]] = diagram
-    if pooled:
-        path = out / "reliability.png"
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
-        for i, (variant, d) in enumerate(pooled.items()):
-            points = [(c, a) for c, a in zip(d["confidence"], d["accuracy"], strict=True) if c is not None]
-            ax.plot([c for c, _ in points], [a for _, a in points], "o-", ms=3, color=f"C{i % 10}",
-                    label=f"{variant} (ECE {d['ece']:.3f})")
-        ax.set_xlabel("confidence (mean of the bin)")
-        ax.set_ylabel("accuracy")
-        title = "reliability, pooled over seeds"
-        if len(rows) > len(pooled) and len(pooled) == MAX_RELIABILITY_VARIANTS:
-            title += f" (first {MAX_RELIABILITY_VARIANTS} of {len(rows)} variants)"
-        ax.set_title(title, fontsize=8)
-        ax.legend(fontsize=6, loc="upper left")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        files.append(path)
-    return files
+    if not pooled:
+        return False
+    colours = variant_colours(report)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+    for variant, d in pooled.items():
+        points = [(c, a) for c, a in zip(d["confidence"], d["accuracy"], strict=True) if c is not None]
+        ax.plot([c for c, _ in points], [a for _, a in points], "o-", ms=3, color=colours[variant],
+                label=f"{short_label(variant)} (ECE {d['ece']:.3f})")
+    ax.set_xlabel("confidence (mean of the bin)", fontsize=CHART_FONT + 1)
+    ax.set_ylabel("accuracy", fontsize=CHART_FONT + 1)
+    ax.tick_params(labelsize=CHART_FONT)
+    title = "reliability, pooled over seeds"
+    if len(report.rows) > len(pooled) and len(pooled) == MAX_RELIABILITY_VARIANTS:
+        title += f" (first {MAX_RELIABILITY_VARIANTS} of {len(report.rows)} variants)"
+    ax.set_title(title, fontsize=CHART_FONT + 1)
+    ax.legend(fontsize=CHART_FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return True
 
+
+def plot_charts(report, seeded: dict, histories: dict, reliability: dict[str, dict], *, out: Path) -> list[Path]:
+    """The sweep's charts: `<metric>_vs_baseline.png` (`plot_delta`, when the primary metric is ranked),
+    `<curve metric>_curves.png` (`plot_curves`; `histories` holds that metric per run) and `reliability.png`
+    (`plot_pooled_reliability`, when runs logged their reliability diagrams)."""
+    files = []
+    if delta_points(report):
+        plot_delta(report, out / f"{report.metric}_vs_baseline.png")
+        files.append(out / f"{report.metric}_vs_baseline.png")
+    metric = curve_metric(report.metric)
+    plot_curves(report, seeded, histories, metric, out / f"{metric}_curves.png")
+    files.append(out / f"{metric}_curves.png")
+    if plot_pooled_reliability(report, seeded, reliability, out / "reliability.png"):
+        files.append(out / "reliability.png")
+    return files

@@ -22,6 +22,7 @@ COLUMNS = [
     ("val_macro_f1", "val_macro_f1", "validation"),
     ("val_worst_class_recall", "val_worst_class_recall", "validation"),
     ("val_auc", "val_auc", "validation"),
+    ("val_bpc", "val_bpc", "validation"),  # language models: bits per character (nll / ln 2)
     ("test_loss", "test_loss", "test"),
     ("test_nll", "test_nll", "test"),
     ("test_ece", "test_ece", "test"),
@@ -31,6 +32,8 @@ COLUMNS = [
     ("test_macro_f1", "test_macro_f1", "test"),
     ("test_worst_class_recall", "test_worst_class_recall", "test"),
     ("test_auc", "test_auc", "test"),
+    ("test_bpc", "test_bpc", "test"),
+    ("test_perplexity", "test_perplexity", "test"),
     ("epochs", "epochs", "cost"),
     ("wall_time_s", "wall_time_s", "cost"),
     ("samples_per_s", "samples_per_s", "cost"),
@@ -64,6 +67,26 @@ class Comparison:
 
 @dataclass
 class Report:
+    """A sweep's comparison report: what every renderer (Markdown, HTML, the parent's headline) reads.
+
+    Attributes:
+        sweep_id: the sweep's id (tag xentlab.sweep_id).
+        parent_run_id: the sweep's parent run.
+        baseline: the variant the others are compared with.
+        rows: one dict per variant (baseline first): "variant", "n", and per column its mean and `<column>_std`.
+        comparisons: every variant but the baseline against it, per ranked metric.
+        markdown: the report as Markdown (the terminal's).
+        files: the files written (report.md, CSVs, charts, report.html).
+        metric: the primary metric (the verdict column).
+        baseline_note: how the baseline was chosen.
+        ranked: the metrics tested against the baseline.
+        losses_note: why the loss columns are not ranked, when they are not.
+        title: one line: sweep id, runs, variants.
+        overrides: {variant: its overrides} (`+setup=balanced`), where the runs say them.
+        followup: Markdown lines after the tables (report.followup): the jobs that did not finish, the seeds each
+            "not shown" difference needs and the command that adds them.
+    """
+
     sweep_id: str
     parent_run_id: str
     baseline: str
@@ -71,3 +94,14 @@ class Report:
     comparisons: list[Comparison]
     markdown: str
     files: list[Path] = field(default_factory=list)
+    metric: str = "val_nll"
+    baseline_note: str = ""
+    ranked: list[str] = field(default_factory=list)
+    losses_note: str | None = None
+    title: str = ""
+    overrides: dict[str, str] = field(default_factory=dict)
+    followup: list[str] = field(default_factory=list)
+
+    def comparison(self, variant: str, metric: str) -> Comparison | None:
+        """The comparison of `variant` with the baseline on `metric`, if it was tested."""
+        return next((c for c in self.comparisons if c.variant == variant and c.metric == metric), None)

@@ -2,8 +2,9 @@
 
 Reads the child runs of a sweep's parent run from MLflow (all pages), aggregates seeds (mean +- sample std), and
 compares each variant with the baseline on every ranked metric (report.statistics: paired t-test on common seeds,
-else Welch; Holm over the variants of a metric). Writes a Markdown report, two CSVs and three charts, logged as
-artifacts of the parent run under report/.
+else Welch; Holm over the variants of a metric). Writes a Markdown report, two CSVs, the charts and a
+self-contained report.html, logged as artifacts of the parent run under report/, and puts the answer on the parent
+run itself (report.headline: its description, the differences as metrics).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from xentlab.report.charts import plot_charts
+from xentlab.report.charts import curve_metric, plot_charts
 from xentlab.report.columns import (
     COLUMN_NAMES,
     HISTORY_METRIC,
@@ -26,6 +27,8 @@ from xentlab.report.columns import (
     Report,
 )
 from xentlab.report.followup import failed_jobs_section, seeds_needed_section
+from xentlab.report.headline import publish
+from xentlab.report.html import write_html
 from xentlab.report.query import (
     RELIABILITY_SAMPLE,
     _workers,
@@ -37,7 +40,7 @@ from xentlab.report.query import (
 )
 from xentlab.report.render import to_markdown, write_csvs
 from xentlab.report.statistics import compare_runs, direction, holm, verdict
-from xentlab.report.variants import choose_baseline, variant_name
+from xentlab.report.variants import choose_baseline, variant_of
 from xentlab.tracking.store import (
     BASELINE_TAG,
     SWEEP_TAG,
@@ -81,17 +84,53 @@ def compare_variants(seeded: dict[str, list[tuple[str, dict[str, float]]]], base
 
 
 # ---------------------------------------------------------------------------------------------- the report
-def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "val_nll",
+def group_variants(finished: list) -> tuple[dict[str, list], dict[str, str]]:
+    """({variant: its runs, in launch order}, {variant: its overrides}) by each run's `xentlab.variant` tag (the
+    run name without its seed for older runs)."""
+    runs_by_variant: dict[str, list] = {}
+    overrides: dict[str, str] = {}
+    for run in finished:
+        variant, said = variant_of(run)
+        runs_by_variant.setdefault(variant, []).append(run)
+        overrides.setdefault(variant, said)
+    return runs_by_variant, overrides
+
+
+def primary_metric(finished: list) -> str:
+    """val_bpc when the runs are language models (they log it), else val_nll (one scale for every loss)."""
+    return "val_bpc" if finished and all("val_bpc" in r.data.metrics for r in finished) else "val_nll"
+
+
+def ranked_columns(finished: list) -> tuple[list[str], str | None]:
+    """The ranked columns and, when the loss columns are left out of them, why."""
+    if len({loss_scale(r.data.params) for r in finished}) == 1:
+        return [c for c in COLUMN_NAMES if direction(c)], None  # one loss for every variant: its values compare
+    return list(RANKED), (f"{', '.join(LOSS_COLUMNS)} are not ranked: the variants train different losses (loss.* "
+                          "params: kind, smoothing, ...), so their values are on different scales. Compare val_nll.")
+
+
+def order_rows(rows: list[dict], base: str, metric: str, ranked: list[str]) -> list[dict]:
+    """The baseline first, then the others by the primary metric (best first) when it is ranked."""
+    better = direction(metric) if metric in ranked else None
+    rest = [r for r in rows if r["variant"] != base]
+    if better:
+        rest.sort(key=lambda r: (not math.isfinite(r[metric]), r[metric] if better == "min" else -r[metric]))
+    return [r for r in rows if r["variant"] == base] + rest
+
+
+def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | None = None,
                  baseline: str | None = None, page_size: int = PAGE_SIZE) -> Report:
-    """Builds the report of the sweep whose parent run is `parent_run_id` and logs it to that run.
+    """Builds the report of the sweep whose parent run is `parent_run_id` and logs it to that run: the files under
+    `report/`, the headline as the run's description and the differences as its metrics (report.headline).
 
     Args:
         uri: tracking URI.
         parent_run_id: the sweep's parent run.
         out_dir: folder for the files.
-        metric: the primary metric (verdict column; rows after the baseline are sorted by it when ranked).
-        baseline: a variant name (overrides in any order); default the parent's `xentlab.baseline` tag, else
-            the first variant launched.
+        metric: the primary metric (verdict column; rows after the baseline are sorted by it when ranked);
+            default `primary_metric` (val_nll; val_bpc for language models).
+        baseline: a variant (its name or its overrides in any order); default the parent's `xentlab.baseline`
+            tag, else the first variant launched.
         page_size: runs per search request.
 
     Raises:
@@ -104,52 +143,44 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str = "
     finished = [r for r in children if r.info.status == "FINISHED"]
     if not finished and any(r.info.status in ("FAILED", "KILLED") for r in children):
         return _failed_only(client, parent_run_id, sweep_id, children, out_dir)
-    runs_by_variant: dict[str, list] = {}
-    for run in finished:
-        runs_by_variant.setdefault(variant_name(run.info.run_name or run.info.run_id), []).append(run)
-    base, note = choose_baseline(list(runs_by_variant), baseline, parent.data.tags.get(BASELINE_TAG))
+    runs_by_variant, overrides = group_variants(finished)
+    base, note = choose_baseline(list(runs_by_variant), baseline, parent.data.tags.get(BASELINE_TAG), overrides)
+    metric = metric or primary_metric(finished)
 
     workers = _workers(uri)
-    histories = read_histories(client, [r.info.run_id for r in finished], HISTORY_METRIC, workers)
+    ids = [r.info.run_id for r in finished]
+    histories = read_histories(client, ids, HISTORY_METRIC, workers)
     values = {r.info.run_id: run_values(r, histories[r.info.run_id]) for r in finished}
     seeded = {v: [(r.info.run_id, values[r.info.run_id]) for r in runs] for v, runs in runs_by_variant.items()}
     seeds = {r.info.run_id: r.data.params.get("trainer.seed", r.info.run_id) for r in finished}
-
-    scales = {loss_scale(r.data.params) for r in finished}
-    ranked = list(RANKED)
-    losses_note = None
-    if len(scales) == 1:
-        ranked = [c for c in COLUMN_NAMES if direction(c)]  # one loss for every variant: its values compare
-    else:
-        losses_note = (f"{', '.join(LOSS_COLUMNS)} are not ranked: the variants train different losses (loss.* "
-                       "params: kind, smoothing, ...), so their values are on different scales. Compare val_nll.")
+    ranked, losses_note = ranked_columns(finished)
+    ranked = [c for c in ranked if any(math.isfinite(v[c]) for v in values.values())]  # logged by some run
     by_seed = {v: [(seeds[rid], vals) for rid, vals in runs] for v, runs in seeded.items()}
     comparisons = compare_variants(by_seed, base, ranked)
-
-    rows = aggregate({v: [vals for _, vals in runs] for v, runs in seeded.items()})
-    better = direction(metric) if metric in ranked else None
-    first = [r for r in rows if r["variant"] == base]
-    rest = [r for r in rows if r["variant"] != base]
-    if better:
-        rest.sort(key=lambda r: (not math.isfinite(r[metric]), r[metric] if better == "min" else -r[metric]))
-    rows = first + rest
+    rows = order_rows(aggregate({v: [vals for _, vals in runs] for v, runs in seeded.items()}), base, metric, ranked)
 
     skipped = len(children) - len(finished)
     title = f"sweep {sweep_id}: {len(finished)} runs, {len(rows)} variants" + (
         f" ({skipped} runs not FINISHED, left out)" if skipped else "")
     shown = [r["variant"] for r in rows][:MAX_RELIABILITY_VARIANTS]
     reliability, sampled = read_reliability(client, {v: runs_by_variant[v] for v in shown}, workers)
+    followup = _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds, sampled)
     markdown = to_markdown(rows, comparisons, title=title, baseline=base, baseline_note=note, metric=metric,
-                           ranked=ranked, losses_note=losses_note)
-    markdown += _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds, sampled)
+                           ranked=ranked, losses_note=losses_note) + "".join(f"\n{line}" for line in followup)
+    report = Report(sweep_id, parent_run_id, base, rows, comparisons, markdown, metric=metric, baseline_note=note,
+                    ranked=ranked, losses_note=losses_note, title=title, overrides=overrides, followup=followup)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")
-    files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir)]
-    files += plot_charts(rows, seeded, comparisons, histories, reliability, baseline=base, metric=metric,
-                         out=out_dir)
-    for f in files:
+    report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir)]
+    curves = curve_metric(metric)
+    if curves != HISTORY_METRIC:
+        histories = read_histories(client, ids, curves, workers)
+    report.files += plot_charts(report, seeded, histories, reliability, out=out_dir)
+    report.files.append(write_html(report, out_dir))
+    for f in report.files:
         client.log_artifact(parent_run_id, str(f), "report")
-    return Report(sweep_id, parent_run_id, base, rows, comparisons, markdown, files)
+    publish(client, report, finished)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- follow-up
@@ -159,21 +190,24 @@ def _test_twin(metric: str) -> str:
 
 
 def _followup(parent, children: list, comparisons: list[Comparison], metrics: list[str], seeds: dict[str, str],
-              sampled: bool) -> str:
-    """The sections after the tables: the failed jobs, and the seeds each "not shown" difference needs."""
+              sampled: bool) -> list[str]:
+    """The Markdown lines after the tables: a note when reliability files were sampled, the failed jobs, and the
+    seeds each "not shown" difference needs (report.followup)."""
     params = parent.data.params
     overrides = [params[f"sweep.override.{i}"] for i in range(len(params)) if f"sweep.override.{i}" in params]
     lines = [f"- reliability.png pools at most {RELIABILITY_SAMPLE} runs per variant: runs logged before the "
              "`xentlab.reliability` tag are read from their files, a bounded sample."] if sampled else []
     lines += failed_jobs_section(children)
-    lines += seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, list(seeds.values()))
-    return "\n" + "\n".join(lines) if lines else ""
+    return lines + seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, list(seeds.values()))
 
 
 def _failed_only(client: MlflowClient, parent_run_id: str, sweep_id: str, children: list, out_dir: Path) -> Report:
     """The report of a sweep none of whose jobs finished: the failed jobs and their errors."""
-    markdown = "\n".join([f"### sweep {sweep_id}: no job FINISHED, nothing to compare", *failed_jobs_section(children)])
+    title = f"sweep {sweep_id}: no job FINISHED, nothing to compare"
+    followup = failed_jobs_section(children)
+    markdown = "\n".join([f"### {title}", *followup])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")
     client.log_artifact(parent_run_id, str(out_dir / "report.md"), "report")
-    return Report(sweep_id, parent_run_id, "", [], [], markdown, [out_dir / "report.md"])
+    return Report(sweep_id, parent_run_id, "", [], [], markdown, [out_dir / "report.md"], title=title,
+                  followup=followup)

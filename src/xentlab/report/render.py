@@ -31,7 +31,7 @@ def _digits(column: str) -> int:
     return 0 if column in ("epochs", "samples_per_s") else 2 if column == "wall_time_s" else 4
 
 
-def _cell(row: dict, column: str, bold: bool) -> str:
+def format_cell(row: dict, column: str, bold: bool) -> str:
     value, std = row[column], row[f"{column}_std"]
     if not np.isfinite(value):
         return "-"
@@ -40,15 +40,38 @@ def _cell(row: dict, column: str, bold: bool) -> str:
     return f"**{text}**" if bold else text
 
 
-def _p(p: float) -> str:
+def format_p(p: float) -> str:
     return "-" if not math.isfinite(p) else "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
-def _delta(c: Comparison | None) -> str:
+def format_delta(c: Comparison | None) -> str:
     if c is None or not math.isfinite(c.diff.mean):
         return ""
     text = f"{c.diff.mean:+.4f}"
     return text + (f" [{c.diff.ci_low:+.4f}, {c.diff.ci_high:+.4f}]" if c.diff.tested else "")
+
+
+def verdict_text(c: Comparison | None) -> str:
+    """A verdict as the report words it everywhere: better, worse, `identical` (every pair equal),
+    `not shown with N seeds` (the test found no difference: with more seeds it might; `after Holm` when only the
+    correction for the other variants made it so), `untested`."""
+    if c is None:
+        return ""
+    if c.verdict != "no difference":
+        return c.verdict
+    if c.diff.mean == 0.0 and c.diff.ci_low == 0.0 and c.diff.ci_high == 0.0:
+        return "identical"
+    sample = f"{c.diff.n} seeds" if c.diff.test == "paired" else f"{c.diff.n} vs {c.diff.n_baseline} runs"
+    # The interval is the test's own (unadjusted); Holm's correction for the other variants can leave an interval
+    # that excludes 0 without a significant difference: say so, or the two would seem to disagree.
+    excludes_zero = c.diff.ci_low > 0.0 or c.diff.ci_high < 0.0
+    return f"not shown with {sample}" + (" after Holm" if excludes_zero else "")
+
+
+def shown_columns(rows: list[dict], section: str) -> list[str]:
+    """The columns of `section` that some variant has a value for (a classifier's sweep has no bpc, a language
+    model's no per-class metrics worth a column)."""
+    return [c for c, _, s in COLUMNS if s == section and any(np.isfinite(r[c]) for r in rows)]
 
 
 def _test(c: Comparison | None) -> str:
@@ -86,20 +109,20 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
         v = row["variant"]
         name = f"{v} (baseline)" if v == baseline else v
         c = by_key.get((v, metric))
-        cells = [name, str(row["n"]), _cell(row, metric, (v, metric) in bold), _delta(c),
-                 _p(c.p_holm) if c else "", _test(c), c.verdict if c else ""]
+        cells = [name, str(row["n"]), format_cell(row, metric, (v, metric) in bold), format_delta(c),
+                 format_p(c.p_holm) if c else "", _test(c), verdict_text(c)]
         if test_metric:
             t = by_key.get((v, test_metric))
-            cells += [_cell(row, test_metric, (v, test_metric) in bold), _delta(t), _p(t.p_holm) if t else "",
-                      t.verdict if t else ""]
+            cells += [format_cell(row, test_metric, (v, test_metric) in bold), format_delta(t),
+                      format_p(t.p_holm) if t else "", verdict_text(t)]
         body.append(cells)
     lines += _table(header, body)
 
     for section, heading in (("validation", "Validation"), ("test", "Test"), ("cost", "Cost")):
-        columns = [c for c, _, s in COLUMNS if s == section]
+        columns = shown_columns(rows, section)
         lines += ["", f"#### {heading}", ""]
         lines += _table(["variant", "n", *columns], [
-            [r["variant"], str(r["n"]), *[_cell(r, c, (r["variant"], c) in bold) for c in columns]] for r in rows
+            [r["variant"], str(r["n"]), *[format_cell(r, c, (r["variant"], c) in bold) for c in columns]] for r in rows
         ])
 
     n_others = len(rows) - 1

@@ -17,7 +17,7 @@ from scipy import stats as _st
 ALPHA = 0.05
 CONFIDENCE = 0.95
 # The quality metrics the report ranks (with their val_ and test_ prefixes), by direction.
-LOWER_IS_BETTER = ("nll", "ece", "brier", "loss")
+LOWER_IS_BETTER = ("nll", "ece", "brier", "loss", "bpc", "perplexity")
 HIGHER_IS_BETTER = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "worst_class_recall")
 
 

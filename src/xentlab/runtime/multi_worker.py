@@ -14,6 +14,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from xentlab.errors import ConfigError
+
 try:
     from keras.src.backend import get_keras_mask  # what Loss.__call__ reads; xentlab.core.losses sets it
 except ImportError:  # pragma: no cover - moved in some Keras release; the attribute is what it reads
@@ -74,7 +76,7 @@ def loss_parts(loss, y, y_pred, sample_weight=None) -> tuple[tf.Tensor, tf.Tenso
     """
     reduction = getattr(loss, "reduction", "sum_over_batch_size")
     if reduction not in ("sum_over_batch_size", "mean"):
-        raise ValueError(
+        raise ConfigError(
             f"strategy=multi_worker averages the loss over the global batch; received a loss with "
             f"reduction={reduction!r}. Use reduction='sum_over_batch_size' (the default of every xentlab loss)"
         )
@@ -95,7 +97,7 @@ class _Steps:
         self.model, self.strategy = model, strategy
         self.loss = model.loss
         if self.loss is None or isinstance(self.loss, (list, dict)):
-            raise ValueError(
+            raise ConfigError(
                 f"strategy=multi_worker trains a model compiled with one loss object; received "
                 f"model.loss={self.loss!r}. Compile with a single keras.losses.Loss or loss function"
             )
@@ -238,7 +240,7 @@ def fit_custom(
     """
     replicas = strategy.num_replicas_in_sync
     if global_batch_size % replicas:
-        raise ValueError(
+        raise ConfigError(
             f"global_batch_size={global_batch_size} does not split over {replicas} replicas; pass a multiple of "
             f"{replicas}"
         )

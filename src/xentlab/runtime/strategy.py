@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from xentlab.config.choices import Precision, StrategyName
-from xentlab.errors import ExpectedError
+from xentlab.errors import ConfigError, ExpectedError
 
 STRATEGIES = StrategyName.names()
 PRECISIONS = tuple(p for p in Precision.names() if p != "auto")
@@ -243,9 +243,9 @@ def build_strategy(
         logical_devices: multi_cpu only: how many logical CPU devices.
     """
     if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
+        raise ConfigError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
     if steps_per_execution < 1:
-        raise ValueError(f"strategy.steps_per_execution must be >= 1, got {steps_per_execution}")
+        raise ConfigError(f"strategy.steps_per_execution must be >= 1, got {steps_per_execution}")
     kind = name
     if name == "auto":
         gpus = _device_names("GPU")
@@ -270,6 +270,6 @@ def build_strategy(
     if precision == "auto":
         precision = AUTO_PRECISION[kind]
     if precision not in PRECISIONS:
-        raise ValueError(f"strategy.precision must be one of {PRECISIONS} or auto, got {precision!r}")
+        raise ConfigError(f"strategy.precision must be one of {PRECISIONS} or auto, got {precision!r}")
     keras.mixed_precision.set_global_policy(precision)
     return HardwarePlan(strategy, kind, devices, precision, jit_compile, steps_per_execution, drop_remainder)

@@ -27,8 +27,8 @@ from xentlab.tracking.store import ERROR_TAG, HEARTBEAT_TAG, HOST_TAG, JOB_TAG, 
 
 # Knobs that do not change what a job computes: changing them must not start a different job.
 NOT_IDENTITY = ("trainer.resume", "trainer.verbose", "trainer.dry_run", "trainer.stale_after_s",
-                "tracking.run_name", "tracking.log_plots", "tracking.log_model", "tracking.system_metrics",
-                "tracking.system_metrics_interval_s")
+                "tracking.run_name", "tracking.log_plots", "tracking.log_model", "tracking.log_diff",
+                "tracking.system_metrics", "tracking.system_metrics_interval_s")
 
 
 class Terminated(BaseException):

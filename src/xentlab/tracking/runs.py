@@ -5,7 +5,6 @@ A run ends FINISHED, FAILED (tag `xentlab.error` holds the message) or KILLED (C
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -25,16 +24,17 @@ from mlflow.keras import MlflowCallback
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
+from xentlab.masking import mask_override, mask_text, mask_value
+from xentlab.tracking.source import source_info
 from xentlab.tracking.store import (
     ERROR_TAG,
-    MASK,
-    SECRET_NAME,
     SWEEP_TAG,
+    VARIANT_OVERRIDES_TAG,
+    VARIANT_TAG,
     WARNING_TAG,
-    mask_text,
-    mask_uri,
     resolve_tracking_uri,
     setup_experiment,
+    ui_url,
 )
 
 
@@ -53,10 +53,7 @@ def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict) and value:
             flat.update(flatten_params(value, f"{dotted}."))
             continue
-        text = _stringify(value)
-        if SECRET_NAME.search(str(key)) and value is not None:
-            text = MASK
-        flat[dotted] = mask_uri(text) if isinstance(value, str) else text
+        flat[dotted] = _stringify(value) if value is None else mask_value(dotted, _stringify(value))
     return flat
 
 
@@ -64,14 +61,7 @@ def mask_config(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of `config` with secret-looking values and URI credentials masked (for the logged YAML)."""
     out: dict[str, Any] = {}
     for key, value in config.items():
-        if isinstance(value, dict):
-            out[key] = mask_config(value)
-        elif SECRET_NAME.search(str(key)) and value is not None:
-            out[key] = MASK
-        elif isinstance(value, str):
-            out[key] = mask_uri(value)
-        else:
-            out[key] = value
+        out[key] = mask_config(value) if isinstance(value, dict) else mask_value(str(key), value)
     return out
 
 
@@ -86,9 +76,7 @@ class Store:
 
     def run_url(self, run_id: str) -> str:
         """Where to look at a run: the server's own page, or the UI `make ui` serves over a local store."""
-        base = mask_uri(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else UI_URL
-        # workflowType: the MLflow 3 UI's "Model training" view (its sidebar otherwise starts on GenAI pages)
-        return f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        return ui_url(self.uri, self.experiment_id, run_id, UI_URL)
 
 
 UI_URL = "http://127.0.0.1:5000"  # `make ui` (HOST, PORT in the Makefile)
@@ -97,9 +85,6 @@ UI_URL = "http://127.0.0.1:5000"  # `make ui` (HOST, PORT in the Makefile)
 def open_store(tracking: dict[str, Any], launch_dir: str | os.PathLike) -> Store:
     """Resolves the tracking URI against the launch directory and finds or creates the experiment."""
     uri = resolve_tracking_uri(tracking["uri"], launch_dir)
-    # MLflow prints its own "View run at <uri>" for servers, credentials included: the summary line (masked)
-    # says it instead.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     experiment_id = setup_experiment(uri, tracking["experiment"])
     if tracking["system_metrics"]:
         mlflow.set_system_metrics_sampling_interval(tracking["system_metrics_interval_s"])
@@ -110,12 +95,15 @@ def run_tags(tracking: dict[str, Any], sweep: dict[str, Any] | None) -> dict[str
     """Parent-run link (explicit tracking.parent_run_id, else the sweep's) and the sweep id."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    tags = {str(k): MASK if SECRET_NAME.search(str(k)) else mask_text(str(v)) for k, v in tracking["tags"].items()}
+    tags = {str(k): mask_value(str(k), str(v)) for k, v in tracking["tags"].items()}
     parent = tracking["parent_run_id"] or (sweep or {}).get("parent_run_id")
     if parent:
         tags[MLFLOW_PARENT_RUN_ID] = parent
     if sweep:
         tags[SWEEP_TAG] = sweep["sweep_id"]
+        if "variant" in sweep:  # Group-by in the UI and the report collect a variant's seeds by this tag
+            tags[VARIANT_TAG] = sweep["variant"]
+            tags[VARIANT_OVERRIDES_TAG] = sweep["variant_overrides"]
     return tags
 
 
@@ -218,7 +206,8 @@ class EpochLogger(MlflowCallback):
 
     Kept from the parent: metrics at every epoch end with step = epoch (loss, accuracy, auc, val_*), and its
     exception-safe wrapper (a tracking hiccup is reported, not fatal to training).
-    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics; logging is synchronous and skips
+    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics (and `bpc`, `val_bpc` for a language
+    model); logging is synchronous and skips
     epochs the run already holds (a resumed run); a heartbeat tag tells live runs from stale ones; the model
     summary is logged without the parent's `optimizer_*` params (the flattened config holds them);
     `on_test_end` logs nothing, because the parent would log validation and test evaluations under one
@@ -227,10 +216,11 @@ class EpochLogger(MlflowCallback):
 
     HEARTBEAT_EVERY_S = 30.0
 
-    def __init__(self, samples_per_epoch: int, outbox) -> None:
+    def __init__(self, samples_per_epoch: int, outbox, language_model: bool = False) -> None:
         super().__init__(log_every_epoch=True)
         self.samples_per_epoch = samples_per_epoch
         self.outbox = outbox
+        self.language_model = language_model  # also log bpc / val_bpc (xentlab.core.language_metrics)
         self._epoch_start = 0.0
         self._last_beat = 0.0
         self._logged_steps: set[int] = set()
@@ -263,6 +253,10 @@ class EpochLogger(MlflowCallback):
         seconds = time.perf_counter() - self._epoch_start
         logs["epoch_time_s"] = seconds
         logs["samples_per_s"] = self.samples_per_epoch / seconds if seconds > 0 else 0.0
+        if self.language_model:
+            from xentlab.core.language_metrics import language_model_metrics
+
+            logs.update(language_model_metrics(logs))
         # Synchronous (or kept in the outbox), so a SIGKILL right after an epoch cannot lose metrics the
         # checkpoint already covers.
         self.outbox.log_metrics(logs, step=epoch)
@@ -271,36 +265,6 @@ class EpochLogger(MlflowCallback):
 
     def on_test_end(self, logs=None):
         return None
-
-
-@functools.lru_cache(maxsize=1)
-def source_info() -> dict[str, Any]:
-    """Where the code that runs comes from: the git commit of xentlab's source tree, whether it had uncommitted
-    changes (and the diff), and the versions of the libraries that shape the numbers."""
-    import platform
-    import subprocess
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for package in ("tensorflow", "keras", "mlflow", "hydra-core", "numpy"):
-        try:
-            versions[package.removesuffix("-core")] = version(package)
-        except PackageNotFoundError:
-            versions[package.removesuffix("-core")] = "not installed"
-    info: dict[str, Any] = {"versions": versions, "commit": None, "dirty": None, "diff": ""}
-    src = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10,
-                              check=True).stdout
-
-    try:
-        info["commit"] = git("rev-parse", "HEAD").strip()
-        info["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no").strip())
-        info["diff"] = git("diff", "HEAD") if info["dirty"] else ""
-    except (OSError, subprocess.SubprocessError):  # not a git checkout (an installed wheel), or no git
-        pass
-    return info
 
 
 def source_tags() -> dict[str, str]:
@@ -314,14 +278,6 @@ def source_tags() -> dict[str, str]:
         tags[MLFLOW_GIT_COMMIT] = info["commit"]
         tags["xentlab.git.dirty"] = str(info["dirty"]).lower()
     return tags
-
-
-def mask_override(override: str) -> str:
-    """One command-line override with a secret-looking key's value, or a URI password, masked."""
-    key, sep, value = override.partition("=")
-    if sep and SECRET_NAME.search(key.lstrip("+~")) and value not in ("", "null"):
-        return f"{key}={MASK}"
-    return mask_text(override)
 
 
 def rerun_command(overrides: list[str]) -> str:
@@ -356,7 +312,7 @@ def log_inputs(outbox, facts: dict[str, Any], config: dict[str, Any], overrides:
     mlflow.log_text(_yaml(mask_config(config)), "config.yaml")
     mlflow.log_text(_yaml([mask_override(o) for o in overrides]), "overrides.yaml")
     mlflow.set_tag("xentlab.command", rerun_command(overrides))
-    if source_info()["diff"]:
+    if config["tracking"]["log_diff"] and source_info()["diff"]:
         mlflow.log_text(source_info()["diff"], "source/uncommitted.diff")
 
 
@@ -368,16 +324,19 @@ def _yaml(value: Any) -> str:
 
 def log_datasets(bundle, data_cfg: dict[str, Any]) -> None:
     """Each split as an MLflow dataset input (name, digest, source, shapes), so the UI's Dataset column and
-    filters work: contexts training, validation and test."""
+    filters work: contexts training, validation and test. Data an option derived is named so (`digits-lt10`)."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    from xentlab.tracking.naming import dataset_name
 
     path = data_cfg.get("path")
     source = str(Path(path).resolve()) if path else CodeDatasetSource({"xentlab.data": bundle.name})
+    name = dataset_name(bundle.name, data_cfg)
     for split, context in (("train", "training"), ("val", "validation"), ("test", "test")):
         x, y = bundle.splits()[split]
         with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": all the same here
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), source=source, name=bundle.name)
+            dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), source=source, name=name)
         mlflow.log_input(dataset, context=context)
 
 

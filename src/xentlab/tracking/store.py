@@ -19,7 +19,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
-from xentlab.masking import MASK, SECRET_NAME, mask_text, mask_uri  # noqa: F401  (re-exported: the store's names)
+from xentlab.masking import MASK, SECRET_NAME, mask_text, mask_uri, mask_value  # noqa: F401  (re-exported)
 
 # Tags xentlab puts on runs (one spelling, one owner).
 ERROR_TAG = "xentlab.error"  # the message of a FAILED or KILLED run
@@ -31,6 +31,9 @@ HOST_TAG = "xentlab.host"
 PID_TAG = "xentlab.pid"
 HEARTBEAT_TAG = "xentlab.heartbeat"
 WARNING_TAG = "xentlab.warning"  # something in the config or data that is almost surely not what was meant
+VARIANT_TAG = "xentlab.variant"  # on a sweep's child: the variant's short name (tracking.naming), for Group-by
+VARIANT_OVERRIDES_TAG = "xentlab.variant_overrides"  # the same variant as its overrides (`+setup=balanced`)
+VERDICT_TAG = "xentlab.verdict"  # on a sweep's parent: the primary metric's verdict per variant, one line each
 SWEEP_KEY_TAG = "xentlab.sweep_key"  # on a sweep parent: its identity (tracking.sweeps); a rerun continues it
 SWEEP_JOB_TAG = "xentlab.sweep_job"  # on a sweep's child: its job's varying overrides (the same in every attempt)
 SUPERSEDED_TAG = "xentlab.superseded_by"  # on a sweep's child that a later run of its job replaced: that run's id
@@ -39,7 +42,11 @@ FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of
 # "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
 RELIABILITY_TAG = "xentlab.reliability"
 
-ERROR_TAG = "xentlab.error"
+
+# MLflow prints "View run <name> at: <server URI>/..." whenever a run on a server ends, the URI as given, so with
+# its password. Every xentlab command that talks to a store imports this module: none of them lets MLflow print
+# it (each prints its own masked line instead). An explicit setting in the environment wins.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def resolve_tracking_uri(uri: str | None, root: str | os.PathLike) -> str:
@@ -75,6 +82,18 @@ def default_artifact_location(uri: str, experiment: str) -> str | None:
     if folder != experiment:
         folder += "-" + hashlib.sha1(experiment.encode()).hexdigest()[:8]
     return (root / folder).as_uri()
+
+
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None, base: str = "http://127.0.0.1:5000") -> str:
+    """Where to look at a run (or, without run_id, at an experiment's runs table) in the MLflow UI: the server's
+    own pages for an http(s) store (credentials masked), else `base`, the UI `make ui` serves over a local store.
+
+    The links carry `workflowType=machine_learning`: the MLflow 3 UI otherwise starts on its GenAI pages (a
+    choice kept in the browser, not on the server, so the link is the one way to land on the runs).
+    """
+    root = mask_uri(uri).rstrip("/") if uri.startswith(("http://", "https://")) else base.rstrip("/")
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{root}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
 class TrackingUnreachable(ExpectedError, ConnectionError):

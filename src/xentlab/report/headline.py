@@ -1,0 +1,147 @@
+"""The sweep's answer on its parent run, where the MLflow UI shows it without a click.
+
+- The run's description (tag `mlflow.note.content`, the Overview's "Description"): a Markdown headline, the
+  baseline and primary metric, one line per variant with its verdict, difference, 95% interval and Holm p, then
+  the same for calibration (`test_ece`) and the minority classes (`test_balanced_accuracy`,
+  `test_worst_class_recall`); a language model's sweep: `test_bpc` instead.
+- Metrics, one per variant (the runs table's columns, the chart view's sections), on the primary metric M:
+  `delta_M/<variant>` (mean difference variant - baseline), `delta_M_low/<variant>` and `delta_M_high/<variant>`
+  (its 95% interval), `p_holm_M/<variant>` (Holm-adjusted p-value); and the tag `xentlab.verdict`, one
+  `variant: verdict` per line.
+- The children's dataset inputs and git commit, so the parent's Dataset and Source columns say what they say.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from xentlab.report.columns import Report
+from xentlab.report.render import format_delta, format_p, verdict_text
+from xentlab.report.statistics import direction
+from xentlab.tracking.store import VERDICT_TAG
+
+NOTE_TAG = "mlflow.note.content"  # MLflow's run description, rendered as Markdown on the run's Overview
+MAX_NOTE = 7900  # characters: MLflow keeps tag values up to 8,000
+MAX_LINES = 12  # variants listed per metric; the report lists them all
+# The metrics after the primary one, with what they tell (the issue a reviewer looks for).
+CLASSIFIER_METRICS = (("test_ece", "calibration"), ("test_balanced_accuracy", "minority classes"),
+                      ("test_worst_class_recall", "minority classes"))
+LANGUAGE_MODEL_METRICS = (("test_bpc", "held-out text"),)
+
+
+def headline_metrics(report: Report) -> list[tuple[str, str]]:
+    """(metric, what it tells) of the headline: the primary metric, then the secondary ones that were ranked."""
+    language_model = report.metric.endswith(("bpc", "perplexity"))
+    others = LANGUAGE_MODEL_METRICS if language_model else CLASSIFIER_METRICS
+    tested = {c.metric for c in report.comparisons}
+    return [(report.metric, "primary")] + [(m, why) for m, why in others if m in tested and m != report.metric]
+
+
+def _direction_words(metric: str) -> str:
+    return "lower is better" if direction(metric) == "min" else "higher is better"
+
+
+def summary_line(report: Report) -> str:
+    """One sentence: which variants differ from the baseline on the primary metric, and which were not shown."""
+    groups: dict[str, list[str]] = {}
+    for row in report.rows:
+        c = report.comparison(row["variant"], report.metric)
+        if c is not None:
+            groups.setdefault(verdict_text(c), []).append(row["variant"])
+    if not groups:
+        return (f"`{report.metric}` is not ranked in this sweep (see the report); baseline `{report.baseline}`.")
+    parts = [f"**{', '.join(names)}: {text}**" if text in ("better", "worse") else f"{', '.join(names)}: {text}"
+             for text, names in sorted(groups.items(), key=lambda kv: kv[0] not in ("better", "worse"))]
+    return f"Against `{report.baseline}` on `{report.metric}` ({_direction_words(report.metric)}): " + "; ".join(parts)
+
+
+def metric_lines(report: Report, metric: str) -> list[str]:
+    """One Markdown list item per variant: verdict, Δ [95% CI], Holm p and the test (the report's numbers)."""
+    lines = []
+    for row in report.rows:
+        c = report.comparison(row["variant"], metric)
+        if c is None:
+            continue
+        text = verdict_text(c)
+        name = f"**{c.variant}**" if c.verdict in ("better", "worse") else c.variant
+        test = f"paired, {c.diff.n} seeds" if c.diff.test == "paired" else (
+            f"Welch, {c.diff.n} vs {c.diff.n_baseline} runs" if c.diff.test == "welch" else "untested")
+        lines.append(f"- {name}: {text}, Δ {format_delta(c)}, p = {format_p(c.p_holm)} ({test})")
+    if len(lines) > MAX_LINES:
+        lines = lines[:MAX_LINES] + [f"- ... and {len(lines) - MAX_LINES} more in the report"]
+    return lines
+
+
+def headline(report: Report) -> str:
+    """The parent run's description: the answer first, the numbers behind it, where the rest is."""
+    lines = [summary_line(report), "",
+             f"Baseline `{report.baseline}` ({report.baseline_note}). Each variant against it: verdict, Δ = variant "
+             "− baseline with its 95% interval, Holm-adjusted p (alpha 0.05). \"not shown\": no significant "
+             "difference at this number of seeds (not a proof of equality; more seeds may decide).", ""]
+    for metric, why in headline_metrics(report):
+        label = "primary metric" if why == "primary" else why
+        lines += [f"**{metric}** ({label}, {_direction_words(metric)})", "", *metric_lines(report, metric), ""]
+    lines.append(f"{report.title}. Full report: Artifacts → `report/report.html` (tables, charts, how to read "
+                 "it); `report/report.md` as printed.")
+    text = "\n".join(lines)
+    if len(text) > MAX_NOTE:
+        text = text[: MAX_NOTE - 60].rsplit("\n", 1)[0] + "\n\n(cut: the full report is in report/report.html)"
+    return text
+
+
+def metric_key(prefix: str, variant: str) -> str:
+    """`<prefix>/<variant>` with the characters MLflow refuses in a metric name made `_`."""
+    safe = re.sub(r"[^\w.\- ]", "_", variant).replace("..", "_")
+    return f"{prefix}/{safe}"
+
+
+def parent_metrics(report: Report) -> dict[str, float]:
+    """The primary metric's differences as parent metrics (see the module docstring for the names)."""
+    m = report.metric
+    values = {}
+    for c in report.comparisons:
+        if c.metric != m:
+            continue
+        for prefix, value in ((f"delta_{m}", c.diff.mean), (f"delta_{m}_low", c.diff.ci_low),
+                              (f"delta_{m}_high", c.diff.ci_high), (f"p_holm_{m}", c.p_holm)):
+            if math.isfinite(value):
+                values[metric_key(prefix, c.variant)] = float(value)
+    return values
+
+
+def verdict_tag(report: Report) -> str:
+    """`variant: verdict` per line on the primary metric (tag `xentlab.verdict`)."""
+    return "\n".join(f"{c.variant}: {verdict_text(c)}" for c in report.comparisons if c.metric == report.metric)
+
+
+def publish(client, report: Report, children: list) -> None:
+    """Writes the headline, the verdict tag and the difference metrics to the parent run, and gives it the
+    dataset inputs and git commit of its children when it lacks them."""
+    from mlflow.entities import DatasetInput, Metric, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+    from mlflow.utils.time import get_current_time_millis
+
+    parent = client.get_run(report.parent_run_id)
+    now = get_current_time_millis()
+    metrics = [Metric(k, v, now, 0) for k, v in parent_metrics(report).items()]
+    tags = [RunTag(NOTE_TAG, headline(report)), RunTag(VERDICT_TAG, verdict_tag(report)[:7900])]
+    commits = {r.data.tags.get(MLFLOW_GIT_COMMIT) for r in children} - {None}
+    if MLFLOW_GIT_COMMIT not in parent.data.tags and len(commits) == 1:
+        tags.append(RunTag(MLFLOW_GIT_COMMIT, commits.pop()))
+    for start in range(0, max(len(metrics), 1), 1000):  # MLflow takes at most 1,000 metrics per batch
+        client.log_batch(report.parent_run_id, metrics=metrics[start : start + 1000],
+                         tags=tags if start == 0 else [])
+    have = {(d.dataset.digest, _context(d)) for d in parent.inputs.dataset_inputs} if parent.inputs else set()
+    new: dict[tuple[str, str], DatasetInput] = {}
+    for run in children:
+        for d in run.inputs.dataset_inputs if run.inputs else []:
+            key = (d.dataset.digest, _context(d))
+            if key not in have and key not in new:
+                new[key] = DatasetInput(d.dataset, d.tags)
+    if new:
+        client.log_inputs(report.parent_run_id, datasets=list(new.values()))
+
+
+def _context(dataset_input) -> str:
+    return next((t.value for t in dataset_input.tags if t.key == "mlflow.data.context"), "")

@@ -1,0 +1,41 @@
+"""A language model is judged in bits per character: bpc and perplexity from the streaming nll, against numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from xentlab.core.language_metrics import bits_per_char, language_model_metrics, perplexity
+
+
+def test_bpc_and_perplexity_of_byte_sequences_equal_numpy():
+    """Windows of bytes (N, T) against logits (N, T, 256), one position masked: the run's `nll` metric turned into
+    bpc equals -mean log2 p(true byte) computed in numpy, and perplexity 2**bpc."""
+    from xentlab.core.metrics import SparseNLL
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, size=(4, 9, 256)).astype("float32")
+    labels = rng.integers(0, 256, size=(4, 9))
+    labels[1, 3] = -1  # the ignore class: left out of nll, so out of bpc too
+    metric = SparseNLL(from_logits=True, ignore_class=-1)
+    metric.update_state(labels, logits)
+    nll = float(metric.result())
+
+    z = logits.astype("float64")
+    log2_p = (z - z.max(-1, keepdims=True)) / math.log(2) - np.log2(np.exp(z - z.max(-1, keepdims=True)).sum(-1,
+                                                                                                             keepdims=True))
+    keep = labels != -1
+    reference = -np.take_along_axis(log2_p, np.where(keep, labels, 0)[..., None], axis=-1)[..., 0][keep].mean()
+    got = language_model_metrics({"nll": nll, "val_nll": nll, "test_nll": nll})
+    assert got["bpc"] == got["val_bpc"] == got["test_bpc"] == pytest.approx(reference, rel=1e-5)
+    assert got["test_perplexity"] == pytest.approx(2.0 ** reference, rel=1e-5)
+    assert set(got) == {"bpc", "val_bpc", "test_bpc", "test_perplexity"}
+
+
+def test_uniform_bytes_cost_eight_bits():
+    assert bits_per_char(math.log(256)) == pytest.approx(8.0)
+    assert perplexity(math.log(256)) == pytest.approx(256.0)
+    assert perplexity(1e4) == math.inf  # beyond float range, not an OverflowError
+    assert language_model_metrics({"loss": 1.0, "accuracy": 0.5}) == {}
