@@ -111,12 +111,11 @@ def parent_source_tags() -> dict[str, str]:
 def print_parent_link(client, uri: str, parent_id: str) -> None:
     """Where the sweep's answer is: the parent run's page in the MLflow UI (Model-training view; credentials of a
     server URI masked)."""
-    from xentlab.tracking.runs import UI_URL
-    from xentlab.tracking.store import ui_url
+    from xentlab.tracking.store import ui_url  # not tracking.runs: xentlab-compare must not import TensorFlow
 
     experiment_id = client.get_run(parent_id).info.experiment_id
     hint = " (after `make ui`)" if not uri.startswith(("http://", "https://")) else ""
-    print(f"sweep verdict and report: {ui_url(uri, experiment_id, parent_id, UI_URL)}{hint}", flush=True)
+    print(f"sweep verdict and report: {ui_url(uri, experiment_id, parent_id)}{hint}", flush=True)
 
 
 def _tally(outcomes: list[dict[str, Any]]) -> str:
