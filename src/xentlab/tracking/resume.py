@@ -23,7 +23,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
-from xentlab.tracking.store import ERROR_TAG, HEARTBEAT_TAG, HOST_TAG, JOB_TAG, PID_TAG, mask_uri
+from xentlab.tracking.store import ERROR_TAG, HEARTBEAT_TAG, HOST_TAG, JOB_TAG, PID_TAG, mask_uri, store_errors
 
 # Knobs that do not change what a job computes: changing them must not start a different job.
 NOT_IDENTITY = ("trainer.resume", "trainer.verbose", "trainer.dry_run", "trainer.stale_after_s",
@@ -89,8 +89,9 @@ def plan_job(store, params: dict[str, str], trainer: dict, launch_dir: Path) -> 
     """
     key = job_key(params, store_uri=store.uri, experiment=store.experiment)
     checkpoint_dir = Path(launch_dir) / "outputs" / "checkpoints" / key
-    decision = decide(store.client, store.experiment_id, key, checkpoint_dir, resume=trainer["resume"],
-                      stale_after_s=trainer["stale_after_s"])
+    with store_errors(store.uri):  # the first read of the runs: a store locked since it was opened is named
+        decision = decide(store.client, store.experiment_id, key, checkpoint_dir, resume=trainer["resume"],
+                          stale_after_s=trainer["stale_after_s"])
     if decision.busy:
         raise JobBusy(decision.busy)
     for run_id, reason in decision.stale:
