@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from xentlab.report.charts import curve_metric, plot_charts
 from xentlab.report.columns import (
     COLUMN_NAMES,
+    COLUMNS,
     HISTORY_METRIC,
     LOSS_COLUMNS,
     MAX_RELIABILITY_VARIANTS,
@@ -40,17 +41,44 @@ from xentlab.tracking.store import (
 
 # ---------------------------------------------------------------------------------------------- statistics
 def aggregate(per_run: dict[str, list[dict[str, float]]]) -> list[dict]:
-    """Rows of mean, std (sample std, ddof=1; 0 for one run) and n per variant."""
+    """Rows of mean, std (sample std, ddof=1; 0 for one value) and the count `<column>_n` of the finite values per
+    variant and column (n: its runs); non-finite values are left out of both."""
     rows = []
     for variant, runs in per_run.items():
         row: dict = {"variant": variant, "n": len(runs)}
         for column in COLUMN_NAMES:
-            vals = np.array([r[column] for r in runs], dtype="float64")
-            vals = vals[np.isfinite(vals)]
-            row[column] = float(vals.mean()) if len(vals) else float("nan")
-            row[f"{column}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            row.update(column_stats(column, [r[column] for r in runs]))
         rows.append(row)
     return rows
+
+
+def column_stats(column: str, values: list[float]) -> dict[str, float]:
+    """Mean, sample std and count of the finite `values`; with none finite, the infinity they share (else NaN)."""
+    vals = np.asarray(values, dtype="float64")
+    finite = vals[np.isfinite(vals)]
+    if len(finite):
+        mean = float(finite.mean())
+    else:
+        infinite = set(vals[np.isinf(vals)].tolist())
+        mean = infinite.pop() if len(infinite) == 1 else float("nan")
+    std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+    return {column: mean, f"{column}_std": std, f"{column}_n": len(finite)}
+
+
+def non_finite_runs(runs: list, values: dict[str, dict[str, float]], limit: int = 10) -> str | None:
+    """A note naming the runs that logged a NaN or infinite value in a report column (left out of its means and
+    tests), or None when every logged value is finite."""
+    found = []
+    for run in runs:
+        bad = [f"{c}={values[run.info.run_id][c]}" for c, source, _ in COLUMNS
+               if source in run.data.metrics and not math.isfinite(values[run.info.run_id][c])]
+        if bad:
+            found.append(f"`{run.info.run_name}` ({run.info.run_id}): {', '.join(bad)}")
+    if not found:
+        return None
+    more = f"; and {len(found) - limit} more runs" if len(found) > limit else ""
+    return ("- **Left out** of the means, counts and tests (values that are not finite): "
+            + "; ".join(found[:limit]) + more + ".")
 
 
 def compare_variants(seeded: dict[str, list[tuple[str, dict[str, float]]]], baseline: str, columns: list[str]
@@ -153,6 +181,9 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
         f" ({skipped} runs not FINISHED, left out)" if skipped else "")
     markdown = to_markdown(rows, comparisons, title=title, baseline=base, baseline_note=note, metric=metric,
                            ranked=ranked, losses_note=losses_note)
+    left_out = non_finite_runs(finished, values)
+    if left_out:
+        markdown += "\n" + left_out
     report = Report(sweep_id, parent_run_id, base, rows, comparisons, markdown, metric=metric, baseline_note=note,
                     ranked=ranked, losses_note=losses_note, title=title, overrides=overrides)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -86,7 +88,13 @@ def read_histories(client: MlflowClient, run_ids: list[str], metric: str, worker
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         histories.update(zip(single, pool.map(one, single), strict=True))
-    return {run_id: sorted(values) for run_id, values in histories.items()}
+    return {run_id: sorted((step, stored_value(value)) for step, value in values)
+            for run_id, values in histories.items()}
+
+
+def stored_value(value: float) -> float:
+    """A metric value as it was logged: MLflow's SQL stores keep +-inf as +-1.797e308 (the largest float)."""
+    return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
 
 
 def run_values(run, history: list[tuple[int, float]]) -> dict[str, float]:
@@ -107,7 +115,7 @@ def run_values(run, history: list[tuple[int, float]]) -> dict[str, float]:
         elif source == "best:val_loss":
             values[column] = min(v for _, v in history) if history else float("nan")
         else:
-            values[column] = float(metrics.get(source, float("nan")))
+            values[column] = stored_value(float(metrics.get(source, float("nan"))))
     return values
 
 

@@ -33,10 +33,14 @@ def _digits(column: str) -> int:
 
 def format_cell(row: dict, column: str, bold: bool) -> str:
     value, std = row[column], row[f"{column}_std"]
-    if not np.isfinite(value):
+    if np.isnan(value):
         return "-"
+    if np.isinf(value):
+        return "inf" if value > 0 else "-inf"
     digits = _digits(column)
-    text = f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if row["n"] > 1 else "")
+    n = row.get(f"{column}_n", row["n"])  # the runs whose value is finite
+    text = f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+    text += f" ({n} of {row['n']} runs)" if n < row["n"] else ""
     return f"**{text}**" if bold else text
 
 
@@ -71,7 +75,7 @@ def verdict_text(c: Comparison | None) -> str:
 def shown_columns(rows: list[dict], section: str) -> list[str]:
     """The columns of `section` that some variant has a value for (a classifier's sweep has no bpc, a language
     model's no per-class metrics worth a column)."""
-    return [c for c, _, s in COLUMNS if s == section and any(np.isfinite(r[c]) for r in rows)]
+    return [c for c, _, s in COLUMNS if s == section and any(not np.isnan(r[c]) for r in rows)]
 
 
 def _test(c: Comparison | None) -> str:
