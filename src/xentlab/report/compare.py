@@ -188,7 +188,7 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
                     ranked=ranked, losses_note=losses_note, title=title, overrides=overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")
-    report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir)]
+    report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir, overrides)]
     curves = curve_metric(metric)
     if curves != HISTORY_METRIC:
         histories = read_histories(client, ids, curves, workers)

@@ -151,15 +151,16 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
     return "\n".join(lines)
 
 
-def write_csvs(rows: list[dict], comparisons: list[Comparison], baseline: str, out: Path) -> list[Path]:
-    """report.csv (one row per variant: mean and std of every column) and comparisons.csv (one row per
-    variant and ranked metric: difference, interval, p-values, test, verdict)."""
-    fields = ["variant", "n", "baseline"] + [f for c in COLUMN_NAMES for f in (c, f"{c}_std")]
+def write_csvs(rows: list[dict], comparisons: list[Comparison], baseline: str, out: Path,
+               overrides: dict[str, str] | None = None) -> list[Path]:
+    """report.csv (one row per variant: its overrides, mean and std of every column) and comparisons.csv (one
+    row per variant and ranked metric: difference, interval, p-values, test, verdict)."""
+    fields = ["variant", "overrides", "n", "baseline"] + [f for c in COLUMN_NAMES for f in (c, f"{c}_std")]
     with (out / "report.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        writer.writerows([{**{k: r[k] for k in fields if k in r}, "baseline": r["variant"] == baseline}
-                          for r in rows])
+        writer.writerows([{**{k: r[k] for k in fields if k in r}, "baseline": r["variant"] == baseline,
+                           "overrides": (overrides or {}).get(r["variant"], r["variant"])} for r in rows])
     with (out / "comparisons.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["variant", "baseline", "metric", "diff", "ci_low", "ci_high", "p", "p_holm", "test",
