@@ -11,6 +11,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from xentlab.errors import ExpectedError
 
@@ -103,18 +104,28 @@ def error_block(err: BaseException, *, run: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class Failure:
+    """What `reported_errors` caught in a multirun job (None: the job did not fail)."""
+
+    error: BaseException | None = None
+
+
 @contextmanager
-def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str]) -> Iterator[None]:
+def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str]) -> Iterator[Failure]:
     """Turns an expected error of a single run into the error block and exit status 2; any other error into its
     traceback (credentials masked) and exit status 1.
 
-    In a multirun the error is raised on, so the launcher records the job as failed and the sweep goes on.
-    `run_ref` is filled by the runner with the run's name and id once it has one.
+    In a multirun the job's error is printed the same way (the block, or the traceback of a bug) and recorded in the
+    yielded `Failure`, not raised: a launcher would stop the sweep at the first raised error (Hydra's basic one
+    does), while the sweep's other jobs and its report must go on. `run_ref` is filled by the runner with the run's
+    name and id once it has one.
     """
+    failure = Failure()
     try:
-        yield
+        yield failure
     except Exception as err:
-        if multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         from xentlab.tracking.store import mask_text
 
@@ -126,7 +137,12 @@ def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str]) -> Itera
             note = f"The MLflow run {run} is marked FAILED.\n" if run else ""
             sys.stderr.write(text + note)
             sys.stderr.flush()
-            raise SystemExit(1) from None
-        sys.stderr.write(error_block(err, run=run))
-        sys.stderr.flush()
-        raise SystemExit(2) from None
+            code = 1
+        else:
+            sys.stderr.write(error_block(err, run=run))
+            sys.stderr.flush()
+            code = 2
+        if multirun:
+            failure.error = err
+            return
+        raise SystemExit(code) from None

@@ -1,7 +1,9 @@
 """Hydra callback for multirun sweeps: one parent MLflow run per sweep, the comparison report at the end.
 
 The parent run id is handed to the jobs explicitly through `<sweep dir>/sweep.json`, which works for jobs in
-the same process (basic launcher) and in other processes or hosts sharing the folder (joblib, submitit).
+the same process (basic launcher) and in other processes or hosts sharing the folder (joblib, submitit, Ray).
+Running the same sweep again continues its parent; which jobs are reused, resumed or run again is decided in each
+job (xentlab.tracking.sweeps).
 
 A preset names the variant the report compares the others with under the callback's own key (stored on the
 parent run as tag `xentlab.baseline`; `xentlab-compare --baseline` overrides it):
@@ -27,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from xentlab.tracking import naming
-from xentlab.tracking.store import BASELINE_TAG, ERROR_TAG, ROLE_TAG, SWEEP_TAG, mask_value
+from xentlab.tracking.store import BASELINE_TAG, ERROR_TAG, ROLE_TAG, SWEEP_KEY_TAG, SWEEP_TAG, mask_value
 
 SWEEP_FILE = "sweep.json"
 SEED_KEY = naming.SEED_KEY
@@ -94,7 +96,9 @@ def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: 
     variant = job_variant(task_overrides, info["varying"])
     seeds = [o.partition("=")[2] for o in task_overrides if _key(o) == SEED_KEY]
     name = naming.run_name(variant["variant"], seeds[0]) if seeds else f"{variant['variant']} job{job_num}"
-    return {**info, **variant, "name": name}
+    # The job within its sweep, the same in every attempt whatever the run is named: its varying overrides.
+    job = ",".join(sorted((o for o in task_overrides if _key(o) in info["varying"]), key=_key)) or f"job{job_num}"
+    return {**info, **variant, "name": name, "job": job}
 
 
 def parent_source_tags() -> dict[str, str]:
@@ -107,19 +111,26 @@ def parent_source_tags() -> dict[str, str]:
 def print_parent_link(client, uri: str, parent_id: str) -> None:
     """Where the sweep's answer is: the parent run's page in the MLflow UI (Model-training view; credentials of a
     server URI masked)."""
-    from xentlab.tracking.runs import UI_URL
-    from xentlab.tracking.store import ui_url
+    from xentlab.tracking.store import ui_url  # not tracking.runs: xentlab-compare must not import TensorFlow
 
     experiment_id = client.get_run(parent_id).info.experiment_id
     hint = " (after `make ui`)" if not uri.startswith(("http://", "https://")) else ""
-    print(f"sweep verdict and report: {ui_url(uri, experiment_id, parent_id, UI_URL)}{hint}", flush=True)
+    print(f"sweep verdict and report: {ui_url(uri, experiment_id, parent_id)}{hint}", flush=True)
+
+
+def _tally(outcomes: list[dict[str, Any]]) -> str:
+    """"4 jobs: 1 trained, 2 reused, 1 failed" for the jobs of this invocation."""
+    counts = {status: sum(o["status"] == status for o in outcomes) for status in ("trained", "reused", "failed")}
+    return f"{len(outcomes)} jobs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 class SweepRun(Callback):
-    """Creates the parent run before any job starts and finishes it with the report after the last one.
+    """Creates or continues the parent run before any job starts and finishes it with the report after the last one.
 
-    The parent ends FINISHED (report logged), FAILED (a job failed, or the report did: tag `xentlab.error`), or
-    KILLED (Ctrl-C or SIGTERM stopped the sweep).
+    A sweep whose key (tracking.sweeps.sweep_key) matches an existing parent continues it; `trainer.resume=never`
+    starts a fresh one. The parent ends FINISHED (every job finished; report logged), FAILED (the report over the
+    FINISHED children is logged all the same; tags `xentlab.failed_jobs` and `xentlab.error` say which jobs did not
+    finish, or why the report failed), or KILLED (Ctrl-C or SIGTERM stopped the sweep).
 
     Args:
         baseline: the variant the report compares the others with (a preset sets it, see the module docstring).
@@ -161,17 +172,10 @@ class SweepRun(Callback):
         overrides = list(config.hydra.overrides.task)
         params_node = config.hydra.sweeper.get("params")
         sweeper_params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
-        sweep_id = uuid.uuid4().hex[:12]
         client = MlflowClient(self.uri)
         sweep_dir = Path(config.hydra.sweep.dir)
-        tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "xentlab.sweep_dir": str(sweep_dir.resolve()),
-                **parent_source_tags()}
-        if self.baseline:
-            tags[BASELINE_TAG] = str(self.baseline)
-        parent = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags)
-        self.parent_id = parent.info.run_id
-        for key, value in sweep_params(overrides, sweeper_params).items():
-            client.log_param(self.parent_id, key, value)
+        sweep_id = self._open_parent(client, experiment_id, overrides, sweeper_params, sweep_dir,
+                                     fresh=str(config.trainer.resume) == "never")
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({
             "parent_run_id": self.parent_id, "sweep_id": sweep_id, "tracking_uri": self.uri,
@@ -179,7 +183,42 @@ class SweepRun(Callback):
         }, indent=2))
         self._watch_interrupts()
         atexit.register(self._end_unfinished)
+
+    def _open_parent(self, client, experiment_id: str, overrides: list[str], sweeper_params: dict[str, Any],
+                     sweep_dir: Path, *, fresh: bool) -> str:
+        """Continues the parent of this sweep's key (tracking.sweeps) or creates one; returns the sweep id."""
+        from xentlab.tracking import sweeps
+
+        key = sweeps.sweep_key(self.uri, client.get_experiment(experiment_id).name, overrides, sweeper_params)
+        existing = sweeps.parents_of(client, experiment_id, key)
+        tags = {"xentlab.sweep_dir": str(sweep_dir.resolve()), **parent_source_tags()}
+        params = sweep_params(overrides, sweeper_params)
+        if existing and not fresh:
+            parent = existing[0]
+            self.parent_id = parent.info.run_id
+            sweeps.reopen_parent(client, parent, tags)
+            for name, value in params.items():  # a param is written once: the first attempt's grid stays
+                if name not in parent.data.params:
+                    client.log_param(self.parent_id, name, value)
+            sweep_id = parent.data.tags[SWEEP_TAG]
+            print(f"sweep {sweep_id}: continuing parent MLflow run {self.parent_id} (same sweep key {key}; "
+                  "FINISHED jobs are reused; trainer.resume=never starts a fresh sweep)", flush=True)
+            return sweep_id
+        sweep_id = uuid.uuid4().hex[:12]
+        tags.update({SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", SWEEP_KEY_TAG: key})
+        if self.baseline:
+            tags[BASELINE_TAG] = str(self.baseline)
+        self.parent_id = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags).info.run_id
+        winner = sweeps.settle_parent(client, experiment_id, key, self.parent_id, {r.info.run_id for r in existing})
+        if winner != self.parent_id:  # the same sweep started at the same moment elsewhere: join it
+            self.parent_id = winner
+            sweep_id = client.get_run(winner).data.tags[SWEEP_TAG]
+            print(f"sweep {sweep_id}: joining parent MLflow run {winner}, started at the same moment", flush=True)
+            return sweep_id
+        for name, value in params.items():
+            client.log_param(self.parent_id, name, value)
         print(f"sweep {sweep_id}: parent MLflow run {self.parent_id}", flush=True)
+        return sweep_id
 
     def _watch_interrupts(self) -> None:
         """Remembers a Ctrl-C (SIGINT) that reaches this process, then lets it act as before."""
@@ -206,17 +245,25 @@ class SweepRun(Callback):
             self._previous_sigint = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """The report over the current children, the parent's status, one line per failed job; exits 1 when a job
+        failed (the report is written all the same)."""
         from mlflow.tracking import MlflowClient
 
         from xentlab.report.compare import write_report
+        from xentlab.tracking import sweeps
 
         client = MlflowClient(self.uri)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed: list[sweeps.FailedJob] = []
         try:
-            out_dir = Path(config.hydra.sweep.dir) / "report"
-            report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=out_dir)
+            experiment_id = client.get_run(self.parent_id).info.experiment_id
+            outcomes = sweeps.read_outcomes(sweep_dir)
+            failed = sweeps.failed_jobs(sweeps.current_children(client, experiment_id, self.parent_id), outcomes)
+            report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=sweep_dir / "report")
             print(report.markdown, flush=True)
+            print(f"\nsweep {report.sweep_id}: {_tally(outcomes)}", flush=True)
             print_parent_link(client, self.uri, self.parent_id)
-            status = "FINISHED"
+            status = "FAILED" if failed else "FINISHED"
         except Exception as err:  # the report must not leave the parent RUNNING
             client.set_tag(self.parent_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
             status = "FAILED"
@@ -228,8 +275,25 @@ class SweepRun(Callback):
             raise
         finally:
             self._restore_interrupts()
+        if failed:
+            self._record_failures(client, failed)
         client.set_terminated(self.parent_id, status)
         self.parent_id = None
+        if failed:
+            raise SystemExit(1)
+
+    def _record_failures(self, client, failed: list) -> None:
+        """Tags the parent with the failure count and a summary, and prints one line per failed job."""
+        from xentlab.tracking.store import FAILED_JOBS_TAG
+
+        summary = (f"{len(failed)} job(s) did not finish; the report covers the FINISHED ones. "
+                   + "; ".join(f.line() for f in failed))
+        client.set_tag(self.parent_id, FAILED_JOBS_TAG, str(len(failed)))
+        client.set_tag(self.parent_id, ERROR_TAG, summary[:5000])
+        lines = [f"\nxentlab: {len(failed)} job(s) of this sweep did not finish; the report covers the FINISHED ones "
+                 "(the parent run ends FAILED). The same command runs them again and reuses the others:"]
+        lines += [f"  {f.line()}" for f in failed]
+        print("\n".join(lines), file=sys.stderr, flush=True)
 
     def _end_unfinished(self) -> None:
         """The sweep stopped before on_multirun_end: KILLED when it was interrupted (Ctrl-C here, or a job
@@ -238,21 +302,19 @@ class SweepRun(Callback):
             return
         from mlflow.tracking import MlflowClient
 
+        from xentlab.tracking.sweeps import current_children
+
         client = MlflowClient(self.uri)
         parent = client.get_run(self.parent_id)
-        killed = client.search_runs(
-            [parent.info.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and attributes.status = 'KILLED'", max_results=1,
-        )
+        children = current_children(client, parent.info.experiment_id, self.parent_id)
+        killed = [r for r in children if r.info.status == "KILLED"]
         if self.interrupted or killed:
             reason = self.interrupted or (f"the sweep was stopped: job {killed[0].info.run_name} ended KILLED "
                                           f"({killed[0].data.tags.get(ERROR_TAG, 'Ctrl-C or SIGTERM')})")
             client.set_tag(self.parent_id, ERROR_TAG, reason[:5000])
             client.set_terminated(self.parent_id, "KILLED")
         else:
-            any_child = client.search_runs([parent.info.experiment_id],
-                                           f"tags.`mlflow.parentRunId` = '{self.parent_id}'", max_results=1)
-            reason = ("the sweep stopped early: a job failed (see its child run)" if any_child else
+            reason = ("the sweep stopped early: a job failed (see its child run)" if children else
                       "the sweep stopped before any job ran: the launcher failed (see the console)")
             client.set_tag(self.parent_id, ERROR_TAG, reason)
             client.set_terminated(self.parent_id, "FAILED")

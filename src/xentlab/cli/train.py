@@ -30,9 +30,16 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     from xentlab.cli.console import reported_errors
 
     job = JobContext.from_hydra()
+    objective = float("nan")  # what a failed sweep job returns: the sweep goes on (a sweeper records the failure)
     with reported_errors(debug=bool(cfg.trainer.debug), multirun=job.sweep is not None or job.multirun,
-                         run_ref=job.run_ref):
-        return run(cfg, job)
+                         run_ref=job.run_ref) as failure:
+        objective = run(cfg, job)
+    if job.sweep is not None:
+        from xentlab.tracking.sweeps import write_outcome
+
+        status = "failed" if failure.error else job.outcome or "trained"
+        write_outcome(job.job_dir, job.sweep, status=status, run_ref=job.run_ref, error=failure.error)
+    return objective
 
 
 @dataclass
@@ -46,6 +53,7 @@ class JobContext:
         sweep: for a job of a multirun sweep, its parent run, sweep id and run name; else None.
         multirun: launched with -m (a failing job must not stop the sweep).
         run_ref: filled with "<run name> (<run id>)" once the MLflow run exists, for error messages.
+        outcome: "reused" when a sweep job kept its FINISHED run instead of training.
     """
 
     launch_dir: Path
@@ -54,6 +62,7 @@ class JobContext:
     sweep: dict[str, Any] | None = None
     multirun: bool = False
     run_ref: list[str] = field(default_factory=list)
+    outcome: str | None = None
 
     @classmethod
     def from_hydra(cls) -> JobContext:
@@ -80,7 +89,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
     from xentlab.runtime.strategy import is_chief
-    from xentlab.tracking import resume
+    from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
     job = job or JobContext.outside_hydra()
@@ -92,12 +101,31 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     check_tracking(config["tracking"])
     store = tracking.open_store(config["tracking"], job.launch_dir)
     params = tracking.flatten_params(config)
-    plan = resume.plan_job(store, params, config["trainer"], job.launch_dir)
+    if job.sweep is None:
+        return train(config, job, store, params, resume.plan_job(store, params, config["trainer"], job.launch_dir))
+    key = resume.job_key(params, store_uri=store.uri, experiment=store.experiment)
+    with sweeps.job_lock(job.launch_dir, key, job.sweep["name"]):  # one process per job, however many commands
+        plan = sweeps.plan_sweep_job(store, job.sweep, params, config["trainer"], job.launch_dir)
+        if isinstance(plan, sweeps.Reused):
+            job.outcome = "reused"
+            job.run_ref[:] = [f"{plan.run.info.run_name} ({plan.run.info.run_id})"]
+            return plan.objective
+        return train(config, job, store, params, plan)
+
+
+def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
+    """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
+    from xentlab.tracking import resume, sweeps
+    from xentlab.tracking import runs as tracking
+
     with tracking.tracked_run(
         store, run_name=run_name(config, job.sweep), params=params, job_dir=job.job_dir, run_id=plan.run_id,
-        tags={**tracking.run_tags(config["tracking"], job.sweep), **resume.job_tags(plan.key)},
+        tags={**tracking.run_tags(config["tracking"], job.sweep), **resume.job_tags(plan.key),
+              **sweeps.child_tags(job.sweep)},
         system_metrics=config["tracking"]["system_metrics"], run_ref=job.run_ref,
     ) as outbox:
+        if job.sweep is not None:  # the child this run replaces (failed, killed, or of a changed config) steps aside
+            sweeps.supersede(store.client, store.experiment_id, job.sweep, plan.key, outbox.run_id)
         prepared = prepare(config, initial_epoch=plan.initial_epoch)
         tracking.log_inputs(outbox, prepared.facts(), config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)

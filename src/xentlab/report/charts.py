@@ -10,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_curve  # noqa: E402
 
 from xentlab.core.probabilities import CALIBRATION_BINS, confidence_bins, to_probabilities  # noqa: E402
 from xentlab.core.targets import LabelContract, labelled_rows  # noqa: E402
@@ -30,6 +29,8 @@ def _shown_classes(y: np.ndarray, k: int) -> np.ndarray:
 
 def per_class_report(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
     """Precision, recall, F1 and support per class (scikit-learn), keyed by class name."""
+    from sklearn.metrics import precision_recall_fscore_support  # here: a sweep's report never needs scikit-learn
+
     k = probs.shape[-1]
     precision, recall, f1, support = precision_recall_fscore_support(
         y, probs.argmax(-1), labels=np.arange(k), zero_division=0
@@ -43,6 +44,8 @@ def per_class_report(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -
 
 def plot_confusion(y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
     shown = _shown_classes(y, probs.shape[-1])
+    from sklearn.metrics import confusion_matrix
+
     cm = confusion_matrix(y, probs.argmax(-1), labels=shown)
     fig, ax = plt.subplots(figsize=(6, 5))
     im = ax.imshow(cm, cmap="Blues")
@@ -63,6 +66,8 @@ def plot_confusion(y: np.ndarray, probs: np.ndarray, class_names: list[str], pat
 
 
 def plot_roc(y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    from sklearn.metrics import roc_curve
+
     k = probs.shape[-1]
     fig, ax = plt.subplots(figsize=(5.5, 5))
     classes = [1] if k == 2 else _shown_classes(y, k)  # binary: the positive class only
@@ -204,6 +209,7 @@ VERDICT_COLOURS = {"better": "#1a9850", "worse": "#d73027", "no difference": "#7
 LABEL_WIDTH = 28  # characters of a variant name in a chart before it is cut (the same cut everywhere)
 CHART_FONT = 9  # points: tick labels and legends stay readable at the MLflow artifact viewer's width
 MAX_CURVE_VARIANTS = 10  # curves of more variants share colours: the legend names the first ten
+MAX_DELTA_VARIANTS = 50  # rows of the primary chart: a taller picture is unreadable (and slow); the tables have all
 
 
 # Curves: the baseline black, the others in tab10 order without its green and red (the verdict colours).
@@ -256,18 +262,23 @@ def plot_delta(report, path: Path) -> list[dict]:
     """`<metric>_vs_baseline.png`: each variant's difference to the baseline with the test's 95% interval against
     a zero line, coloured by verdict, the verdict and Holm p written beside it. Returns what it drew
     (`delta_points`)."""
-    points = delta_points(report)
+    every = delta_points(report)
+    points = every[:MAX_DELTA_VARIANTS]  # in the report's row order: the best on the primary metric first
     better = direction(report.metric)
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(points) + 1.9))
+    groups: dict[tuple[str, bool], list[tuple[int, dict]]] = {}  # one draw call per style: a 200-variant sweep
     for y, point in enumerate(points):
         colour = VERDICT_COLOURS[point["verdict"]]
-        if point["test"] == "untested":
-            ax.plot(point["mean"], y, "o", ms=7, color=colour, mfc="white")
-        else:
-            ax.errorbar(point["mean"], y, xerr=[[point["mean"] - point["low"]], [point["high"] - point["mean"]]],
-                        fmt="o", ms=7, color=colour, capsize=4, lw=2)
+        groups.setdefault((colour, point["test"] == "untested"), []).append((y, point))
         ax.text(1.02, y, _verdict_label(point), transform=ax.get_yaxis_transform(), va="center",
                 fontsize=CHART_FONT, color=colour)
+    for (colour, untested), drawn in groups.items():
+        ys, means = [y for y, _ in drawn], [p["mean"] for _, p in drawn]
+        if untested:
+            ax.plot(means, ys, "o", ms=7, color=colour, mfc="white", ls="none")
+        else:
+            xerr = [[p["mean"] - p["low"] for _, p in drawn], [p["high"] - p["mean"] for _, p in drawn]]
+            ax.errorbar(means, ys, xerr=xerr, fmt="o", ms=7, color=colour, capsize=4, lw=2)
     ax.axvline(0.0, color="black", lw=1)
     ax.text(0.0, -0.45, " baseline", va="top", ha="left", fontsize=CHART_FONT - 1)
     ax.set_yticks(range(len(points)), [short_label(p["variant"]) for p in points], fontsize=CHART_FONT)
@@ -276,9 +287,10 @@ def plot_delta(report, path: Path) -> list[dict]:
     arrow = "\u2190 better" if better == "min" else "better \u2192"
     tests = sorted({p["test"] for p in points if p["test"] != "untested"})
     ax.set_xlabel(f"\u0394 {report.metric} = variant \u2212 baseline    ({arrow})", fontsize=CHART_FONT + 1)
+    more = f"; first {len(points)} of {len(every)} variants" if len(every) > len(points) else ""
     ax.set_title(f"{report.metric} against {short_label(report.baseline)} (baseline): mean difference and 95% "
                  f"interval\nof the {' / '.join(tests) or 'no'} t-test; colour = verdict (Holm-adjusted, "
-                 f"alpha 0.05)", fontsize=CHART_FONT)
+                 f"alpha 0.05){more}", fontsize=CHART_FONT)
     ax.grid(axis="x", lw=0.3, alpha=0.5)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -83,6 +83,8 @@ class Report:
         losses_note: why the loss columns are not ranked, when they are not.
         title: one line: sweep id, runs, variants.
         overrides: {variant: its overrides} (`+setup=balanced`), where the runs say them.
+        followup: Markdown lines after the tables (report.followup): the jobs that did not finish, the seeds each
+            "not shown" difference needs and the command that adds them.
     """
 
     sweep_id: str
@@ -98,6 +100,7 @@ class Report:
     losses_note: str | None = None
     title: str = ""
     overrides: dict[str, str] = field(default_factory=dict)
+    followup: list[str] = field(default_factory=list)
 
     def comparison(self, variant: str, metric: str) -> Comparison | None:
         """The comparison of `variant` with the baseline on `metric`, if it was tested."""

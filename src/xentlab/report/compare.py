@@ -27,9 +27,18 @@ from xentlab.report.columns import (
     Comparison,
     Report,
 )
+from xentlab.report.followup import failed_jobs_section, seeds_needed_section
 from xentlab.report.headline import publish
 from xentlab.report.html import write_html
-from xentlab.report.query import _workers, fetch_children, loss_scale, read_histories, read_reliability, run_values
+from xentlab.report.query import (
+    RELIABILITY_SAMPLE,
+    _workers,
+    fetch_children,
+    loss_scale,
+    read_histories,
+    read_reliability,
+    run_values,
+)
 from xentlab.report.render import to_markdown, write_csvs
 from xentlab.report.statistics import compare_runs, direction, holm, verdict
 from xentlab.report.variants import choose_baseline, variant_of
@@ -160,6 +169,8 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     sweep_id = parent.data.tags.get(SWEEP_TAG, "?")
     children = fetch_children(client, parent.info.experiment_id, parent_run_id, page_size)
     finished = [r for r in children if r.info.status == "FINISHED"]
+    if not finished and any(r.info.status in ("FAILED", "KILLED") for r in children):
+        return _failed_only(client, parent_run_id, sweep_id, children, out_dir)
     runs_by_variant, overrides = group_variants(finished)
     base, note = choose_baseline(list(runs_by_variant), baseline, parent.data.tags.get(BASELINE_TAG), overrides)
     metric = metric or primary_metric(finished)
@@ -179,24 +190,55 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     skipped = len(children) - len(finished)
     title = f"sweep {sweep_id}: {len(finished)} runs, {len(rows)} variants" + (
         f" ({skipped} runs not FINISHED, left out)" if skipped else "")
+    shown = [r["variant"] for r in rows][:MAX_RELIABILITY_VARIANTS]
+    reliability, sampled = read_reliability(client, {v: runs_by_variant[v] for v in shown}, workers)
+    followup = _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds, sampled)
     markdown = to_markdown(rows, comparisons, title=title, baseline=base, baseline_note=note, metric=metric,
-                           ranked=ranked, losses_note=losses_note)
+                           ranked=ranked, losses_note=losses_note) + "".join(f"\n{line}" for line in followup)
     left_out = non_finite_runs(finished, values)
     if left_out:
         markdown += "\n" + left_out
     report = Report(sweep_id, parent_run_id, base, rows, comparisons, markdown, metric=metric, baseline_note=note,
-                    ranked=ranked, losses_note=losses_note, title=title, overrides=overrides)
+                    ranked=ranked, losses_note=losses_note, title=title, overrides=overrides, followup=followup)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")
     report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir, overrides)]
     curves = curve_metric(metric)
     if curves != HISTORY_METRIC:
         histories = read_histories(client, ids, curves, workers)
-    shown = [r["variant"] for r in rows][:MAX_RELIABILITY_VARIANTS]
-    reliability = read_reliability(client, [rid for v in shown for rid, _ in seeded[v]], workers)
     report.files += plot_charts(report, seeded, histories, reliability, out=out_dir)
     report.files.append(write_html(report, out_dir))
     for f in report.files:
         client.log_artifact(parent_run_id, str(f), "report")
     publish(client, report, finished)
     return report
+
+
+# ---------------------------------------------------------------------------------------------- follow-up
+def _test_twin(metric: str) -> str:
+    """`test_nll` for `val_nll`: the verdict table's second metric."""
+    return "test_" + metric.removeprefix("val_") if metric.startswith("val_") else metric
+
+
+def _followup(parent, children: list, comparisons: list[Comparison], metrics: list[str], seeds: dict[str, str],
+              sampled: bool) -> list[str]:
+    """The Markdown lines after the tables: a note when reliability files were sampled, the failed jobs, and the
+    seeds each "not shown" difference needs (report.followup)."""
+    params = parent.data.params
+    overrides = [params[f"sweep.override.{i}"] for i in range(len(params)) if f"sweep.override.{i}" in params]
+    lines = [f"- reliability.png pools at most {RELIABILITY_SAMPLE} runs per variant: runs logged before the "
+             "`xentlab.reliability` tag are read from their files, a bounded sample."] if sampled else []
+    lines += failed_jobs_section(children)
+    return lines + seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, list(seeds.values()))
+
+
+def _failed_only(client: MlflowClient, parent_run_id: str, sweep_id: str, children: list, out_dir: Path) -> Report:
+    """The report of a sweep none of whose jobs finished: the failed jobs and their errors."""
+    title = f"sweep {sweep_id}: no job FINISHED, nothing to compare"
+    followup = failed_jobs_section(children)
+    markdown = "\n".join([f"### {title}", *followup])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(markdown + "\n")
+    client.log_artifact(parent_run_id, str(out_dir / "report.md"), "report")
+    return Report(sweep_id, parent_run_id, "", [], [], markdown, [out_dir / "report.md"], title=title,
+                  followup=followup)

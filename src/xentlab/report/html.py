@@ -123,7 +123,7 @@ def tables_section(report: Report, charts: dict[str, Path]) -> str:
 
 def reading_section(report: Report, charts: dict[str, Path]) -> str:
     """"How to read it", as the Markdown report says it, and each variant's overrides."""
-    notes = report.markdown.split("How to read it:", 1)[-1].strip().splitlines()
+    notes = report.markdown.split("How to read it:", 1)[-1].split("\n#### ", 1)[0].strip().splitlines()
     items = "".join(f"<li>{inline_markdown(line.removeprefix('- '))}</li>" for line in notes if line.strip())
     named = [(v, o) for v, o in report.overrides.items() if o != v]
     legend = ("<h2>Variants</h2><ul>" + "".join(f"<li><code>{_e(v)}</code>: <code>{_e(o)}</code></li>"
@@ -131,7 +131,29 @@ def reading_section(report: Report, charts: dict[str, Path]) -> str:
     return f"<h2>How to read it</h2><ul>{items}</ul>{legend}"
 
 
-SECTIONS: list[Section] = [verdict_section, secondary_section, charts_section, tables_section, reading_section]
+def followup_section(report: Report, charts: dict[str, Path]) -> str:
+    """The jobs that did not finish and the seeds each "not shown" difference needs (report.followup): headings,
+    items, and the command to run as a code block."""
+    parts: list[str] = []
+    items: list[str] = []
+    for line in [*report.followup, ""]:
+        if line.startswith("- "):
+            items.append(f"<li>{inline_markdown(line[2:])}</li>")
+            continue
+        if items:
+            parts.append(f"<ul>{''.join(items)}</ul>")
+            items = []
+        if line.startswith("#### "):
+            parts.append(f"<h2>{inline_markdown(line[5:])}</h2>")
+        elif line.startswith("    "):
+            parts.append(f"<pre><code>{_e(line.strip())}</code></pre>")
+        elif line.strip():
+            parts.append(f"<p>{inline_markdown(line)}</p>")
+    return "".join(parts)
+
+
+SECTIONS: list[Section] = [verdict_section, secondary_section, charts_section, tables_section, reading_section,
+                           followup_section]
 
 
 def render_html(report: Report, charts: dict[str, Path], sections: list[Section] | None = None) -> str:

@@ -9,6 +9,8 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import numpy as np
 from mlflow.exceptions import MlflowException
@@ -16,21 +18,24 @@ from mlflow.tracking import MlflowClient
 
 from xentlab.report.columns import COLUMNS, PAGE_SIZE, RELIABILITY_ARTIFACT, SWEEP_ID
 from xentlab.tracking.store import (
+    RELIABILITY_TAG,
     ROLE_TAG,
+    SUPERSEDED_TAG,
     SWEEP_TAG,
 )
 
 
 # ---------------------------------------------------------------------------------------------- reading MLflow
 def fetch_children(client: MlflowClient, experiment_id: str, parent_run_id: str, page_size: int = PAGE_SIZE) -> list:
-    """Every child run of `parent_run_id`, oldest first, page after page."""
+    """Every current child run of `parent_run_id` (not superseded by a later run of its job), oldest first, page
+    after page."""
     runs, token = [], None
     while True:
         page = client.search_runs(
             [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
             order_by=["attributes.start_time ASC"], max_results=page_size, page_token=token,
         )
-        runs.extend(page)
+        runs.extend(r for r in page if SUPERSEDED_TAG not in r.data.tags)
         token = page.token
         if not token:
             return runs
@@ -124,30 +129,68 @@ def loss_scale(params: dict[str, str]) -> tuple:
     return tuple(sorted((k, v) for k, v in params.items() if k.startswith("loss.") and k != "loss.from_logits"))
 
 
-def read_reliability(client: MlflowClient, run_ids: list[str], workers: int = 4) -> dict[str, dict]:
-    """{run id: reliability.json content} for the runs that logged it (the others are skipped)."""
+RELIABILITY_SAMPLE = 5  # runs per variant read from files when they lack the xentlab.reliability tag
 
-    def one(run_id: str) -> dict | None:
+
+def _from_tag(text: str) -> dict | None:
+    try:
+        table = json.loads(text)
+        bins = int(table["num_bins"])
+        return {**table, "edges": np.linspace(0.0, 1.0, bins + 1).tolist()}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _read_file(client: MlflowClient, run) -> dict | None:
+    """A run's reliability.json: straight from disk when its artifacts are local files, else downloaded."""
+    uri = run.info.artifact_uri or ""
+    try:
+        if uri.startswith("file:"):
+            path = Path(url2pathname(urlsplit(uri).path)) / RELIABILITY_ARTIFACT
+            return json.loads(path.read_text()) if path.is_file() else None
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = client.download_artifacts(run_id, RELIABILITY_ARTIFACT, tmp)
-            except (MlflowException, OSError):
-                return None
-            return json.loads(Path(path).read_text())
+            return json.loads(Path(client.download_artifacts(run.info.run_id, RELIABILITY_ARTIFACT, tmp)).read_text())
+    except (MlflowException, OSError, ValueError):
+        return None
 
+
+def read_reliability(client: MlflowClient, runs_by_variant: dict[str, list], workers: int = 4
+                     ) -> tuple[dict[str, dict], bool]:
+    """({run id: reliability bins}, whether files were sampled) for the runs that logged them.
+
+    Every run's bins come from its `xentlab.reliability` tag, already fetched with the run. Runs logged before that
+    tag existed are read from their `reliability.json`, at most RELIABILITY_SAMPLE per variant (the first launched;
+    a bounded sample, so a 1,000-run sweep costs at most that many reads per variant shown); runs that logged no
+    plots (`tracking.log_plots=False`) are not looked for.
+    """
+    found: dict[str, dict] = {}
+    to_read = []
+    for runs in runs_by_variant.values():
+        untagged = []
+        for run in runs:
+            table = _from_tag(run.data.tags[RELIABILITY_TAG]) if RELIABILITY_TAG in run.data.tags else None
+            if table is not None:
+                found[run.info.run_id] = table
+            elif run.data.params.get("tracking.log_plots", "True") != "False":
+                untagged.append(run)
+        to_read += untagged[:RELIABILITY_SAMPLE]
+    sampled = any(len([r for r in runs if r.info.run_id not in found]) > RELIABILITY_SAMPLE
+                  for runs in runs_by_variant.values()) and bool(to_read)
     quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # one bar per run, even for a missing file
     saved = {k: os.environ.get(k) for k in quiet}
     os.environ.update(quiet)
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            found = dict(zip(run_ids, pool.map(one, run_ids), strict=True))
+            read = dict(zip((r.info.run_id for r in to_read), pool.map(lambda r: _read_file(client, r), to_read),
+                            strict=True))
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return {k: v for k, v in found.items() if v is not None}
+    found.update({k: v for k, v in read.items() if v is not None})
+    return found, sampled
 
 
 def pool_reliability(diagrams: list[dict]) -> dict | None:

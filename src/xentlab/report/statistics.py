@@ -33,6 +33,9 @@ class Difference:
         test: "paired" (t-test on the common seeds), "welch" (Welch's t-test) or "untested".
         n: pairs for "paired", else the runs of the variant.
         n_baseline: pairs for "paired", else the runs of the baseline.
+        sd: sample std of the paired differences for "paired", of the variant's values for "welch" (what the
+            seeds-needed advice of report.power plans with); NaN when untested.
+        sd_baseline: sample std of the baseline's values for "welch"; NaN otherwise.
     """
 
     mean: float
@@ -42,6 +45,8 @@ class Difference:
     test: str
     n: int
     n_baseline: int
+    sd: float = float("nan")
+    sd_baseline: float = float("nan")
 
     @property
     def tested(self) -> bool:
@@ -85,9 +90,9 @@ def paired_difference(variant: Sequence[float], baseline: Sequence[float], confi
     mean = float(d.mean()) if n else float("nan")
     if n < 2:
         return Difference(mean, float("nan"), float("nan"), float("nan"), "untested", n, n)
-    se = float(d.std(ddof=1)) / math.sqrt(n)
-    low, high, p = _t_interval(mean, se, n - 1, confidence)
-    return Difference(mean, low, high, p, "paired", n, n)
+    sd = float(d.std(ddof=1))
+    low, high, p = _t_interval(mean, sd / math.sqrt(n), n - 1, confidence)
+    return Difference(mean, low, high, p, "paired", n, n, sd)
 
 
 def welch_difference(variant: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE
@@ -106,7 +111,7 @@ def welch_difference(variant: Sequence[float], baseline: Sequence[float], confid
     se = math.sqrt(va + vb)
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else 1.0
     low, high, p = _t_interval(mean, se, dof, confidence)
-    return Difference(mean, low, high, p, "welch", len(a), len(b))
+    return Difference(mean, low, high, p, "welch", len(a), len(b), float(a.std(ddof=1)), float(b.std(ddof=1)))
 
 
 def compare_runs(variant: Mapping[str, float] | Sequence[tuple[str, float]],

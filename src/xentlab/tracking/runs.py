@@ -355,12 +355,28 @@ def log_evaluation(outbox, folder: Path, num_classes: int) -> None:
 
     report = json.loads((folder / "per_class.json").read_text())
     outbox.log_artifacts(str(folder), "evaluation")
+    log_reliability_tag(outbox, folder / "reliability.json")
     if num_classes <= 12:
         recalls = {}
         for head, classes in report.items():
             suffix = "" if head == "all" else f"_{head}"
             recalls.update({f"test_recall_{name}{suffix}": v["recall"] for name, v in classes.items()})
         outbox.log_metrics({re.sub(r"[^\w\-. /]", "_", k): v for k, v in recalls.items()})
+
+
+def log_reliability_tag(outbox, path: Path) -> None:
+    """The reliability bins of `path` (report.charts.reliability_table) as the run tag xentlab.reliability, rounded
+    to 6 digits: a sweep's report reads every run's bins from one search instead of a download per run."""
+    from xentlab.tracking.store import RELIABILITY_TAG
+
+    table = json.loads(path.read_text())
+
+    def rounded(values: list) -> list:
+        return [None if v is None else round(float(v), 6) for v in values]
+
+    compact = {"num_bins": len(table["count"]), "count": table["count"], "accuracy": rounded(table["accuracy"]),
+               "confidence": rounded(table["confidence"]), "ece": round(float(table["ece"]), 6)}
+    outbox.set_tag(RELIABILITY_TAG, json.dumps(compact, separators=(",", ":")))
 
 
 def log_generated_text(outbox, model, *, sample_prompt: str, sample_length: int, sample_temperature: float,

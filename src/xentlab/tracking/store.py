@@ -36,6 +36,13 @@ WARNING_TAG = "xentlab.warning"  # something in the config or data that is almos
 VARIANT_TAG = "xentlab.variant"  # on a sweep's child: the variant's short name (tracking.naming), for Group-by
 VARIANT_OVERRIDES_TAG = "xentlab.variant_overrides"  # the same variant as its overrides (`+setup=balanced`)
 VERDICT_TAG = "xentlab.verdict"  # on a sweep's parent: the primary metric's verdict per variant, one line each
+SWEEP_KEY_TAG = "xentlab.sweep_key"  # on a sweep parent: its identity (tracking.sweeps); a rerun continues it
+SWEEP_JOB_TAG = "xentlab.sweep_job"  # on a sweep's child: its job's varying overrides (the same in every attempt)
+SUPERSEDED_TAG = "xentlab.superseded_by"  # on a sweep's child that a later run of its job replaced: that run's id
+FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of its jobs did not finish
+# On a run that logged evaluation/reliability.json: the same bins in compact JSON ({"num_bins", "count", "accuracy",
+# "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
+RELIABILITY_TAG = "xentlab.reliability"
 
 
 # MLflow prints "View run <name> at: <server URI>/..." whenever a run on a server ends, the URI as given, so with
