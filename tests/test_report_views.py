@@ -99,9 +99,14 @@ def test_the_parent_headline_and_metrics_carry_the_reports_numbers(sweep):
     run = MlflowClient(uri).get_run(parent)
     note = run.data.tags["mlflow.note.content"]
     first = note.splitlines()[0]
-    assert first.startswith("Against `crossentropy` on `val_nll` (lower is better): **logit_adjusted: better**;")
+    assert first.startswith("Against `crossentropy` on `val_nll` (lower is better): **logit_adjusted better** (Δ -0.")
     assert "balanced: not shown with 4 seeds" in first
-    assert "focal_effective_number: worse" in first
+    assert "**focal_effective_number worse** (Δ +0." in first
+    from xentlab.report.render import format_delta, format_p
+
+    for variant in ("logit_adjusted", "focal_effective_number"):  # the summary's numbers are the report's too
+        c = report.comparison(variant, "val_nll")
+        assert f"(Δ {format_delta(c)}, p = {format_p(c.p_holm)})" in first
     items = _headline_items(note)
     metrics = [m for m, _ in headline_metrics(report)]
     assert metrics == ["val_nll", "test_ece", "test_balanced_accuracy", "test_worst_class_recall"]
@@ -122,7 +127,8 @@ def test_the_parent_headline_and_metrics_carry_the_reports_numbers(sweep):
             assert logged[metric_key("delta_val_nll_low", c.variant)] == pytest.approx(c.diff.ci_low, rel=1e-12)
             assert logged[metric_key("delta_val_nll_high", c.variant)] == pytest.approx(c.diff.ci_high, rel=1e-12)
             assert logged[metric_key("p_holm_val_nll", c.variant)] == pytest.approx(c.p_holm, rel=1e-12)
-            assert f"{c.variant}: {verdict_text(c)}" in run.data.tags["xentlab.verdict"].splitlines()
+    assert run.data.tags["xentlab.verdict"] == (
+        "logit_adjusted better; focal_effective_number worse; 1 not shown (val_nll)")
 
 
 def test_report_html_is_self_contained_and_leads_with_the_verdict(sweep):

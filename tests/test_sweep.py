@@ -71,7 +71,7 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
     assert parent.data.tags["mlflow.note.content"].startswith("Against `focal` on `val_nll`")
     assert {"delta_val_nll/crossentropy", "delta_val_nll_low/crossentropy", "delta_val_nll_high/crossentropy",
             "p_holm_val_nll/crossentropy"} <= set(parent.data.metrics)
-    assert parent.data.tags["xentlab.verdict"].startswith("crossentropy: ")
+    assert parent.data.tags["xentlab.verdict"].endswith("(val_nll)")
     assert parent.data.tags.get("mlflow.source.git.commit") == children[0].data.tags.get("mlflow.source.git.commit")
     assert {d.dataset.name for d in parent.inputs.dataset_inputs} == {"digits-n64"}
     link = f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning"
