@@ -10,9 +10,9 @@ from xentlab.data.builtin_tables import load_breast_cancer, load_imbalanced, loa
 from xentlab.data.bundle import DataBundle, DataError, limit_training, mark_na
 from xentlab.data.bundle import drop_na as _drop_na
 from xentlab.data.custom import load_custom
+from xentlab.data.folds import apply_folds, check_folds
 from xentlab.data.image_folder import load_image_folder
 from xentlab.data.images import load_digits, load_fashion_mnist, load_mnist
-from xentlab.data.folds import apply_folds, check_folds
 from xentlab.data.long_tail import SHOT_THRESHOLDS, apply_long_tail, record_shot_groups
 from xentlab.data.text import load_shakespeare, load_text
 from xentlab.data.user_tables import load_csv, load_parquet
