@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, recall_score
 
+from xentlab.core import calibration
 from xentlab.core.posthoc import TAU_GRID, adjust, log_prior, posthoc_evaluation, scores, skip_reason, tune_tau
 
 
@@ -57,6 +58,8 @@ def test_scores_match_sklearn():
     pred, probs = log_p.argmax(-1), np.exp(log_p)
     present = np.unique(y)
     got = scores(log_p, y, {"many": [0, 1], "few": [4, 5]})
+    assert got.pop("classwise_ece") == pytest.approx(calibration.classwise_ece(logits, y, from_logits=True))
+    assert got.pop("adaptive_ece") == pytest.approx(calibration.adaptive_ece(logits, y, from_logits=True))
     expected = {
         "accuracy": accuracy_score(y, pred),
         "balanced_accuracy": balanced_accuracy_score(y, pred),
@@ -64,6 +67,7 @@ def test_scores_match_sklearn():
         "worst_class_recall": recall_score(y, pred, labels=present, average=None).min(),
         "nll": log_loss(y, probs, labels=range(6)),
         "ece": ref_ece(y, probs),
+        "brier": np.mean(np.sum((probs - np.eye(6)[y]) ** 2, axis=1)),
         "many_shot_accuracy": recall_score(y, pred, labels=[0, 1], average="macro"),
         "few_shot_accuracy": recall_score(y, pred, labels=[4], average="macro"),  # class 5 is not in the labels
     }

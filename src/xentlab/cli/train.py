@@ -143,7 +143,8 @@ def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str
             return sweep["name"]
         from xentlab.tracking.naming import run_name as sweep_run_name
 
-        return sweep_run_name(sweep["variant"], config["trainer"]["seed"])
+        data = config["data"]
+        return sweep_run_name(sweep["variant"], config["trainer"]["seed"], data["fold"] if data.get("folds") else None)
     if config["tracking"]["run_name"]:
         return config["tracking"]["run_name"]
     return "/".join(

@@ -17,7 +17,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.special import log_softmax
 
-from xentlab.core.calibration import NUM_BINS, _ece, _logits_and_labels, _mean_nll
+from xentlab.core.calibration import (
+    NUM_BINS,
+    _adaptive_ece,
+    _brier,
+    _classwise_ece,
+    _ece,
+    _logits_and_labels,
+    _mean_nll,
+)
 
 # Tried on validation balanced accuracy with calibration.posthoc_tune=true (Menon et al. sweep tau in [0, 2]).
 TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
@@ -53,8 +61,8 @@ def adjust(logits: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
 def scores(log_p: np.ndarray, labels: np.ndarray, shot_groups: Mapping[str, Sequence[int]] | None = None
            ) -> dict[str, float]:
     """accuracy, balanced_accuracy, macro_f1, worst_class_recall (with the rules of the streaming metrics, see
-    `xentlab.core.metrics.SparseConfusion`), nll and 15-bin ece of log-probabilities (M, K); plus
-    `<group>_shot_accuracy` for each group with a class in the labels."""
+    `xentlab.core.metrics.SparseConfusion`), nll, 15-bin ece, classwise_ece, adaptive_ece and brier of
+    log-probabilities (M, K); plus `<group>_shot_accuracy` for each group with a class in the labels."""
     k = log_p.shape[1]
     predicted = log_p.argmax(-1)
     matrix = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k).astype(np.float64)
@@ -69,6 +77,9 @@ def scores(log_p: np.ndarray, labels: np.ndarray, shot_groups: Mapping[str, Sequ
         "worst_class_recall": float(recall[present].min()),
         "nll": _mean_nll(log_p, labels, 1.0),
         "ece": _ece(log_p, labels, 1.0, NUM_BINS),
+        "classwise_ece": _classwise_ece(log_p, labels, 1.0, NUM_BINS),
+        "adaptive_ece": _adaptive_ece(log_p, labels, 1.0, NUM_BINS),
+        "brier": _brier(log_p, labels, 1.0),
     }
     for group, classes in (shot_groups or {}).items():
         kept = [c for c in classes if present[c]]
