@@ -11,6 +11,7 @@ from xentlab.core import calibration
 from xentlab.core.calibration_metrics import SparseAdaptiveECE, SparseClasswiseECE
 from xentlab.core.metric_set import EVALUATED_METRICS, build_run_metrics
 from xentlab.core.probabilities import FINE_BINS, fine_confidence_bins
+from xentlab.core.targets import LabelContract
 
 
 def softmax(z):
@@ -121,7 +122,8 @@ def test_masks_heads_and_one_hot_labels():
     logits = (rng.normal(size=(200, heads, k)) * 2).astype(np.float32)
     y[::5, 1] = -1  # n/a positions
     probs = softmax(logits.astype("float64"))
-    metrics = {m.name: m for m in build_run_metrics(k, from_logits=True, ignore_class=-1, num_heads=heads)}
+    contract = LabelContract(k, ignore_class=-1, label_shape=(heads,), from_logits=True, num_heads=heads)
+    metrics = {m.name: m for m in build_run_metrics(contract)}
     for m in metrics.values():
         m.update_state(y, logits)
     keep = y != -1
@@ -132,12 +134,13 @@ def test_masks_heads_and_one_hot_labels():
             ref_classwise_ece(y[kh, h], probs[kh, h]), abs=1e-4)
         exact = ref_adaptive_ece(y[kh, h], probs[kh, h])
         assert abs(float(metrics[f"adaptive_ece_head{h}"].result()) - exact) <= adaptive_bound(probs[kh, h]) + 1e-4
-    # One-hot labels: an all-zero row is a masked position, as in every metric.
+    # One-hot labels: with an ignore class, its all-zero row is a masked position, as in every metric.
     one_hot = tf.one_hot(y[:, 1], k).numpy()  # tf.one_hot(-1) is the zero row
     kh = keep[:, 1]
-    for cls, ref in ((lambda: SparseClasswiseECE(k, encoding="one_hot", from_logits=True), ref_classwise_ece),
-                     (lambda: SparseAdaptiveECE(encoding="one_hot", from_logits=True), ref_adaptive_ece)):
-        assert streamed(cls(), one_hot, logits[:, 1]) == pytest.approx(ref(y[kh, 1], probs[kh, 1]), abs=2e-3)
+    options = {"encoding": "one_hot", "from_logits": True, "ignore_class": -1}
+    for metric, ref in ((SparseClasswiseECE(k, **options), ref_classwise_ece),
+                        (SparseAdaptiveECE(**options), ref_adaptive_ece)):
+        assert streamed(metric, one_hot, logits[:, 1]) == pytest.approx(ref(y[kh, 1], probs[kh, 1]), abs=2e-3)
 
 
 def test_one_sigmoid_unit_is_two_classes_and_configs_round_trip():
@@ -158,7 +161,7 @@ def test_temperature_scaling_reports_them_calibrated():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 600)
     logits = (rng.normal(size=(600, 4)) + 2 * np.eye(4)[y]) * 4.0  # over-confident
-    out = calibration.calibrate(logits[:300], y[:300], logits[300:], y[300:], from_logits=True)
+    out = calibration.calibrate(logits[:300], y[:300], logits[300:], y[300:], LabelContract(4, from_logits=True))
     t = out["calibration.temperature"]
     assert out["test_classwise_ece_calibrated"] == pytest.approx(
         ref_classwise_ece(y[300:], softmax(logits[300:] / t)), abs=1e-9)

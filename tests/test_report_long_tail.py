@@ -8,10 +8,10 @@ import pytest
 from benchmarks.bench import synthetic_sweep
 from scipy import stats
 
-from xentlab.cli.sweep import job_run_name
 from xentlab.report.compare import write_report
 from xentlab.report.statistics import direction
 from xentlab.report.variants import pair_key, variant_name
+from xentlab.tracking import naming
 
 FOLDS = 5
 
@@ -20,8 +20,9 @@ def test_folds_are_repetitions_like_seeds():
     assert variant_name("loss=focal,data.fold=3,trainer.seed=1") == "loss=focal"
     assert variant_name("data.fold=3,loss=focal") == "loss=focal"
     assert variant_name("data.fold=0,trainer.seed=2") == "(default)"
-    assert job_run_name(["trainer.seed=1", "data.fold=2", "loss=focal"], ["data.fold", "loss", "trainer.seed"]) == (
-        "loss=focal,data.fold=2,trainer.seed=1")
+    job = ["trainer.seed=1", "data.fold=2", "loss=focal"]
+    assert naming.variant_name(job) == "focal" and naming.variant_overrides(job) == "loss=focal"
+    assert naming.run_name("focal", 1, 2) == "focal f2 s1" and naming.run_name("focal", 1) == "focal s1"
     assert pair_key({"trainer.seed": "1", "data.folds": "5", "data.fold": "2"}, "rid") == "1/fold2"
     assert pair_key({"trainer.seed": "1", "data.folds": "null", "data.fold": "0"}, "rid") == "1"
     assert pair_key({}, "rid") == "rid"

@@ -49,8 +49,8 @@ COLUMNS = [
 ]
 COLUMN_NAMES = [c for c, _, _ in COLUMNS]
 # The report's value tables in order; a section no run logged a value of is left out (long_tail on balanced data).
-SECTIONS = (("validation", "Validation"), ("test", "Test"), ("long_tail", "Long tail: shot groups and post-hoc "
-            "logit adjustment"), ("cost", "Cost"))
+TABLE_SECTIONS = (("validation", "Validation"), ("test", "Test"),
+                  ("long_tail", "Long tail: shot groups and post-hoc logit adjustment"), ("cost", "Cost"))
 # Values of the training objective itself: on one scale only when every variant trains the same loss.
 LOSS_COLUMNS = ("val_loss", "best_val_loss", "test_loss")
 # Quality metrics ranked against the baseline; the loss columns join them when the loss scales agree.

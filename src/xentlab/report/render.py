@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xentlab.report.columns import ADD_SEEDS, COLUMN_NAMES, COLUMNS, POSTHOC_VARIANT, SECTIONS, Comparison
+from xentlab.report.columns import ADD_SEEDS, COLUMN_NAMES, COLUMNS, POSTHOC_VARIANT, TABLE_SECTIONS, Comparison
 from xentlab.report.statistics import ALPHA, direction
 
 
@@ -122,7 +122,7 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
         body.append(cells)
     lines += _table(header, body)
 
-    for section, heading in SECTIONS:
+    for section, heading in TABLE_SECTIONS:
         columns = shown_columns(rows, section)
         if not columns:
             continue
