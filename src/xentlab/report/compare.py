@@ -23,6 +23,7 @@ from xentlab.report.columns import (
     LOSS_COLUMNS,
     MAX_RELIABILITY_VARIANTS,
     PAGE_SIZE,
+    POSTHOC_VARIANT,
     RANKED,
     Comparison,
     Report,
@@ -35,13 +36,14 @@ from xentlab.report.query import (
     _workers,
     fetch_children,
     loss_scale,
+    posthoc_values,
     read_histories,
     read_reliability,
     run_values,
 )
 from xentlab.report.render import to_markdown, write_csvs
 from xentlab.report.statistics import compare_runs, direction, holm, verdict
-from xentlab.report.variants import choose_baseline, variant_of
+from xentlab.report.variants import choose_baseline, pair_key, variant_of
 from xentlab.tracking.store import (
     BASELINE_TAG,
     SWEEP_TAG,
@@ -95,20 +97,39 @@ def compare_variants(seeded: dict[str, list[tuple[str, dict[str, float]]]], base
     """Every variant but the baseline against it on each of `columns`, Holm-corrected per column.
 
     Args:
-        seeded: {variant: [(trainer.seed, column values of one run), ...]}.
+        seeded: {variant: [(pairing key: trainer.seed, or "<seed>/fold<i>" with k-fold, column values of one
+            run), ...]}.
         baseline: a key of `seeded`.
         columns: the ranked columns.
     """
     out: list[Comparison] = []
     others = [v for v in seeded if v != baseline]
+    pairs = "seed/fold pairs" if any("/fold" in str(k) for runs in seeded.values() for k, _ in runs) else "seeds"
     for column in columns:
         base = [(seed, values[column]) for seed, values in seeded[baseline]]
-        diffs = [compare_runs([(seed, values[column]) for seed, values in seeded[v]], base) for v in others]
+        # A side that logged no value of the column (the post-hoc row's validation columns) is not compared.
+        logged = [v for v in others if any(math.isfinite(values[column]) for _, values in seeded[v])
+                  and any(math.isfinite(value) for _, value in base)]
+        diffs = [compare_runs([(seed, values[column]) for seed, values in seeded[v]], base) for v in logged]
         adjusted = holm([d.p for d in diffs])
         better = direction(column) or "min"
-        out += [Comparison(v, column, d, p, verdict(d, p, better)) for v, d, p in zip(others, diffs, adjusted,
-                                                                                          strict=True)]
+        out += [Comparison(v, column, d, p, verdict(d, p, better), pairs) for v, d, p in zip(logged, diffs, adjusted,
+                                                                                                 strict=True)]
     return out
+
+
+def add_posthoc_variant(seeded: dict[str, list], keys: dict[str, str], baseline: str, runs: list,
+                        overrides: dict[str, str]) -> None:
+    """Adds `<baseline> + post-hoc`: the baseline's own runs scored by post-hoc logit adjustment, compared with
+    the baseline like any variant (paired: the same runs) and shown beside the set-ups trained for the long tail.
+    Only when every baseline run logged post-hoc metrics of a long-tailed split (`query.posthoc_values`)."""
+    values = [posthoc_values(r, COLUMN_NAMES) for r in runs]
+    if not runs or any(v is None for v in values):
+        return
+    name = baseline + POSTHOC_VARIANT
+    seeded[name] = [(r.info.run_id + POSTHOC_VARIANT, v) for r, v in zip(runs, values, strict=True)]
+    keys.update({r.info.run_id + POSTHOC_VARIANT: keys[r.info.run_id] for r in runs})
+    overrides[name] = overrides.get(baseline, baseline) + POSTHOC_VARIANT
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -172,7 +193,9 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     if not finished and any(r.info.status in ("FAILED", "KILLED") for r in children):
         return _failed_only(client, parent_run_id, sweep_id, children, out_dir)
     runs_by_variant, overrides = group_variants(finished)
-    base, note = choose_baseline(list(runs_by_variant), baseline, parent.data.tags.get(BASELINE_TAG), overrides)
+    posthoc_base = bool(baseline and baseline.endswith(POSTHOC_VARIANT))  # --baseline "<variant> + post-hoc"
+    base, note = choose_baseline(list(runs_by_variant), baseline.removesuffix(POSTHOC_VARIANT) if posthoc_base
+                                 else baseline, parent.data.tags.get(BASELINE_TAG), overrides)
     metric = metric or primary_metric(finished)
 
     workers = _workers(uri)
@@ -180,7 +203,13 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     histories = read_histories(client, ids, HISTORY_METRIC, workers)
     values = {r.info.run_id: run_values(r, histories[r.info.run_id]) for r in finished}
     seeded = {v: [(r.info.run_id, values[r.info.run_id]) for r in runs] for v, runs in runs_by_variant.items()}
-    seeds = {r.info.run_id: r.data.params.get("trainer.seed", r.info.run_id) for r in finished}
+    seeds = {r.info.run_id: pair_key(r.data.params, r.info.run_id) for r in finished}
+    add_posthoc_variant(seeded, seeds, base, runs_by_variant[base], overrides)
+    if posthoc_base:
+        if base + POSTHOC_VARIANT not in seeded:
+            raise ValueError(f"--baseline {baseline!r}: the runs of {base} logged no post-hoc metrics of a long-tailed "
+                             f"training split (test_<metric>_posthoc and shot groups), so there is no post-hoc row")
+        base += POSTHOC_VARIANT
     ranked, losses_note = ranked_columns(finished)
     ranked = [c for c in ranked if any(math.isfinite(v[c]) for v in values.values())]  # logged by some run
     by_seed = {v: [(seeds[rid], vals) for rid, vals in runs] for v, runs in seeded.items()}
@@ -190,7 +219,7 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     skipped = len(children) - len(finished)
     title = f"sweep {sweep_id}: {len(finished)} runs, {len(rows)} variants" + (
         f" ({skipped} runs not FINISHED, left out)" if skipped else "")
-    shown = [r["variant"] for r in rows][:MAX_RELIABILITY_VARIANTS]
+    shown = [r["variant"] for r in rows if r["variant"] in runs_by_variant][:MAX_RELIABILITY_VARIANTS]
     reliability, sampled = read_reliability(client, {v: runs_by_variant[v] for v in shown}, workers)
     followup = _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds, sampled)
     markdown = to_markdown(rows, comparisons, title=title, baseline=base, baseline_note=note, metric=metric,
@@ -229,7 +258,8 @@ def _followup(parent, children: list, comparisons: list[Comparison], metrics: li
     lines = [f"- reliability.png pools at most {RELIABILITY_SAMPLE} runs per variant: runs logged before the "
              "`xentlab.reliability` tag are read from their files, a bounded sample."] if sampled else []
     lines += failed_jobs_section(children)
-    return lines + seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, list(seeds.values()))
+    seeds_done = [str(key).split("/fold")[0] for key in seeds.values()]  # a k-fold pair key is "<seed>/fold<i>"
+    return lines + seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, seeds_done)
 
 
 def _failed_only(client: MlflowClient, parent_run_id: str, sweep_id: str, children: list, out_dir: Path) -> Report:

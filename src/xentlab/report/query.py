@@ -124,6 +124,19 @@ def run_values(run, history: list[tuple[int, float]]) -> dict[str, float]:
     return values
 
 
+def posthoc_values(run, columns: list[str]) -> dict[str, float] | None:
+    """The report columns of a run as post-hoc logit adjustment scores it: each test column from its
+    `<column>_posthoc` metric, NaN elsewhere (validation, costs). None unless the run logged post-hoc metrics of a
+    long-tailed training split (test shot accuracies of at least two groups): on a balanced split the adjusted
+    predictions are the model's own and a row of them says nothing new."""
+    metrics = run.data.metrics
+    groups = [g for g in ("many", "medium", "few") if f"test_{g}_shot_accuracy" in metrics]
+    if len(groups) < 2 or "test_balanced_accuracy_posthoc" not in metrics:
+        return None
+    return {c: float(metrics.get(f"{c}_posthoc", float("nan"))) if c.startswith("test_") else float("nan")
+            for c in columns}
+
+
 def loss_scale(params: dict[str, str]) -> tuple:
     """What sets the scale of a run's loss values: every loss.* param but from_logits (same value either way)."""
     return tuple(sorted((k, v) for k, v in params.items() if k.startswith("loss.") and k != "loss.from_logits"))

@@ -308,6 +308,7 @@ def _log_inputs(facts: dict[str, Any], config: dict[str, Any], overrides: list[s
         params["weighting.class_weights"] = json.dumps(weights)
         mlflow.log_dict({"class_names": bundle.class_names, "class_weights": weights}, "class_weights.json")
     mlflow.log_params(params)
+    log_shot_groups(bundle)
     for warning in facts["warnings"]:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     if facts["warnings"]:
@@ -322,6 +323,18 @@ def _log_inputs(facts: dict[str, Any], config: dict[str, Any], overrides: list[s
     mlflow.set_tag("xentlab.command", rerun_command(overrides))
     if config["tracking"]["log_diff"] and source_info()["diff"]:
         mlflow.log_text(source_info()["diff"], "source/uncommitted.diff")
+
+
+def log_shot_groups(bundle) -> None:
+    """`shot_groups.json`: the training split's many/medium/few-shot classes (by id and name), the thresholds and
+    the counts they come from; nothing when the split has no groups (balanced, or not one label per example)."""
+    groups = bundle.meta.get("shot_groups")
+    if not groups:
+        return
+    named = {g: {"classes": ids, "names": [bundle.class_names[c] for c in ids]} for g, ids in groups.items()}
+    mlflow.log_dict({**bundle.meta["shot_counts"], "groups": named,
+                     "rule": "many: count > high; medium: low <= count <= high; few: 0 < count < low"},
+                    "shot_groups.json")
 
 
 def _yaml(value: Any) -> str:

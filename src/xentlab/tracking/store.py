@@ -43,6 +43,7 @@ FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of
 # On a run that logged evaluation/reliability.json: the same bins in compact JSON ({"num_bins", "count", "accuracy",
 # "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
 RELIABILITY_TAG = "xentlab.reliability"
+POSTHOC_TAG = "xentlab.posthoc"  # why post-hoc logit adjustment did not apply to a run (text, a class never seen)
 
 
 # MLflow prints "View run <name> at: <server URI>/..." whenever a run on a server ends, the URI as given, so with
