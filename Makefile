@@ -12,9 +12,11 @@ SWEEP  ?= losses
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 STORE  := sqlite:///$(CURDIR)/outputs/mlflow.db
+CHROMIUM ?= /usr/bin/chromium
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep compare ui test test-all test-ray bench smoke-gpu lint clean
+.PHONY: help install train sweep compare ui test test-all test-ui test-ray bench smoke-gpu lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,16 +39,22 @@ sweep: install ## run a sweep preset from conf/sweep/ (SWEEP=losses|weighting|se
 compare: install ## comparison report of the latest sweep (terminal + outputs/reports/)
 	$(BIN)/xentlab-compare $(ARGS)
 
-ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db
+ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db; prints the latest sweep's verdict link
 	mkdir -p outputs
-	@echo "open http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning (the runs of each experiment)"
+	@$(BIN)/python -m xentlab.cli.links --tracking-uri $(STORE) --host $(HOST) --port $(PORT)
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 test: install ## the fast test suite (what .ci/run calls), one worker per core (at most 4)
-	$(BIN)/python -m pytest -m "not slow" -q -n auto --maxprocesses 4 --dist worksteal
+	$(BIN)/python -m pytest -m "not slow and not ui" -q -n auto --maxprocesses 4 --dist worksteal
 
-test-all: install ## every test, slow ones included
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
+test-all: install ## every test, slow ones included (not the browser test: make test-ui)
+	$(BIN)/python -m pytest -m "not ui" -q -n auto --maxprocesses 4 --dist worksteal
+
+test-ui: install ## the MLflow UI in a real Chromium: a tiny sweep, its parent's page, report.html (outputs/ui/*.png)
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install --quiet -e ".[ui]"
+	XENTLAB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m ui tests/test_ui.py -q -p no:cacheprovider
 
 test-ray: $(RAY_VENV)/.installed ## the launcher tests with the optional Ray extra, in .venv/ray (Ray pins cloudpickle<3)
 	$(RAY_VENV)/bin/python -m pytest tests/test_launchers.py -q

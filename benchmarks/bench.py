@@ -386,6 +386,63 @@ def bench_metrics_cost(quick: bool, folder: Path) -> dict:
             "batch_size": batch, "train_examples": len(bundle.x_train)}
 
 
+def bench_long_tail_metrics_cost(quick: bool, folder: Path) -> dict:
+    """Per-epoch cost of the long-tail metrics (classwise_ece, adaptive_ece and the three shot-group accuracies)
+    on top of the current set (every metric of `build_metrics`): the seed CNN on digits, `fit` epochs with
+    validation as the trainer runs them, the two set-ups alternating A B B A ... after a warm-up epoch each;
+    ratio = median of the paired ratios of samples/s, on wall clock and on process CPU time (less sensitive to
+    other processes on a shared machine); also the seconds per epoch each set-up takes."""
+    import keras
+    import tensorflow as tf
+
+    from xentlab.core.losses import CrossEntropy
+    from xentlab.core.metric_set import build_run_metrics
+    from xentlab.core.metrics import build_metrics
+    from xentlab.core.models import build_model
+    from xentlab.core.targets import LabelContract
+    from xentlab.data import load_data
+
+    pairs, epochs_per_fit, batch = (3, 2, 128) if quick else (6, 3, 128)
+    bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
+    labels = LabelContract(bundle.num_classes)
+    groups = {"many": [0, 1, 2, 3], "medium": [4, 5, 6], "few": [7, 8, 9]}  # the cost does not depend on who
+    train = (tf.data.Dataset.from_tensor_slices((bundle.x_train, bundle.y_train))
+             .shuffle(len(bundle.x_train), seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
+    val = tf.data.Dataset.from_tensor_slices((bundle.x_val, bundle.y_val)).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+    def compiled(metrics) -> keras.Model:
+        keras.utils.set_random_seed(0)
+        model = build_model("mnist_cnn", input_shape=bundle.input_shape, num_classes=bundle.num_classes)
+        model.compile(keras.optimizers.Adadelta(1.0), loss=CrossEntropy(), metrics=metrics)
+        return model
+
+    keras.backend.clear_session()
+    current = build_metrics(labels)
+    every = build_run_metrics(labels, shot_groups=groups)
+    models = {"current": compiled(current), "long_tail": compiled(every)}
+    for model in models.values():
+        model.fit(train, validation_data=val, epochs=1, verbose=0)  # warm-up: tracing, excluded
+    wall: dict[str, list[float]] = {"current": [], "long_tail": []}
+    cpu: dict[str, list[float]] = {"current": [], "long_tail": []}
+    samples = epochs_per_fit * len(bundle.x_train)
+    for i in range(pairs):
+        for label in ("current", "long_tail") if i % 2 == 0 else ("long_tail", "current"):
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            models[label].fit(train, validation_data=val, epochs=epochs_per_fit, shuffle=False, verbose=0)
+            wall[label].append(samples / (time.perf_counter() - start_wall))
+            cpu[label].append(samples / (time.process_time() - start_cpu))
+    epoch_s = {label: len(bundle.x_train) / statistics.median(v) for label, v in wall.items()}
+    return {"current_samples_per_s": wall["current"], "long_tail_samples_per_s": wall["long_tail"],
+            "current_samples_per_cpu_s": cpu["current"], "long_tail_samples_per_cpu_s": cpu["long_tail"],
+            "ratio": statistics.median([n / c for n, c in zip(wall["long_tail"], wall["current"], strict=True)]),
+            "ratio_cpu": statistics.median([n / c for n, c in zip(cpu["long_tail"], cpu["current"], strict=True)]),
+            "epoch_s": epoch_s, "added_ms_per_epoch": 1000 * (epoch_s["long_tail"] - epoch_s["current"]),
+            "current_metrics": [m.name for m in current],
+            "added_metrics": [m.name for m in every if m.name not in {c.name for c in current}],
+            "pairs": pairs, "epochs_per_fit": epochs_per_fit, "batch_size": batch,
+            "train_examples": len(bundle.x_train), "val_examples": len(bundle.x_val)}
+
+
 def matmul_peak_flops(size: int = 2048, reps: int = 10) -> float:
     import tensorflow as tf
 
@@ -681,6 +738,15 @@ def summary(results: dict) -> str:
         lines += [f"| {label} | {us:.0f} | {r['step_ratio'].get(label, 1.0):.3f} |"
                   for label, us in r["step_cpu_us"].items()]
         lines.append("")
+    if "long_tail_metrics_cost" in results:
+        r = results["long_tail_metrics_cost"]
+        lines += ["## Metric cost of the long-tail metrics: seed CNN on digits, per epoch (train + val)", "",
+                  "| metrics | samples/s | s/epoch | ratio: median of paired fits, wall / CPU |", "|---|---|---|---|",
+                  f"| current ({len(r['current_metrics'])}) | {statistics.median(r['current_samples_per_s']):.0f} | "
+                  f"{r['epoch_s']['current']:.3f} | 1 |",
+                  f"| current + {', '.join(r['added_metrics'])} | "
+                  f"{statistics.median(r['long_tail_samples_per_s']):.0f} | {r['epoch_s']['long_tail']:.3f} | "
+                  f"{r['ratio']:.3f} / {r['ratio_cpu']:.3f} |", ""]
     if "lstm_mfu" in results:
         r = results["lstm_mfu"]
         lines += ["## Char LSTM throughput", "",
@@ -695,8 +761,8 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "metrics_cost", "lstm_mfu", "startup",
-              "image_folder", "compare_scale")
+BENCHMARKS = ("overhead", "sparse_vs_onehot", "steps_per_execution", "metrics_cost", "long_tail_metrics_cost",
+              "lstm_mfu", "startup", "image_folder", "compare_scale")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -151,13 +151,18 @@ def test_calibrate_fits_on_validation_and_scores_test():
     val, test = slice(0, 4000), slice(4000, None)
     out = C.calibrate(2.5 * z[val], y[val], 2.5 * z[test], y[test], LabelContract(z.shape[-1], from_logits=True))
     assert set(out) == {"calibration.temperature", "test_nll_calibrated", "test_ece_calibrated",
-                        "test_brier_calibrated"}
+                        "test_brier_calibrated", "test_classwise_ece_calibrated", "test_adaptive_ece_calibrated"}
     t = out["calibration.temperature"]
     assert t == C.fit_temperature(2.5 * z[val], y[val], from_logits=True)
     assert out["test_nll_calibrated"] == C.nll(2.5 * z[test], y[test], from_logits=True, temperature=t)
     assert out["test_ece_calibrated"] == C.ece(2.5 * z[test], y[test], from_logits=True, temperature=t)
     assert out["test_brier_calibrated"] == C.brier(2.5 * z[test], y[test], from_logits=True, temperature=t)
-    for name, metric in [("nll", C.nll), ("ece", C.ece), ("brier", C.brier)]:  # over-confident: calibration helps
+    assert out["test_classwise_ece_calibrated"] == C.classwise_ece(2.5 * z[test], y[test], from_logits=True,
+                                                                   temperature=t)
+    assert out["test_adaptive_ece_calibrated"] == C.adaptive_ece(2.5 * z[test], y[test], from_logits=True,
+                                                                 temperature=t)
+    for name, metric in [("nll", C.nll), ("ece", C.ece), ("brier", C.brier), ("classwise_ece", C.classwise_ece),
+                         ("adaptive_ece", C.adaptive_ece)]:  # over-confident: calibration helps
         assert out[f"test_{name}_calibrated"] < metric(2.5 * z[test], y[test], from_logits=True)
 
 

@@ -242,6 +242,23 @@ def test_csv_split_column_and_feature_selection(tmp_path):
     np.testing.assert_array_equal(bundle.y_test, frame["species_id"].to_numpy()[40:])  # test rows kept in order
 
 
+def test_table_n_a_ids_are_not_classes_and_the_label_contract_masks_them(tmp_path):
+    from xentlab.core.targets import LabelContract
+    from xentlab.core.weighting import label_counts
+
+    frame = blobs_table(60)
+    ids = frame["species"].map({"setosa": 0, "versicolor": 1, "virginica": 2}).to_numpy().copy()
+    ids[::5] = -1  # the n/a marker of this table
+    frame["species"] = ids
+    path = tmp_path / "na.csv"
+    frame.to_csv(path, index=False)
+    bundle = load_data("csv", path=str(path), label="species", **SPLIT)
+    assert bundle.num_classes == 3  # classes 0..max id; -1 never counts as one
+    y = np.concatenate([bundle.y_train, bundle.y_val, bundle.y_test])
+    counts = label_counts(y, LabelContract(bundle.num_classes, ignore_class=-1))
+    assert counts.sum() == (ids != -1).sum() and counts.tolist() == np.bincount(ids[ids != -1]).tolist()
+
+
 def _table(tmp_path, **columns) -> str:
     frame = blobs_table(30)
     for name, values in columns.items():
@@ -263,6 +280,7 @@ BAD_TABLES = {
     "bad_split_value": ({"fold": ["train", "dev", "test"] * 10}, {"split_column": "fold"}, "found ['dev']"),
     "no_train_rows": ({"fold": ["val", "test"] * 15}, {"split_column": "fold"}, "marks no row as train"),
     "one_class": ({"species": ["a"] * 30}, {}, "fewer than 2 classes"),
+    "only_na_ids": ({"species": [-1] * 30}, {}, "fewer than 2 classes"),
 }
 
 

@@ -99,16 +99,49 @@ def test_load_data_applies_the_profile_after_the_limit():
     np.testing.assert_array_equal(tail.x_test, plain.x_test)
 
 
-def test_a_run_trains_on_the_long_tail(store):
+def test_shot_groups_follow_the_thresholds_and_skip_balanced_splits():
+    from xentlab.data.long_tail import shot_groups
+
+    counts = [150, 101, 100, 20, 19, 0, 3]
+    assert shot_groups(counts) == {"many": [0, 1], "medium": [2, 3], "few": [4, 6]}  # class 5 is absent: no group
+    assert shot_groups(counts, [5, 150]) == {"many": [], "medium": [0, 1, 2, 3, 4], "few": [6]}
+    assert shot_groups([40, 40, 0, 40]) is None  # the present classes are balanced: nothing to group
+    for bad in ([100, 20], [20], [-1, 5], [1.5, 20], "20,100"):
+        with pytest.raises(DataError, match=r"data.shot_thresholds must be two integers \[low, high\]"):
+            shot_groups(counts, bad)
+
+
+def test_a_long_tailed_run_logs_posthoc_shot_and_calibration_metrics(store):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
     from xentlab.cli.train import run
 
     run(compose([*TINY, "data.limit=null", f"tracking.uri={store}", "data=imbalanced", "model=mlp",
-                 "data.long_tail_ratio=20", "loss=logit_adjusted"]))
+                 "data.long_tail_ratio=20", "loss=logit_adjusted", "calibration=temperature",
+                 "calibration.posthoc_tune=true", "data.shot_thresholds=[30,100]"]))
     (logged,) = runs_of(store)
-    assert logged.info.status == "FINISHED"
+    assert logged.info.status == "FINISHED", logged.data.tags.get("xentlab.error")
     plain = load_data("imbalanced", val_fraction=0.15, test_fraction=0.15, split_seed=0,
                       class_counts=[198, 436, 710, 272])
     counts = np.bincount(plain.y_train, minlength=4)
     expected = np.minimum(cao_profile(counts.max(), 4, 20.0), counts)
     assert logged.data.params["data.long_tail_ratio"] == "20.0"
     assert int(logged.data.params["data.train_size"]) == expected.sum()
+
+    path = MlflowClient(store).download_artifacts(logged.info.run_id, "shot_groups.json")
+    shots = json.loads(open(path).read())
+    assert shots["class_counts"] == expected.tolist() and shots["thresholds"] == [30, 100]
+    for group, members in (("many", expected > 100), ("medium", (expected >= 30) & (expected <= 100)),
+                           ("few", expected < 30)):
+        assert shots["groups"][group]["classes"] == np.flatnonzero(members).tolist()
+        assert members.any()  # the case covers all three groups
+    metrics = logged.data.metrics
+    for name in ("test_balanced_accuracy_posthoc", "test_few_shot_accuracy", "val_few_shot_accuracy",
+                 "test_many_shot_accuracy", "test_medium_shot_accuracy", "test_classwise_ece", "test_adaptive_ece",
+                 "val_classwise_ece", "val_adaptive_ece", "test_classwise_ece_calibrated",
+                 "test_adaptive_ece_calibrated", "test_few_shot_accuracy_posthoc", "posthoc_tau"):
+        assert np.isfinite(metrics[name]), name
+    assert 0.0 <= metrics["test_classwise_ece"] <= 1.0 and 0.0 <= metrics["test_adaptive_ece"] <= 1.0
+    assert metrics["posthoc_tau"] in (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)

@@ -42,26 +42,40 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
     children = _children(store, parent.info.run_id)
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     assert all(c.data.tags["xentlab.sweep_id"] == sweep_id for c in children)
-    assert {c.info.run_name for c in children} == {
-        f"loss={loss},trainer.seed={seed}" for loss in ("crossentropy", "focal") for seed in (0, 1)
-    }
+    # Names a reviewer can read: the variant's short name and the seed; the tag groups a variant's seeds.
+    assert {c.info.run_name for c in children} == {f"{loss} s{seed}" for loss in ("crossentropy", "focal")
+                                                   for seed in (0, 1)}
+    assert {(c.data.tags["xentlab.variant"], c.data.tags["xentlab.variant_overrides"]) for c in children} == {
+        ("crossentropy", "loss=crossentropy"), ("focal", "loss=focal")}
+    assert {d.dataset.name for c in children for d in c.inputs.dataset_inputs} == {"digits-n64"}
     # The report aggregates seeds: recompute mean and std of test_accuracy per loss from the child runs.
     csv_path = MlflowClient(store).download_artifacts(parent.info.run_id, "report/report.csv", str(tmp_path))
     import csv
 
     rows = {r["variant"]: r for r in csv.DictReader(open(csv_path))}
-    assert set(rows) == {"loss=crossentropy", "loss=focal"}
+    assert set(rows) == {"crossentropy", "focal"} and rows["focal"]["overrides"] == "loss=focal"
     for loss in ("crossentropy", "focal"):
-        values = [c.data.metrics["test_accuracy"] for c in children if c.info.run_name.startswith(f"loss={loss},")]
-        assert float(rows[f"loss={loss}"]["test_accuracy"]) == pytest.approx(np.mean(values), abs=1e-9)
-        assert float(rows[f"loss={loss}"]["test_accuracy_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-9)
-        assert rows[f"loss={loss}"]["n"] == "2"
+        values = [c.data.metrics["test_accuracy"] for c in children if c.data.tags["xentlab.variant"] == loss]
+        assert float(rows[loss]["test_accuracy"]) == pytest.approx(np.mean(values), abs=1e-9)
+        assert float(rows[loss]["test_accuracy_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-9)
+        assert rows[loss]["n"] == "2"
     artifacts = {a.path for a in MlflowClient(store).list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.md", "report/report.csv", "report/comparisons.csv", "report/val_nll_vs_baseline.png",
             "report/val_nll_curves.png", "report/report.html"} <= artifacts
     assert "| variant |" in result.stdout  # the table is printed at the end of the sweep
-    assert "Baseline: `loss=focal` (named by the sweep preset)" in result.stdout
-    assert "| loss=crossentropy | 2 |" in result.stdout and "paired, 2 seeds" in result.stdout
+    assert "Baseline: `focal` (named by the sweep preset)" in result.stdout
+    assert "| crossentropy | 2 |" in result.stdout and "paired, 2 seeds" in result.stdout
+
+    # The answer on the parent run: its description, the differences as metrics, the children's source and data.
+    parent = MlflowClient(store).get_run(parent.info.run_id)
+    assert parent.data.tags["mlflow.note.content"].startswith("Against `focal` on `val_nll`")
+    assert {"delta_val_nll/crossentropy", "delta_val_nll_low/crossentropy", "delta_val_nll_high/crossentropy",
+            "p_holm_val_nll/crossentropy"} <= set(parent.data.metrics)
+    assert parent.data.tags["xentlab.verdict"].endswith("(val_nll)")
+    assert parent.data.tags.get("mlflow.source.git.commit") == children[0].data.tags.get("mlflow.source.git.commit")
+    assert {d.dataset.name for d in parent.inputs.dataset_inputs} == {"digits-n64"}
+    link = f"/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning"
+    assert f"sweep verdict and report: http://127.0.0.1:5000{link}" in result.stdout
 
     # On demand: xentlab-compare on the same store finds the latest sweep and prints the same rows.
     compare = subprocess.run(
@@ -69,7 +83,8 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
         capture_output=True, text=True, timeout=120,
     )
     assert compare.returncode == 0, compare.stderr[-2000:]
-    assert sweep_id in compare.stdout and "loss=focal" in compare.stdout
+    assert sweep_id in compare.stdout and "| focal (baseline) | 2 |" in compare.stdout
+    assert f"sweep verdict and report: http://127.0.0.1:5000{link}" in compare.stdout
 
 
 @pytest.mark.slow
@@ -168,17 +183,51 @@ def test_unreachable_tracking_server_fails_fast(tmp_path):
     assert time.time() - start < 60  # MLflow alone retries for minutes; interpreter start included
 
 
-def test_job_run_name_puts_the_variant_first_and_the_seed_last():
-    from xentlab.cli.sweep import job_run_name
+def test_job_names_carry_the_variant_and_the_seed_in_30_characters():
+    from xentlab.cli.sweep import job_variant
+    from xentlab.tracking.naming import run_name
 
-    overrides = ["trainer.seed=2", "loss=focal", "trainer.epochs=3", "+labels=one_hot", "data.limit=64"]
-    varying = ["labels", "loss", "trainer.seed"]
-    assert job_run_name(overrides, varying) == "+labels=one_hot,loss=focal,trainer.seed=2"
-    assert job_run_name(["trainer.seed=0"], ["trainer.seed"]) == "trainer.seed=0"
-    assert job_run_name(["loss=focal"], []) == ""
-    from xentlab.report.variants import variant_name
+    overrides = ["trainer.seed=2", "+labels=one_hot", "loss=focal", "loss.from_logits=true", "loss.gamma=2"]
+    varying = ["labels", "loss", "loss.from_logits", "loss.gamma", "trainer.seed"]
+    assert job_variant(overrides, varying) == {"variant": "one_hot focal logits gamma=2",
+                                               "variant_overrides": "+labels=one_hot,loss=focal,"
+                                               "loss.from_logits=true,loss.gamma=2"}
+    assert job_variant(["+setup=logit_adjusted", "trainer.seed=0"], ["setup", "trainer.seed"])["variant"] == (
+        "logit_adjusted")
+    assert job_variant(["trainer.seed=0"], ["trainer.seed"])["variant"] == "default"  # only the seed varies
+    assert job_variant(["model.units=8", "data.units=3"], ["model.units", "data.units"])["variant"] == (
+        "data.units=3 model.units=8")  # one last part, two keys: enough of each key to tell them apart
+    assert run_name("logit_adjusted", 0) == "logit_adjusted s0"
+    long = "learning_rate=0.3141592653589793 label_smoothing=0.1"
+    cut = run_name(long, 11)
+    assert len(cut) == 30 and cut.startswith("learning_rate=0.31") and cut.endswith(" s11")
+    assert cut != run_name(long.replace("0.1", "0.2"), 11)  # two long variants stay apart
 
-    assert variant_name(job_run_name(overrides, varying)) == "+labels=one_hot,loss=focal"
+
+@pytest.mark.parametrize("preset", ["losses", "long_tail", "weighting", "hardware", "joblib"])
+def test_every_job_of_a_preset_is_named_in_30_characters_with_its_variant_and_seed(preset):
+    """All jobs of a preset's grid: names of at most 30 characters starting with the variant and ending with the
+    seed; distinct variants get distinct names (Group-by on xentlab.variant never merges two)."""
+    import itertools
+
+    from omegaconf import OmegaConf
+
+    from xentlab.cli.sweep import job_variant, varying_keys
+    from xentlab.tracking.naming import run_name
+
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "sweep" / f"{preset}.yaml")
+    grid = {k: str(v).split(",") for k, v in conf.hydra.sweeper.params.items()}
+    varying = varying_keys([f"+sweep={preset}"], dict(conf.hydra.sweeper.params))
+    variants = {}
+    for values in itertools.product(*grid.values()):
+        overrides = [f"{k}={v}" for k, v in zip(grid, values, strict=True)]
+        job = job_variant(overrides, varying)
+        seed = dict(o.split("=", 1) for o in overrides).get("trainer.seed", "0")
+        name = run_name(job["variant"], seed)
+        assert len(name) <= 30 and name == f"{job['variant']} s{seed}", name
+        variants.setdefault(job["variant"], set()).add(job["variant_overrides"])
+    assert all(len(o) == 1 for o in variants.values()) and len(variants) == len(
+        list(itertools.product(*[v for k, v in grid.items() if k != "trainer.seed"])))
 
 
 def test_parent_params_mask_secrets_as_run_params_do():
@@ -239,7 +288,7 @@ def test_ctrl_c_during_a_sweep_ends_the_child_and_the_parent_killed(tmp_path, st
     assert parent.info.status == "KILLED", parent.data.tags.get("xentlab.error")
     assert "Ctrl-C" in parent.data.tags["xentlab.error"]
     (child,) = _children(store, parent.info.run_id)  # the second job never started
-    assert child.info.status == "KILLED" and child.info.run_name == "loss=crossentropy"
+    assert child.info.status == "KILLED" and child.info.run_name == "crossentropy s0"
 
 
 @pytest.mark.slow
@@ -251,7 +300,7 @@ def test_a_failed_job_ends_the_parent_failed_not_killed(tmp_path, store):
     assert parent.info.status == "FAILED" and "1 job(s) did not finish" in parent.data.tags["xentlab.error"]
     assert "Traceback" not in result.stderr and parent.data.tags["xentlab.failed_jobs"] == "1"
     statuses = {c.info.run_name: c.info.status for c in _children(store, parent.info.run_id)}
-    assert statuses == {"loss=crossentropy": "FINISHED", "loss=binary": "FAILED"}
+    assert statuses == {"crossentropy s0": "FINISHED", "binary s0": "FAILED"}
 
 
 def test_grid_keys_added_with_plus_make_valid_parent_params():

@@ -95,7 +95,9 @@ def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: 
         return None
     variant = job_variant(task_overrides, info["varying"])
     seeds = [o.partition("=")[2] for o in task_overrides if _key(o) == SEED_KEY]
-    name = naming.run_name(variant["variant"], seeds[0]) if seeds else f"{variant['variant']} job{job_num}"
+    folds = [o.partition("=")[2] for o in task_overrides if _key(o) == naming.FOLD_KEY]
+    name = (naming.run_name(variant["variant"], seeds[0], folds[0] if folds else None) if seeds
+            else f"{variant['variant']} job{job_num}")
     # The job within its sweep, the same in every attempt whatever the run is named: its varying overrides.
     job = ",".join(sorted((o for o in task_overrides if _key(o) in info["varying"]), key=_key)) or f"job{job_num}"
     return {**info, **variant, "name": name, "job": job}

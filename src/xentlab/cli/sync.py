@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from xentlab.tracking.outbox import OUTBOX, Outbox
-from xentlab.tracking.store import ERROR_TAG, probe_server
+from xentlab.tracking.store import ERROR_TAG, probe_server, store_errors, store_wait_s, wait_for_sqlite
 
 
 def find_outboxes(paths: list[str]) -> list[Path]:
@@ -46,7 +46,9 @@ def sync_main(argv: list[str] | None = None) -> int:
             continue
         try:
             probe_server(uri, 10.0)
-            sent = outbox.flush()
+            wait_for_sqlite(uri, store_wait_s())
+            with store_errors(uri):
+                sent = outbox.flush()
         except Exception as err:  # noqa: BLE001 - report per job, go on with the others
             failed += 1
             print(f"{job}: {outbox.pending} records still pending: {type(err).__name__}: {err}", file=sys.stderr)

@@ -143,7 +143,8 @@ def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str
             return sweep["name"]
         from xentlab.tracking.naming import run_name as sweep_run_name
 
-        return sweep_run_name(sweep["variant"], config["trainer"]["seed"])
+        data = config["data"]
+        return sweep_run_name(sweep["variant"], config["trainer"]["seed"], data["fold"] if data.get("folds") else None)
     if config["tracking"]["run_name"]:
         return config["tracking"]["run_name"]
     return "/".join(
@@ -205,7 +206,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
 
     from xentlab.config import checks
     from xentlab.core.losses import build_loss_from_config
-    from xentlab.core.metrics import build_metrics
+    from xentlab.core.metric_set import build_run_metrics
     from xentlab.core.models import build_model, capabilities, head_activation, head_layer, head_spec, resolve_loss_kind
     from xentlab.core.optimizers import build_optimizer
     from xentlab.core.pipeline import make_dataset
@@ -268,7 +269,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
         model.compile(
             optimizer=build_optimizer(**config["optimizer"]),
             loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, contract, class_counts=counts.tolist()),
-            metrics=build_metrics(contract),
+            metrics=build_run_metrics(contract, shot_groups=bundle.meta.get("shot_groups")),
             jit_compile=plan.jit_compile,
             steps_per_execution=plan.steps_per_execution,
         )
@@ -293,7 +294,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     """
     from xentlab.config.choices import Verbosity
     from xentlab.core.language_metrics import language_model_metrics
-    from xentlab.core.metrics import CONTRACT_METRICS  # here, not at the top: metrics imports TensorFlow
+    from xentlab.core.metric_set import EVALUATED_METRICS  # here, not at the top: metrics imports TensorFlow
     from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
     from xentlab.runtime.multi_worker import build_for_strategy, evaluate_custom, fit_custom
@@ -341,11 +342,12 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         test = evaluate_custom(prepared.model, prepared.test_ds, strategy=prepared.plan.strategy)
     else:
         test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
-    test_metrics = {f"test_{name}": float(test[name]) for name in CONTRACT_METRICS if name in test}
+    test_metrics = {f"test_{name}": float(test[name]) for name in EVALUATED_METRICS if name in test}
     if capabilities(prepared.model_name).generates_text:  # a language model is judged in bits per character
         test_metrics.update(language_model_metrics(test_metrics))
     if config["calibration"]["method"] == "temperature":
         test_metrics.update(calibrated_metrics(prepared, config))
+    test_metrics.update(posthoc_metrics(prepared, config, outbox))
     if outbox is not None:
         outbox.log_metrics(test_metrics)
     # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
@@ -363,6 +365,34 @@ def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, 
     bundle = prepared.bundle
     return calibrate(predict(prepared, "val"), bundle.y_val, predict(prepared, "test"), bundle.y_test,
                      prepared.labels)
+
+
+def posthoc_metrics(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
+    """Post-hoc logit adjustment by the training prior (xentlab.core.posthoc): `test_<metric>_posthoc` and the tau
+    used. Where it cannot apply (labels that are not one per example, a class absent from training), it says why
+    once: on stderr and as the run tag xentlab.posthoc."""
+    import sys
+
+    from xentlab.core.posthoc import posthoc_evaluation, skip_reason
+    from xentlab.core.weighting import label_counts
+    from xentlab.tracking.store import POSTHOC_TAG
+
+    calibration, bundle, ignore_class = config["calibration"], prepared.bundle, prepared.labels.ignore_class
+    if calibration["posthoc_tau"] is None:
+        return {}
+    counts = label_counts(bundle.y_train, prepared.labels)
+    reason = skip_reason(bundle.y_train, counts, bundle.class_names)
+    if reason:
+        print(f"note: {reason}", file=sys.stderr, flush=True)
+        if outbox is not None:
+            outbox.set_tag(POSTHOC_TAG, reason)
+        return {}
+    tune = calibration["posthoc_tune"]
+    return posthoc_evaluation(
+        predict(prepared, "test"), bundle.y_test, counts, from_logits=prepared.from_logits,
+        tau=calibration["posthoc_tau"], ignore_class=ignore_class, shot_groups=bundle.meta.get("shot_groups"),
+        val_outputs=predict(prepared, "val") if tune else None, y_val=bundle.y_val if tune else None,
+    )
 
 
 def predict(prepared: Prepared, split: str):

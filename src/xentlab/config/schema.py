@@ -40,6 +40,9 @@ class DataConfig:
     long_tail_ratio: float = 1.0  # > 1: training split subsampled to n_c = n_max * R^(-c/(K-1)) (Cao et al. 2019)
     na_fraction: float = 0.0  # share of labels made n/a (-1) in every split: mask with labels.ignore_class=-1
     drop_na: bool = False  # drop the n/a examples instead of masking them (one label per example only)
+    folds: Optional[int] = None  # K: stratified K-fold over training + validation (the test split held out once)
+    fold: int = 0  # which of the K folds validates (sweep data.fold=range(0,K)); 0 without folds
+    shot_thresholds: list[int] = field(default_factory=lambda: [20, 100])  # few < 20 <= medium <= 100 < many
     _target_: Optional[str] = None  # data=custom: dotted path of your own loader (see xentlab.data.custom)
 
 
@@ -242,6 +245,9 @@ class TrackingConfig:
 @dataclass
 class CalibrationConfig:
     method: CalibrationMethod = CalibrationMethod.none
+    # Post-hoc logit adjustment (Menon et al. 2021), every run: test_<metric>_posthoc of log p - tau * log prior.
+    posthoc_tau: Optional[float] = 1.0  # 1 divides the training prior out; 0 is the model as it is; null: off
+    posthoc_tune: bool = False  # true: tau chosen on validation balanced accuracy over 0, 0.25, ..., 2 (logged)
 
 
 # ---------------------------------------------------------------------------------------------------- root

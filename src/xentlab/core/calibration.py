@@ -16,7 +16,13 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from xentlab.core.probabilities import check_from_logits
+from xentlab.core.probabilities import (
+    FINE_BINS,
+    check_from_logits,
+    confidence_bins,
+    equal_mass_groups,
+    fine_confidence_bins,
+)
 from xentlab.core.targets import LabelContract, valid_mask_np
 from xentlab.errors import ConfigError, LabelError
 
@@ -104,6 +110,24 @@ def _ece(logits: np.ndarray, labels: np.ndarray, temperature: float, num_bins: i
     return float(np.abs(gap).sum() / len(labels))
 
 
+def _classwise_ece(logits: np.ndarray, labels: np.ndarray, temperature: float, num_bins: int) -> float:
+    p = _probabilities(logits, temperature)
+    k = p.shape[1]
+    cells = (confidence_bins(p, num_bins) + np.arange(k)[None, :] * num_bins).reshape(-1)
+    gap = np.bincount(cells, weights=(np.eye(k)[labels] - p).reshape(-1), minlength=k * num_bins)
+    return float(np.abs(gap).sum() / (k * len(labels)))
+
+
+def _adaptive_ece(logits: np.ndarray, labels: np.ndarray, temperature: float, num_bins: int) -> float:
+    p = _probabilities(logits, temperature)
+    confidence = p.max(-1)
+    fine = fine_confidence_bins(confidence)
+    counts = np.bincount(fine, minlength=FINE_BINS)
+    gap = np.bincount(fine, weights=(p.argmax(-1) == labels) - confidence, minlength=FINE_BINS)
+    per_bin = np.bincount(equal_mass_groups(counts, num_bins), weights=gap, minlength=num_bins)
+    return float(np.abs(per_bin).sum() / len(labels))
+
+
 def _brier(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     p = _probabilities(logits, temperature)
     p[np.arange(len(labels)), labels] -= 1.0
@@ -125,6 +149,23 @@ def ece(outputs, y, *, from_logits: bool, temperature: float = 1.0, ignore_class
     """
     logits, labels = _logits_and_labels(outputs, y, from_logits=from_logits, ignore_class=ignore_class)
     return _ece(logits, labels, _check_temperature(temperature), num_bins)
+
+
+def classwise_ece(outputs, y, *, from_logits: bool, temperature: float = 1.0, ignore_class: int | None = None,
+                  num_bins: int = NUM_BINS) -> float:
+    """Class-wise ECE (Kull et al. 2019): (1 / K) sum_c sum_b |sum_{i in B_cb} (y_ic - p_ic)| / n, B_cb the
+    positions whose probability of class c is in bin b (the bins of `ece`); the `classwise_ece` metric's rule."""
+    logits, labels = _logits_and_labels(outputs, y, from_logits=from_logits, ignore_class=ignore_class)
+    return _classwise_ece(logits, labels, _check_temperature(temperature), num_bins)
+
+
+def adaptive_ece(outputs, y, *, from_logits: bool, temperature: float = 1.0, ignore_class: int | None = None,
+                 num_bins: int = NUM_BINS) -> float:
+    """Top-label ECE over `num_bins` bins of equal mass, cut from the fine confidence histogram as the
+    `adaptive_ece` metric cuts them (`xentlab.core.calibration_metrics.SparseAdaptiveECE` says how close that is
+    to sorting every confidence)."""
+    logits, labels = _logits_and_labels(outputs, y, from_logits=from_logits, ignore_class=ignore_class)
+    return _adaptive_ece(logits, labels, _check_temperature(temperature), num_bins)
 
 
 def brier(outputs, y, *, from_logits: bool, temperature: float = 1.0, ignore_class: int | None = None) -> float:
@@ -155,7 +196,7 @@ def calibrate(val_outputs, y_val, test_outputs, y_test, labels: LabelContract) -
 
     Returns:
         ``{"calibration.temperature": T, "test_nll_calibrated": ..., "test_ece_calibrated": ...,
-        "test_brier_calibrated": ...}``.
+        "test_brier_calibrated": ..., "test_classwise_ece_calibrated": ..., "test_adaptive_ece_calibrated": ...}``.
     """
     options = {"from_logits": labels.from_logits, "ignore_class": labels.ignore_class}
     t = fit_temperature(val_outputs, y_val, **options)
@@ -165,4 +206,6 @@ def calibrate(val_outputs, y_val, test_outputs, y_test, labels: LabelContract) -
         "test_nll_calibrated": _mean_nll(logits, ids, t),
         "test_ece_calibrated": _ece(logits, ids, t, NUM_BINS),
         "test_brier_calibrated": _brier(logits, ids, t),
+        "test_classwise_ece_calibrated": _classwise_ece(logits, ids, t, NUM_BINS),
+        "test_adaptive_ece_calibrated": _adaptive_ece(logits, ids, t, NUM_BINS),
     }

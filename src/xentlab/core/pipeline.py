@@ -87,18 +87,7 @@ def make_dataset(
             inputs, after shuffling and batching, so only the batches in flight are held in memory.
     """
     if shuffle and epochs is not None:
-        first, stop = epochs
-        features, targets = tf.constant(x), tf.constant(y)
-        n = len(x)
-
-        def one_epoch(epoch):
-            # A stateless shuffle keyed by (seed, epoch); batches are gathered whole, not element by element.
-            key = tf.stack([seed, tf.cast(epoch, tf.int32)])
-            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=key)
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
-
-        ds = tf.data.Dataset.range(first, stop).flat_map(one_epoch)
-        ds = ds.map(lambda idx: (tf.gather(features, idx), tf.gather(targets, idx)))
+        ds = _epoch_batches(x, y, batch_size=batch_size, seed=seed, epochs=epochs, drop_remainder=drop_remainder)
     else:
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
@@ -118,6 +107,22 @@ def make_dataset(
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
+
+
+def _epoch_batches(x, y, *, batch_size: int, seed: int, epochs: tuple[int, int], drop_remainder: bool):
+    """Batches of epochs first..stop-1, each a permutation by a stateless shuffle keyed by (seed, epoch)."""
+    first, stop = epochs
+    features, targets = tf.constant(x), tf.constant(y)
+    n = len(x)
+
+    def one_epoch(epoch):
+        # Batches are gathered whole, not element by element.
+        key = tf.stack([seed, tf.cast(epoch, tf.int32)])
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=key)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+
+    ds = tf.data.Dataset.range(first, stop).flat_map(one_epoch)
+    return ds.map(lambda idx: (tf.gather(features, idx), tf.gather(targets, idx)))
 
 
 def features_dataset(bundle: DataBundle, split: str, batch_size: int) -> tf.data.Dataset:

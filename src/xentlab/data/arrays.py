@@ -57,6 +57,14 @@ def bundle_from_arrays(
     if given["x_train"].dtype == object:
         raise DataError(f"{where}: x_train has dtype object; expected a numeric array of one shape per example")
     present = [split for split in SPLITS if given[f"y_{split}"] is not None]
+    for split in present:
+        x, y = given[f"x_{split}"], given[f"y_{split}"]
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise DataError(
+                f"{where}: x_{split} holds {len(x) if x.ndim else 'no'} examples (shape {x.shape}) but y_{split} "
+                f"{len(y) if y.ndim else 'no'} labels (shape {y.shape}); expected one label per example, the "
+                f"examples along the first axis of both"
+            )
     class_names = arrays.get("class_names")
     class_names = None if class_names is None else [str(c) for c in np.asarray(class_names).ravel()]
     if any(_is_text(given[f"y_{split}"]) for split in present):

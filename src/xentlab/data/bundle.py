@@ -89,9 +89,19 @@ class DataBundle:
 def split_holdout(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int, stratify: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Splits off `fraction` of (x, y), stratified by label when every class has two or more examples."""
+    """Splits off `fraction` of (x, y), stratified by label when every class has two or more examples.
+
+    A class with a single example stays in the part that is kept (the training side): in the holdout it would
+    be a class the model never trains on.
+    """
     if not 0.0 < fraction < 1.0:
         raise DataError(f"split fraction must be in (0, 1), got {fraction}; set data.val_fraction/test_fraction")
+    single = _single_example_classes(y) if stratify and y.ndim == 1 else np.zeros(len(y), bool)
+    if single.any() and not single.all():
+        x_a, y_a, x_b, y_b = split_holdout(x[~single], y[~single], fraction, seed, stratify)
+        # Shuffled in by the seed: data.limit takes the first training examples, and must not always drop them.
+        order = np.random.default_rng(seed).permutation(len(y_a) + int(single.sum()))
+        return (np.concatenate([x_a, x[single]])[order], np.concatenate([y_a, y[single]])[order], x_b, y_b)
     strat = None
     if stratify and y.ndim == 1:
         classes, counts = np.unique(y, return_counts=True)
@@ -100,6 +110,27 @@ def split_holdout(
         strat = y if counts.min() >= 2 and len(classes) <= min(holdout, len(y) - holdout) else None
     x_a, x_b, y_a, y_b = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=strat)
     return x_a, y_a, x_b, y_b
+
+
+def _single_example_classes(y: np.ndarray) -> np.ndarray:
+    """A mask of the examples whose class has no other example."""
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    return counts[inverse.ravel()] == 1
+
+
+def _examples_needed(val_fraction: float, test_fraction: float, *, val_missing: bool, test_missing: bool) -> int:
+    """The fewest examples from which the missing splits can be split off with one example left to train on."""
+
+    def left(n: int, fraction: float) -> int:  # what scikit-learn keeps after splitting off ceil(fraction * n)
+        return n - int(np.ceil(fraction * n))
+
+    for n in range(1, 10_000):
+        rest = left(n, test_fraction) if test_missing else n
+        if val_missing and rest >= 1:
+            rest = left(rest, val_fraction / (1.0 - test_fraction) if test_missing else val_fraction)
+        if rest >= 1:
+            return n
+    return 10_000
 
 
 def limit_training(bundle: DataBundle, limit: int | None) -> DataBundle:
@@ -162,14 +193,23 @@ def complete_splits(
     sources split); with one missing, that split takes its fraction of the given training split.
     """
     both_missing = x_val is None and x_test is None
+    if both_missing and val_fraction + test_fraction >= 1.0:
+        raise DataError(
+            f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction} leave no training data; "
+            f"their sum must be below 1"
+        )
+    needed = _examples_needed(val_fraction, test_fraction, val_missing=x_val is None, test_missing=x_test is None)
+    if (x_val is None or x_test is None) and len(y_train) < needed:
+        missing = " and ".join(s for s, a in (("val", x_val), ("test", x_test)) if a is None)
+        raise DataError(
+            f"{len(y_train)} example(s) are too few to split the {missing} split off: with "
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} each split needs at least "
+            f"one example, so at least {needed} are needed. Add examples, or give the {missing} split yourself "
+            f"(a split column, split folders, or x_val/x_test arrays)"
+        )
     if x_test is None:
         x_train, y_train, x_test, y_test = split_holdout(x_train, y_train, test_fraction, seed)
     if x_val is None:
-        if both_missing and val_fraction + test_fraction >= 1.0:
-            raise DataError(
-                f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction} leave no training data; "
-                f"their sum must be below 1"
-            )
         share = val_fraction / (1.0 - test_fraction) if both_missing else val_fraction
         x_train, y_train, x_val, y_val = split_holdout(x_train, y_train, share, seed)
     return x_train, y_train, x_val, y_val, x_test, y_test

@@ -21,6 +21,7 @@ COLOR_CHANNELS = {mode.value: mode.channels for mode in ColorMode}
 # First bytes of each format TensorFlow's decode_image reads (it goes by content, not by the file's extension).
 SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
+JPEG_END = b"\xff\xd9"  # the end-of-image marker of a complete JPEG
 LAYOUT_HINT = "expected DIR/<class>/<image> or DIR/train/<class>/<image> (+ optional DIR/val/, DIR/test/)"
 
 
@@ -86,23 +87,66 @@ def list_classes(
     return np.array(paths, dtype=str), np.array(labels, dtype=np.int64), list(class_names), skipped
 
 
-def unreadable_images(paths: Sequence[str]) -> list[str]:
-    """Files whose bytes are not an image TensorFlow can decode: empty, another format, or a PNG cut short.
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # a name in another encoding, as os.fsdecode escapes it
+        return False
+    return True
 
-    Reads each file's first 8 bytes (and a PNG's last 12): a check of the whole listing costs one small read
-    per file, not a decode. A JPEG cut short passes this check and fails when it is decoded.
+
+def _shown(paths: Sequence[str]) -> str:
+    # Names in another encoding are shown with their bytes escaped (\xe9), the way they would have to be typed.
+    text = [os.fsencode(p).decode("utf-8", "backslashreplace") for p in paths[:5]]
+    return ", ".join(text) + (", ..." if len(paths) > 5 else "")
+
+
+def check_names(paths: Sequence[str], class_names: Sequence[str], root: Path) -> None:
+    """Refuses file and class folder names that are not UTF-8 (TensorFlow reads only UTF-8 paths, and would stop
+    mid-training with "Unable to convert element to UTF-8"), and links to files that do not exist."""
+    foreign = [p for p in [*class_names, *paths] if not _utf8(p)]
+    if foreign:
+        raise DataError(
+            f"data=image_folder: {len(foreign)} names under {root} are not UTF-8, which TensorFlow cannot read: "
+            f"{_shown(foreign)}. Rename them to UTF-8 (e.g. `convmv -f latin1 -t utf-8 -r --notest {root}`)"
+        )
+    dangling = [p for p in paths if not os.path.exists(p)]
+    if dangling:
+        raise DataError(
+            f"data=image_folder: {len(dangling)} files under {root} are links to files that do not exist: "
+            f"{_shown(dangling)}. Remove the links or restore what they point to"
+        )
+
+
+def unreadable_images(paths: Sequence[str]) -> list[str]:
+    """Files whose bytes are not an image TensorFlow can decode: empty, another format, or cut short.
+
+    Reads each file's first 8 bytes (and a PNG's last 12, a JPEG's last 2): a check of the whole listing costs
+    one small read per file, not a decode. A JPEG that does not end with its end-of-image marker (FF D9; some
+    cameras append other bytes) is decoded once, as training would, to tell a truncated file from trailing bytes.
     """
     bad = []
     for path in paths:
         with open(path, "rb") as f:
             head = f.read(8)
             ok = head.startswith(SIGNATURES)
-            if ok and head.startswith(SIGNATURES[0]):
-                f.seek(max(os.fstat(f.fileno()).st_size - len(PNG_END), 0))
-                ok = f.read() == PNG_END
+            if ok and head.startswith((SIGNATURES[0], SIGNATURES[1])):
+                end = PNG_END if head.startswith(SIGNATURES[0]) else JPEG_END
+                f.seek(max(os.fstat(f.fileno()).st_size - len(end), 0))
+                ok = f.read() == end or (end == JPEG_END and _decodes(path))
         if not ok:
             bad.append(path)
     return bad
+
+
+def _decodes(path: str) -> bool:
+    import tensorflow as tf  # deferred: only for a JPEG without its end marker
+
+    try:
+        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
+        return False
+    return True
 
 
 def make_decoder(image_size: tuple[int, int], channels: int) -> Callable:
@@ -189,6 +233,7 @@ def load_image_folder(
         layout = "class folders"
 
     listing = np.concatenate([splits[0], splits[2], splits[4]])
+    check_names(listing.tolist(), class_names, root)
     bad = unreadable_images(listing)
     if bad:
         shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")

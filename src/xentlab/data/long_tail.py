@@ -77,3 +77,54 @@ def apply_long_tail(bundle: DataBundle, ratio: float, seed: int) -> DataBundle:
     bundle.meta["class_counts"] = [int(n) for n in targets]
     bundle.meta["long_tail_ratio"] = float(ratio)
     return bundle
+
+
+SHOT_THRESHOLDS = (20, 100)  # Liu et al. 2019 / Kang et al. 2020: few < 20 training images, many > 100
+
+
+def shot_groups(counts, thresholds=SHOT_THRESHOLDS) -> dict[str, list[int]] | None:
+    """The long-tail literature's class groups by training count: many (> high), few (< low), medium (between).
+
+    Classes with no training example are in no group. None when the present classes all have the same count
+    (nothing to group: the split is balanced).
+
+    Args:
+        counts: Training examples per class, shape (K,).
+        thresholds: [low, high] (data.shot_thresholds), integers with 0 <= low <= high.
+
+    Returns:
+        {"many": [class ids], "medium": [...], "few": [...]} (a group may be empty), or None.
+
+    Raises:
+        DataError: For thresholds that are not two integers 0 <= low <= high.
+    """
+    values = list(thresholds) if isinstance(thresholds, (list, tuple)) else None
+    if (values is None or len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+            or not 0 <= values[0] <= values[1]):
+        raise DataError(f"data.shot_thresholds must be two integers [low, high] with 0 <= low <= high (few-shot "
+                        f"classes have < low training examples, many-shot > high), got {thresholds!r}; e.g. "
+                        f"data.shot_thresholds=[20,100]")
+    low, high = values
+    n = np.asarray(counts, dtype=np.int64)
+    present = n > 0
+    if not present.any() or n[present].min() == n[present].max():
+        return None
+    ids = np.arange(len(n))
+    return {"many": ids[present & (n > high)].tolist(), "medium": ids[present & (n >= low) & (n <= high)].tolist(),
+            "few": ids[present & (n < low)].tolist()}
+
+
+def record_shot_groups(bundle: DataBundle, thresholds=SHOT_THRESHOLDS) -> DataBundle:
+    """Stores the training split's shot groups in `bundle.meta["shot_groups"]` (with the thresholds and the
+    counts they came from in `meta["shot_counts"]`) when it has one class label per example and varying counts."""
+    y = np.asarray(bundle.y_train)
+    if y.ndim != 1:
+        shot_groups([0], thresholds)  # the thresholds are still checked
+        return bundle
+    y = y[(y >= 0) & (y < bundle.num_classes)].astype(np.int64)  # n/a labels are nobody's count
+    counts = np.bincount(y, minlength=bundle.num_classes)[: bundle.num_classes]
+    groups = shot_groups(counts, thresholds)
+    if groups is not None:
+        bundle.meta["shot_groups"] = groups
+        bundle.meta["shot_counts"] = {"thresholds": list(thresholds), "class_counts": counts.tolist()}
+    return bundle

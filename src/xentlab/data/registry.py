@@ -10,9 +10,10 @@ from xentlab.data.builtin_tables import load_breast_cancer, load_imbalanced, loa
 from xentlab.data.bundle import DataBundle, DataError, limit_training, mark_na
 from xentlab.data.bundle import drop_na as _drop_na
 from xentlab.data.custom import load_custom
+from xentlab.data.folds import apply_folds, check_folds
 from xentlab.data.image_folder import load_image_folder
 from xentlab.data.images import load_digits, load_fashion_mnist, load_mnist
-from xentlab.data.long_tail import apply_long_tail
+from xentlab.data.long_tail import SHOT_THRESHOLDS, apply_long_tail, record_shot_groups
 from xentlab.data.text import load_shakespeare, load_text
 from xentlab.data.user_tables import load_csv, load_parquet
 
@@ -54,17 +55,26 @@ def load_source(name: str, target: str | None = None, **options: Any) -> DataBun
 
 def load_data(
     name: str, *, limit: int | None = None, long_tail_ratio: float = 1.0, na_fraction: float = 0.0,
-    drop_na: bool = False, _target_: str | None = None, **options: Any,
+    drop_na: bool = False, folds: int | None = None, fold: int = 0, shot_thresholds=SHOT_THRESHOLDS,
+    _target_: str | None = None, **options: Any,
 ) -> DataBundle:
     """Loads source `name` (or the user's loader `_target_`) with its options, caps the training split at
     `limit`, subsamples it to a long tail of ratio `long_tail_ratio` (1 = off), then marks a share `na_fraction`
     of the labels n/a (-1) and, with `drop_na`, removes the examples so marked.
 
+    With `folds` = K, fold `fold` of a stratified K-fold split of the training and validation splits comes first
+    (xentlab.data.folds; the test split stays as the source made it); the training split's shot groups by
+    `shot_thresholds` come last (xentlab.data.long_tail.record_shot_groups).
+
     The long tail comes after the cap, so both promises hold: at most `limit` training examples, and exactly the
     profile of `xentlab.data.long_tail` on them (the other order would cut an unknown share of the tail classes
     away, down to none). It comes before the n/a marking, whose positions are then drawn on the final split.
     """
-    bundle = limit_training(load_source(name, _target_, **options), limit)
+    check_folds(folds, fold)  # before a long load
+    bundle = load_source(name, _target_, **options)
+    bundle = apply_folds(bundle, folds, fold, seed=options.get("split_seed", 0))
+    bundle = limit_training(bundle, limit)
     bundle = apply_long_tail(bundle, long_tail_ratio, seed=options.get("split_seed", 0))
     bundle = mark_na(bundle, na_fraction, seed=options.get("split_seed", 0))
-    return _drop_na(bundle) if drop_na else bundle
+    bundle = _drop_na(bundle) if drop_na else bundle
+    return record_shot_groups(bundle, shot_thresholds)

@@ -12,6 +12,7 @@ from xentlab.data.arrays import string_label_ids
 from xentlab.data.bundle import DataBundle, DataError, complete_splits
 
 SPLIT_VALUES = ("train", "val", "test")
+MAX_CLASS_ID = 2**31  # labels are int32 inside the input pipeline; one output unit per class id up to the largest
 
 
 def _rows(mask: pd.Series) -> str:
@@ -27,10 +28,36 @@ def read_table(path: str | None, kind: str, delimiter: str = ",") -> tuple[Path,
     if not file.is_file():
         raise DataError(f"data={kind}: data.path={path} is not a file")
     try:
-        frame = pd.read_csv(file, sep=delimiter) if kind == "csv" else pd.read_parquet(file)
+        if kind == "csv":
+            # The header as written: pandas renames a repeated name (y, y -> y, y.1), which would hide it.
+            header = [str(c) for c in pd.read_csv(file, sep=delimiter, header=None, nrows=1).iloc[0].dropna()]
+            frame = pd.read_csv(file, sep=delimiter)
+        else:
+            frame = pd.read_parquet(file)
+            header = [str(c) for c in frame.columns]
     except Exception as err:  # the readers raise many types (ParserError, ArrowInvalid, UnicodeDecodeError, ...)
         raise DataError(f"data={kind}: cannot read {file} ({type(err).__name__}: {err})") from err
+    check_header(header, file, delimiter if kind == "csv" else None)
     return file, frame
+
+
+def check_header(columns: list[str], file: Path, delimiter: str | None) -> None:
+    """Refuses repeated column names (a second copy of the label would become a feature), and a CSV read as one
+    column whose name holds another likely delimiter."""
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise DataError(
+            f"{file} has columns named more than once: {repeated} (a second copy of a column, e.g. the label, would "
+            f"silently become a feature); rename or drop the copies"
+        )
+    if delimiter is not None and len(columns) == 1:
+        found = [d for d in (";", "\t", "|", ",") if d != delimiter and d in columns[0]]
+        if found:
+            shown = repr(found[0]).replace("'", "")
+            raise DataError(
+                f"{file} reads as one column {columns[0]!r} with data.delimiter={delimiter!r}; its header holds "
+                f"{found[0]!r}: set data.delimiter='{shown}'"
+            )
 
 
 def label_ids(column: pd.Series, name: str) -> tuple[np.ndarray, list[str] | None]:
@@ -44,6 +71,14 @@ def label_ids(column: pd.Series, name: str) -> tuple[np.ndarray, list[str] | Non
         return column.to_numpy().astype(np.int64), None
     if pd.api.types.is_numeric_dtype(column):
         values = column.to_numpy()
+        out_of_range = ~np.isfinite(values) | (np.abs(values) >= MAX_CLASS_ID)
+        if out_of_range.any():
+            rows = np.flatnonzero(out_of_range)
+            shown = ", ".join(f"{float(values[r])!r} in row {r}" for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+            raise DataError(
+                f"label column {name!r} holds values that are not class ids: {shown} (0-based data rows); expected "
+                f"integer class ids 0, 1, ... (below {MAX_CLASS_ID}) or class names"
+            )
         fractional = values != np.round(values)
         if fractional.any():
             raise DataError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -279,8 +280,11 @@ def plot_delta(report, path: Path) -> list[dict]:
         else:
             xerr = [[p["mean"] - p["low"] for _, p in drawn], [p["high"] - p["mean"] for _, p in drawn]]
             ax.errorbar(means, ys, xerr=xerr, fmt="o", ms=7, color=colour, capsize=4, lw=2)
+    ends = [v for p in points for v in (p["low"], p["high"], p["mean"]) if math.isfinite(v)] + [0.0]
+    pad = 0.08 * ((max(ends) - min(ends)) or 1.0)  # zero and its label stay inside the axes
+    ax.set_xlim(min(ends) - pad, max(ends) + pad)
     ax.axvline(0.0, color="black", lw=1)
-    ax.text(0.0, -0.45, " baseline", va="top", ha="left", fontsize=CHART_FONT - 1)
+    ax.text(0.0, -0.45, " baseline", va="top", ha="right" if max(ends) <= 0 else "left", fontsize=CHART_FONT - 1)
     ax.set_yticks(range(len(points)), [short_label(p["variant"]) for p in points], fontsize=CHART_FONT)
     ax.set_ylim(len(points) - 0.5, -0.5)
     ax.tick_params(axis="x", labelsize=CHART_FONT)

@@ -26,6 +26,8 @@ COLUMNS = [
     ("test_loss", "test_loss", "test"),
     ("test_nll", "test_nll", "test"),
     ("test_ece", "test_ece", "test"),
+    ("test_classwise_ece", "test_classwise_ece", "test"),  # every class's probability (Kull et al. 2019)
+    ("test_adaptive_ece", "test_adaptive_ece", "test"),  # equal-mass bins (Nguyen & O'Connor 2015)
     ("test_brier", "test_brier", "test"),
     ("test_accuracy", "test_accuracy", "test"),
     ("test_balanced_accuracy", "test_balanced_accuracy", "test"),
@@ -34,11 +36,21 @@ COLUMNS = [
     ("test_auc", "test_auc", "test"),
     ("test_bpc", "test_bpc", "test"),
     ("test_perplexity", "test_perplexity", "test"),
+    # Long tail: recall averaged over the classes with > 100 / 20..100 / < 20 training examples (data.shot_thresholds),
+    # and post-hoc logit adjustment of the same model (test_<metric>_posthoc: no retraining).
+    ("test_many_shot_accuracy", "test_many_shot_accuracy", "long_tail"),
+    ("test_medium_shot_accuracy", "test_medium_shot_accuracy", "long_tail"),
+    ("test_few_shot_accuracy", "test_few_shot_accuracy", "long_tail"),
+    ("test_balanced_accuracy_posthoc", "test_balanced_accuracy_posthoc", "long_tail"),
+    ("test_few_shot_accuracy_posthoc", "test_few_shot_accuracy_posthoc", "long_tail"),
     ("epochs", "epochs", "cost"),
     ("wall_time_s", "wall_time_s", "cost"),
     ("samples_per_s", "samples_per_s", "cost"),
 ]
 COLUMN_NAMES = [c for c, _, _ in COLUMNS]
+# The report's value tables in order; a section no run logged a value of is left out (long_tail on balanced data).
+TABLE_SECTIONS = (("validation", "Validation"), ("test", "Test"),
+                  ("long_tail", "Long tail: shot groups and post-hoc logit adjustment"), ("cost", "Cost"))
 # Values of the training objective itself: on one scale only when every variant trains the same loss.
 LOSS_COLUMNS = ("val_loss", "best_val_loss", "test_loss")
 # Quality metrics ranked against the baseline; the loss columns join them when the loss scales agree.
@@ -49,6 +61,8 @@ RELIABILITY_ARTIFACT = "evaluation/reliability.json"
 MAX_RELIABILITY_VARIANTS = 10  # curves overlaid on one chart: more are unreadable
 SWEEP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # what SweepRun makes (12 hex digits), or "latest"
 SEED_OVERRIDE = re.compile(r"(^|,)trainer\.seed=[^,]*")
+FOLD_OVERRIDE = re.compile(r"(^|,)data\.fold=[^,]*")  # k-fold: the fold is a repetition, as the seed
+POSTHOC_VARIANT = " + post-hoc"  # the baseline's runs scored by their test_<metric>_posthoc (query.posthoc_values)
 OVERRIDE_SPLIT = re.compile(r",(?=[+~]*[\w.\-/@]+=)")  # commas that start a new key=value (not inside a list)
 ADD_SEEDS = ('`make sweep SWEEP=seeds ARGS="<the varying overrides>"` (5 seeds), or add `trainer.seed=0,1,2` '
              "to the sweep's overrides")
@@ -63,6 +77,7 @@ class Comparison:
     diff: Difference
     p_holm: float
     verdict: str
+    pairs: str = "seeds"  # what a pair of the paired test is: "seeds", or "seed/fold pairs" in k-fold sweeps
 
 
 @dataclass

@@ -18,10 +18,12 @@ from mlflow.tracking import MlflowClient
 from xentlab.report.charts import curve_metric, plot_charts
 from xentlab.report.columns import (
     COLUMN_NAMES,
+    COLUMNS,
     HISTORY_METRIC,
     LOSS_COLUMNS,
     MAX_RELIABILITY_VARIANTS,
     PAGE_SIZE,
+    POSTHOC_VARIANT,
     RANKED,
     Comparison,
     Report,
@@ -34,13 +36,14 @@ from xentlab.report.query import (
     _workers,
     fetch_children,
     loss_scale,
+    posthoc_values,
     read_histories,
     read_reliability,
     run_values,
 )
 from xentlab.report.render import to_markdown, write_csvs
 from xentlab.report.statistics import compare_runs, direction, holm, verdict
-from xentlab.report.variants import choose_baseline, variant_of
+from xentlab.report.variants import choose_baseline, pair_key, variant_of
 from xentlab.tracking.store import (
     BASELINE_TAG,
     SWEEP_TAG,
@@ -49,17 +52,44 @@ from xentlab.tracking.store import (
 
 # ---------------------------------------------------------------------------------------------- statistics
 def aggregate(per_run: dict[str, list[dict[str, float]]]) -> list[dict]:
-    """Rows of mean, std (sample std, ddof=1; 0 for one run) and n per variant."""
+    """Rows of mean, std (sample std, ddof=1; 0 for one value) and the count `<column>_n` of the finite values per
+    variant and column (n: its runs); non-finite values are left out of both."""
     rows = []
     for variant, runs in per_run.items():
         row: dict = {"variant": variant, "n": len(runs)}
         for column in COLUMN_NAMES:
-            vals = np.array([r[column] for r in runs], dtype="float64")
-            vals = vals[np.isfinite(vals)]
-            row[column] = float(vals.mean()) if len(vals) else float("nan")
-            row[f"{column}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            row.update(column_stats(column, [r[column] for r in runs]))
         rows.append(row)
     return rows
+
+
+def column_stats(column: str, values: list[float]) -> dict[str, float]:
+    """Mean, sample std and count of the finite `values`; with none finite, the infinity they share (else NaN)."""
+    vals = np.asarray(values, dtype="float64")
+    finite = vals[np.isfinite(vals)]
+    if len(finite):
+        mean = float(finite.mean())
+    else:
+        infinite = set(vals[np.isinf(vals)].tolist())
+        mean = infinite.pop() if len(infinite) == 1 else float("nan")
+    std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+    return {column: mean, f"{column}_std": std, f"{column}_n": len(finite)}
+
+
+def non_finite_runs(runs: list, values: dict[str, dict[str, float]], limit: int = 10) -> str | None:
+    """A note naming the runs that logged a NaN or infinite value in a report column (left out of its means and
+    tests), or None when every logged value is finite."""
+    found = []
+    for run in runs:
+        bad = [f"{c}={values[run.info.run_id][c]}" for c, source, _ in COLUMNS
+               if source in run.data.metrics and not math.isfinite(values[run.info.run_id][c])]
+        if bad:
+            found.append(f"`{run.info.run_name}` ({run.info.run_id}): {', '.join(bad)}")
+    if not found:
+        return None
+    more = f"; and {len(found) - limit} more runs" if len(found) > limit else ""
+    return ("- **Left out** of the means, counts and tests (values that are not finite): "
+            + "; ".join(found[:limit]) + more + ".")
 
 
 def compare_variants(seeded: dict[str, list[tuple[str, dict[str, float]]]], baseline: str, columns: list[str]
@@ -67,20 +97,39 @@ def compare_variants(seeded: dict[str, list[tuple[str, dict[str, float]]]], base
     """Every variant but the baseline against it on each of `columns`, Holm-corrected per column.
 
     Args:
-        seeded: {variant: [(trainer.seed, column values of one run), ...]}.
+        seeded: {variant: [(pairing key: trainer.seed, or "<seed>/fold<i>" with k-fold, column values of one
+            run), ...]}.
         baseline: a key of `seeded`.
         columns: the ranked columns.
     """
     out: list[Comparison] = []
     others = [v for v in seeded if v != baseline]
+    pairs = "seed/fold pairs" if any("/fold" in str(k) for runs in seeded.values() for k, _ in runs) else "seeds"
     for column in columns:
         base = [(seed, values[column]) for seed, values in seeded[baseline]]
-        diffs = [compare_runs([(seed, values[column]) for seed, values in seeded[v]], base) for v in others]
+        # A side that logged no value of the column (the post-hoc row's validation columns) is not compared.
+        logged = [v for v in others if any(math.isfinite(values[column]) for _, values in seeded[v])
+                  and any(math.isfinite(value) for _, value in base)]
+        diffs = [compare_runs([(seed, values[column]) for seed, values in seeded[v]], base) for v in logged]
         adjusted = holm([d.p for d in diffs])
         better = direction(column) or "min"
-        out += [Comparison(v, column, d, p, verdict(d, p, better)) for v, d, p in zip(others, diffs, adjusted,
-                                                                                          strict=True)]
+        out += [Comparison(v, column, d, p, verdict(d, p, better), pairs) for v, d, p in zip(logged, diffs, adjusted,
+                                                                                                 strict=True)]
     return out
+
+
+def add_posthoc_variant(seeded: dict[str, list], keys: dict[str, str], baseline: str, runs: list,
+                        overrides: dict[str, str]) -> None:
+    """Adds `<baseline> + post-hoc`: the baseline's own runs scored by post-hoc logit adjustment, compared with
+    the baseline like any variant (paired: the same runs) and shown beside the set-ups trained for the long tail.
+    Only when every baseline run logged post-hoc metrics of a long-tailed split (`query.posthoc_values`)."""
+    values = [posthoc_values(r, COLUMN_NAMES) for r in runs]
+    if not runs or any(v is None for v in values):
+        return
+    name = baseline + POSTHOC_VARIANT
+    seeded[name] = [(r.info.run_id + POSTHOC_VARIANT, v) for r, v in zip(runs, values, strict=True)]
+    keys.update({r.info.run_id + POSTHOC_VARIANT: keys[r.info.run_id] for r in runs})
+    overrides[name] = overrides.get(baseline, baseline) + POSTHOC_VARIANT
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -144,7 +193,9 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     if not finished and any(r.info.status in ("FAILED", "KILLED") for r in children):
         return _failed_only(client, parent_run_id, sweep_id, children, out_dir)
     runs_by_variant, overrides = group_variants(finished)
-    base, note = choose_baseline(list(runs_by_variant), baseline, parent.data.tags.get(BASELINE_TAG), overrides)
+    posthoc_base = bool(baseline and baseline.endswith(POSTHOC_VARIANT))  # --baseline "<variant> + post-hoc"
+    base, note = choose_baseline(list(runs_by_variant), baseline.removesuffix(POSTHOC_VARIANT) if posthoc_base
+                                 else baseline, parent.data.tags.get(BASELINE_TAG), overrides)
     metric = metric or primary_metric(finished)
 
     workers = _workers(uri)
@@ -152,7 +203,13 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     histories = read_histories(client, ids, HISTORY_METRIC, workers)
     values = {r.info.run_id: run_values(r, histories[r.info.run_id]) for r in finished}
     seeded = {v: [(r.info.run_id, values[r.info.run_id]) for r in runs] for v, runs in runs_by_variant.items()}
-    seeds = {r.info.run_id: r.data.params.get("trainer.seed", r.info.run_id) for r in finished}
+    seeds = {r.info.run_id: pair_key(r.data.params, r.info.run_id) for r in finished}
+    add_posthoc_variant(seeded, seeds, base, runs_by_variant[base], overrides)
+    if posthoc_base:
+        if base + POSTHOC_VARIANT not in seeded:
+            raise ValueError(f"--baseline {baseline!r}: the runs of {base} logged no post-hoc metrics of a long-tailed "
+                             f"training split (test_<metric>_posthoc and shot groups), so there is no post-hoc row")
+        base += POSTHOC_VARIANT
     ranked, losses_note = ranked_columns(finished)
     ranked = [c for c in ranked if any(math.isfinite(v[c]) for v in values.values())]  # logged by some run
     by_seed = {v: [(seeds[rid], vals) for rid, vals in runs] for v, runs in seeded.items()}
@@ -162,16 +219,19 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     skipped = len(children) - len(finished)
     title = f"sweep {sweep_id}: {len(finished)} runs, {len(rows)} variants" + (
         f" ({skipped} runs not FINISHED, left out)" if skipped else "")
-    shown = [r["variant"] for r in rows][:MAX_RELIABILITY_VARIANTS]
+    shown = [r["variant"] for r in rows if r["variant"] in runs_by_variant][:MAX_RELIABILITY_VARIANTS]
     reliability, sampled = read_reliability(client, {v: runs_by_variant[v] for v in shown}, workers)
     followup = _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds, sampled)
     markdown = to_markdown(rows, comparisons, title=title, baseline=base, baseline_note=note, metric=metric,
                            ranked=ranked, losses_note=losses_note) + "".join(f"\n{line}" for line in followup)
+    left_out = non_finite_runs(finished, values)
+    if left_out:
+        markdown += "\n" + left_out
     report = Report(sweep_id, parent_run_id, base, rows, comparisons, markdown, metric=metric, baseline_note=note,
                     ranked=ranked, losses_note=losses_note, title=title, overrides=overrides, followup=followup)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")
-    report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir)]
+    report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir, overrides)]
     curves = curve_metric(metric)
     if curves != HISTORY_METRIC:
         histories = read_histories(client, ids, curves, workers)
@@ -198,7 +258,8 @@ def _followup(parent, children: list, comparisons: list[Comparison], metrics: li
     lines = [f"- reliability.png pools at most {RELIABILITY_SAMPLE} runs per variant: runs logged before the "
              "`xentlab.reliability` tag are read from their files, a bounded sample."] if sampled else []
     lines += failed_jobs_section(children)
-    return lines + seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, list(seeds.values()))
+    seeds_done = [str(key).split("/fold")[0] for key in seeds.values()]  # a k-fold pair key is "<seed>/fold<i>"
+    return lines + seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, seeds_done)
 
 
 def _failed_only(client: MlflowClient, parent_run_id: str, sweep_id: str, children: list, out_dir: Path) -> Report:

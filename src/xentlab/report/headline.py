@@ -6,8 +6,8 @@
   `test_worst_class_recall`); a language model's sweep: `test_bpc` instead.
 - Metrics, one per variant (the runs table's columns, the chart view's sections), on the primary metric M:
   `delta_M/<variant>` (mean difference variant - baseline), `delta_M_low/<variant>` and `delta_M_high/<variant>`
-  (its 95% interval), `p_holm_M/<variant>` (Holm-adjusted p-value); and the tag `xentlab.verdict`, one
-  `variant: verdict` per line.
+  (its 95% interval), `p_holm_M/<variant>` (Holm-adjusted p-value); and the tag `xentlab.verdict`, the verdicts
+  in a few words (`logit_adjusted better; 2 not shown (val_nll)`).
 - The children's dataset inputs and git commit, so the parent's Dataset and Source columns say what they say.
 """
 
@@ -43,17 +43,24 @@ def _direction_words(metric: str) -> str:
 
 
 def summary_line(report: Report) -> str:
-    """One sentence: which variants differ from the baseline on the primary metric, and which were not shown."""
+    """One sentence: which variants differ from the baseline on the primary metric (with Δ, interval and Holm p),
+    and which were not shown; what the Overview shows before its "Show more"."""
     groups: dict[str, list[str]] = {}
     for row in report.rows:
         c = report.comparison(row["variant"], report.metric)
-        if c is not None:
-            groups.setdefault(verdict_text(c), []).append(row["variant"])
+        if c is None:
+            continue
+        if c.verdict in ("better", "worse"):
+            groups.setdefault(c.verdict, []).append(
+                f"**{c.variant} {c.verdict}** (Δ {format_delta(c)}, p = {format_p(c.p_holm)})")
+        else:
+            groups.setdefault(verdict_text(c), []).append(c.variant)
     if not groups:
-        return (f"`{report.metric}` is not ranked in this sweep (see the report); baseline `{report.baseline}`.")
-    parts = [f"**{', '.join(names)}: {text}**" if text in ("better", "worse") else f"{', '.join(names)}: {text}"
-             for text, names in sorted(groups.items(), key=lambda kv: kv[0] not in ("better", "worse"))]
-    return f"Against `{report.baseline}` on `{report.metric}` ({_direction_words(report.metric)}): " + "; ".join(parts)
+        return f"`{report.metric}` is not ranked in this sweep (see the report); baseline `{report.baseline}`."
+    decided = groups.pop("better", []) + groups.pop("worse", [])
+    rest = [f"{', '.join(names)}: {text}" for text, names in groups.items()]
+    return f"Against `{report.baseline}` on `{report.metric}` ({_direction_words(report.metric)}): " + "; ".join(
+        decided + rest)
 
 
 def metric_lines(report: Report, metric: str) -> list[str]:
@@ -74,16 +81,16 @@ def metric_lines(report: Report, metric: str) -> list[str]:
 
 
 def headline(report: Report) -> str:
-    """The parent run's description: the answer first, the numbers behind it, where the rest is."""
-    lines = [summary_line(report), "",
-             f"Baseline `{report.baseline}` ({report.baseline_note}). Each variant against it: verdict, Δ = variant "
-             "− baseline with its 95% interval, Holm-adjusted p (alpha 0.05). \"not shown\": no significant "
-             "difference at this number of seeds (not a proof of equality; more seeds may decide).", ""]
+    """The parent run's description: the answer first, the numbers behind it, how to read them, where the rest is."""
+    lines = [summary_line(report), ""]
     for metric, why in headline_metrics(report):
         label = "primary metric" if why == "primary" else why
         lines += [f"**{metric}** ({label}, {_direction_words(metric)})", "", *metric_lines(report, metric), ""]
-    lines.append(f"{report.title}. Full report: Artifacts → `report/report.html` (tables, charts, how to read "
-                 "it); `report/report.md` as printed.")
+    lines += [f"Baseline `{report.baseline}` ({report.baseline_note}). Δ = variant − baseline with its 95% "
+              "interval; p Holm-adjusted over the variants; verdicts at alpha 0.05. \"not shown\": no significant "
+              "difference with this many seeds (not a proof of equality; more seeds may decide).", "",
+              f"{report.title}. Full report: Artifacts → `report/report.html` (tables, charts, how to read it); "
+              "`report/report.md` as printed."]
     text = "\n".join(lines)
     if len(text) > MAX_NOTE:
         text = text[: MAX_NOTE - 60].rsplit("\n", 1)[0] + "\n\n(cut: the full report is in report/report.html)"
@@ -111,8 +118,17 @@ def parent_metrics(report: Report) -> dict[str, float]:
 
 
 def verdict_tag(report: Report) -> str:
-    """`variant: verdict` per line on the primary metric (tag `xentlab.verdict`)."""
-    return "\n".join(f"{c.variant}: {verdict_text(c)}" for c in report.comparisons if c.metric == report.metric)
+    """The primary metric's verdicts in a few words, the decided variants first (tag `xentlab.verdict`: the run
+    page shows tags above the description and cuts a value at about 35 characters; the title shows it whole)."""
+    tested = [c for r in report.rows if (c := report.comparison(r["variant"], report.metric)) is not None]
+    decided = [f"{c.variant} {c.verdict}" for c in sorted(tested, key=lambda c: c.verdict != "better")
+               if c.verdict in ("better", "worse")]
+    others = [c for c in tested if c.verdict not in ("better", "worse")]
+    if not tested:
+        return f"{report.metric} not ranked"
+    if not decided:
+        return f"none shown on {report.metric} ({len(others)} tested vs {report.baseline})"
+    return "; ".join(decided) + (f"; {len(others)} not shown" if others else "") + f" ({report.metric})"
 
 
 def publish(client, report: Report, children: list) -> None:

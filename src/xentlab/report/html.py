@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xentlab.report.charts import VERDICT_COLOURS, delta_points
-from xentlab.report.columns import Report
+from xentlab.report.columns import TABLE_SECTIONS, Report
 from xentlab.report.headline import headline_metrics, summary_line
 from xentlab.report.render import bold_cells, format_cell, format_delta, format_p, shown_columns, verdict_text
 
@@ -108,7 +108,7 @@ def tables_section(report: Report, charts: dict[str, Path]) -> str:
     bold = bold_cells(report.comparisons, report.baseline, [r["variant"] for r in report.rows])
     parts = ["<h2>Every metric</h2><p class=muted>Mean ± sample std over the seeds; <b>bold</b>: significantly "
              "better than the baseline (Holm); -: not logged.</p>"]
-    for section in ("validation", "test", "cost"):
+    for section, _ in TABLE_SECTIONS:
         columns = shown_columns(report.rows, section)
         for start in range(0, len(columns), COLUMNS_PER_TABLE):
             chunk = columns[start : start + COLUMNS_PER_TABLE]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,7 +93,13 @@ def read_histories(client: MlflowClient, run_ids: list[str], metric: str, worker
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         histories.update(zip(single, pool.map(one, single), strict=True))
-    return {run_id: sorted(values) for run_id, values in histories.items()}
+    return {run_id: sorted((step, stored_value(value)) for step, value in values)
+            for run_id, values in histories.items()}
+
+
+def stored_value(value: float) -> float:
+    """A metric value as it was logged: MLflow's SQL stores keep +-inf as +-1.797e308 (the largest float)."""
+    return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
 
 
 def run_values(run, history: list[tuple[int, float]]) -> dict[str, float]:
@@ -112,8 +120,21 @@ def run_values(run, history: list[tuple[int, float]]) -> dict[str, float]:
         elif source == "best:val_loss":
             values[column] = min(v for _, v in history) if history else float("nan")
         else:
-            values[column] = float(metrics.get(source, float("nan")))
+            values[column] = stored_value(float(metrics.get(source, float("nan"))))
     return values
+
+
+def posthoc_values(run, columns: list[str]) -> dict[str, float] | None:
+    """The report columns of a run as post-hoc logit adjustment scores it: each test column from its
+    `<column>_posthoc` metric, NaN elsewhere (validation, costs). None unless the run logged post-hoc metrics of a
+    long-tailed training split (test shot accuracies of at least two groups): on a balanced split the adjusted
+    predictions are the model's own and a row of them says nothing new."""
+    metrics = run.data.metrics
+    groups = [g for g in ("many", "medium", "few") if f"test_{g}_shot_accuracy" in metrics]
+    if len(groups) < 2 or "test_balanced_accuracy_posthoc" not in metrics:
+        return None
+    return {c: float(metrics.get(f"{c}_posthoc", float("nan"))) if c.startswith("test_") else float("nan")
+            for c in columns}
 
 
 def loss_scale(params: dict[str, str]) -> tuple:

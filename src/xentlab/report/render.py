@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xentlab.report.columns import ADD_SEEDS, COLUMN_NAMES, COLUMNS, Comparison
+from xentlab.report.columns import ADD_SEEDS, COLUMN_NAMES, COLUMNS, POSTHOC_VARIANT, TABLE_SECTIONS, Comparison
 from xentlab.report.statistics import ALPHA, direction
 
 
@@ -33,10 +33,14 @@ def _digits(column: str) -> int:
 
 def format_cell(row: dict, column: str, bold: bool) -> str:
     value, std = row[column], row[f"{column}_std"]
-    if not np.isfinite(value):
+    if np.isnan(value):
         return "-"
+    if np.isinf(value):
+        return "inf" if value > 0 else "-inf"
     digits = _digits(column)
-    text = f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if row["n"] > 1 else "")
+    n = row.get(f"{column}_n", row["n"])  # the runs whose value is finite
+    text = f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+    text += f" ({n} of {row['n']} runs)" if n < row["n"] else ""
     return f"**{text}**" if bold else text
 
 
@@ -71,14 +75,14 @@ def verdict_text(c: Comparison | None) -> str:
 def shown_columns(rows: list[dict], section: str) -> list[str]:
     """The columns of `section` that some variant has a value for (a classifier's sweep has no bpc, a language
     model's no per-class metrics worth a column)."""
-    return [c for c, _, s in COLUMNS if s == section and any(np.isfinite(r[c]) for r in rows)]
+    return [c for c, _, s in COLUMNS if s == section and any(not np.isnan(r[c]) for r in rows)]
 
 
 def _test(c: Comparison | None) -> str:
     if c is None:
         return ""
     if c.diff.test == "paired":
-        return f"paired, {c.diff.n} seeds"
+        return f"paired, {c.diff.n} {c.pairs}"
     if c.diff.test == "welch":
         return f"Welch, {c.diff.n} vs {c.diff.n_baseline}"
     return f"untested, {c.diff.n} vs {c.diff.n_baseline}"
@@ -118,8 +122,10 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
         body.append(cells)
     lines += _table(header, body)
 
-    for section, heading in (("validation", "Validation"), ("test", "Test"), ("cost", "Cost")):
+    for section, heading in TABLE_SECTIONS:
         columns = shown_columns(rows, section)
+        if not columns:
+            continue
         lines += ["", f"#### {heading}", ""]
         lines += _table(["variant", "n", *columns], [
             [r["variant"], str(r["n"]), *[format_cell(r, c, (r["variant"], c) in bold) for c in columns]] for r in rows
@@ -129,7 +135,8 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
     lines += ["", "How to read it:",
               "- Mean ± sample std over the runs (seeds) of a variant; `-`: the runs did not log that metric.",
               f"- Δ = variant - baseline with its 95% confidence interval. Test: paired t-test on the seeds both "
-              f"ran (equal `trainer.seed`; at least 2), else Welch's t-test (interval with Welch-Satterthwaite "
+              f"ran (equal `trainer.seed`, and `data.fold` in k-fold sweeps; at least 2), else Welch's t-test "
+              f"(interval with Welch-Satterthwaite "
               f"degrees of freedom). p-values are Holm-corrected over the {n_others} variant(s) of each metric; "
               f"verdicts at alpha {ALPHA} in the metric's direction.",
               f"- **Bold**: significantly best, i.e. significantly better than the baseline (Holm-adjusted "
@@ -138,6 +145,11 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
               "- epochs, wall_time_s, samples_per_s (last epoch) are costs: shown, not tested."]
     if losses_note:
         lines.append(f"- {losses_note}")
+    for posthoc in [r["variant"] for r in rows if r["variant"].endswith(POSTHOC_VARIANT)]:
+        lines.append(f"- `{posthoc}`: the runs of `{posthoc.removesuffix(POSTHOC_VARIANT)}`, their test predictions "
+                     "adjusted after training by the training prior (log p - tau * log prior, no retraining; "
+                     "`test_<metric>_posthoc`), paired run by run; validation and cost columns do not apply to it. "
+                     f"`xentlab-compare --baseline \"{posthoc}\"` tests the other variants against it.")
     untested = [c.variant for c in comparisons if c.verdict == "untested" and c.metric == metric]
     if untested:
         lines.append(f"- **Differences are untested** for {', '.join(untested)}: a t-test needs at least 2 runs "
@@ -147,15 +159,16 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
     return "\n".join(lines)
 
 
-def write_csvs(rows: list[dict], comparisons: list[Comparison], baseline: str, out: Path) -> list[Path]:
-    """report.csv (one row per variant: mean and std of every column) and comparisons.csv (one row per
-    variant and ranked metric: difference, interval, p-values, test, verdict)."""
-    fields = ["variant", "n", "baseline"] + [f for c in COLUMN_NAMES for f in (c, f"{c}_std")]
+def write_csvs(rows: list[dict], comparisons: list[Comparison], baseline: str, out: Path,
+               overrides: dict[str, str] | None = None) -> list[Path]:
+    """report.csv (one row per variant: its overrides, mean and std of every column) and comparisons.csv (one
+    row per variant and ranked metric: difference, interval, p-values, test, verdict)."""
+    fields = ["variant", "overrides", "n", "baseline"] + [f for c in COLUMN_NAMES for f in (c, f"{c}_std")]
     with (out / "report.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        writer.writerows([{**{k: r[k] for k in fields if k in r}, "baseline": r["variant"] == baseline}
-                          for r in rows])
+        writer.writerows([{**{k: r[k] for k in fields if k in r}, "baseline": r["variant"] == baseline,
+                           "overrides": (overrides or {}).get(r["variant"], r["variant"])} for r in rows])
     with (out / "comparisons.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["variant", "baseline", "metric", "diff", "ci_low", "ci_high", "p", "p_holm", "test",

@@ -17,8 +17,11 @@ from scipy import stats as _st
 ALPHA = 0.05
 CONFIDENCE = 0.95
 # The quality metrics the report ranks (with their val_ and test_ prefixes), by direction.
-LOWER_IS_BETTER = ("nll", "ece", "brier", "loss", "bpc", "perplexity")
-HIGHER_IS_BETTER = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "worst_class_recall")
+LOWER_IS_BETTER = ("nll", "ece", "brier", "loss", "bpc", "perplexity", "classwise_ece", "adaptive_ece")
+HIGHER_IS_BETTER = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "worst_class_recall", "many_shot_accuracy",
+                    "medium_shot_accuracy", "few_shot_accuracy")
+# A metric of adjusted or calibrated predictions (`test_nll_posthoc`, `test_ece_calibrated`) keeps its direction.
+DERIVED_SUFFIXES = ("_posthoc", "_calibrated")
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,13 @@ class Difference:
 
 
 def direction(metric: str) -> str | None:
-    """"min" or "max" for a ranked quality metric (`val_nll`, `test_macro_f1`, `best_val_loss`, ...), else None."""
+    """"min" or "max" for a ranked quality metric (`val_nll`, `test_macro_f1`, `best_val_loss`,
+    `test_balanced_accuracy_posthoc`, ...), else None."""
     base = metric
     for prefix in ("best_", "val_", "test_"):
         base = base.removeprefix(prefix)
+    for suffix in DERIVED_SUFFIXES:
+        base = base.removesuffix(suffix)
     if base in LOWER_IS_BETTER:
         return "min"
     if base in HIGHER_IS_BETTER:

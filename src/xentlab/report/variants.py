@@ -3,14 +3,15 @@ the baseline."""
 
 from __future__ import annotations
 
-from xentlab.report.columns import OVERRIDE_SPLIT, SEED_OVERRIDE
+from xentlab.report.columns import FOLD_OVERRIDE, OVERRIDE_SPLIT, SEED_OVERRIDE
 from xentlab.tracking.store import VARIANT_OVERRIDES_TAG, VARIANT_TAG
 
 
 # ---------------------------------------------------------------------------------------------- variants
 def variant_name(run_name: str) -> str:
-    """The run name without its seed, so runs that differ only by trainer.seed aggregate into one row."""
-    name = SEED_OVERRIDE.sub("", run_name).strip(",")
+    """The run name without its seed and fold, so runs that differ only by trainer.seed (and data.fold, in k-fold
+    sweeps) aggregate into one row."""
+    name = FOLD_OVERRIDE.sub("", SEED_OVERRIDE.sub("", run_name).strip(",")).strip(",")
     return name or "(default)"
 
 
@@ -22,6 +23,13 @@ def variant_of(run) -> tuple[str, str]:
         return tags[VARIANT_TAG], tags.get(VARIANT_OVERRIDES_TAG, tags[VARIANT_TAG])
     name = variant_name(run.info.run_name or run.info.run_id)
     return name, name
+
+
+def pair_key(params: dict[str, str], default: str) -> str:
+    """What pairs two variants' runs in the paired test: the seed, and the fold of a k-fold split ("3/fold1")."""
+    seed = params.get("trainer.seed", default)
+    folds = params.get("data.folds", "null")
+    return seed if folds in ("null", "None", "") else f"{seed}/fold{params.get('data.fold', '0')}"
 
 
 def override_set(name: str) -> frozenset[str]:

@@ -13,6 +13,8 @@ import re
 from typing import Any
 
 SEED_KEY = "trainer.seed"
+FOLD_KEY = "data.fold"  # k-fold sweeps: the fold is a repetition of a variant, as the seed
+REPETITIONS = (SEED_KEY, FOLD_KEY)
 MAX_RUN_NAME = 30  # what the runs table shows before it cuts a name
 DEFAULT_VARIANT = "default"  # a sweep over seeds only: every job is the one variant
 # Values whose key=value form is long and whose meaning has a common short word.
@@ -45,7 +47,7 @@ def _part(key: str, label: str, value: str) -> str:
 
 
 def variant_name(overrides: list[str]) -> str:
-    """The short name of the variant a sweep job runs: its varying overrides but the seed, sorted by key.
+    """The short name of the variant a sweep job runs: its varying overrides but the seed (and fold), by key.
 
     Args:
         overrides: the job's overrides that vary across the sweep (`+setup=logit_adjusted`, `trainer.seed=0`).
@@ -55,25 +57,26 @@ def variant_name(overrides: list[str]) -> str:
         Distinct variants of one sweep get distinct names (a group choice by its value, a boolean by its word,
         anything else as label=value, in the same key order).
     """
-    chosen = sorted((o for o in overrides if "=" in o and override_key(o) != SEED_KEY), key=override_key)
+    chosen = sorted((o for o in overrides if "=" in o and override_key(o) not in REPETITIONS), key=override_key)
     labels = _labels([override_key(o) for o in chosen])
     parts = [_part(override_key(o), labels[override_key(o)], o.partition("=")[2]) for o in chosen]
     return " ".join(parts) or DEFAULT_VARIANT
 
 
 def variant_overrides(overrides: list[str]) -> str:
-    """The varying overrides of a job but the seed, comma-joined in key order (`+setup=balanced`): what a
+    """The varying overrides of a job but the seed (and fold), comma-joined in key order (`+setup=balanced`): what a
     preset's baseline names and `xentlab-compare --baseline` accepts."""
-    return ",".join(sorted((o for o in overrides if override_key(o) != SEED_KEY), key=override_key))
+    return ",".join(sorted((o for o in overrides if override_key(o) not in REPETITIONS), key=override_key))
 
 
-def run_name(variant: str, seed: Any, limit: int = MAX_RUN_NAME) -> str:
-    """`<variant> s<seed>` in at most `limit` characters (for seeds below 10**(limit - 24)).
+def run_name(variant: str, seed: Any, fold: Any = None, limit: int = MAX_RUN_NAME) -> str:
+    """`<variant> s<seed>` (`<variant> f<fold> s<seed>` in k-fold sweeps) in at most `limit` characters (for seeds
+    below 10**(limit - 24)).
 
     A longer variant keeps its first characters and a 4-digit hash of the whole name, so two long variants
     never share a run name prefix by accident (`learning_rate=0.31~a1f0 s0`).
     """
-    suffix = f" s{seed}"
+    suffix = (f" f{fold}" if fold is not None else "") + f" s{seed}"
     room = limit - len(suffix)
     if len(variant) <= room:
         return variant + suffix

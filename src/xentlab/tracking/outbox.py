@@ -1,12 +1,14 @@
 """Tracking that survives a server outage, and `xentlab-sync JOB_DIR` to send what it kept.
 
 Every call a run makes once training has started (epoch metrics, test metrics, artifacts, the model, the final
-status) goes through an `Outbox`. While the tracking server answers, calls go straight to it. When a call fails
-and a short probe confirms the server is gone, that call and every later one are appended to
+status) goes through an `Outbox`. While the tracking store answers, calls go straight to it. When a call fails
+and a short probe confirms the server is gone, or a SQL store is busy (locked by another process: retried with
+backoff for up to `store_wait_s()` first), that call and every later one are appended to
 `<job dir>/outbox/journal.jsonl` (files copied beside it) and training goes on. At each epoch end one probe of at
-most PROBE_TIMEOUT_S seconds asks whether the server is back; if it is, the journal is replayed in order. What is
-still pending when the job ends is sent by `xentlab-sync JOB_DIR`. Errors the server answers (a bad value, a
-permission) are not outages: they propagate as before.
+most PROBE_TIMEOUT_S seconds asks whether the store is back; if it is, the journal is replayed in order. A job
+whose SQLite store is still busy at its end waits for it (up to `store_wait_s()`); what is still pending then is
+sent by `xentlab-sync JOB_DIR`. Errors the store answers (a bad value, a permission, a damaged file) are not
+outages: they propagate and fail the run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from xentlab.tracking.store import TrackingUnreachable, mask_uri, probe_server
+from xentlab.tracking.store import (
+    TrackingUnreachable,
+    mask_text,
+    probe_server,
+    sqlite_free,
+    sqlite_path,
+    store_fault,
+    store_wait_s,
+)
 
 OUTBOX = "outbox"
 PROBE_TIMEOUT_S = 2.0
@@ -48,7 +58,7 @@ class Outbox:
         if keep:
             self._send(op)
         elif not self.pending:
-            self._try_live(op)
+            self._try_live(op, patience_s=0.0)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._send({"op": "text", "text": text, "artifact_file": artifact_file})
@@ -70,8 +80,14 @@ class Outbox:
         self._append({"op": "artifacts", "path": str(folder), "artifact_path": "model"}, staged=True)
 
     def end(self, status: str) -> None:
-        """Terminates the run with `status`; during an outage the status waits in the journal."""
+        """Terminates the run with `status`; during an outage the status waits in the journal. A SQLite store that
+        is still busy is waited for (up to `store_wait_s()`), so the run itself sends what it kept."""
         self._send({"op": "end", "status": status, "timestamp": int(time.time() * 1000)})
+        deadline, delay = time.monotonic() + store_wait_s(), 0.5
+        while self.pending and sqlite_path(self.uri) is not None and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(2 * delay, 4.0)
+            self.retry()
 
     # ------------------------------------------------------------------------------------------ the journal
     @property
@@ -104,9 +120,11 @@ class Outbox:
             # The URI as given (xentlab-sync must reach the same server); Hydra's .hydra/config.yaml beside it
             # holds it too. Only what is printed or sent to the server is masked.
             (self.folder / "run.json").write_text(json.dumps({"uri": self.uri, "run_id": self.run_id}))
-            print(f"tracking server {mask_uri(self.uri)} does not answer: training goes on, tracking records are "
-                  f"kept in {self.folder} and sent when it is back (or by `xentlab-sync {self.folder.parent}`)",
-                  file=sys.stderr, flush=True)
+            db = sqlite_path(self.uri)
+            state = (f"tracking store {db} is locked by another process" if db else
+                     f"tracking server {mask_text(self.uri)} does not answer")
+            print(f"{state}: training goes on, tracking records are kept in {self.folder} and sent when it is "
+                  f"back (or by `xentlab-sync {self.folder.parent}`)", file=sys.stderr, flush=True)
         with self.journal.open("a") as f:
             f.write(json.dumps(op) + "\n")
 
@@ -118,6 +136,10 @@ class Outbox:
 
     # ------------------------------------------------------------------------------------------ sending
     def _raise_unless_outage(self, err: BaseException) -> None:
+        """Returns when `err` is an outage (a busy SQL store, or a server that does not answer a probe); re-raises
+        anything else."""
+        if store_fault(err) == "busy":
+            return
         if not self.uri.startswith(("http://", "https://")):
             raise err
         try:
@@ -126,26 +148,46 @@ class Outbox:
             return
         raise err  # the server answers: a real error
 
-    def _try_live(self, op: dict[str, Any]) -> bool:
-        try:
-            apply(self.client, self.run_id, op)
-            return True
-        except Exception as err:  # noqa: BLE001 - only an outage is kept; anything else re-raised
-            self._raise_unless_outage(err)
-            return False
-
-    def _send(self, op: dict[str, Any]) -> None:
-        # Live only once everything kept before it has gone out, so the server sees the calls in order.
-        if not (self.retry() and self._try_live(op)):
-            self._append(op)
-
-    def retry(self) -> bool:
-        """Sends the journal if the server answers a short probe; True when nothing is pending afterwards."""
-        if not self.pending:
-            return True
+    def _reachable(self) -> bool:
+        """One short probe: the server answers, or a SQLite store can be written."""
+        db = sqlite_path(self.uri)
+        if db is not None:
+            return sqlite_free(db, PROBE_TIMEOUT_S)
         try:
             probe_server(self.uri, PROBE_TIMEOUT_S)
         except TrackingUnreachable:
+            return False
+        return True
+
+    def _try_live(self, op: dict[str, Any], patience_s: float) -> bool:
+        """Sends `op` now; a busy SQL store is retried with backoff for up to `patience_s`. False: an outage."""
+        deadline, delay = time.monotonic() + patience_s, 0.5
+        db = sqlite_path(self.uri)
+        while True:
+            # A SQLite store is asked first: MLflow would wait 20 s on a lock before failing.
+            if db is None or sqlite_free(db, PROBE_TIMEOUT_S):
+                try:
+                    apply(self.client, self.run_id, op)
+                    return True
+                except Exception as err:  # noqa: BLE001 - only an outage is kept; anything else re-raised
+                    self._raise_unless_outage(err)
+                    if db is None and store_fault(err) != "busy":
+                        return False  # a server that is gone: no point in asking again at once
+            if time.monotonic() + delay > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(2 * delay, 4.0)
+
+    def _send(self, op: dict[str, Any]) -> None:
+        # Live only once everything kept before it has gone out, so the store sees the calls in order.
+        if not (self.retry() and self._try_live(op, patience_s=store_wait_s())):
+            self._append(op)
+
+    def retry(self) -> bool:
+        """Sends the journal if the store answers a short probe; True when nothing is pending afterwards."""
+        if not self.pending:
+            return True
+        if not self._reachable():
             return False
         try:
             self.flush()

@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
-from xentlab.tracking.store import ERROR_TAG, HEARTBEAT_TAG, HOST_TAG, JOB_TAG, PID_TAG, mask_uri
+from xentlab.tracking.store import ERROR_TAG, HEARTBEAT_TAG, HOST_TAG, JOB_TAG, PID_TAG, mask_uri, store_errors
 
 # Knobs that do not change what a job computes: changing them must not start a different job.
 NOT_IDENTITY = ("trainer.resume", "trainer.verbose", "trainer.dry_run", "trainer.stale_after_s",
@@ -89,8 +90,9 @@ def plan_job(store, params: dict[str, str], trainer: dict, launch_dir: Path) -> 
     """
     key = job_key(params, store_uri=store.uri, experiment=store.experiment)
     checkpoint_dir = Path(launch_dir) / "outputs" / "checkpoints" / key
-    decision = decide(store.client, store.experiment_id, key, checkpoint_dir, resume=trainer["resume"],
-                      stale_after_s=trainer["stale_after_s"])
+    with store_errors(store.uri):  # the first read of the runs: a store locked since it was opened is named
+        decision = decide(store.client, store.experiment_id, key, checkpoint_dir, resume=trainer["resume"],
+                          stale_after_s=trainer["stale_after_s"])
     if decision.busy:
         raise JobBusy(decision.busy)
     for run_id, reason in decision.stale:
@@ -233,31 +235,68 @@ def latest_unit(checkpoint_dir: Path) -> tuple[Unit | None, list[str]]:
     return None, damaged
 
 
+class CheckpointNotWritten(ExpectedError, OSError):
+    """A checkpoint unit could not be written: a full disk, or a folder that cannot be written."""
+
+
 def save_unit(model, checkpoint_dir: Path, epoch: int) -> Unit:
     """Writes the unit for `epoch` completed epochs atomically: into a temporary folder, each file fsynced,
-    then renamed into place. A kill at any moment leaves either the previous units only, or the new one whole."""
-    import numpy as np
+    then renamed into place. A kill at any moment leaves either the previous units only, or the new one whole.
 
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    A unit that cannot be written (no space left, no permission) leaves no temporary folder behind and raises
+    CheckpointNotWritten; the space is checked first, because HDF5 (the weights file) does not recover from a
+    full disk mid-write: it crashes the process when it exits.
+    """
     final = checkpoint_dir / f"epoch-{epoch:06d}"
     tmp = checkpoint_dir / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    model.save_weights(str(tmp / "state.weights.h5"))  # Keras 3: the model's and the optimizer's variables
-    np.savez(tmp / "rng.npz", *[np.asarray(v.numpy()) for v in _seed_states(model)])
-    files = {name: _sha256(tmp / name) for name in ("state.weights.h5", "rng.npz")}
-    (tmp / "meta.json").write_text(json.dumps({"epoch": epoch, "files": files}))
-    for path in tmp.iterdir():
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(checkpoint_dir)
+    try:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        _check_space(model, checkpoint_dir, epoch)
+        tmp.mkdir()
+        _write_unit(model, tmp, epoch)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(checkpoint_dir)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, CheckpointNotWritten):
+            raise
+        raise CheckpointNotWritten(
+            f"the checkpoint of epoch {epoch} could not be written to {checkpoint_dir} "
+            f"({err.strerror or err}); {RESTART_HINT}") from err
     for old in _units_newest_first(checkpoint_dir)[KEEP_UNITS:]:
         shutil.rmtree(old, ignore_errors=True)
     return Unit(epoch, final)
+
+
+RESTART_HINT = ("free space on that disk or make the folder writable, then start the job again: it resumes from "
+                "its last checkpoint")
+
+
+def _check_space(model, checkpoint_dir: Path, epoch: int) -> None:
+    """Raises CheckpointNotWritten unless the disk has room for a unit: the variables' bytes, about 4 kB of
+    HDF5 bookkeeping per variable, and a margin."""
+    variables = list(model.variables) + list(getattr(model.optimizer, "variables", []) or [])
+    needed = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    needed = int(1.25 * (needed + 4096 * len(variables))) + (1 << 20)
+    free = shutil.disk_usage(checkpoint_dir).free
+    if free < needed:
+        raise CheckpointNotWritten(
+            f"no room for the checkpoint of epoch {epoch} in {checkpoint_dir}: it needs about {needed / 1e6:.1f} MB, "
+            f"{free / 1e6:.1f} MB are free; {RESTART_HINT}")
+
+
+def _write_unit(model, folder: Path, epoch: int) -> None:
+    model.save_weights(str(folder / "state.weights.h5"))  # Keras 3: the model's and the optimizer's variables
+    np.savez(folder / "rng.npz", *[np.asarray(v.numpy()) for v in _seed_states(model)])
+    files = {name: _sha256(folder / name) for name in ("state.weights.h5", "rng.npz")}
+    (folder / "meta.json").write_text(json.dumps({"epoch": epoch, "files": files}))
+    for path in folder.iterdir():
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -270,8 +309,6 @@ def _fsync_dir(folder: Path) -> None:
 
 def restore_unit(model, unit: Unit) -> None:
     """Loads a verified unit into a compiled model: weights, optimizer state and RNG state."""
-    import numpy as np
-
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # its variables must exist before they are loaded
     model.load_weights(str(unit.folder / "state.weights.h5"))

@@ -20,7 +20,6 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
-from mlflow.keras import MlflowCallback
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
@@ -34,6 +33,7 @@ from xentlab.tracking.store import (
     WARNING_TAG,
     resolve_tracking_uri,
     setup_experiment,
+    store_errors,
     ui_url,
 )
 
@@ -125,21 +125,22 @@ def tracked_run(
 
     tags = {**(tags or {}), **source_tags()}
     mlflow.set_tracking_uri(store.uri)
-    if run_id is not None:
-        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
-        # The job may be resumed under another name (by a sweep whose first attempt died): the name follows.
-        mlflow.set_tags({**tags, "mlflow.runName": run_name})
-    else:
-        run = mlflow.start_run(experiment_id=store.experiment_id, run_name=run_name, tags=tags,
-                               log_system_metrics=system_metrics)
+    with store_errors(store.uri):
+        if run_id is not None:
+            run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+            # The job may be resumed under another name (by a sweep whose first attempt died): the name follows.
+            mlflow.set_tags({**tags, "mlflow.runName": run_name})
+        else:
+            run = mlflow.start_run(experiment_id=store.experiment_id, run_name=run_name, tags=tags,
+                                   log_system_metrics=system_metrics)
     if run_ref is not None:
         run_ref[:] = [f"{run.info.run_name} ({run.info.run_id})"]
     outbox = Outbox(store.uri, run.info.run_id, job_dir)
     status = "FAILED"
     try:
-        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            chunk = dict(list(params.items())[start : start + 100])
-            mlflow.log_params(chunk)
+        with store_errors(store.uri):
+            for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+                mlflow.log_params(dict(list(params.items())[start : start + 100]))
         yield outbox
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -201,23 +202,22 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             raise NonFiniteLoss(f"loss became {float(loss)} at epoch {self.epoch}, batch {batch}; {hint}")
 
 
-class EpochLogger(MlflowCallback):
-    """MLflow's Keras callback, made resume-safe and without its two side channels.
+class EpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics with step = epoch (loss, accuracy, auc, val_*, `epoch_time_s`, `samples_per_s`)
+    through the run's outbox, and the model summary; a heartbeat tag tells live runs from stale ones.
 
-    Kept from the parent: metrics at every epoch end with step = epoch (loss, accuracy, auc, val_*), and its
-    exception-safe wrapper (a tracking hiccup is reported, not fatal to training).
-    Changed: `epoch_time_s` and `samples_per_s` join the epoch's metrics (and `bpc`, `val_bpc` for a language
-    model); logging is synchronous and skips
-    epochs the run already holds (a resumed run); a heartbeat tag tells live runs from stale ones; the model
-    summary is logged without the parent's `optimizer_*` params (the flattened config holds them);
-    `on_test_end` logs nothing, because the parent would log validation and test evaluations under one
-    name (`validation_loss`) that the contract does not have.
+    Logging is synchronous and skips epochs the run already holds (a resumed run); a language model also logs
+    `bpc` and `val_bpc`. Unlike MLflow's MlflowCallback, whose metaclass turns every error of a callback into a
+    warning (so a busy store silently lost an epoch), errors are not swallowed here: the outbox keeps what a busy
+    or unreachable store could not take, and anything else fails the run. Nothing is logged at test end (MLflow's
+    callback would log validation and test evaluations under one name, `validation_loss`, that the contract does
+    not have).
     """
 
     HEARTBEAT_EVERY_S = 30.0
 
     def __init__(self, samples_per_epoch: int, outbox, language_model: bool = False) -> None:
-        super().__init__(log_every_epoch=True)
+        super().__init__()
         self.samples_per_epoch = samples_per_epoch
         self.outbox = outbox
         self.language_model = language_model  # also log bpc / val_bpc (xentlab.core.language_metrics)
@@ -228,7 +228,7 @@ class EpochLogger(MlflowCallback):
     def on_train_begin(self, logs=None):
         lines: list[str] = []
         self.model.summary(print_fn=lambda line, *a, **k: lines.append(line))
-        mlflow.log_text("\n".join(lines), artifact_file="model_summary.txt")
+        self.outbox.log_text("\n".join(lines), artifact_file="model_summary.txt")
         run_id = mlflow.active_run().info.run_id
         # A resumed run already holds the epochs before the interruption: never log a step twice.
         self._logged_steps = {m.step for m in MlflowClient().get_metric_history(run_id, "val_loss")}
@@ -289,7 +289,15 @@ def rerun_command(overrides: list[str]) -> str:
 
 def log_inputs(outbox, facts: dict[str, Any], config: dict[str, Any], overrides: list[str]) -> None:
     """What is known before training: hardware, split sizes, class weights, the resolved model, the dataset (as
-    MLflow dataset inputs), the masked config and overrides, the source diff and the command that reruns the job."""
+    MLflow dataset inputs), the masked config and overrides, the source diff and the command that reruns the job.
+
+    A store that is locked or damaged at this point fails the run with a message naming it (StoreBusy,
+    StoreDamaged): training has not started, so nothing is lost."""
+    with store_errors(outbox.uri):
+        _log_inputs(facts, config, overrides)
+
+
+def _log_inputs(facts: dict[str, Any], config: dict[str, Any], overrides: list[str]) -> None:
     bundle = facts["bundle"]
     params = dict(facts["hardware"])
     params.update({f"data.{split}_size": str(n) for split, n in bundle.sizes().items()})
@@ -300,6 +308,7 @@ def log_inputs(outbox, facts: dict[str, Any], config: dict[str, Any], overrides:
         params["weighting.class_weights"] = json.dumps(weights)
         mlflow.log_dict({"class_names": bundle.class_names, "class_weights": weights}, "class_weights.json")
     mlflow.log_params(params)
+    log_shot_groups(bundle)
     for warning in facts["warnings"]:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     if facts["warnings"]:
@@ -314,6 +323,18 @@ def log_inputs(outbox, facts: dict[str, Any], config: dict[str, Any], overrides:
     mlflow.set_tag("xentlab.command", rerun_command(overrides))
     if config["tracking"]["log_diff"] and source_info()["diff"]:
         mlflow.log_text(source_info()["diff"], "source/uncommitted.diff")
+
+
+def log_shot_groups(bundle) -> None:
+    """`shot_groups.json`: the training split's many/medium/few-shot classes (by id and name), the thresholds and
+    the counts they come from; nothing when the split has no groups (balanced, or not one label per example)."""
+    groups = bundle.meta.get("shot_groups")
+    if not groups:
+        return
+    named = {g: {"classes": ids, "names": [bundle.class_names[c] for c in ids]} for g, ids in groups.items()}
+    mlflow.log_dict({**bundle.meta["shot_counts"], "groups": named,
+                     "rule": "many: count > high; medium: low <= count <= high; few: 0 < count < low"},
+                    "shot_groups.json")
 
 
 def _yaml(value: Any) -> str:
@@ -404,8 +425,8 @@ def print_summary(store: Store, outbox, results: dict[str, float], run_ref: list
     except Exception:  # noqa: BLE001 - a server that went away: the name from the start will do
         pass
     if outbox.pending:
-        print(f"warning: the tracking server did not come back; {outbox.pending} records of run {outbox.run_id} "
-              f"are kept in {outbox.folder}: send them with `xentlab-sync {outbox.folder.parent}`",
+        print(f"warning: the tracking store did not come back in time; {outbox.pending} records of run "
+              f"{outbox.run_id} are kept in {outbox.folder}: send them with `xentlab-sync {outbox.folder.parent}`",
               file=sys.stderr, flush=True)
     hint = " (after `make ui`)" if not store.uri.startswith(("http://", "https://")) else ""
     print(f"run {run} FINISHED  {metrics}\n  open it: {store.run_url(outbox.run_id)}{hint}", flush=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,12 +43,24 @@ FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of
 # On a run that logged evaluation/reliability.json: the same bins in compact JSON ({"num_bins", "count", "accuracy",
 # "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
 RELIABILITY_TAG = "xentlab.reliability"
+POSTHOC_TAG = "xentlab.posthoc"  # why post-hoc logit adjustment did not apply to a run (text, a class never seen)
 
 
 # MLflow prints "View run <name> at: <server URI>/..." whenever a run on a server ends, the URI as given, so with
 # its password. Every xentlab command that talks to a store imports this module: none of them lets MLflow print
 # it (each prints its own masked line instead). An explicit setting in the environment wins.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+class _HandledStoreErrors(logging.Filter):
+    """MLflow logs every SQL error of its store with a traceback before raising it; xentlab handles them (a busy
+    store is waited for or its records kept, a damaged one is named), so the traceback is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_HandledStoreErrors())
 
 
 def resolve_tracking_uri(uri: str | None, root: str | os.PathLike) -> str:
@@ -125,8 +139,21 @@ def probe_server(uri: str, timeout_s: float = 5.0) -> None:
 
 
 def setup_experiment(uri: str, experiment: str) -> str:
-    """Points MLflow at `uri` and returns the id of `experiment`, creating it (with artifact location) if new."""
+    """Points MLflow at `uri` and returns the id of `experiment`, creating it (with artifact location) if new.
+
+    Raises:
+        TrackingUnreachable: a server that does not answer.
+        StoreBusy: a SQLite store locked by another process for longer than `store_wait_s()`.
+        StoreDamaged: a SQLite store file that is not a complete database.
+    """
     probe_server(uri)
+    wait_for_sqlite(uri, store_wait_s())
+    with store_errors(uri):
+        return _find_or_create_experiment(uri, experiment)
+
+
+def _find_or_create_experiment(uri: str, experiment: str) -> str:
+    """The id of `experiment` in the store at `uri`, created if new (store errors as MLflow raises them)."""
     if uri.startswith(("http://", "https://")):
         # MLflow's defaults retry a lost server for minutes at every call; a short policy lets the outbox
         # (xentlab.tracking.outbox) take over within seconds. Explicit settings in the environment win.
@@ -190,3 +217,135 @@ class StoreNotWritable(ExpectedError, PermissionError):
     """The tracking store's file or folder cannot be written."""
 
 
+# ---------------------------------------------------------------------------------------------- a busy or damaged store
+STORE_WAIT_ENV = "XENTLAB_STORE_WAIT_S"  # how long a locked store is waited for (tests set a short budget)
+STORE_WAIT_S = 30.0
+SQLITE_HEADER = b"SQLite format 3\x00"
+_BUSY = re.compile(r"database (?:table )?is locked|database is busy|timed out|timeout", re.IGNORECASE)
+_DAMAGED = re.compile(r"file is not a database|disk image is malformed|file is encrypted", re.IGNORECASE)
+
+
+class StoreBusy(ExpectedError, TimeoutError):
+    """The tracking store stayed locked by another process."""
+
+
+class StoreDamaged(ExpectedError, RuntimeError):
+    """The tracking store's file is not a complete database."""
+
+
+def store_wait_s() -> float:
+    """Seconds a locked store is waited for (retried with backoff) before the records are kept or the job stops."""
+    return float(os.environ.get(STORE_WAIT_ENV) or STORE_WAIT_S)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def store_fault(err: BaseException) -> str | None:
+    """"busy" for a transient error of a SQL store (locked, busy, timed out), "damaged" for a store file that is
+    not a database, None for anything else (a permanent error, or not the store's)."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (sqlite3.Error, DBAPIError)):
+            if _BUSY.search(str(seen)):
+                return "busy"
+            if _DAMAGED.search(str(seen)):
+                return "damaged"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _fault_error(uri: str, fault: str, detail: str) -> ExpectedError:
+    db = sqlite_path(uri)
+    where = f"the tracking store {db or mask_text(uri)}"
+    if fault == "busy":
+        find = f"`fuser {db}` shows it" if db else "the database's own tools show it"
+        return StoreBusy(
+            f"{where} is locked by another process ({detail}); {find} (an open sqlite3 shell, a backup, a sync "
+            f"tool). Let it finish and start again, or point tracking.uri at another store "
+            f"(waited {store_wait_s():.0f} s; ${STORE_WAIT_ENV} sets how long)")
+    return StoreDamaged(
+        f"{where} is not a complete SQLite database ({detail}): cut short (a full disk, a copy that did not "
+        f"finish) or another kind of file. Move it aside (mv {db} {db}.damaged) for a new store, restore it from a "
+        f"backup, or point tracking.uri at another store")
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Turns a busy or damaged store's errors (MLflow wraps them in tracebacks of SQL) into StoreBusy and
+    StoreDamaged, which name the store and the fix."""
+    try:
+        yield
+    except ExpectedError:
+        raise
+    except Exception as err:
+        fault = store_fault(err)
+        if fault is None:
+            raise
+        cause = err.__cause__ or err
+        raise _fault_error(uri, fault, str(getattr(cause, "orig", cause)).splitlines()[0]) from err
+
+
+def sqlite_damage(db: Path) -> str | None:
+    """What is wrong with a SQLite file, from its 100-byte header alone (None: nothing seen): not a database, or
+    shorter than the page count its header records (a truncated copy)."""
+    size = db.stat().st_size
+    if size == 0:
+        return None  # SQLite makes an empty file a new database
+    with db.open("rb") as f:
+        header = f.read(100)
+    if not header.startswith(SQLITE_HEADER) or len(header) < 100:
+        return "file is not a database"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is valid when its "version valid for" equals the change counter.
+    if header[92:96] == header[24:28] and pages and size < pages * page_size:
+        return f"the file holds {size} bytes, its header records {pages} pages of {page_size} bytes"
+    return None
+
+
+def sqlite_free(db: Path, timeout_s: float) -> bool:
+    """True when a write lock on the SQLite store `db` can be taken within `timeout_s` (taken and released)."""
+    import sqlite3
+
+    if not db.is_file():
+        return True  # nothing to wait for (and connecting would create the file)
+    try:
+        conn = sqlite3.connect(db, timeout=timeout_s)
+    except sqlite3.Error:
+        return True  # cannot be opened at all: MLflow's own call says why
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+        return True
+    except sqlite3.OperationalError as err:
+        if _BUSY.search(str(err)):
+            return False
+        return True
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
+
+
+def wait_for_sqlite(uri: str, budget_s: float) -> None:
+    """For an existing SQLite store: refuses a damaged file, and waits up to `budget_s` (with backoff) for a
+    lock another process holds. MLflow would wait 20 s and then print a traceback of SQL."""
+    db = sqlite_path(uri)
+    if db is None or not db.is_file():
+        return
+    damage = sqlite_damage(db)
+    if damage:
+        raise _fault_error(uri, "damaged", damage)
+    deadline, delay = time.monotonic() + budget_s, 0.25
+    while not sqlite_free(db, min(2.0, max(budget_s, 0.1))):
+        if time.monotonic() >= deadline:
+            raise _fault_error(uri, "busy", "a write lock could not be taken")
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
