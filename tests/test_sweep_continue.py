@@ -117,6 +117,23 @@ def test_the_report_of_a_not_shown_set_up_prints_the_seeds_it_needs(tmp_path, st
     assert "Seeds needed" in (tmp_path / "report.html").read_text()
 
 
+def test_a_second_process_waits_for_the_job_lock_and_gets_it_when_the_first_ends(tmp_path, capsys):
+    from xentlab.tracking.sweeps import job_lock
+
+    hold = ("import sys, time; from pathlib import Path; from xentlab.tracking.sweeps import job_lock\n"
+            "with job_lock(Path(sys.argv[1]), 'k1', 'job'):\n    print('held', flush=True); time.sleep(3)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.perf_counter()
+        with job_lock(tmp_path, "k1", "job", poll_s=0.2):
+            waited = time.perf_counter() - start
+    finally:
+        holder.wait(timeout=30)
+    assert waited > 1.0 and "job job: waiting: another process on this machine runs it" in capsys.readouterr().out
+    assert not (tmp_path / "outputs" / "checkpoints" / ".locks" / "k1").exists()  # removed by its last holder
+
+
 # ------------------------------------------------------------------------------------------------ rerun and extend
 def test_a_rerun_reuses_every_finished_job_and_runs_only_new_seeds(tmp_path, store):
     """The fast journey: two seeds, then the same sweep with a third (the first two reused, nothing relogged)."""

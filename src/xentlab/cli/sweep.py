@@ -165,6 +165,7 @@ class SweepRun(Callback):
     def _start(self, config: DictConfig) -> None:
         from mlflow.tracking import MlflowClient
 
+        from xentlab.tracking import sweeps
         from xentlab.tracking.store import resolve_tracking_uri, setup_experiment
 
         # Store and experiment exist before any job starts: parallel jobs on a fresh SQLite store would
@@ -179,6 +180,8 @@ class SweepRun(Callback):
         sweep_id = self._open_parent(client, experiment_id, overrides, sweeper_params, sweep_dir,
                                      fresh=str(config.trainer.resume) == "never")
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        for stale in sweep_dir.glob(f"*/{sweeps.OUTCOME_FILE}"):  # a sweep folder reused (hydra.sweep.dir fixed)
+            stale.unlink()
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({
             "parent_run_id": self.parent_id, "sweep_id": sweep_id, "tracking_uri": self.uri,
             "experiment_id": experiment_id, "varying": varying_keys(overrides, sweeper_params),
