@@ -37,7 +37,8 @@ def test_too_little_room_refuses_the_unit_before_writing_and_leaves_nothing(tmp_
     model.compile(optimizer="adam", loss="mse")
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=50_000))
-    with pytest.raises(CheckpointNotWritten, match=r"no room for the checkpoint of epoch 1 in .*needs about 1\.\d MB, 0\.1 MB are free"):
+    expected = r"no room for the checkpoint of epoch 1 in .*needs about 1\.\d MB, 0\.1 MB are free"
+    with pytest.raises(CheckpointNotWritten, match=expected):
         save_unit(model, tmp_path / "ck", 1)
     assert list((tmp_path / "ck").iterdir()) == []
     monkeypatch.setattr(shutil, "disk_usage", real)
