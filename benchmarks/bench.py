@@ -598,30 +598,50 @@ def _stop_server(proc: subprocess.Popen) -> None:
     proc.wait(timeout=60)
 
 
-def _timed_compare(uri: str, out: Path) -> float:
-    """Wall seconds of the `xentlab-compare` command (interpreter start and imports included)."""
+def _timed_compare(uri: str, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of the `xentlab-compare` command, interpreter start and imports
+    included; the CPU figure barely moves when other work shares the machine."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "xentlab.cli.compare", "--tracking-uri", uri, "--out", str(out)],
                             capture_output=True, text=True, timeout=1800, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
-    return time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def bench_compare_scale(quick: bool, folder: Path) -> dict:
-    """`xentlab-compare` on a sweep of 1,000 child runs (200 variants x 5 seeds, 5 epochs of history each;
-    100 runs with --quick), on a SQLite store and through a local `mlflow server` over the same database."""
+RELIABILITY_BINS = 15
+
+
+def _reliability_file() -> dict:
+    """A reliability.json as the evaluation figures write it (15 bins)."""
     import numpy as np
 
-    n_runs, seeds, epochs = (100, 5, 5) if quick else (1000, 5, 5)
+    return {"num_bins": RELIABILITY_BINS, "edges": np.linspace(0, 1, RELIABILITY_BINS + 1).tolist(),
+            "count": [10] * RELIABILITY_BINS, "accuracy": np.linspace(0.05, 0.95, RELIABILITY_BINS).tolist(),
+            "confidence": np.linspace(0.05, 0.97, RELIABILITY_BINS).tolist(), "ece": 0.02}
+
+
+def report_scale_case(folder: Path, name: str, n_runs: int, seeds: int, *, reliability_files: bool,
+                      epochs: int = 5) -> dict:
+    """One sweep shape of `bench_compare_scale`: `n_runs` children (`n_runs / seeds` variants), reported from
+    SQLite and through a local `mlflow server` over the same database, as a command and again in this process."""
+    import numpy as np
+
     rng = np.random.default_rng(0)
     runs = [{"variant": f"loss=v{i // seeds:03d}", "seed": i % seeds,
              "metrics": {"val_loss": 0.6 + rng.normal(0, 0.02), "val_nll": 0.5 + rng.normal(0, 0.02),
                          "val_accuracy": 0.9 + rng.normal(0, 0.01), "test_nll": 0.5 + rng.normal(0, 0.02),
                          "test_accuracy": 0.9 + rng.normal(0, 0.01)}} for i in range(n_runs)]
-    db = folder / "compare_scale.db"
+    variants = sorted({r["variant"] for r in runs})
+    files = {v: _reliability_file() for v in variants} if reliability_files else None
+    db = folder / f"compare_scale_{name}.db"
     start = time.perf_counter()
-    parent = synthetic_sweep(f"sqlite:///{db}", runs, epochs=epochs)
+    parent = synthetic_sweep(f"sqlite:///{db}", runs, epochs=epochs, reliability=files)
     build_s = time.perf_counter() - start
     from xentlab.report.compare import write_report
 
@@ -630,22 +650,51 @@ def bench_compare_scale(quick: bool, folder: Path) -> dict:
         write_report(uri, parent_run_id=parent, out_dir=out)
         return time.perf_counter() - start
 
-    sqlite_s = _timed_compare(f"sqlite:///{db}", folder / "report_sqlite")
-    sqlite_report_s = in_process(f"sqlite:///{db}", folder / "report_sqlite_again")
-    proc, url = _start_server(db, folder / "server_artifacts")
+    sqlite_s, sqlite_cpu_s = _timed_compare(f"sqlite:///{db}", folder / f"report_sqlite_{name}")
+    sqlite_report_s = in_process(f"sqlite:///{db}", folder / f"report_sqlite_again_{name}")
+    proc, url = _start_server(db, folder / f"server_artifacts_{name}")
     try:
-        server_s = _timed_compare(url, folder / "report_server")
-        server_report_s = in_process(url, folder / "report_server_again")
+        server_s, server_cpu_s = _timed_compare(url, folder / f"report_server_{name}")
+        server_report_s = in_process(url, folder / f"report_server_again_{name}")
     finally:
         _stop_server(proc)
-    return {"child_runs": n_runs, "variants": n_runs // seeds, "epochs_of_history": epochs,
-            "build_store_s": build_s, "sqlite_s": sqlite_s, "server_s": server_s, "target_sqlite_s": 15.0,
-            "sqlite_report_s": sqlite_report_s, "server_report_s": server_report_s,
+    return {"child_runs": n_runs, "variants": len(variants), "seeds": seeds, "reliability_files": reliability_files,
+            "build_store_s": build_s, "sqlite_s": sqlite_s, "sqlite_cpu_s": sqlite_cpu_s, "server_s": server_s,
+            "server_cpu_s": server_cpu_s, "sqlite_report_s": sqlite_report_s, "server_report_s": server_report_s,
+            "load_average": os.getloadavg()[0]}
+
+
+def bench_compare_scale(quick: bool, folder: Path) -> dict:
+    """`xentlab-compare` on sweeps of 1,000 child runs (100 with --quick), 5 epochs of history each, in two shapes:
+    many variants (200 x 5 seeds, no reliability file) and many seeds (10 x 100, each run with the
+    `evaluation/reliability.json` runs logged before the `xentlab.reliability` tag existed)."""
+    n_runs = 100 if quick else 1000
+    cases = {"many_variants": report_scale_case(folder, "many_variants", n_runs, 5, reliability_files=False),
+             "many_seeds": report_scale_case(folder, "many_seeds", n_runs, n_runs // 10, reliability_files=True)}
+    return {"child_runs": n_runs, "epochs_of_history": 5, "cases": cases,
+            "sqlite_s": max(c["sqlite_s"] for c in cases.values()),
+            "server_s": max(c["server_s"] for c in cases.values()), "target_sqlite_s": 10.0, "target_server_s": 20.0,
             "measures": "sqlite_s, server_s: wall seconds of `xentlab-compare --tracking-uri URI` (process start, "
-                        "imports and a cold server included); *_report_s: write_report again in this process"}
+                        "imports and a cold server included; the slower shape); *_cpu_s: its user + system CPU "
+                        "seconds; *_report_s: write_report again in this process"}
 
 
 # ---------------------------------------------------------------------------------------------- summary
+def compare_scale_summary(r: dict) -> list[str]:
+    """The report row: per sweep shape and store, the command's wall and CPU seconds against the targets."""
+    lines = [f"## xentlab-compare on {r['child_runs']} child runs ({r['epochs_of_history']} epochs of history each; "
+             f"targets: SQLite {r['target_sqlite_s']:.0f} s, server {r['target_server_s']:.0f} s)", "",
+             "| shape | store | `xentlab-compare` s | CPU s | report alone s |", "|---|---|---|---|---|"]
+    for name, c in r["cases"].items():
+        shape = (f"{name}: {c['variants']} variants x {c['seeds']} seeds"
+                 + (", reliability files" if c["reliability_files"] else ""))
+        lines += [f"| {shape} | SQLite | {c['sqlite_s']:.1f} | {c['sqlite_cpu_s']:.1f} | {c['sqlite_report_s']:.1f} |",
+                  f"| {shape} | local mlflow server | {c['server_s']:.1f} | {c['server_cpu_s']:.1f} | "
+                  f"{c['server_report_s']:.1f} |"]
+    return lines + ["", "Wall seconds include process start and imports; CPU seconds (user + system) barely move "
+                        "when other work shares the machine.", ""]
+
+
 def summary(results: dict) -> str:
     lines = ["# xentlab benchmarks", "", f"Machine: {machine()}", ""]
     if "overhead" in results:
@@ -707,12 +756,7 @@ def summary(results: dict) -> str:
                   f"chars/s {r['chars_per_s']:.0f}; FLOPs/char {r['flops_per_char']:.3g}; "
                   f"matmul peak {r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; MFU {100 * r['mfu']:.1f}%", ""]
     if "compare_scale" in results:
-        r = results["compare_scale"]
-        lines += [f"## xentlab-compare on {r['child_runs']} child runs ({r['variants']} variants, "
-                  f"{r['epochs_of_history']} epochs each)", "", "| store | `xentlab-compare` s |", "|---|---|",
-                  f"| SQLite | {r['sqlite_s']:.1f} |", f"| local mlflow server | {r['server_s']:.1f} |", "",
-                  f"The report alone (imports done, store warm): SQLite {r['sqlite_report_s']:.1f} s, server "
-                  f"{r['server_report_s']:.1f} s.", ""]
+        lines += compare_scale_summary(results["compare_scale"])
     if "startup" in results:
         lines += ["## Command to first training step (s)", "", "| phase | s |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in results["startup"].items()]

@@ -76,6 +76,10 @@ def test_periods_preset_logs_per_head_metrics(heads, store, tmp_path):
         run.info.run_id, "evaluation/reliability.json", str(tmp_path))).read_text())
     assert len(reliability["heads"]) == 3 and sum(reliability["count"]) == sum(
         sum(head["count"]) for head in reliability["heads"])  # all heads = the union of each head's positions
+    tag = json.loads(run.data.tags["xentlab.reliability"])  # the same bins, where one search returns them
+    assert tag["count"] == reliability["count"] and tag["ece"] == pytest.approx(reliability["ece"], abs=1e-6)
+    assert tag["accuracy"] == pytest.approx([a if a is None else pytest.approx(a, abs=1e-6)
+                                             for a in reliability["accuracy"]])
 
 
 @pytest.mark.slow

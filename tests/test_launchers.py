@@ -37,12 +37,25 @@ def _assert_finished_sweep(store: str, result, tmp_path: Path) -> None:
     assert "loss=crossentropy" in text and "loss=focal" in text
 
 
+def _assert_rerun_reuses_every_job(store: str, rerun) -> None:
+    """The same command again: the same parent, the same two children, nothing trained."""
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    assert "2 jobs: 0 trained, 2 reused, 0 failed" in rerun.stdout
+    parent = _parent(store)  # still one
+    assert parent.info.status == "FINISHED"
+    assert len(_children(store, parent.info.run_id)) == 2
+
+
 def _assert_one_failed_job(store: str, result) -> None:
     """The epochs=0 job FAILED with the check's message, the other FINISHED, the parent FAILED."""
     assert result.returncode != 0
     assert EPOCHS_MESSAGE in result.stderr
     parent = _parent(store)
-    assert parent.info.status == "FAILED" and "a job failed" in parent.data.tags["xentlab.error"]
+    assert parent.info.status == "FAILED" and "1 job(s) did not finish" in parent.data.tags["xentlab.error"]
+    assert parent.data.tags["xentlab.failed_jobs"] == "1" and "Traceback" not in result.stderr
+    # The report over the FINISHED job is on the parent all the same, listing the failed one.
+    artifacts = {a.path for a in MlflowClient(store).list_artifacts(parent.info.run_id, "report")}
+    assert "report/report.md" in artifacts
     children = {c.data.params["trainer.epochs"]: c for c in _children(store, parent.info.run_id)}
     assert set(children) == {"0", "1"}
     assert children["1"].info.status == "FINISHED"
@@ -53,9 +66,12 @@ def _assert_one_failed_job(store: str, result) -> None:
 # ------------------------------------------------------------------------------------------------------ submitit
 @pytest.mark.slow
 def test_submitit_local_sweep_runs_each_job_in_its_own_process(tmp_path, store):
-    result = run_cli(["-m", "+sweep=submitit_local", *TINY_JOB, f"tracking.uri={store}", "loss=crossentropy,focal"],
-                     cwd=tmp_path, timeout=600)
+    args = ["-m", "+sweep=submitit_local", *TINY_JOB, f"tracking.uri={store}", "loss=crossentropy,focal"]
+    result = run_cli(args, cwd=tmp_path, timeout=600)
     _assert_finished_sweep(store, result, tmp_path)
+    children = {c.info.run_id for c in _children(store, _parent(store).info.run_id)}
+    _assert_rerun_reuses_every_job(store, run_cli(args, cwd=tmp_path, timeout=600))  # decided in each job
+    assert {c.info.run_id for c in _children(store, _parent(store).info.run_id)} == children
     # The jobs really went through submitit: one pickled job folder each, with its own process's log.
     sweep_dir = Path(_parent(store).data.tags["xentlab.sweep_dir"])
     logs = sorted((sweep_dir / ".submitit").glob("*/*_log.out"))
@@ -139,10 +155,13 @@ RAY_LOCAL = ["hydra.launcher.ray.init.address=local", "+hydra.launcher.ray.init.
 
 def test_ray_sweep_on_a_local_ray_runtime(tmp_path, store):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher.ray_launcher", reason="the optional `ray` extra")
-    result = run_cli(["-m", "+sweep=ray", *TINY_JOB, *RAY_LOCAL, f"tracking.uri={store}", "loss=crossentropy,focal"],
-                     cwd=tmp_path, timeout=600)
+    args = ["-m", "+sweep=ray", *TINY_JOB, *RAY_LOCAL, f"tracking.uri={store}", "loss=crossentropy,focal"]
+    result = run_cli(args, cwd=tmp_path, timeout=600)
     assert "Started a local Ray instance" in result.stdout + result.stderr
     _assert_finished_sweep(store, result, tmp_path)
+    children = {c.info.run_id for c in _children(store, _parent(store).info.run_id)}
+    _assert_rerun_reuses_every_job(store, run_cli(args, cwd=tmp_path, timeout=600))  # decided in each Ray task
+    assert {c.info.run_id for c in _children(store, _parent(store).info.run_id)} == children
 
 
 def test_ray_failed_job_is_failed_with_its_message_and_the_other_finishes(tmp_path, store):

@@ -297,7 +297,8 @@ def test_a_failed_job_ends_the_parent_failed_not_killed(tmp_path, store):
                      cwd=tmp_path)
     assert result.returncode != 0
     parent = _parent(store)
-    assert parent.info.status == "FAILED" and "a job failed" in parent.data.tags["xentlab.error"]
+    assert parent.info.status == "FAILED" and "1 job(s) did not finish" in parent.data.tags["xentlab.error"]
+    assert "Traceback" not in result.stderr and parent.data.tags["xentlab.failed_jobs"] == "1"
     statuses = {c.info.run_name: c.info.status for c in _children(store, parent.info.run_id)}
     assert statuses == {"crossentropy s0": "FINISHED", "binary s0": "FAILED"}
 

@@ -193,8 +193,10 @@ class SweepRun(Callback):
 
         key = sweeps.sweep_key(self.uri, client.get_experiment(experiment_id).name, overrides, sweeper_params)
         existing = sweeps.parents_of(client, experiment_id, key)
-        tags = {"xentlab.sweep_dir": str(sweep_dir.resolve()), **parent_source_tags()}
         params = sweep_params(overrides, sweeper_params)
+        # The latest command (masked), as children carry theirs: params keep the first attempt's grid.
+        command = " ".join(["xentlab-train", "-m", *(params[f"sweep.override.{i}"] for i in range(len(overrides)))])
+        tags = {"xentlab.sweep_dir": str(sweep_dir.resolve()), "xentlab.command": command, **parent_source_tags()}
         if existing and not fresh:
             parent = existing[0]
             self.parent_id = parent.info.run_id

@@ -205,32 +205,18 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     seeded = {v: [(r.info.run_id, values[r.info.run_id]) for r in runs] for v, runs in runs_by_variant.items()}
     seeds = {r.info.run_id: pair_key(r.data.params, r.info.run_id) for r in finished}
     add_posthoc_variant(seeded, seeds, base, runs_by_variant[base], overrides)
-    if posthoc_base:
-        if base + POSTHOC_VARIANT not in seeded:
-            raise ValueError(f"--baseline {baseline!r}: the runs of {base} logged no post-hoc metrics of a long-tailed "
-                             f"training split (test_<metric>_posthoc and shot groups), so there is no post-hoc row")
-        base += POSTHOC_VARIANT
+    base = _posthoc_baseline(base, seeded, baseline) if posthoc_base else base
     ranked, losses_note = ranked_columns(finished)
     ranked = [c for c in ranked if any(math.isfinite(v[c]) for v in values.values())]  # logged by some run
     by_seed = {v: [(seeds[rid], vals) for rid, vals in runs] for v, runs in seeded.items()}
     comparisons = compare_variants(by_seed, base, ranked)
     rows = order_rows(aggregate({v: [vals for _, vals in runs] for v, runs in seeded.items()}), base, metric, ranked)
 
-    skipped = len(children) - len(finished)
-    title = f"sweep {sweep_id}: {len(finished)} runs, {len(rows)} variants" + (
-        f" ({skipped} runs not FINISHED, left out)" if skipped else "")
     shown = [r["variant"] for r in rows if r["variant"] in runs_by_variant][:MAX_RELIABILITY_VARIANTS]
     reliability, sampled = read_reliability(client, {v: runs_by_variant[v] for v in shown}, workers)
-    followup = _followup(parent, children, comparisons, [metric, _test_twin(metric)], seeds, sampled)
-    markdown = to_markdown(rows, comparisons, title=title, baseline=base, baseline_note=note, metric=metric,
-                           ranked=ranked, losses_note=losses_note) + "".join(f"\n{line}" for line in followup)
-    left_out = non_finite_runs(finished, values)
-    if left_out:
-        markdown += "\n" + left_out
-    report = Report(sweep_id, parent_run_id, base, rows, comparisons, markdown, metric=metric, baseline_note=note,
-                    ranked=ranked, losses_note=losses_note, title=title, overrides=overrides, followup=followup)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.md").write_text(markdown + "\n")
+    report = Report(sweep_id, parent_run_id, base, rows, comparisons, "", metric=metric, baseline_note=note,
+                    ranked=ranked, losses_note=losses_note, overrides=overrides)
+    _write_markdown(report, parent, children, finished, values, sampled, out_dir)
     report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir, overrides)]
     curves = curve_metric(metric)
     if curves != HISTORY_METRIC:
@@ -249,8 +235,32 @@ def _test_twin(metric: str) -> str:
     return "test_" + metric.removeprefix("val_") if metric.startswith("val_") else metric
 
 
-def _followup(parent, children: list, comparisons: list[Comparison], metrics: list[str], seeds: dict[str, str],
-              sampled: bool) -> list[str]:
+def _posthoc_baseline(base: str, seeded: dict, requested: str) -> str:
+    """`<base> + post-hoc` as the baseline (--baseline asked for it), when the baseline's runs logged post-hoc."""
+    if base + POSTHOC_VARIANT not in seeded:
+        raise ValueError(f"--baseline {requested!r}: the runs of {base} logged no post-hoc metrics of a long-tailed "
+                         f"training split (test_<metric>_posthoc and shot groups), so there is no post-hoc row")
+    return base + POSTHOC_VARIANT
+
+
+def _write_markdown(report: Report, parent, children: list, finished: list, values: dict, sampled: bool,
+                    out_dir: Path) -> None:
+    """The report's title and Markdown (report.render), the runs left out for non-finite values, then the follow-up
+    sections; written to `out_dir/report.md`."""
+    skipped = len(children) - len(finished)
+    report.title = f"sweep {report.sweep_id}: {len(finished)} runs, {len(report.rows)} variants" + (
+        f" ({skipped} runs not FINISHED, left out)" if skipped else "")
+    report.followup = _followup(parent, children, report, finished, sampled)
+    markdown = to_markdown(report.rows, report.comparisons, title=report.title, baseline=report.baseline,
+                           baseline_note=report.baseline_note, metric=report.metric, ranked=report.ranked,
+                           losses_note=report.losses_note)
+    left_out = non_finite_runs(finished, values)
+    report.markdown = markdown + (f"\n{left_out}" if left_out else "") + "".join(f"\n{x}" for x in report.followup)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(report.markdown + "\n")
+
+
+def _followup(parent, children: list, report: Report, finished: list, sampled: bool) -> list[str]:
     """The Markdown lines after the tables: a note when reliability files were sampled, the failed jobs, and the
     seeds each "not shown" difference needs (report.followup)."""
     params = parent.data.params
@@ -258,8 +268,11 @@ def _followup(parent, children: list, comparisons: list[Comparison], metrics: li
     lines = [f"- reliability.png pools at most {RELIABILITY_SAMPLE} runs per variant: runs logged before the "
              "`xentlab.reliability` tag are read from their files, a bounded sample."] if sampled else []
     lines += failed_jobs_section(children)
-    seeds_done = [str(key).split("/fold")[0] for key in seeds.values()]  # a k-fold pair key is "<seed>/fold<i>"
-    return lines + seeds_needed_section(comparisons, list(dict.fromkeys(metrics)), overrides, seeds_done)
+    seeds_done = [r.data.params.get("trainer.seed", "") for r in finished]
+    # A k-fold sweep pairs by seed and fold: each added seed brings one pair per fold.
+    per_seed = max(1, len({pair_key(r.data.params, r.info.run_id) for r in finished}) // max(1, len(set(seeds_done))))
+    metrics = list(dict.fromkeys([report.metric, _test_twin(report.metric)]))
+    return lines + seeds_needed_section(report.comparisons, metrics, overrides, seeds_done, pairs_per_seed=per_seed)
 
 
 def _failed_only(client: MlflowClient, parent_run_id: str, sweep_id: str, children: list, out_dir: Path) -> Report:

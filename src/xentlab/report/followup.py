@@ -54,10 +54,11 @@ def extend_command(overrides: list[str], seeds_done: list[str], total: int) -> s
 
 
 def seeds_needed_section(comparisons: list[Comparison], metrics: list[str], overrides: list[str],
-                         seeds_done: list[str], alpha: float = ALPHA) -> list[str]:
+                         seeds_done: list[str], alpha: float = ALPHA, pairs_per_seed: int = 1) -> list[str]:
     """For each "not shown" comparison on `metrics`: the seeds (pairs) that would detect its observed Δ with 80%
     power at alpha / m (Holm's strictest step over the m tested variants of the metric), and the command that
-    extends the sweep to the largest such number. [] when every difference was shown or untested."""
+    extends the sweep to the largest such number (`pairs_per_seed` pairs a seed: the folds of a k-fold sweep).
+    [] when every difference was shown or untested."""
     lines: list[str] = []
     wanted: list[int] = []
     for metric in metrics:
@@ -82,6 +83,7 @@ def seeds_needed_section(comparisons: list[Comparison], metrics: list[str], over
             "the observed Δ and spread as true: a guide, not a promise."]
     tail = []
     if wanted:
-        tail = ["", f"Extend this sweep to {max(wanted)} seeds (the same parent; only the new seeds run):", "",
-                f"    {extend_command(overrides, seeds_done, max(wanted))}"]
+        total = -(-max(wanted) // pairs_per_seed)  # seeds, rounded up
+        tail = ["", f"Extend this sweep to {total} seeds (the same parent; only the new seeds run):", "",
+                f"    {extend_command(overrides, seeds_done, total)}"]
     return head + lines + tail

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _st
+from scipy import special as _special  # the t distribution's ufuncs: scipy.stats.t's numbers, 30x faster a call
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -77,8 +77,8 @@ def _t_interval(mean: float, se: float, dof: float, confidence: float) -> tuple[
         # Every difference equal: no spread to test against. Zero difference -> no evidence (p = 1); a constant
         # non-zero difference -> as certain as a t statistic can be (p = 0), the interval the single value.
         return mean, mean, 1.0 if mean == 0.0 else 0.0
-    q = float(_st.t.ppf(0.5 + confidence / 2, dof))
-    p = float(2 * _st.t.sf(abs(mean / se), dof))
+    q = float(_special.stdtrit(dof, 0.5 + confidence / 2))  # = scipy.stats.t.ppf
+    p = float(2 * _special.stdtr(dof, -abs(mean / se)))  # = 2 scipy.stats.t.sf(|t|)
     return mean - q * se, mean + q * se, p
 
 
@@ -177,5 +177,5 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tu
     mean = float(x.mean())
     if len(x) < 2:
         return mean, float("nan"), float("nan")
-    half = float(_st.t.ppf(0.5 + confidence / 2, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    half = float(_special.stdtrit(len(x) - 1, 0.5 + confidence / 2)) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return mean, mean - half, mean + half

@@ -151,10 +151,10 @@ def supersede(client: MlflowClient, experiment_id: str, sweep: dict[str, Any], k
     as superseded by `run_id`; returns their ids."""
     parent = sweep["parent_run_id"]
     others = {r.info.run_id: r for r in _children(client, experiment_id, parent, f" and tags.`{JOB_TAG}` = '{key}'")}
-    if sweep.get("job"):
-        escaped = sweep["job"].replace("'", "\\'")
+    slot = sweep.get("job") or ""
+    if slot and not any(q in slot for q in "'\"`\\"):  # a value the search filter can quote as it is
         others.update({r.info.run_id: r for r in _children(client, experiment_id, parent,
-                                                           f" and tags.`{SWEEP_JOB_TAG}` = '{escaped}'")})
+                                                           f" and tags.`{SWEEP_JOB_TAG}` = '{slot}'")})
     others.pop(run_id, None)
     for other in others:
         client.set_tag(other, SUPERSEDED_TAG, run_id)
