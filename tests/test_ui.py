@@ -90,6 +90,7 @@ def test_the_sweep_link_opens_its_verdict_report_and_readable_children(tmp_path)
     parent_link = printed.replace("http://127.0.0.1:5000", base)
     runs_link = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     assert parent_link in links.stdout and runs_link in links.stdout, links.stdout + links.stderr  # make ui's
+    sweep_runs = next(word for word in links.stdout.split() if "searchFilter=" in word)  # the sweep's runs alone
     tags = MlflowClient(store).get_run(parent_id).data.tags
     note, verdict = tags["mlflow.note.content"], tags["xentlab.verdict"]
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -144,12 +145,16 @@ def test_the_sweep_link_opens_its_verdict_report_and_readable_children(tmp_path)
             names = {t for t in page.inner_text("body").split("\n") if re.fullmatch(r"\w+ s\d", t)}
             assert names == {"crossentropy s0", "crossentropy s1", "focal s0", "focal s1"}, names
             page.screenshot(path=str(SHOTS / "runs.png"))
+            page.goto(sweep_runs)
+            page.get_by_text("crossentropy s0", exact=True).first.wait_for(timeout=WAIT_MS)
             page.get_by_role("button", name="Group by").click()
             page.get_by_text("xentlab.variant", exact=True).first.click()
             page.keyboard.press("Escape")
             page.get_by_text("Group: focal").first.wait_for(timeout=WAIT_MS)
-            assert page.get_by_text("Group: crossentropy").count() == 1
             page.wait_for_timeout(1000)
+            lines = page.inner_text("body").split("\n")
+            assert [t for t in lines if t.startswith("Group: ")] == ["Group: crossentropy", "Group: focal"], lines
+            assert "5 matching runs" in lines  # the parent and its four children, nothing else
             page.screenshot(path=str(SHOTS / "runs_grouped.png"))
             browser.close()
     finally:
