@@ -146,7 +146,7 @@ def test_the_sweep_link_opens_its_verdict_report_and_readable_children(tmp_path)
             assert names == {"crossentropy s0", "crossentropy s1", "focal s0", "focal s1"}, names
             page.screenshot(path=str(SHOTS / "runs.png"))
             page.goto(sweep_runs)
-            page.get_by_text("crossentropy s0", exact=True).first.wait_for(timeout=WAIT_MS)
+            page.get_by_text("sweep/").first.wait_for(timeout=WAIT_MS)
             page.get_by_role("button", name="Group by").click()
             page.get_by_text("xentlab.variant", exact=True).first.click()
             page.keyboard.press("Escape")
