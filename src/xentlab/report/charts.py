@@ -315,7 +315,8 @@ def plot_curves(report, seeded: dict, histories: dict, metric: str, path: Path) 
             xs += [s + 1 for s, _ in hist] + [float("nan")]
             ys += [v for _, v in hist] + [float("nan")]
         label = short_label(row["variant"]) + (" (baseline)" if row["variant"] == report.baseline else "")
-        ax.plot(xs, ys, color=colours[row["variant"]], lw=1.6 if row["variant"] == report.baseline else 1.1,
+        baseline = row["variant"] == report.baseline  # drawn on top: the reference stays visible under ties
+        ax.plot(xs, ys, color=colours[row["variant"]], lw=1.6 if baseline else 1.1, zorder=3 if baseline else 2,
                 label=label if i < MAX_CURVE_VARIANTS else None)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=CHART_FONT + 1)
