@@ -436,6 +436,8 @@ def bench_long_tail_metrics_cost(quick: bool, folder: Path) -> dict:
             "current_samples_per_cpu_s": cpu["current"], "long_tail_samples_per_cpu_s": cpu["long_tail"],
             "ratio": statistics.median([n / c for n, c in zip(wall["long_tail"], wall["current"], strict=True)]),
             "ratio_cpu": statistics.median([n / c for n, c in zip(cpu["long_tail"], cpu["current"], strict=True)]),
+            "ratio_best": max(wall["long_tail"]) / max(wall["current"]),
+            "ratio_best_cpu": max(cpu["long_tail"]) / max(cpu["current"]),
             "epoch_s": epoch_s, "added_ms_per_epoch": 1000 * (epoch_s["long_tail"] - epoch_s["current"]),
             "current_metrics": [m.name for m in current],
             "added_metrics": [m.name for m in every if m.name not in {c.name for c in current}],
@@ -741,12 +743,13 @@ def summary(results: dict) -> str:
     if "long_tail_metrics_cost" in results:
         r = results["long_tail_metrics_cost"]
         lines += ["## Metric cost of the long-tail metrics: seed CNN on digits, per epoch (train + val)", "",
-                  "| metrics | samples/s | s/epoch | ratio: median of paired fits, wall / CPU |", "|---|---|---|---|",
+                  "| metrics | samples/s | s/epoch | ratio: median of paired fits, wall / CPU | ratio: best fits, "
+                  "wall / CPU |", "|---|---|---|---|---|",
                   f"| current ({len(r['current_metrics'])}) | {statistics.median(r['current_samples_per_s']):.0f} | "
-                  f"{r['epoch_s']['current']:.3f} | 1 |",
+                  f"{r['epoch_s']['current']:.3f} | 1 | 1 |",
                   f"| current + {', '.join(r['added_metrics'])} | "
                   f"{statistics.median(r['long_tail_samples_per_s']):.0f} | {r['epoch_s']['long_tail']:.3f} | "
-                  f"{r['ratio']:.3f} / {r['ratio_cpu']:.3f} |", ""]
+                  f"{r['ratio']:.3f} / {r['ratio_cpu']:.3f} | {r['ratio_best']:.3f} / {r['ratio_best_cpu']:.3f} |", ""]
     if "lstm_mfu" in results:
         r = results["lstm_mfu"]
         lines += ["## Char LSTM throughput", "",

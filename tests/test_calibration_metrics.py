@@ -1,5 +1,6 @@
-"""Class-wise and adaptive ECE (streaming metrics and their numpy twins in core.calibration) against independent
-numpy references: hand-computed cases, masks, weights, heads, and the bound of the adaptive approximation."""
+"""Class-wise and adaptive ECE (streaming metrics and their numpy twins in core.calibration) and shot-group accuracy
+against independent numpy and scikit-learn references: hand-computed cases, masks, weights, heads, and the bound of
+the adaptive approximation."""
 
 from __future__ import annotations
 
@@ -169,3 +170,36 @@ def test_temperature_scaling_reports_them_calibrated():
         adaptive_bound(softmax(logits[300:] / t)) + 1e-9)
     assert out["test_adaptive_ece_calibrated"] < calibration.adaptive_ece(logits[300:], y[300:], from_logits=True)
     assert {"classwise_ece", "adaptive_ece"} <= set(EVALUATED_METRICS)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_shot_group_accuracy_is_mean_recall_over_the_group_like_sklearn(from_logits):
+    from sklearn.metrics import recall_score
+
+    from xentlab.core.shot_metrics import SparseGroupRecall
+
+    rng = np.random.default_rng(9)
+    k = 6
+    y = rng.integers(0, 5, 400)  # class 5 never labelled: left out of its group's mean
+    logits = (rng.normal(size=(400, k)) + 1.5 * np.eye(k)[y]).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, 400).astype(np.float32)
+    y_masked = y.copy()
+    y_masked[::7] = -1
+    outputs = logits if from_logits else softmax(logits.astype("float64")).astype(np.float32)
+    keep = y_masked != -1
+    pred = logits.argmax(-1)
+    groups = {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
+    contract = LabelContract(k, ignore_class=-1, from_logits=from_logits)
+    metrics = {m.name: m for m in build_run_metrics(contract, shot_groups=groups)}
+    for group, classes in groups.items():
+        present = [c for c in classes if c < 5]
+        expected = recall_score(y[keep], pred[keep], labels=present, average=None, sample_weight=w[keep]).mean()
+        assert streamed(metrics[f"{group}_shot_accuracy"], y_masked, outputs, w) == pytest.approx(expected, abs=1e-5)
+    assert build_run_metrics(contract, shot_groups={"many": [], "medium": [1], "few": []})[-1].name == (
+        "medium_shot_accuracy")  # an empty group: no metric
+    sigmoid = SparseGroupRecall(2, classes=[1], from_logits=True)
+    z = rng.normal(size=(50, 1)).astype(np.float32)
+    yb = rng.integers(0, 2, 50)
+    assert streamed(sigmoid, yb, z) == pytest.approx(recall_score(yb, (z[:, 0] > 0).astype(int)), abs=1e-6)
+    with pytest.raises(ValueError, match=r"classes must be a non-empty list of class ids in \[0, 2\)"):
+        SparseGroupRecall(2, classes=[2])

@@ -24,6 +24,28 @@ def small_disk(tmp_path) -> Path:
     subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
+def test_too_little_room_refuses_the_unit_before_writing_and_leaves_nothing(tmp_path, monkeypatch):
+    """The rule alone, without root: a disk reporting less free space than the unit needs is refused before
+    HDF5 writes a byte, with the space needed and free in the message, and no temporary folder is left."""
+    import shutil
+
+    import keras
+
+    from xentlab.tracking.resume import CheckpointNotWritten, save_unit
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer="adam", loss="mse")
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=50_000))
+    expected = r"no room for the checkpoint of epoch 1 in .*needs about 1\.\d MB, 0\.1 MB are free"
+    with pytest.raises(CheckpointNotWritten, match=expected):
+        save_unit(model, tmp_path / "ck", 1)
+    assert list((tmp_path / "ck").iterdir()) == []
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    assert save_unit(model, tmp_path / "ck", 1).folder.is_dir()  # with room, the same call writes the unit
+
+
+@pytest.mark.slow  # mounts a tmpfs: needs root (make test-all)
 def test_a_full_disk_at_a_checkpoint_fails_the_run_cleanly(small_disk, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the store on a disk with room; the job's folder is full
     result = run_cli([*TINY, "trainer.epochs=2", "model=mlp", "tracking.system_metrics=false",

@@ -74,3 +74,25 @@ def test_a_k_fold_sweep_is_paired_by_fold_and_shows_the_posthoc_row(tmp_path, st
     assert c.diff.p == pytest.approx(stats.ttest_rel(trained, adjusted).pvalue, rel=1e-6)
     with pytest.raises(ValueError, match=r"the runs of \+setup=la logged no post-hoc metrics"):
         write_report(store, parent_run_id=parent, out_dir=tmp_path / "c", baseline="+setup=la + post-hoc")
+
+
+@pytest.mark.slow
+def test_the_cv_preset_runs_every_fold_and_pairs_by_fold(tmp_path, store):
+    from mlflow.tracking import MlflowClient
+
+    from conftest import run_cli
+
+    result = run_cli(["+sweep=cv", f"tracking.uri={store}", "trainer.epochs=2", "data.folds=3", "data.fold=0,1,2",
+                      "tracking.log_plots=false"], cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("xentlab").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("xentlab.role") == "sweep")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 6
+    assert {c.info.run_name for c in children} == {f"{s} f{f} s0" for s in ("crossentropy", "logit_adjusted")
+                                                   for f in range(3)}
+    assert {c.data.params["data.fold"] for c in children} == {"0", "1", "2"}
+    report = client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path))
+    text = open(report).read()
+    assert "paired, 3 seed/fold pairs" in text and "crossentropy + post-hoc" in text and "#### Long tail" in text

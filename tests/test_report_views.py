@@ -145,3 +145,28 @@ def test_report_html_is_self_contained_and_leads_with_the_verdict(sweep):
     assert widest <= 7  # narrow tables: the viewer shows them whole
     assert "report/report.html" in {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
     assert not any(math.isnan(r["n"]) for r in report.rows)
+
+
+def test_a_language_model_sweep_is_judged_in_bits_per_character(tmp_path):
+    """Runs that log val_bpc (char LSTM): the primary metric is val_bpc, the headline's others test_bpc only
+    (not worst-class recall over 256 byte classes)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rng = np.random.default_rng(9)
+    specs = []
+    for variant, bpc in (("rmsprop", 3.0), ("adam", 2.6)):
+        for seed in range(3):
+            value = bpc + 0.05 * rng.normal()
+            metrics = {"val_nll": value * math.log(2), "val_bpc": value, "test_bpc": value + 0.01,
+                       "test_nll": (value + 0.01) * math.log(2), "test_worst_class_recall": 0.0,
+                       "test_balanced_accuracy": 0.01}
+            specs.append({"variant": f"optimizer={variant}", "seed": seed, "name": run_name(variant, seed),
+                          "metrics": metrics, "tags": {"xentlab.variant": variant,
+                                                       "xentlab.variant_overrides": f"optimizer={variant}"}})
+    report = write_report(uri, parent_run_id=synthetic_sweep(uri, specs), out_dir=tmp_path / "r")
+    assert report.metric == "val_bpc" and report.baseline == "rmsprop"
+    assert [m for m, _ in headline_metrics(report)] == ["val_bpc", "test_bpc"]
+    assert report.comparison("adam", "val_bpc").verdict == "better"  # lower bpc is better
+    assert "val_bpc_vs_baseline.png" in {f.name for f in report.files}
+    note = MlflowClient(uri).get_run(report.parent_run_id).data.tags["mlflow.note.content"]
+    assert note.startswith("Against `rmsprop` on `val_bpc` (lower is better): **adam better**")
+    assert "worst_class_recall" not in note

@@ -22,6 +22,16 @@ def ui_base(host: str, port: int | str) -> str:
     return f"http://{shown}:{port}"
 
 
+def sweep_runs_url(uri: str, experiment_id: str, sweep_id: str, base: str) -> str:
+    """The runs table filtered to one sweep (its parent and children: tag xentlab.sweep_id), oldest first, so the
+    baseline (launched first) leads and MLflow's charts, which draw the first runs only, include it."""
+    from urllib.parse import quote
+
+    search = quote(f"tags.`{SWEEP_TAG}` = '{sweep_id}'", safe="")
+    return (f"{ui_url(uri, experiment_id, None, base)}&searchFilter={search}"
+            "&orderByKey=attributes.start_time&orderByAsc=true")
+
+
 def links(uri: str, base: str) -> list[str]:
     """The lines to print: the latest sweep's parent run, then each experiment's runs table."""
     from mlflow.tracking import MlflowClient
@@ -41,8 +51,11 @@ def links(uri: str, base: str) -> list[str]:
         lines.append(f"latest sweep {run.data.tags.get(SWEEP_TAG, '?')} ({run.info.status}, started {started}), "
                      "its verdict on the Overview:")
         lines.append(f"  {ui_url(uri, run.info.experiment_id, run.info.run_id, base)}")
+        sweep_id = run.data.tags.get(SWEEP_TAG, "")
+        lines.append("its runs alone (Group by: xentlab.variant gives one group per variant):")
+        lines.append(f"  {sweep_runs_url(uri, run.info.experiment_id, sweep_id, base)}")
     for experiment in experiments:
-        lines.append(f"runs of experiment {experiment.name} (Group by: xentlab.variant collects a variant's seeds):")
+        lines.append(f"every run of experiment {experiment.name}:")
         lines.append(f"  {ui_url(uri, experiment.experiment_id, None, base)}")
     return lines
 

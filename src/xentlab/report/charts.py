@@ -20,6 +20,7 @@ from xentlab.report.render import format_p, verdict_text
 from xentlab.report.statistics import direction
 
 MAX_CLASSES_PLOTTED = 12  # beyond this (the 256-byte vocabulary) show the most frequent classes only
+CHART_FONT = 9  # points: tick labels and legends stay readable at the MLflow artifact viewer's width
 
 
 def _shown_classes(y: np.ndarray, k: int) -> np.ndarray:
@@ -50,12 +51,12 @@ def plot_confusion(y: np.ndarray, probs: np.ndarray, class_names: list[str], pat
     cm = confusion_matrix(y, probs.argmax(-1), labels=shown)
     fig, ax = plt.subplots(figsize=(6, 5))
     im = ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(shown)), [class_names[c] for c in shown], rotation=90, fontsize=7)
-    ax.set_yticks(range(len(shown)), [class_names[c] for c in shown], fontsize=7)
+    ax.set_xticks(range(len(shown)), [class_names[c] for c in shown], rotation=90, fontsize=8)
+    ax.set_yticks(range(len(shown)), [class_names[c] for c in shown], fontsize=8)
     if len(shown) <= 12:
         for i in range(len(shown)):
             for j in range(len(shown)):
-                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=7,
+                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8,
                         color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -82,7 +83,7 @@ def plot_roc(y: np.ndarray, probs: np.ndarray, class_names: list[str], path: Pat
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=CHART_FONT, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -143,7 +144,7 @@ def plot_reliability(table: dict, path: Path, title: str) -> None:
     top.plot([0, 1], [0, 1], "k--", lw=0.8)
     top.set_ylabel("accuracy")
     top.set_title(f"{title}: ECE {table['ece']:.3f}")
-    top.legend(fontsize=7, loc="upper left")
+    top.legend(fontsize=CHART_FONT, loc="upper left")
     bottom.bar(centers, table["count"], width=width, color="gray", edgecolor="black", lw=0.5)
     bottom.set_xlabel("confidence (top-label probability)")
     bottom.set_ylabel("positions")
@@ -208,7 +209,6 @@ def write_evaluation(
 # One colour per verdict, in every chart and in report.html: the picture says what the test said.
 VERDICT_COLOURS = {"better": "#1a9850", "worse": "#d73027", "no difference": "#7f7f7f", "untested": "#bdbdbd"}
 LABEL_WIDTH = 28  # characters of a variant name in a chart before it is cut (the same cut everywhere)
-CHART_FONT = 9  # points: tick labels and legends stay readable at the MLflow artifact viewer's width
 MAX_CURVE_VARIANTS = 10  # curves of more variants share colours: the legend names the first ten
 MAX_DELTA_VARIANTS = 50  # rows of the primary chart: a taller picture is unreadable (and slow); the tables have all
 
@@ -315,7 +315,8 @@ def plot_curves(report, seeded: dict, histories: dict, metric: str, path: Path) 
             xs += [s + 1 for s, _ in hist] + [float("nan")]
             ys += [v for _, v in hist] + [float("nan")]
         label = short_label(row["variant"]) + (" (baseline)" if row["variant"] == report.baseline else "")
-        ax.plot(xs, ys, color=colours[row["variant"]], lw=1.6 if row["variant"] == report.baseline else 1.1,
+        baseline = row["variant"] == report.baseline  # drawn on top: the reference stays visible under ties
+        ax.plot(xs, ys, color=colours[row["variant"]], lw=1.6 if baseline else 1.1, zorder=3 if baseline else 2,
                 label=label if i < MAX_CURVE_VARIANTS else None)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=CHART_FONT + 1)

@@ -86,7 +86,8 @@ def run_name(variant: str, seed: Any, fold: Any = None, limit: int = MAX_RUN_NAM
 
 def dataset_name(source: str, data_cfg: dict[str, Any]) -> str:
     """The name of the data a run trains on: the source, plus what an option derived from it
-    (`digits-lt10`: a long tail of ratio 10; `-na0.2`: a fifth of the labels made n/a; `-n200`: data.limit)."""
+    (`digits-lt10`: a long tail of ratio 10; `-na0.2`: a fifth of the labels made n/a; `-n200`: data.limit;
+    `-fold2of5`: fold 2 of a 5-fold split)."""
     name = source
     if (data_cfg.get("long_tail_ratio") or 1.0) > 1.0:
         name += f"-lt{data_cfg['long_tail_ratio']:g}"
@@ -94,4 +95,6 @@ def dataset_name(source: str, data_cfg: dict[str, Any]) -> str:
         name += f"-na{data_cfg['na_fraction']:g}" + ("-dropped" if data_cfg.get("drop_na") else "")
     if data_cfg.get("limit"):
         name += f"-n{data_cfg['limit']}"
+    if data_cfg.get("folds"):  # k-fold: each fold trains on other examples
+        name += f"-fold{data_cfg.get('fold', 0)}of{data_cfg['folds']}"
     return re.sub(r"\s+", "", name)
