@@ -143,6 +143,7 @@ class SweepRun(Callback):
         self.parent_id: str | None = None
         self.uri: str | None = None
         self.interrupted: str | None = None
+        self.attempt = ""
         self._previous_sigint: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -180,11 +181,12 @@ class SweepRun(Callback):
         sweep_id = self._open_parent(client, experiment_id, overrides, sweeper_params, sweep_dir,
                                      fresh=str(config.trainer.resume) == "never")
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        for stale in sweep_dir.glob(f"*/{sweeps.OUTCOME_FILE}"):  # a sweep folder reused (hydra.sweep.dir fixed)
-            stale.unlink()
+        self.attempt = uuid.uuid4().hex[:8]  # this invocation: its jobs' outcome files carry it
+        os.environ[sweeps.ATTEMPT_ENV] = self.attempt
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({
             "parent_run_id": self.parent_id, "sweep_id": sweep_id, "tracking_uri": self.uri,
             "experiment_id": experiment_id, "varying": varying_keys(overrides, sweeper_params),
+            "attempt": self.attempt,
         }, indent=2))
         self._watch_interrupts()
         atexit.register(self._end_unfinished)
@@ -264,7 +266,7 @@ class SweepRun(Callback):
         failed: list[sweeps.FailedJob] = []
         try:
             experiment_id = client.get_run(self.parent_id).info.experiment_id
-            outcomes = sweeps.read_outcomes(sweep_dir)
+            outcomes = sweeps.read_outcomes(sweep_dir, self.attempt)
             failed = sweeps.failed_jobs(sweeps.current_children(client, experiment_id, self.parent_id), outcomes)
             report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=sweep_dir / "report")
             print(report.markdown, flush=True)

@@ -46,7 +46,10 @@ from xentlab.tracking.store import (
 SEED_KEY = "trainer.seed"
 # Overrides represented otherwise in the key (the resolved store) or that change no result.
 NOT_IN_KEY = {*NOT_IDENTITY, "tracking.uri", "tracking.experiment"}
-OUTCOME_FILE = ".xentlab-job.json"  # in each job's folder: what the job came to (reused, finished, failed)
+# In each job's folder, per invocation of the sweep command: what the job came to (trained, reused, failed). Two
+# commands started in the same second share Hydra's sweep folder; each reads back only its own jobs' files.
+OUTCOME_FILE = ".xentlab-job-{attempt}.json"
+ATTEMPT_ENV = "XENTLAB_SWEEP_ATTEMPT"  # set by the sweep command, inherited by its jobs' processes
 WAIT_POLL_S = 10.0  # how often a job waiting for another process's run of it looks again
 
 
@@ -236,13 +239,14 @@ def write_outcome(job_dir: Path, sweep: dict[str, Any], *, status: str, run_ref:
     if error is not None:
         record["error"] = mask_text(f"{type(error).__name__}: {error}").splitlines()[0][:500]
     Path(job_dir).mkdir(parents=True, exist_ok=True)
-    (Path(job_dir) / OUTCOME_FILE).write_text(json.dumps(record))
+    attempt = os.environ.get(ATTEMPT_ENV) or sweep.get("attempt", "")  # a job on another host: sweep.json's
+    (Path(job_dir) / OUTCOME_FILE.format(attempt=attempt)).write_text(json.dumps(record))
 
 
-def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The outcome of every job of this invocation that recorded one."""
+def read_outcomes(sweep_dir: Path, attempt: str) -> list[dict[str, Any]]:
+    """The outcome of every job of invocation `attempt` that recorded one."""
     out = []
-    for path in sorted(Path(sweep_dir).glob(f"*/{OUTCOME_FILE}")):
+    for path in sorted(Path(sweep_dir).glob(f"*/{OUTCOME_FILE.format(attempt=attempt)}")):
         try:
             out.append(json.loads(path.read_text()))
         except (OSError, ValueError):
