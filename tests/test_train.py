@@ -99,64 +99,67 @@ def test_default_store_is_absolute_under_the_launch_directory(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ option matrix
-def _companions(group: str, option: str, mnist_npz, fashion_dir, text_file, user_data) -> list[str]:
-    """Extra overrides an option needs to train here: files for file-based data, a model that fits the data."""
-    tiny_lstm = ["model=char_lstm", "model.embedding_dim=8", "model.lstm_units=8", "model.sample_length=5",
-                 "data.seq_len=20", "data.stride=20", f"data.path={text_file}"]
-    return {
-        ("data", "mnist"): [f"data.path={mnist_npz}", "model=mlp"],
-        ("data", "fashion_mnist"): [f"data.path={fashion_dir}", "model=mlp"],
-        ("data", "breast_cancer"): ["model=mlp"],
-        ("data", "imbalanced"): ["model=mlp"],
-        ("data", "periods"): ["model=multi_head"],
-        ("data", "image_folder"): [f"data.path={user_data['image_dir']}", "data.image_size=[16,16]"],
-        ("data", "csv"): [f"data.path={user_data['table_csv']}", "data.label=species", "model=mlp"],
-        ("data", "parquet"): [f"data.path={user_data['table_parquet']}", "data.label=species",
-                              "model=mlp"],
-        ("data", "npz"): [f"data.path={user_data['arrays_npz']}", "model=mlp"],
-        ("data", "custom"): ["data._target_=sklearn.datasets.load_iris", "data.options={return_X_y: true}",
-                             "model=mlp"],
-        ("data", "shakespeare"): tiny_lstm,
-        ("data", "text"): tiny_lstm,
-        ("model", "char_lstm"): ["data=text", *tiny_lstm],
-        ("model", "multi_head"): ["data=periods"],
-        ("loss", "binary"): ["data=breast_cancer", "model=mlp"],
-        ("loss", "weighted_binary"): ["labels=one_hot"],
-        ("weighting", "custom"): ["weighting.weights=[1,1,1,1,1,2,2,2,2,2]"],
-    }.get((group, option), [])
-
-
-# Not here: hardware this machine lacks (test_checks asserts their errors) and multi_cpu, which must split the
-# CPU before TensorFlow starts (test_strategy runs it in a fresh process).
+# Every option of every config group trains at least once in `make test`: one short run per data source, each
+# also carrying options of the other groups that go with that data, so 13 runs cover the whole matrix (the test
+# below checks that they do). Files come from conftest's fixtures; "{name}" is filled with the fixture's path.
+TINY_LSTM = ["model=char_lstm", "model.embedding_dim=8", "model.lstm_units=8", "model.sample_length=5",
+             "data.seq_len=20", "data.stride=20", "data.path={text_file}"]
+MATRIX = {
+    "digits": ["model=mnist_cnn", "loss=focal", "labels=one_hot", "weighting=effective_number", "optimizer=adam",
+               "strategy=cpu", "calibration=temperature"],
+    "mnist": ["data.path={mnist_npz}", "model=mlp", "loss=poly1", "weighting=inverse_sqrt", "optimizer=sgd"],
+    "fashion_mnist": ["data.path={fashion_dir}", "model=auto", "loss=logit_adjusted", "optimizer=rmsprop"],
+    "breast_cancer": ["model=mlp", "loss=binary", "weighting=balanced", "labels=sparse", "labels.ignore_class=99"],
+    "imbalanced": ["model=mlp", "loss=weighted_binary", "labels=one_hot", "weighting=custom",
+                   "weighting.weights=[1,2,2,3]"],
+    "periods": ["model=multi_head", "loss=crossentropy", "weighting=none", "optimizer=adadelta"],
+    "text": TINY_LSTM,
+    "shakespeare": [*TINY_LSTM, "optimizer=rmsprop"],
+    "image_folder": ["data.path={image_dir}", "data.image_size=[16,16]", "model=auto"],
+    "csv": ["data.path={table_csv}", "data.label=species", "model=mlp", "+setup=balanced"],
+    "parquet": ["data.path={table_parquet}", "data.label=species", "model=mlp", "+setup=focal_effective_number"],
+    "npz": ["data.path={arrays_npz}", "model=mlp", "+setup=logit_adjusted"],
+    "custom": ["data._target_=sklearn.datasets.load_iris", "data.options={return_X_y: true}", "model=mlp",
+               "+setup=crossentropy", "calibration=temperature"],
+}
+# Hardware this machine lacks (test_strategy checks their errors and that strategy=auto trains as the preset it
+# picks), and multi_cpu and multi_worker, which need processes of their own (test_strategy trains both).
 NOT_IN_PROCESS = {("strategy", s) for s in ("gpu", "multi_gpu", "tpu", "multi_worker", "multi_cpu")}
-MATRIX = [
-    (g, f.stem)
-    for g in ("data", "model", "loss", "labels", "weighting", "strategy", "optimizer", "trainer", "tracking",
-              "calibration")
-    for f in sorted((CONF_DIR / g).glob("*.yaml"))
-    if (g, f.stem) not in NOT_IN_PROCESS
-]
+GROUPS = ("data", "model", "loss", "labels", "weighting", "strategy", "optimizer", "trainer", "tracking",
+          "calibration", "setup")
 
 
-# In `make test`: the options no other fast test trains. The rest of the matrix runs in `make test-all` (each option
-# here is also covered by a dedicated test: the contract test, the data sources', the presets', the losses').
-FAST_MATRIX = {("data", "text"), ("loss", "logit_adjusted"), ("loss", "poly1"), ("loss", "weighted_binary"),
-               ("weighting", "custom"), ("calibration", "temperature")}
+def _chosen(data: str, overrides: list[str]) -> set[tuple[str, str]]:
+    """The (group, option) pairs one matrix run trains: its own choices, else the primary config's defaults."""
+    import yaml
+
+    defaults = {}
+    for entry in yaml.safe_load((CONF_DIR / "train.yaml").read_text())["defaults"]:
+        if isinstance(entry, dict):
+            defaults.update(entry)
+    chosen = {g: o for g, o in defaults.items() if g in GROUPS} | {"data": data}
+    chosen |= {o.split("=")[0].lstrip("+"): o.split("=")[1] for o in overrides
+               if o.split("=")[0].lstrip("+") in GROUPS}
+    return set(chosen.items())
 
 
-@pytest.mark.parametrize(("group", "option"), [
-    pytest.param(g, o, id=f"{g}={o}", marks=() if (g, o) in FAST_MATRIX else pytest.mark.slow) for g, o in MATRIX
-])
+def test_the_matrix_trains_every_option_of_every_group():
+    every = {(g, f.stem) for g in GROUPS for f in (CONF_DIR / g).glob("*.yaml")} - NOT_IN_PROCESS
+    covered = set().union(*(_chosen(data, overrides) for data, overrides in MATRIX.items()))
+    assert every - covered == set()
+
+
+@pytest.mark.parametrize("data", list(MATRIX))
 def test_every_option_trains_one_short_epoch(
-    group, option, store, mnist_npz, fashion_dir, text_file, image_dir, table_csv, table_parquet, arrays_npz
+    data, store, mnist_npz, fashion_dir, text_file, image_dir, table_csv, table_parquet, arrays_npz
 ):
     from xentlab.cli.train import run
 
-    user_data = {"image_dir": image_dir, "table_csv": table_csv, "table_parquet": table_parquet,
-                 "arrays_npz": arrays_npz}
-    extra = _companions(group, option, mnist_npz, fashion_dir, text_file, user_data)
-    overrides = [*TINY, f"tracking.uri={store}", f"{group}={option}", *extra]
-    objective = run(compose(overrides))
+    files = {"mnist_npz": mnist_npz, "fashion_dir": fashion_dir, "text_file": text_file, "image_dir": image_dir,
+             "table_csv": table_csv, "table_parquet": table_parquet, "arrays_npz": arrays_npz}
+    overrides = [f"data.path={files[o[len('data.path={'):-1]]}" if o.startswith("data.path=") else o
+                 for o in MATRIX[data]]
+    objective = run(compose([*TINY, f"tracking.uri={store}", f"data={data}", *overrides]))
     (logged,) = runs_of(store)
     assert logged.info.status == "FINISHED"
     assert objective == pytest.approx(logged.data.metrics["val_nll"], rel=1e-6)  # what sweepers minimise
@@ -169,6 +172,10 @@ def test_every_option_trains_one_short_epoch(
         assert metrics["test_perplexity"] == pytest.approx(math.exp(metrics["test_nll"]), rel=1e-6)
     else:
         assert not {"bpc", "val_bpc", "test_bpc"} & set(metrics)
+    if "calibration=temperature" in overrides:
+        assert "test_nll_calibrated" in metrics
+    if "labels.ignore_class=99" in overrides:  # the plan's warning reaches the run
+        assert logged.data.tags["xentlab.warning"].startswith("labels.ignore_class=99 masks nothing")
 
 
 def test_sparse_and_one_hot_give_the_same_loss_on_the_same_batch():
