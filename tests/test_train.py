@@ -247,18 +247,6 @@ def _container(overrides):
 
 
 # ------------------------------------------------------------------------------------------ failures
-def test_missing_mnist_file_fails_the_run_with_a_clear_error(tmp_path, store):
-    from xentlab.cli.train import run
-    from xentlab.data import DataError
-
-    with pytest.raises(DataError, match=r"data.path=.*does not exist"):
-        run(compose([*TINY, f"tracking.uri={store}", "data=mnist", f"data.path={tmp_path / 'nope.npz'}"]))
-    (logged,) = runs_of(store)
-    assert logged.info.status == "FAILED"
-    assert "data.path" in logged.data.tags["xentlab.error"]
-    assert not logged.data.metrics
-
-
 def test_mnist_offline_without_cache_names_the_file_and_data_path(tmp_path, monkeypatch):
     from xentlab.data import DataError, images
 
@@ -269,18 +257,6 @@ def test_mnist_offline_without_cache_names_the_file_and_data_path(tmp_path, monk
 
     with pytest.raises(DataError, match=r"mnist\.npz.*data\.path="):
         images._mnist_format("mnist", None, tmp_path / "mnist.npz", images._read_mnist_npz, offline, 0.1, 0)
-
-
-def test_out_of_range_labels_fail_before_training(tmp_path, store):
-    bad = tmp_path / "bad.npz"
-    x = np.zeros((50, 28, 28), np.uint8)
-    np.savez(bad, x_train=x, y_train=np.full(50, 12), x_test=x[:10], y_test=np.zeros(10, np.int64))
-    result = run_cli([*TINY, f"tracking.uri={store}", "data=mnist", f"data.path={bad}", "model=mlp"], cwd=tmp_path)
-    assert result.returncode != 0
-    assert "labels out of range" in result.stderr
-    (logged,) = runs_of(store)
-    assert logged.info.status == "FAILED" and "out of range" in logged.data.tags["xentlab.error"]
-    assert not logged.data.metrics
 
 
 def test_ctrl_c_marks_the_run_killed(tmp_path, store):
