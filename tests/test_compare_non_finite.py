@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from benchmarks.bench import synthetic_sweep
+from benchmarks.compare_scale import synthetic_sweep
 
 from xentlab.cli.compare import main
 from xentlab.report.compare import write_report

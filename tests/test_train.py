@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from conftest import CONF_DIR, TINY, compose, run_cli, runs_of
