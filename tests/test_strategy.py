@@ -56,9 +56,10 @@ def test_the_presets_name_the_hardware_and_the_table_owns_the_policy():
 
 
 def test_a_policy_value_no_hardware_can_use_is_refused():
-    from xentlab.runtime.strategy import StrategyError, resolve_policy
+    from xentlab.errors import ConfigError
+    from xentlab.runtime.strategy import resolve_policy
 
-    with pytest.raises(StrategyError, match="strategy.steps_per_execution must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="strategy.steps_per_execution must be >= 1, got 0"):
         resolve_policy("cpu", {"steps_per_execution": 0})
 
 
