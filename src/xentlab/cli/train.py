@@ -270,11 +270,9 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.config.choices import Verbosity
-    from xentlab.core.language_metrics import language_model_metrics
-    from xentlab.core.metric_set import EVALUATED_METRICS  # here, not at the top: metrics imports TensorFlow
     from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
-    from xentlab.runtime.multi_worker import build_for_strategy, evaluate_custom, fit_custom
+    from xentlab.runtime.multi_worker import build_for_strategy, fit_custom
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
 
@@ -315,8 +313,24 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         ).history
     if initial_epoch > 0 and outbox is not None:
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
-    if multi_worker:
-        test = evaluate_custom(prepared.model, prepared.test_ds, strategy=strategy)
+    test_metrics = evaluate_test(prepared, config, outbox)
+    # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
+    # not comparable across variants); val_loss for a model compiled without the nll metric.
+    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
+    last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
+    objective = last.get("val_nll", last["val_loss"])
+    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
+
+
+def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
+    """The `test_*` metrics (calibrated and post-hoc ones as configured), logged through `outbox` when there is one."""
+    from xentlab.core.language_metrics import language_model_metrics
+    from xentlab.core.metric_set import EVALUATED_METRICS  # here, not at the top: metrics imports TensorFlow
+    from xentlab.core.models import capabilities
+    from xentlab.runtime.multi_worker import evaluate_custom
+
+    if prepared.hardware.kind == "multi_worker":
+        test = evaluate_custom(prepared.model, prepared.test_ds, strategy=prepared.hardware.strategy)
     else:
         test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
     test_metrics = {f"test_{name}": float(test[name]) for name in EVALUATED_METRICS if name in test}
@@ -327,12 +341,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     test_metrics.update(posthoc_metrics(prepared, config, outbox))
     if outbox is not None:
         outbox.log_metrics(test_metrics)
-    # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
-    # not comparable across variants); val_loss for a model compiled without the nll metric.
-    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
-    last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
-    objective = last.get("val_nll", last["val_loss"])
-    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
+    return test_metrics
 
 
 def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
