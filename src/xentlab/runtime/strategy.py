@@ -63,7 +63,7 @@ def resolve_policy(kind: str, strategy: dict[str, Any]) -> HardwarePolicy:
         raise ConfigError(f"strategy.precision must be one of {PRECISIONS} or auto, got {chosen['precision']!r}")
     if chosen.get("steps_per_execution", 1) < 1:
         raise ConfigError(f"strategy.steps_per_execution must be >= 1, got {chosen['steps_per_execution']}; "
-                            f"e.g. strategy.steps_per_execution=1, or null for the hardware's value")
+                          f"e.g. strategy.steps_per_execution=1, or null for the hardware's value")
     return replace(HARDWARE_POLICY[kind], **chosen)
 
 
