@@ -47,7 +47,7 @@ ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db; print
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 test: install ## the fast test suite (what .ci/run calls), one worker per core (at most 4)
-	$(BIN)/python -m pytest -m "not slow and not ui" -q -n auto --maxprocesses 4 --dist worksteal
+	$(BIN)/python -m pytest -m "not slow and not ui" -q -n auto --maxprocesses 4 --dist worksteal --durations=20
 
 test-all: install ## every test, slow ones included (not the browser test: make test-ui)
 	$(BIN)/python -m pytest -m "not ui" -q -n auto --maxprocesses 4 --dist worksteal

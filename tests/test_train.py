@@ -41,7 +41,7 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
         assert len(tags["mlflow.source.git.commit"]) == 40 and tags["xentlab.git.dirty"] in ("true", "false")
     assert tags["xentlab.command"].startswith("xentlab-train trainer.epochs=2 ")
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
-    assert set(inputs) == {"digits"} and len(run.inputs.dataset_inputs) == 3
+    assert set(inputs) == {"digits-n600"} and len(run.inputs.dataset_inputs) == 3  # data.limit=600 names it
     contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
     assert contexts == {"training", "validation", "test"}
     # A secret given on the command line reaches no param, tag or artifact; other extra tags do.
@@ -75,7 +75,7 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     import mlflow
 
     import xentlab.core.losses  # noqa: F401  (registers the loss and metric classes the saved model names)
-    import xentlab.core.metrics  # noqa: F401
+    import xentlab.core.metric_set  # noqa: F401  (registers every metric class a saved model refers to)
 
     mlflow.set_tracking_uri(store)
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
