@@ -30,10 +30,9 @@ def _parent(uri: str):
 
 
 def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, store):
-    result = run_cli(
-        ["-m", *SMALL, f"tracking.uri={store}", "trainer.seed=0,1", "loss=crossentropy,focal",
-         '+hydra.callbacks.sweep_run.baseline="loss=focal"'], cwd=tmp_path
-    )
+    args = ["-m", *SMALL, f"tracking.uri={store}", "trainer.seed=0,1", "loss=crossentropy,focal",
+            '+hydra.callbacks.sweep_run.baseline="loss=focal"']
+    result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     parent = _parent(store)
     assert parent.info.status == "FINISHED"
@@ -85,6 +84,18 @@ def test_sweep_makes_one_parent_and_a_child_per_job_and_a_true_report(tmp_path, 
     assert compare.returncode == 0, compare.stderr[-2000:]
     assert sweep_id in compare.stdout and "| focal (baseline) | 2 |" in compare.stdout
     assert f"sweep verdict and report: http://127.0.0.1:5000{link}" in compare.stdout
+
+    # The same command again continues this sweep: every job reused (no epoch trained or logged again, no new
+    # child), one parent, the report written again.
+    def logged(run_id: str) -> list[tuple[int, int]]:
+        return sorted((m.step, m.timestamp) for m in MlflowClient(store).get_metric_history(run_id, "val_loss"))
+
+    before = {c.info.run_id: logged(c.info.run_id) for c in children}
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"sweep {sweep_id}: 4 jobs: 0 trained, 4 reused, 0 failed" in again.stdout and "| variant |" in again.stdout
+    assert _parent(store).info.run_id == parent.info.run_id
+    assert {c.info.run_id: logged(c.info.run_id) for c in _children(store, parent.info.run_id)} == before
 
 
 @pytest.mark.slow

@@ -200,6 +200,8 @@ class SweepRun(Callback):
         # The latest command (masked), as children carry theirs: params keep the first attempt's grid.
         command = " ".join(["xentlab-train", "-m", *(params[f"sweep.override.{i}"] for i in range(len(overrides)))])
         tags = {"xentlab.sweep_dir": str(sweep_dir.resolve()), "xentlab.command": command, **parent_source_tags()}
+        if self.baseline:  # the preset's (or the command's) baseline, also when a rerun changes it
+            tags[BASELINE_TAG] = str(self.baseline)
         if existing and not fresh:
             parent = existing[0]
             self.parent_id = parent.info.run_id
@@ -213,8 +215,6 @@ class SweepRun(Callback):
             return sweep_id
         sweep_id = uuid.uuid4().hex[:12]
         tags.update({SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", SWEEP_KEY_TAG: key})
-        if self.baseline:
-            tags[BASELINE_TAG] = str(self.baseline)
         self.parent_id = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags).info.run_id
         winner = sweeps.settle_parent(client, experiment_id, key, self.parent_id, {r.info.run_id for r in existing})
         if winner != self.parent_id:  # the same sweep started at the same moment elsewhere: join it

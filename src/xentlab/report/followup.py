@@ -60,7 +60,7 @@ def seeds_needed_section(comparisons: list[Comparison], metrics: list[str], over
     extends the sweep to the largest such number (`pairs_per_seed` pairs a seed: the folds of a k-fold sweep).
     [] when every difference was shown or untested."""
     lines: list[str] = []
-    wanted: list[int] = []
+    settles: dict[str, dict[int, list[str]]] = {}  # metric -> seeds -> the variants that many seeds would settle
     for metric in metrics:
         family = [c for c in comparisons if c.metric == metric]
         m = sum(1 for c in family if c.diff.tested and math.isfinite(c.diff.p))
@@ -74,16 +74,18 @@ def seeds_needed_section(comparisons: list[Comparison], metrics: list[str], over
                           f"> {MAX_SEEDS} seeds: the effect is too small to chase")
             else:
                 advice = f"{n} {unit} would detect Δ {c.diff.mean:+.4f} with {POWER:.0%} power"
-                wanted.append(n)
+                settles.setdefault(metric, {}).setdefault(-(-n // pairs_per_seed), []).append(c.variant)  # rounded up
             lines.append(f"- `{c.variant}` on {metric} (now {c.diff.n}): {advice}")
     if not lines:
         return []
     head = ["", "#### Seeds needed for what is not shown", "",
             f"Planned at alpha {alpha} / m (Holm's strictest step over the m tested variants of a metric), taking "
             "the observed Δ and spread as true: a guide, not a promise."]
-    tail = []
-    if wanted:
-        total = -(-max(wanted) // pairs_per_seed)  # seeds, rounded up
-        tail = ["", f"Extend this sweep to {total} seeds (the same parent; only the new seeds run):", "",
-                f"    {extend_command(overrides, seeds_done, total)}"]
+    # The commands follow the first metric that has advice (the primary one, else its test twin).
+    metric, plan = next(((m, settles[m]) for m in metrics if m in settles), (None, {}))
+    tail = ["", "Extend this sweep (the same parent: FINISHED jobs are reused, only new seeds run):"] if plan else []
+    for total in sorted(plan)[:1] + sorted(plan)[1:][-2:]:  # the smallest, and at most the two largest
+        variants = ", ".join(v for n, vs in sorted(plan.items()) if n <= total for v in vs)
+        tail += ["", f"{total} seeds ({variants} on {metric}):", "",
+                 f"    {extend_command(overrides, seeds_done, total)}"]
     return head + lines + tail
