@@ -14,6 +14,8 @@ PORT   ?= 5000
 STORE  := sqlite:///$(CURDIR)/outputs/mlflow.db
 CHROMIUM ?= /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
+# The minimum Python of requires-python (e.g. 3.11), which `make lint` holds the code to.
+PYTHON_MIN := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\).*/\1/p' pyproject.toml)
 
 .DEFAULT_GOAL := help
 .PHONY: help install train sweep compare ui test test-all test-ui test-ray bench smoke-gpu lint clean
@@ -45,7 +47,7 @@ ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db; print
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
 test: install ## the fast test suite (what .ci/run calls), one worker per core (at most 4)
-	$(BIN)/python -m pytest -m "not slow and not ui" -q -n auto --maxprocesses 4 --dist worksteal
+	$(BIN)/python -m pytest -m "not slow and not ui" -q -n auto --maxprocesses 4 --dist worksteal --durations=20
 
 test-all: install ## every test, slow ones included (not the browser test: make test-ui)
 	$(BIN)/python -m pytest -m "not ui" -q -n auto --maxprocesses 4 --dist worksteal
@@ -71,8 +73,9 @@ smoke-gpu: install ## GPU check: devices, seed CNN and char LSTM on GPU vs CPU (
 bench: install ## benchmarks -> outputs/bench/*.json + summary.md (BENCH_ARGS="--quick" for a smoke run)
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
-lint: install ## ruff over sources and tests
-	$(BIN)/ruff check src tests
+lint: install ## ruff over sources, tests and benchmarks; vermin: nothing needs a Python newer than requires-python's
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/vermin --no-tips --violations -t=$(PYTHON_MIN)- src tests benchmarks
 
 clean: ## remove run outputs (keeps the MLflow store) and caches
 	rm -rf outputs/runs outputs/multirun .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,9 +25,21 @@ TINY = ["trainer.epochs=1", "trainer.batch_size=32", "data.limit=96", "tracking.
         "tracking.log_plots=false"]  # tests that check the evaluation figures add tracking.log_plots=true
 
 
+@pytest.fixture(scope="session")
+def empty_store_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made and no run, once per session: MLflow's table migrations take
+    about 2.5 s of CPU, paid otherwise by every test that opens a fresh store."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db = tmp_path_factory.mktemp("store_template") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{db}", str(db.parent / "artifacts")).engine.dispose()
+    return db
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> str:
-    """A fresh SQLite tracking URI under tmp_path."""
+def store(tmp_path: Path, empty_store_db: Path) -> str:
+    """A fresh SQLite tracking URI under tmp_path (a copy of the session's empty store)."""
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
@@ -218,3 +231,23 @@ def pytest_terminal_summary(terminalreporter):
     for name in sorted(errors):
         abs_err, rel_err = errors[name]
         terminalreporter.write_line(f"  {name:<{width}}  abs {abs_err:.2e}  rel {rel_err:.2e}")
+
+
+# ------------------------------------------------------------------------------------------ pre-flight units
+def config_of(overrides: list[str]) -> dict:
+    """The resolved run config of `overrides`, as the runner sees it (a plain dict)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose(overrides), resolve=True, enum_to_str=True)
+
+
+def plan_of(overrides: list[str], bundle=None):
+    """The pre-flight plan of `overrides` on this machine's CPU, with the data loaded as the run loads it (or
+    `bundle`): the validators in milliseconds, without a store or a training run."""
+    from xentlab.config.checks import check_config
+    from xentlab.config.preflight import preflight
+    from xentlab.data import load_data
+    from xentlab.runtime.strategy import build_strategy
+
+    config = check_config(config_of(overrides))
+    return preflight(config, bundle or load_data(**config["data"]), build_strategy("cpu"))

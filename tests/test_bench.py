@@ -1,56 +1,76 @@
-"""The benchmarks run (quick mode) and write what they promise: one JSON per benchmark with the machine, the
-figures, and every ratio's baseline measured in the same run; the summary names each benchmark."""
+"""Every benchmark runs, at tiny sizes (`--smoke`), and writes what it promises: one JSON per benchmark with the
+machine, the figures, and every ratio's baseline measured in the same run; the summary has each one's section.
+A broken benchmark fails here, not on the day someone re-measures the README's figures."""
 
 from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 
 import pytest
+from benchmarks.bench import BENCHMARKS, main
+
+# Three groups of about equal cost, so the test workers share them; lstm_mfu reads the overhead's char LSTM.
+GROUPS = {"training": ("overhead", "lstm_mfu", "long_tail_metrics_cost"),
+          "steps and metrics": ("steps_per_execution", "metrics_cost"),
+          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale")}
+SECTIONS = {"overhead": "## Overhead", "lstm_mfu": "## Char LSTM throughput", "steps_per_execution": "## steps_per",
+            "metrics_cost": "## Metric cost: seed CNN", "long_tail_metrics_cost": "## Metric cost of the long-tail",
+            "startup": "## Command to first training step",
+            "sparse_vs_onehot": "## Sparse vs one-hot", "image_folder": "## data=image_folder",
+            "compare_scale": "## xentlab-compare on 10 child runs"}
 
 
-def _bench(tmp_path, *names: str) -> dict[str, dict]:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--quick", "--only", *names, "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in names}
-    for name, record in records.items():
-        assert record["benchmark"] == name and record["quick"] is True and record["seconds"] > 0
-        assert {"python", "cpus", "platform"} <= set(record["machine"])
-    return records
+def test_the_groups_run_every_benchmark():
+    assert sorted(b for group in GROUPS.values() for b in group) == sorted(BENCHMARKS) == sorted(SECTIONS)
 
 
-def test_startup_benchmark_times_every_phase(tmp_path):
-    phases = _bench(tmp_path, "startup")["startup"]["results"]
-    assert {"import_tensorflow_keras_s", "import_mlflow_hydra_s", "data_s", "first_step_s", "total_s"} <= set(phases)
-    assert all(v > 0 for v in phases.values())
-    assert phases["total_s"] >= phases["first_step_s"] + phases["data_s"]
-    assert "Command to first training step" in (tmp_path / "summary.md").read_text()
+def _check(name: str, results: dict) -> None:
+    """What each benchmark must have measured: both sides of each ratio, from this run."""
+    if name == "overhead":
+        for case in results.values():  # xentlab vs plain Keras on the same data, same process
+            assert case["xentlab_samples_per_s"] and case["plain_keras_samples_per_s"]
+            assert case["ratio"] > 0 and case["ratio_vs_tfdata"] > 0
+    elif name == "metrics_cost":
+        assert len(results["today_samples_per_s"]) == len(results["every_samples_per_s"]) >= 3  # paired, alternated
+        paired = sorted(e / t for e, t in zip(results["every_samples_per_s"], results["today_samples_per_s"],
+                                              strict=True))
+        assert results["ratio"] == pytest.approx(paired[len(paired) // 2])
+        assert {"today", "every"} < set(results["step_cpu_us"])
+    elif name == "long_tail_metrics_cost":  # the new metrics against the current set, paired
+        assert len(results["current_samples_per_s"]) == len(results["long_tail_samples_per_s"]) >= 3
+        assert set(results["added_metrics"]) == {"classwise_ece", "adaptive_ece", "many_shot_accuracy",
+                                                 "medium_shot_accuracy", "few_shot_accuracy"}
+        assert results["ratio"] == pytest.approx(statistics.median(
+            [n / c for n, c in zip(results["long_tail_samples_per_s"], results["current_samples_per_s"],
+                                   strict=True)]))
+    elif name == "startup":
+        assert {"import_tensorflow_keras_s", "import_mlflow_hydra_s", "data_s", "first_step_s", "total_s"} <= set(
+            results)
+        assert all(v > 0 for v in results.values())
+        assert results["total_s"] >= results["first_step_s"] + results["data_s"]
+    elif name == "image_folder":
+        feeds = {(r["mode"], r["images"]) for r in results.values()}
+        assert len({mode for mode, _ in feeds}) == 2 and len({n for _, n in feeds}) == 2  # streamed vs numpy, 2 sizes
+    elif name == "compare_scale":  # both sweep shapes, each from SQLite and through a server
+        assert results["child_runs"] == 10 and set(results["cases"]) == {"many_variants", "many_seeds"}
+        assert all(c["sqlite_s"] > 0 and c["server_s"] > 0 for c in results["cases"].values())
+    elif name == "sparse_vs_onehot":
+        assert {r["mode"] for r in results.values()} == {"sparse", "one_hot_tfdata", "one_hot_numpy"}
+    elif name == "steps_per_execution":
+        assert any(k.startswith("xentlab/") for k in results) and "tf.data/cache+prefetch" in results
+    elif name == "lstm_mfu":
+        assert 0 < results["mfu"] and results["chars_per_s"] > 0
 
 
-@pytest.mark.slow
-def test_comparative_benchmarks_measure_their_baseline_in_the_same_run(tmp_path):
-    records = _bench(tmp_path, "overhead", "metrics_cost", "long_tail_metrics_cost", "image_folder", "compare_scale")
-    for case in records["overhead"]["results"].values():  # xentlab vs plain Keras on the same data, same process
-        assert case["xentlab_samples_per_s"] and case["plain_keras_samples_per_s"]
-    cost = records["metrics_cost"]["results"]
-    assert len(cost["today_samples_per_s"]) == len(cost["every_samples_per_s"]) >= 3  # paired fits, alternated
-    paired = sorted(e / t for e, t in zip(cost["every_samples_per_s"], cost["today_samples_per_s"], strict=True))
-    assert cost["ratio"] == pytest.approx(paired[len(paired) // 2] if len(paired) % 2 else
-                                          (paired[len(paired) // 2 - 1] + paired[len(paired) // 2]) / 2)
-    added = records["long_tail_metrics_cost"]["results"]  # the new metrics against the current set, paired
-    assert len(added["current_samples_per_s"]) == len(added["long_tail_samples_per_s"]) >= 3
-    assert set(added["added_metrics"]) == {"classwise_ece", "adaptive_ece", "many_shot_accuracy",
-                                           "medium_shot_accuracy", "few_shot_accuracy"}
-    assert added["ratio"] == pytest.approx(statistics.median(
-        [n / c for n, c in zip(added["long_tail_samples_per_s"], added["current_samples_per_s"], strict=True)]))
-    feeds = {(r["mode"], r["images"]) for r in records["image_folder"]["results"].values()}
-    assert len({mode for mode, _ in feeds}) == 2 and len({n for _, n in feeds}) == 2  # streamed vs numpy, 2 sizes
-    scale = records["compare_scale"]["results"]
-    assert scale["child_runs"] == 100 and scale["sqlite_s"] > 0 and scale["server_s"] > 0
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_every_benchmark_runs_at_tiny_sizes(group, tmp_path):
+    names = GROUPS[group]
+    main(["--smoke", "--only", *names, "--out", str(tmp_path)])
     summary = (tmp_path / "summary.md").read_text()
-    assert "Metric cost" in summary and "long-tail metrics" in summary and "image_folder" in summary
+    for name in names:
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert record["benchmark"] == name and record["size"] == "smoke" and record["seconds"] > 0
+        assert {"python", "cpus", "platform"} <= set(record["machine"])
+        _check(name, record["results"])
+        assert SECTIONS[name] in summary

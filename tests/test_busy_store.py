@@ -116,6 +116,7 @@ def test_a_store_locked_at_start_up_is_named_within_the_wait(tmp_path, store, mo
         assert time.monotonic() - started < 8  # MLflow alone waits 20 s, then raises a traceback of SQL
 
 
+@pytest.mark.slow  # the test above is the fast one; this follows the message to the terminal of a real run
 def test_a_store_locked_at_start_up_stops_the_job_with_a_message(tmp_path, store, monkeypatch):
     setup_experiment(store, "xentlab")
     monkeypatch.setenv(STORE_WAIT_ENV, "1")

@@ -110,11 +110,12 @@ def test_generation_rebuilds_a_stateful_copy_that_matches_the_trained_model():
     """Feeding the stateful batch-5 copy one byte at a time gives the trained model's window outputs."""
     import keras
 
-    from xentlab.core.models import build_model
+    from xentlab.core.models import build_model, head_spec
     from xentlab.core.sampling import reset_states, stateful_copy
 
     keras.utils.set_random_seed(0)
-    model = build_model("char_lstm", input_shape=(12,), num_classes=256, embedding_dim=8, lstm_units=8)
+    model = build_model("char_lstm", input_shape=(12,), embedding_dim=8, lstm_units=8,
+                        head=head_spec(loss="crossentropy", from_logits=False, num_classes=256))
     window = np.random.default_rng(0).integers(0, 256, size=(5, 12)).astype("int32")
     full = np.asarray(model.predict(window, verbose=0))
     twin = stateful_copy(model)

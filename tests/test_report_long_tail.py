@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from benchmarks.bench import synthetic_sweep
+from benchmarks.compare_scale import synthetic_sweep
 from scipy import stats
 
 from xentlab.report.compare import write_report

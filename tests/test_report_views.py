@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from benchmarks.bench import synthetic_sweep
+from benchmarks.compare_scale import synthetic_sweep
 from mlflow.tracking import MlflowClient
 from scipy import stats
 

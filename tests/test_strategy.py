@@ -13,11 +13,90 @@ import time
 import numpy as np
 import pytest
 
-from conftest import TINY, run_cli, runs_of
+from conftest import TINY, config_of, run_cli, runs_of
 
 DET = ["trainer.epochs=2", "trainer.batch_size=32", "data.limit=128", "model=mlp", "model.dropout=0.0",
        "trainer.deterministic=true",
        "tracking.log_model=false", "tracking.log_plots=false", "optimizer=sgd"]
+
+
+# ------------------------------------------------------------------------------------------ the hardware policy
+PRESET_OF = {  # what strategy=auto sees on a host -> the preset it must train as
+    "tpu": dict(gpus=0, tpu=True), "multi_gpu": dict(gpus=4, tpu=False), "gpu": dict(gpus=1, tpu=False),
+    "cpu": dict(gpus=0, tpu=False),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_OF))
+def test_auto_on_each_hardware_trains_as_the_named_preset(preset):
+    from xentlab.runtime.strategy import HARDWARE_POLICY, VisibleHardware, pick_kind, resolve_policy
+
+    auto, named = config_of(["strategy=auto"])["strategy"], config_of([f"strategy={preset}"])["strategy"]
+    kind = pick_kind(auto["name"], VisibleHardware(**PRESET_OF[preset]))
+    assert kind == preset
+    assert resolve_policy(kind, auto) == resolve_policy(preset, named) == HARDWARE_POLICY[preset]
+
+
+def test_the_presets_name_the_hardware_and_the_table_owns_the_policy():
+    from xentlab.runtime.strategy import HARDWARE_POLICY, POLICY_KEYS, STRATEGIES, resolve_policy
+
+    assert set(HARDWARE_POLICY) == set(STRATEGIES) - {"auto"}
+    for preset in HARDWARE_POLICY:
+        strategy = config_of([f"strategy={preset}"])["strategy"]
+        assert {k: strategy[k] for k in POLICY_KEYS} == {"precision": "auto", "jit_compile": None,
+                                                          "steps_per_execution": None, "drop_remainder": None}
+    tpu = HARDWARE_POLICY["tpu"]
+    assert (tpu.precision, tpu.jit_compile, tpu.steps_per_execution, tpu.drop_remainder) == (
+        "mixed_bfloat16", True, 32, True)
+    # A value set on the command line wins over the table, for a named preset and for auto alike.
+    for name in ("tpu", "auto"):
+        strategy = config_of([f"strategy={name}", "strategy.steps_per_execution=8", "strategy.precision=float32"])
+        policy = resolve_policy("tpu", strategy["strategy"])
+        assert (policy.steps_per_execution, policy.precision, policy.drop_remainder) == (8, "float32", True)
+
+
+def test_a_policy_value_no_hardware_can_use_is_refused():
+    from xentlab.errors import ConfigError
+    from xentlab.runtime.strategy import resolve_policy
+
+    with pytest.raises(ConfigError, match="strategy.steps_per_execution must be >= 1, got 0"):
+        resolve_policy("cpu", {"steps_per_execution": 0})
+
+
+def test_auto_picks_the_cpu_here():
+    from xentlab.runtime.strategy import build_strategy, resolve_policy, visible_hardware
+
+    assert visible_hardware().gpus == 0
+    hardware = build_strategy("auto")
+    assert (hardware.kind, hardware.replicas) == ("cpu", 1)
+    assert resolve_policy(hardware.kind, config_of([])["strategy"]).precision == "float32"
+
+
+@pytest.mark.parametrize(("strategy", "message"), [
+    ("gpu", "strategy=gpu needs 1 GPU(s), found 0; devices found"),
+    ("multi_gpu", "strategy=multi_gpu needs 2 GPU(s), found 0; devices found"),
+    ("tpu", "strategy=tpu found no TPU on this host"),
+    ("multi_worker", "strategy=multi_worker needs the TF_CONFIG environment variable"),
+])
+def test_missing_hardware_gives_the_documented_error_without_waiting(strategy, message, monkeypatch):
+    from xentlab.runtime.strategy import HardwareError, build_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(HardwareError) as raised:
+        build_strategy(**config_of([f"strategy={strategy}"])["strategy"])  # no TPU or cluster waited for
+    assert message in str(raised.value)
+    if strategy != "multi_worker":
+        assert "strategy=cpu" in str(raised.value)
+
+
+def test_two_logical_cpus_train_a_short_run(tmp_path, store):
+    """strategy=multi_cpu must split the CPU before TensorFlow starts: the CLI, in a process of its own."""
+    result = run_cli([*TINY, "model=mlp", "data=breast_cancer", "strategy=multi_cpu", f"tracking.uri={store}"],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = runs_of(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["hardware.replicas"] == "2" and run.data.params["hardware.precision"] == "float32"
 
 
 @pytest.mark.slow

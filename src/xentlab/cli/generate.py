@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     import mlflow
 
     import xentlab.core.losses  # noqa: F401  (registers the loss classes the saved model refers to)
-    import xentlab.core.metrics  # noqa: F401
+    import xentlab.core.metric_set  # noqa: F401  (registers every metric class a saved model refers to)
     from xentlab.tracking.store import resolve_tracking_uri
 
     mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri, os.getcwd()))

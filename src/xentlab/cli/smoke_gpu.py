@@ -83,7 +83,7 @@ def list_devices() -> list[str]:
 
 def train(overrides: list[str], strategy: str, folder: Path) -> dict[str, float]:
     """One run through xentlab.cli.train.run; its steady samples/s, wall time and test metrics from the MLflow store."""
-    from benchmarks.bench import compose
+    from benchmarks.common import compose
     from mlflow.tracking import MlflowClient
 
     from xentlab.cli.train import run
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"smoke-gpu: {err}", file=sys.stderr)
             return 2
         print(f"(--cpu-only) {err}")
-    from benchmarks.bench import text_slice
+    from benchmarks.common import text_slice
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="xentlab-smoke-") as tmp:

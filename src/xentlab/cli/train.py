@@ -4,7 +4,7 @@ step to the module that owns it; `run()` is the list of those steps."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,9 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     job = job or JobContext.outside_hydra()
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     if config["trainer"]["dry_run"]:
-        return dry_run(config)
-    if config["strategy"]["name"] == "multi_worker" and not is_chief():
-        return fit_and_evaluate(prepare(config), config)[0]["objective"]  # other workers never log
+        return dry_run(config, job.launch_dir)
+    if config["strategy"]["name"] == "multi_worker" and not is_chief():  # other workers never log
+        return fit_and_evaluate(prepare(config, launch_dir=job.launch_dir), config)[0]["objective"]
     check_tracking(config["tracking"])
     store = tracking.open_store(config["tracking"], job.launch_dir)
     params = tracking.flatten_params(config)
@@ -126,7 +126,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
     ) as outbox:
         if job.sweep is not None:  # the child this run replaces (failed, killed, or of a changed config) steps aside
             sweeps.supersede(store.client, store.experiment_id, job.sweep, plan.key, outbox.run_id)
-        prepared = prepare(config, initial_epoch=plan.initial_epoch)
+        prepared = prepare(config, initial_epoch=plan.initial_epoch, launch_dir=job.launch_dir)
         tracking.log_inputs(outbox, prepared.facts(), config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
         log_outputs(prepared, config, history, outbox)
@@ -155,131 +155,108 @@ def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str
 
 @dataclass
 class Prepared:
-    """Everything built before training: hardware plan, checked data, datasets, compiled model."""
+    """Everything built before training: the plan, the hardware, the checked data, datasets, the compiled model."""
 
-    plan: Any
+    plan: Any  # xentlab.config.preflight.Plan
+    hardware: Any  # xentlab.runtime.strategy.Hardware
     bundle: Any
     train_ds: Any
     val_ds: Any
     test_ds: Any
     model: Any
-    model_name: str
-    class_weights: Any
-    labels: Any  # the run's LabelContract (xentlab.core.targets)
-    warnings: list[str] = field(default_factory=list)  # printed on stderr and kept as the run tag xentlab.warning
-    sampling: dict[str, Any] = field(default_factory=dict)  # sample_* settings of a text-generating model
+
+    @property
+    def labels(self):
+        """The run's LabelContract (xentlab.core.targets)."""
+        return self.plan.labels
 
     @property
     def from_logits(self) -> bool:
-        return self.labels.from_logits
+        return self.plan.labels.from_logits
+
+    @property
+    def model_name(self) -> str:
+        return self.plan.model
 
     def facts(self) -> dict[str, Any]:
         """What the run logs about its inputs before training (tracking.log_inputs)."""
-        return {"hardware": self.plan.params(), "bundle": self.bundle, "class_weights": self.class_weights,
-                "model": self.model_name, "warnings": self.warnings}
+        return {"hardware": self.hardware.params() | self.plan.hardware.params(), "bundle": self.bundle,
+                "class_weights": self.plan.class_weights, "model": self.plan.model,
+                "warnings": list(self.plan.warnings)}
 
 
-def resolve_model(model_cfg: dict[str, Any], bundle) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The model name, its architecture knobs and its text-sampling settings (`sample_*`, language models only);
-    model=auto picks by the data's shapes, with that model's defaults."""
-    from xentlab.config.schema import SCHEMAS
-    from xentlab.core.models import choose_model
+def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | None = None) -> Prepared:
+    """Validates, then builds in order: the strategy, the data, the pre-flight plan, datasets, the model in scope.
 
-    name = model_cfg["name"]
-    if name == "auto":
-        name = choose_model(input_shape=bundle.input_shape, integer_inputs=bundle.input_dtype == "int32",
-                            label_shape=bundle.y_train.shape[1:])
-        schema = SCHEMAS["model"][f"base_{name}"]
-        model_cfg = {**asdict(schema(name=name)), "head": model_cfg["head"]}
-        model_cfg = {k: (v.value if hasattr(v, "value") else v) for k, v in model_cfg.items()}
-    knobs = {k: v for k, v in model_cfg.items() if k not in ("name", "head") and not k.startswith("sample_")}
-    return name, knobs, {k: v for k, v in model_cfg.items() if k.startswith("sample_")}
-
-
-def prepare(config: dict[str, Any], initial_epoch: int = 0) -> Prepared:
-    """Checks and builds everything in order: strategy, data, checks, datasets, then the model in scope.
-
-    `initial_epoch` > 0 when resuming: the training set then starts at that epoch's shuffle order.
+    `initial_epoch` > 0 when resuming: the training set then starts at that epoch's shuffle order. A relative
+    data.path is read from `launch_dir` (default: the working directory), as a relative tracking.uri is.
     """
     import keras
     import tensorflow as tf
 
-    from xentlab.config import checks
-    from xentlab.core.losses import build_loss_from_config
-    from xentlab.core.metric_set import build_run_metrics
-    from xentlab.core.models import build_model, capabilities, head_activation, head_layer, head_spec, resolve_loss_kind
-    from xentlab.core.optimizers import build_optimizer
-    from xentlab.core.pipeline import make_dataset
-    from xentlab.core.targets import LabelContract
-    from xentlab.core.weighting import class_weights, label_counts
+    from xentlab.config.checks import check_config
+    from xentlab.config.preflight import preflight
     from xentlab.data import load_data
-    from xentlab.runtime.strategy import build_strategy
+    from xentlab.runtime.strategy import build_strategy, set_precision
 
-    checks.check_config(config)
-    trainer, labels, loss_cfg = config["trainer"], config["labels"], config["loss"]
-    plan = build_strategy(**config["strategy"])  # first: may configure devices
+    check_config(config)  # the values alone, before any device, file or download is touched
+    trainer = config["trainer"]
+    hardware = build_strategy(**config["strategy"])  # first: may configure devices
     keras.backend.clear_session()  # jobs in one process (sweeps, tests) must not share layers or names
     keras.utils.set_random_seed(trainer["seed"])
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
+    bundle = load_data(**config["data"], root=launch_dir)
+    plan = preflight(config, bundle, hardware)
+    set_precision(plan.hardware.precision)
+    train_ds, val_ds, test_ds = build_datasets(plan, bundle, config, initial_epoch)
+    with hardware.strategy.scope():
+        model = build_compiled_model(plan, bundle, config)
+    return Prepared(plan, hardware, bundle, train_ds, val_ds, test_ds, model)
 
-    bundle = load_data(**config["data"])
-    ignore_class, encoding = labels["ignore_class"], labels["encoding"]
-    bundle = checks.check_bundle(bundle, ignore_class=ignore_class)
-    warnings = [w for w in [checks.unused_ignore_class(bundle, ignore_class=ignore_class)] if w]
-    model_name, arch, sampling = resolve_model(config["model"], bundle)
-    loss_kind = resolve_loss_kind(loss_cfg["name"], config["model"]["head"], bundle.num_classes)
-    checks.check_loss_and_labels(loss=loss_kind, encoding=encoding, num_classes=bundle.num_classes,
-                                 from_logits=loss_cfg["from_logits"], ignore_class=ignore_class,
-                                 label_smoothing=loss_cfg["label_smoothing"])
-    checks.check_batch(batch_size=trainer["batch_size"], replicas=plan.replicas, train_size=len(bundle.x_train))
-    contract = LabelContract.from_labels(  # once, after the data checks; every builder below reads it
-        bundle.y_train, num_classes=bundle.num_classes, encoding=encoding, ignore_class=ignore_class,
-        from_logits=bool(loss_cfg["from_logits"]), separate_heads=capabilities(model_name).separate_heads)
 
-    weighting = config["weighting"]
-    counts = label_counts(bundle.y_train, contract)  # training split, masked positions left out
-    weights = class_weights(counts, weighting["scheme"], beta=weighting["beta"], weights=weighting["weights"])
-    common = {"batch_size": trainer["batch_size"], "labels": contract, "drop_remainder": plan.drop_remainder,
-              "decode": bundle.decode}
+def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0) -> tuple[Any, Any, Any]:
+    """The training, validation and test tf.data pipelines; only the training one is weighted and shuffled."""
+    from xentlab.core.pipeline import make_dataset
+
+    trainer = config["trainer"]
+    common = {"batch_size": trainer["batch_size"], "labels": plan.labels,
+              "drop_remainder": plan.hardware.drop_remainder, "decode": bundle.decode}
     train_ds = make_dataset(
-        bundle.x_train, bundle.y_train, class_weights=weights, normalize=weighting["normalize"], shuffle=True,
-        shuffle_buffer=trainer["shuffle_buffer"], seed=trainer["seed"],
-        epochs=(initial_epoch, max(trainer["epochs"], initial_epoch)), **common,
+        bundle.x_train, bundle.y_train, class_weights=plan.class_weights,
+        normalize=config["weighting"]["normalize"], shuffle=True, shuffle_buffer=trainer["shuffle_buffer"],
+        seed=trainer["seed"], epochs=(initial_epoch, max(trainer["epochs"], initial_epoch)), **common,
     )
     # Validation and test losses stay unweighted, so variants with different weightings compare on one scale.
     val_ds = make_dataset(bundle.x_val, bundle.y_val, **common)
-    test_ds = make_dataset(bundle.x_test, bundle.y_test, **common)
+    return train_ds, val_ds, make_dataset(bundle.x_test, bundle.y_test, **common)
 
-    from_logits = contract.from_logits
+
+def build_compiled_model(plan, bundle, config: dict[str, Any]):
+    """The plan's model with its head, compiled with the optimizer, loss and metrics (inside the strategy scope)."""
+    from xentlab.core.losses import build_loss_from_config
+    from xentlab.core.metric_set import build_run_metrics
+    from xentlab.core.models import build_model
+    from xentlab.core.optimizers import build_optimizer
+
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
     if bundle.y_train.ndim == 2:
         data_facts["num_heads"] = bundle.y_train.shape[1]
-    with plan.strategy.scope():
-        model = build_model(
-            model_name, input_shape=bundle.input_shape, num_classes=bundle.num_classes,
-            loss=loss_kind, from_logits=from_logits, **data_facts, **arch,
-        )
-        units, _ = head_spec(loss=loss_kind, from_logits=from_logits, num_classes=bundle.num_classes)
-        checks.check_model_output(
-            output_shape=tuple(model.output_shape), label_shape=bundle.y_train.shape[1:], units=units,
-            num_classes=bundle.num_classes, head_activation=head_activation(model),
-            head_dtype=head_layer(model).compute_dtype, from_logits=from_logits, single_unit=units == 1,
-        )
-        model.compile(
-            optimizer=build_optimizer(**config["optimizer"]),
-            loss=build_loss_from_config({**loss_cfg, "name": loss_kind}, contract, class_counts=counts.tolist()),
-            metrics=build_run_metrics(contract, shot_groups=bundle.meta.get("shot_groups")),
-            jit_compile=plan.jit_compile,
-            steps_per_execution=plan.steps_per_execution,
-        )
-    return Prepared(plan, bundle, train_ds, val_ds, test_ds, model, model_name, weights, contract, warnings,
-                    sampling)
+    model = build_model(plan.model, input_shape=bundle.input_shape, head=plan.head, **data_facts, **plan.arch)
+    model.compile(
+        optimizer=build_optimizer(**config["optimizer"]),
+        loss=build_loss_from_config({**config["loss"], "name": plan.loss_kind}, plan.labels,
+                                    class_counts=plan.class_counts.tolist()),
+        metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups")),
+        jit_compile=plan.hardware.jit_compile,
+        steps_per_execution=plan.hardware.steps_per_execution,
+    )
+    return model
 
 
-def dry_run(config: dict[str, Any]) -> None:
+def dry_run(config: dict[str, Any], launch_dir: Path | None = None) -> None:
     """Validates config and data and builds the model; trains and logs nothing."""
-    prepared = prepare(config)
+    prepared = prepare(config, launch_dir=launch_dir)
     prepared.model.summary()
     print(f"dry run: config and data valid; model {prepared.model_name}; splits {prepared.bundle.sizes()}; "
           f"nothing trained or logged")
@@ -293,11 +270,9 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.config.choices import Verbosity
-    from xentlab.core.language_metrics import language_model_metrics
-    from xentlab.core.metric_set import EVALUATED_METRICS  # here, not at the top: metrics imports TensorFlow
     from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
-    from xentlab.runtime.multi_worker import build_for_strategy, evaluate_custom, fit_custom
+    from xentlab.runtime.multi_worker import build_for_strategy, fit_custom
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
 
@@ -307,11 +282,11 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
                                      language_model=capabilities(prepared.model_name).generates_text))
     initial_epoch = 0
-    multi_worker = prepared.plan.kind == "multi_worker"
+    multi_worker, strategy = prepared.hardware.kind == "multi_worker", prepared.hardware.strategy
     if multi_worker:
         # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
         # then creates none under the strategy (Keras' load makes a throwaway optimizer, outside the scope).
-        build_for_strategy(prepared.model, prepared.train_ds, prepared.plan.strategy)
+        build_for_strategy(prepared.model, prepared.train_ds, strategy)
     if plan is not None:
         # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice.
         callbacks.append(epoch_checkpoint(plan.checkpoint_dir))
@@ -319,11 +294,11 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
             restore_unit(prepared.model, plan.unit)
             initial_epoch = plan.unit.epoch
     history: dict[str, list[float]] = {}
-    steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.drop_remainder)
+    steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.hardware.drop_remainder)
     if multi_worker:  # Keras 3's fit and evaluate do not run under MultiWorkerMirroredStrategy
         # Every worker enters, also when the chief's training had completed: the chief's epoch is agreed there.
         history = fit_custom(prepared.model, prepared.train_ds, prepared.val_ds, epochs=trainer["epochs"],
-                             initial_epoch=initial_epoch, steps_per_epoch=steps, strategy=prepared.plan.strategy,
+                             initial_epoch=initial_epoch, steps_per_epoch=steps, strategy=strategy,
                              global_batch_size=trainer["batch_size"], callbacks=callbacks)
     elif initial_epoch < trainer["epochs"]:
         history = prepared.model.fit(
@@ -338,8 +313,24 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         ).history
     if initial_epoch > 0 and outbox is not None:
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
-    if multi_worker:
-        test = evaluate_custom(prepared.model, prepared.test_ds, strategy=prepared.plan.strategy)
+    test_metrics = evaluate_test(prepared, config, outbox)
+    # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
+    # not comparable across variants); val_loss for a model compiled without the nll metric.
+    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
+    last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
+    objective = last.get("val_nll", last["val_loss"])
+    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
+
+
+def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
+    """The `test_*` metrics (calibrated and post-hoc ones as configured), logged through `outbox` when there is one."""
+    from xentlab.core.language_metrics import language_model_metrics
+    from xentlab.core.metric_set import EVALUATED_METRICS  # here, not at the top: metrics imports TensorFlow
+    from xentlab.core.models import capabilities
+    from xentlab.runtime.multi_worker import evaluate_custom
+
+    if prepared.hardware.kind == "multi_worker":
+        test = evaluate_custom(prepared.model, prepared.test_ds, strategy=prepared.hardware.strategy)
     else:
         test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
     test_metrics = {f"test_{name}": float(test[name]) for name in EVALUATED_METRICS if name in test}
@@ -350,12 +341,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     test_metrics.update(posthoc_metrics(prepared, config, outbox))
     if outbox is not None:
         outbox.log_metrics(test_metrics)
-    # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
-    # not comparable across variants); val_loss for a model compiled without the nll metric.
-    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
-    last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
-    objective = last.get("val_nll", last["val_loss"])
-    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
+    return test_metrics
 
 
 def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
@@ -402,7 +388,7 @@ def predict(prepared: Prepared, split: str):
     from xentlab.core.pipeline import features_dataset
 
     features = features_dataset(prepared.bundle, split, 256)
-    if prepared.plan.kind == "multi_worker":  # predict would start collectives the other workers never join
+    if prepared.hardware.kind == "multi_worker":  # predict would start collectives the other workers never join
         from xentlab.runtime.multi_worker import predict_local
 
         return predict_local(prepared.model, features)
@@ -428,7 +414,7 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
             )
             tracking.log_evaluation(outbox, Path(tmp), bundle.num_classes)
     if able.generates_text:
-        tracking.log_generated_text(outbox, prepared.model, **prepared.sampling, from_logits=prepared.from_logits,
+        tracking.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
                                     seed=config["trainer"]["seed"])
     if config["tracking"]["log_model"]:
         tracking.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))

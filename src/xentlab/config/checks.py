@@ -1,4 +1,6 @@
-"""Validation of data and of config combinations, in one place, before any training.
+"""The validators of the run: the config's values alone (`check_config`, `check_tracking`), then the data and
+the combinations of config and data, which the pre-flight plan runs (xentlab.config.preflight), before anything
+is built.
 
 Every check raises `CheckError` saying what was wrong, what was expected and the override that fixes it.
 """
@@ -115,39 +117,6 @@ def check_loss_and_labels(
                                ignore_class=ignore_class, label_smoothing=label_smoothing)
     except ValueError as error:
         raise CheckError(str(error)) from None
-
-
-def check_model_output(
-    *, output_shape: tuple, label_shape: tuple, units: int, num_classes: int, head_activation: str | None,
-    head_dtype: str, from_logits: bool, single_unit: bool,
-) -> None:
-    """Checks the model head against the data (class count, label rank) and the loss (logits vs probabilities)."""
-    if output_shape[-1] != units:
-        raise CheckError(
-            f"the model head has {output_shape[-1]} units but the data has {num_classes} classes "
-            f"(expected {units}); the last layer must be Dense({units})"
-        )
-    if len(output_shape) - 2 != len(label_shape):  # output: (batch, *label_shape, units)
-        raise CheckError(
-            f"model output shape {output_shape} needs per-example labels of shape {output_shape[1:-1]}, "
-            f"got per-example labels of shape {label_shape}; check that data= and model= go together"
-        )
-    if head_dtype != "float32":
-        raise CheckError(
-            f"the model head computes in {head_dtype}; under mixed precision it must be float32 "
-            f"(Dense(..., dtype='float32')) or the loss loses precision and may overflow"
-        )
-    normaliser = "sigmoid" if single_unit else "softmax"
-    if from_logits and head_activation == normaliser:
-        raise CheckError(
-            f"loss.from_logits=true but the model head already applies {normaliser}: the loss would apply it "
-            f"twice. Set loss.from_logits=false, or make the head linear"
-        )
-    if not from_logits and head_activation not in (normaliser,):
-        raise CheckError(
-            f"loss.from_logits=false expects probabilities, but the model head's activation is "
-            f"{head_activation or 'linear'}; set loss.from_logits=true, or end the model with {normaliser}"
-        )
 
 
 def check_batch(*, batch_size: int, replicas: int, train_size: int) -> None:

@@ -7,16 +7,13 @@ its value (`Encoding.one_hot == "one_hot"`) and code called from a plain script 
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from xentlab.errors import ConfigError
 
 
-class Choice(str, Enum):
-    """A config choice whose member names are its values."""
-
-    def __str__(self) -> str:
-        return self.value
+class Choice(StrEnum):
+    """A config choice whose member names are its values (str() of a member is its value)."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -191,10 +191,11 @@ class WeightingConfig:
 @dataclass
 class StrategyConfig:
     name: StrategyName = MISSING
-    precision: Precision = Precision.float32  # the output head stays float32 under mixed precision
-    jit_compile: bool = False  # XLA measured about 8x slower than plain TF for the seed CNN on CPU
-    steps_per_execution: int = 1
-    drop_remainder: bool = False  # static batch shapes, needed on TPU
+    # The policy: auto / null take the hardware's value from runtime.strategy.HARDWARE_POLICY, the one table.
+    precision: Precision = Precision.auto  # the output head stays float32 under mixed precision
+    jit_compile: Optional[bool] = None  # XLA
+    steps_per_execution: Optional[int] = None  # train steps per tf.function call
+    drop_remainder: Optional[bool] = None  # static batch shapes, needed on TPU
     tpu: Optional[str] = None  # TPU address for TPUClusterResolver ("" or "local" on a TPU VM)
     num_devices: Optional[int] = None  # multi_gpu: how many GPUs (null = all)
     tpu_timeout_s: float = 30.0  # tpu: give up on a remote TPU after this long

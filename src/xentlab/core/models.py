@@ -1,14 +1,15 @@
-"""Model builders. Input shape and class count come from the data; the head activation from the loss.
+"""Model builders, the head a loss implies, and which model fits which data (the rules model=auto picks by).
 
 The head is linear when the loss takes logits and softmax (or sigmoid for one binary unit) otherwise, and it
-is always float32 so mixed-precision runs compute the loss on float32 outputs.
+is always float32 so mixed-precision runs compute the loss on float32 outputs. The run decides both once, in its
+pre-flight plan (xentlab.config.preflight); the builders take the decision as given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 from keras import layers
@@ -44,10 +45,17 @@ def resolve_loss_kind(loss: str, head: str, num_classes: int) -> str:
     return loss
 
 
-def head_spec(*, loss: str, from_logits: bool, num_classes: int) -> tuple[int, str | None]:
-    """Returns (units, activation) of the output layer for a loss kind and class count (see LOSS_TABLE)."""
+class HeadSpec(NamedTuple):
+    """The output layer: its width and its activation (None: linear, the loss takes logits)."""
+
+    units: int
+    activation: str | None
+
+
+def head_spec(*, loss: str, from_logits: bool, num_classes: int) -> HeadSpec:
+    """The output layer for a loss kind and class count (the kind's LOSS_TABLE row)."""
     spec = loss_spec(loss)
-    return spec.head_units(num_classes), spec.head_activation(from_logits)
+    return HeadSpec(spec.head_units(num_classes), spec.head_activation(from_logits))
 
 
 def _head(units: int, activation: str | None) -> layers.Dense:
@@ -67,11 +75,6 @@ def mnist_cnn(
     **_: Any,
 ) -> keras.Model:
     """The seed's CNN (channels last): Conv-Conv-MaxPool-Dropout-Flatten-Dense-Dropout-head."""
-    if len(input_shape) != 3 or min(input_shape[:2]) < 6:
-        raise ConfigError(
-            f"model=mnist_cnn needs images of shape (H, W, C) with H, W >= 6 (two 3x3 convs and a 2x2 pool), "
-            f"got input shape {input_shape}; use model=mlp for flat features"
-        )
     return keras.Sequential(
         [
             keras.Input(shape=input_shape, name="image"),
@@ -177,41 +180,18 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def head_layer(model: keras.Model) -> layers.Layer:
-    """The layer that applies the output activation (unwrapping TimeDistributed)."""
-    last = model.layers[-1]
-    return getattr(last, "layer", last)
-
-
-def head_activation(model: keras.Model) -> str | None:
-    """softmax, sigmoid, or None for a linear head."""
-    name = getattr(getattr(head_layer(model), "activation", None), "__name__", None)
-    return None if name in (None, "linear") else name
-
-
-def build_model(
-    name: str,
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    loss: str = "crossentropy",
-    from_logits: bool = False,
-    **arch: Any,
-) -> keras.Model:
-    """Builds model `name` with a head that fits the loss (see head_spec).
+def build_model(name: str, *, input_shape: tuple[int, ...], head: HeadSpec, **arch: Any) -> keras.Model:
+    """Builds model `name` ending in the output layer `head` (see head_spec), computed in float32.
 
     Args:
         name: a key of MODELS.
-        input_shape: one example's input shape (from the data).
-        num_classes: classes per output position (from the data).
-        loss: loss kind, for the head's width and activation.
-        from_logits: linear head when true.
+        input_shape: one example's input shape (from the data; `model_misfit` says whether the model takes it).
+        head: units and activation of the output layer.
         **arch: the model's architecture knobs plus data facts some models need (vocab_size, num_heads).
     """
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    units, activation = head_spec(loss=loss, from_logits=from_logits, num_classes=num_classes)
-    return MODELS[name](tuple(input_shape), units, activation, **arch)
+    return MODELS[name](tuple(input_shape), head.units, head.activation, **arch)
 
 
 @dataclass(frozen=True)
@@ -238,22 +218,46 @@ def capabilities(name: str) -> Capabilities:
     return CAPABILITIES.get(name, Capabilities())
 
 
-def choose_model(*, input_shape: tuple[int, ...], integer_inputs: bool, label_shape: tuple[int, ...]) -> str:
-    """model=auto: the model that fits the data's shapes.
+@dataclass(frozen=True)
+class DataShapes:
+    """What a model must fit: one example's input shape, token ids or numbers, one example's label shape."""
+
+    input_shape: tuple[int, ...]
+    integer_inputs: bool
+    label_shape: tuple[int, ...]
+
+    def describe(self) -> str:
+        kind = "token ids" if self.integer_inputs else "numbers"
+        return f"inputs of shape {self.input_shape} ({kind}) with labels of shape {self.label_shape} per example"
+
+
+# Which data each model takes, in the order model=auto tries them: the one statement of these rules.
+FITS: dict[str, tuple[str, Callable[[DataShapes], bool]]] = {
+    "char_lstm": ("token ids labelled per position (labels shaped like the inputs)",
+                  lambda d: d.integer_inputs and bool(d.label_shape) and d.label_shape == d.input_shape),
+    "multi_head": ("token ids with several labels per example (labels of shape (heads,))",
+                   lambda d: d.integer_inputs and len(d.label_shape) == 1),
+    "mnist_cnn": ("images of shape (H, W, C) with H, W >= 6 (two 3x3 convs and a 2x2 pool), one label each",
+                  lambda d: not d.label_shape and len(d.input_shape) == 3 and min(d.input_shape[:2]) >= 6),
+    "mlp": ("one label per example (any input: it flattens them)", lambda d: not d.label_shape),
+}
+AUTO_ORDER = ("char_lstm", "multi_head", "mnist_cnn", "mlp")  # the first that fits; mlp takes images too
+
+
+def choose_model(data: DataShapes) -> str | None:
+    """model=auto: the first model of AUTO_ORDER that fits the data's shapes (None when none does).
 
     Token ids labelled per position (next-token text) -> char_lstm; token ids with several labels per example
-    -> multi_head; images (H, W) or (H, W, C) -> mnist_cnn; flat feature vectors -> mlp.
+    -> multi_head; images (H, W, C) -> mnist_cnn; anything else with one label per example -> mlp.
     """
-    input_shape, label_shape = tuple(input_shape), tuple(label_shape)
-    if integer_inputs and label_shape and label_shape == input_shape:
-        return "char_lstm"
-    if integer_inputs and len(label_shape) == 1:
-        return "multi_head"
-    if not label_shape and len(input_shape) in (2, 3) and min(input_shape[:2]) >= 6:
-        return "mnist_cnn"
-    if not label_shape and len(input_shape) == 1:
-        return "mlp"
-    raise ConfigError(
-        f"model=auto found no model for inputs of shape {input_shape} ({'token ids' if integer_inputs else 'numbers'}) "
-        f"with labels of shape {label_shape} per example; pick one with model=mnist_cnn|mlp|char_lstm|multi_head"
-    )
+    return next((name for name in AUTO_ORDER if FITS[name][1](data)), None)
+
+
+def model_misfit(name: str, data: DataShapes) -> str | None:
+    """Why model `name` cannot take this data, with the model to use instead; None when it fits."""
+    needs, fits = FITS[name]
+    if fits(data):
+        return None
+    other = choose_model(data)
+    fix = f"use model={other} (or model=auto)" if other else "no model here fits them; check the data loader"
+    return f"model={name} needs {needs}, got {data.describe()}; {fix}"

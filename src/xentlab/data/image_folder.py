@@ -118,6 +118,20 @@ def check_names(paths: Sequence[str], class_names: Sequence[str], root: Path) ->
         )
 
 
+def check_files(paths: list[str], class_names: Sequence[str], root: Path, skipped: int) -> None:
+    """Every listed file before training: readable names, no dangling links, image bytes (see check_names and
+    unreadable_images); the count of files passed over is printed."""
+    check_names(paths, class_names, root)
+    bad = unreadable_images(paths)
+    if bad:
+        raise DataError(
+            f"data=image_folder: {len(bad)} of {len(paths)} image files under {root} are not readable images "
+            f"(empty, truncated, or not PNG/JPEG/GIF/BMP data): {_shown(bad)}. Remove or replace them"
+        )
+    if skipped:
+        print(f"data=image_folder: passed over {skipped} files under {root} without an image extension", flush=True)
+
+
 def unreadable_images(paths: Sequence[str]) -> list[str]:
     """Files whose bytes are not an image TensorFlow can decode: empty, another format, or cut short.
 
@@ -233,16 +247,7 @@ def load_image_folder(
         layout = "class folders"
 
     listing = np.concatenate([splits[0], splits[2], splits[4]])
-    check_names(listing.tolist(), class_names, root)
-    bad = unreadable_images(listing)
-    if bad:
-        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise DataError(
-            f"data=image_folder: {len(bad)} of {len(listing)} image files under {root} are not readable images "
-            f"(empty, truncated, or not PNG/JPEG/GIF/BMP data): {shown}. Remove or replace them"
-        )
-    if skipped:
-        print(f"data=image_folder: passed over {skipped} files under {root} without an image extension", flush=True)
+    check_files(listing.tolist(), class_names, root, skipped)
     channels = COLOR_CHANNELS[mode]
     return DataBundle(
         "image_folder", *splits, num_classes=len(class_names), class_names=class_names,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from xentlab.data.arrays import load_npz
@@ -53,10 +55,19 @@ def load_source(name: str, target: str | None = None, **options: Any) -> DataBun
     return DATA_SOURCES[name](**options)
 
 
+def anchored(path: str | os.PathLike | None, root: str | os.PathLike | None) -> str | None:
+    """`path` with ~ expanded and, when relative, read from `root` (the launch directory) rather than from the
+    working directory, which Hydra changes with hydra.job.chdir=true. None stays None (the source's default)."""
+    if path is None or root is None:
+        return path
+    location = Path(path).expanduser()
+    return str(location if location.is_absolute() else Path(root) / location)
+
+
 def load_data(
     name: str, *, limit: int | None = None, long_tail_ratio: float = 1.0, na_fraction: float = 0.0,
     drop_na: bool = False, folds: int | None = None, fold: int = 0, shot_thresholds=SHOT_THRESHOLDS,
-    _target_: str | None = None, **options: Any,
+    _target_: str | None = None, root: str | os.PathLike | None = None, **options: Any,
 ) -> DataBundle:
     """Loads source `name` (or the user's loader `_target_`) with its options, caps the training split at
     `limit`, subsamples it to a long tail of ratio `long_tail_ratio` (1 = off), then marks a share `na_fraction`
@@ -64,13 +75,17 @@ def load_data(
 
     With `folds` = K, fold `fold` of a stratified K-fold split of the training and validation splits comes first
     (xentlab.data.folds; the test split stays as the source made it); the training split's shot groups by
-    `shot_thresholds` come last (xentlab.data.long_tail.record_shot_groups).
+    `shot_thresholds` come last (xentlab.data.long_tail.record_shot_groups). A relative `path` option is read
+    from `root` (the run passes its launch directory, where a relative tracking.uri is anchored too); with root
+    None, from the working directory.
 
     The long tail comes after the cap, so both promises hold: at most `limit` training examples, and exactly the
     profile of `xentlab.data.long_tail` on them (the other order would cut an unknown share of the tail classes
     away, down to none). It comes before the n/a marking, whose positions are then drawn on the final split.
     """
     check_folds(folds, fold)  # before a long load
+    if "path" in options:
+        options["path"] = anchored(options["path"], root)
     bundle = load_source(name, _target_, **options)
     bundle = apply_folds(bundle, folds, fold, seed=options.get("split_seed", 0))
     bundle = limit_training(bundle, limit)

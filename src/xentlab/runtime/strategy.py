@@ -1,14 +1,15 @@
-"""tf.distribute strategy and the per-hardware policy: precision, XLA and steps_per_execution.
+"""tf.distribute strategy and the one table of the per-hardware policy: precision, XLA, steps_per_execution and
+static batch shapes.
 
-Call `build_strategy` first: model, optimizer and metrics must then be created inside `plan.strategy.scope()`.
+Call `build_strategy` first: model, optimizer and metrics must then be created inside `hardware.strategy.scope()`.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
-import keras
 import tensorflow as tf
 
 from xentlab.config.choices import Precision, StrategyName
@@ -17,11 +18,73 @@ from xentlab.errors import ConfigError, ExpectedError
 STRATEGIES = StrategyName.names()
 PRECISIONS = tuple(p for p in Precision.names() if p != "auto")
 
-# What each kind of hardware defaults to when precision is "auto" (strategy=auto).
-AUTO_PRECISION = {
-    "cpu": "float32", "multi_cpu": "float32", "gpu": "mixed_float16", "multi_gpu": "mixed_float16",
-    "tpu": "mixed_bfloat16", "multi_worker": "float32",
+
+@dataclass(frozen=True)
+class HardwarePolicy:
+    """How one kind of hardware trains: the values `strategy.precision`, `strategy.jit_compile`,
+    `strategy.steps_per_execution` and `strategy.drop_remainder` take unless the config sets them."""
+
+    precision: str
+    jit_compile: bool
+    steps_per_execution: int  # train steps per tf.function call
+    drop_remainder: bool  # drop the last partial batch: static batch shapes
+
+    def params(self) -> dict[str, str]:
+        return {f"hardware.{f.name}": str(getattr(self, f.name)) for f in fields(self)}
+
+
+# The one owner of the hardware policy. strategy=NAME and strategy=auto (through the kind it picks) both read it;
+# conf/strategy/*.yaml only name the hardware and its own knobs (devices, TPU address).
+HARDWARE_POLICY: dict[str, HardwarePolicy] = {
+    # XLA measured about 8x slower than plain TF for the seed CNN on CPU.
+    "cpu": HardwarePolicy("float32", jit_compile=False, steps_per_execution=1, drop_remainder=False),
+    "multi_cpu": HardwarePolicy("float32", jit_compile=False, steps_per_execution=1, drop_remainder=False),
+    # Mixed float16 (the head stays float32) and XLA.
+    "gpu": HardwarePolicy("mixed_float16", jit_compile=True, steps_per_execution=1, drop_remainder=False),
+    "multi_gpu": HardwarePolicy("mixed_float16", jit_compile=True, steps_per_execution=1, drop_remainder=False),
+    # bfloat16, XLA (always on TPU), static shapes, several steps per host call.
+    "tpu": HardwarePolicy("mixed_bfloat16", jit_compile=True, steps_per_execution=32, drop_remainder=True),
+    # The custom loop splits a partial last batch over the workers and keeps the single-device mean loss, so no
+    # example needs dropping (xentlab.runtime.multi_worker).
+    "multi_worker": HardwarePolicy("float32", jit_compile=False, steps_per_execution=1, drop_remainder=False),
 }
+POLICY_KEYS = tuple(f.name for f in fields(HardwarePolicy))
+
+
+def resolve_policy(kind: str, strategy: dict[str, Any]) -> HardwarePolicy:
+    """The policy of hardware `kind` (HARDWARE_POLICY), with every value the `strategy` config sets explicitly
+    (None, and precision auto, mean: what the hardware does best).
+
+    Raises:
+        ConfigError: For an unknown precision or steps_per_execution < 1.
+    """
+    chosen = {k: strategy[k] for k in POLICY_KEYS if strategy.get(k) not in (None, "auto")}
+    if "precision" in chosen and chosen["precision"] not in PRECISIONS:
+        raise ConfigError(f"strategy.precision must be one of {PRECISIONS} or auto, got {chosen['precision']!r}")
+    if chosen.get("steps_per_execution", 1) < 1:
+        raise ConfigError(f"strategy.steps_per_execution must be >= 1, got {chosen['steps_per_execution']}; "
+                          f"e.g. strategy.steps_per_execution=1, or null for the hardware's value")
+    return replace(HARDWARE_POLICY[kind], **chosen)
+
+
+@dataclass(frozen=True)
+class VisibleHardware:
+    """What this host offers, read without starting TensorFlow's runtime (a CPU split must come before)."""
+
+    gpus: int
+    tpu: bool
+
+
+def visible_hardware() -> VisibleHardware:
+    return VisibleHardware(gpus=len(tf.config.list_physical_devices("GPU")), tpu=_has_local_tpu())
+
+
+def pick_kind(name: str, visible: VisibleHardware) -> str:
+    """The hardware `strategy.name` means here: itself, or for auto a TPU on this host, else all local GPUs, else
+    the CPU."""
+    if name != "auto":
+        return name
+    return "tpu" if visible.tpu else "multi_gpu" if visible.gpus > 1 else "gpu" if visible.gpus else "cpu"
 
 
 class HardwareError(ExpectedError, RuntimeError):
@@ -29,29 +92,21 @@ class HardwareError(ExpectedError, RuntimeError):
 
 
 @dataclass
-class HardwarePlan:
+class Hardware:
+    """The strategy built for the hardware picked: what the plan and the builders read about the devices."""
+
     strategy: tf.distribute.Strategy
-    kind: str  # the strategy actually used: cpu, gpu, multi_gpu
+    kind: str  # the hardware actually used: cpu, multi_cpu, gpu, multi_gpu, tpu, multi_worker
     devices: list[str]
-    precision: str
-    jit_compile: bool
-    steps_per_execution: int
-    drop_remainder: bool
 
     @property
     def replicas(self) -> int:
         return self.strategy.num_replicas_in_sync
 
     def params(self) -> dict[str, str]:
-        """What MLflow records about the hardware."""
-        return {
-            "hardware.strategy": self.kind,
-            "hardware.replicas": str(self.replicas),
-            "hardware.devices": ",".join(self.devices),
-            "hardware.precision": self.precision,
-            "hardware.jit_compile": str(self.jit_compile),
-            "hardware.steps_per_execution": str(self.steps_per_execution),
-        }
+        """What MLflow records about the hardware (the policy adds its own: HardwarePolicy.params)."""
+        return {"hardware.strategy": self.kind, "hardware.replicas": str(self.replicas),
+                "hardware.devices": ",".join(self.devices)}
 
 
 def _device_names(kind: str) -> list[str]:
@@ -217,39 +272,31 @@ def is_chief() -> bool:
 def build_strategy(
     name: str,
     *,
-    precision: str = "float32",
-    jit_compile: bool = False,
-    steps_per_execution: int = 1,
-    drop_remainder: bool = False,
     num_devices: int | None = None,
     tpu: str | None = None,
     tpu_timeout_s: float = 30.0,
     logical_devices: int = 2,
+    visible: VisibleHardware | None = None,
     **_: object,
-) -> HardwarePlan:
-    """Creates the strategy for `name` and sets Keras' global dtype policy.
+) -> Hardware:
+    """Creates the strategy for `name` on this host's devices (the policy keys of the config are ignored here:
+    `resolve_policy` reads them).
 
     Args:
         name: cpu, multi_cpu (MirroredStrategy over logical CPU devices, for testing), gpu, multi_gpu, tpu,
-            multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG), or auto (a TPU on this host, else all
-            local GPUs, else the CPU).
-        precision: float32, mixed_float16, mixed_bfloat16, or auto (by hardware: AUTO_PRECISION).
-        jit_compile: XLA compilation of the train step.
-        steps_per_execution: train steps per tf.function call.
-        drop_remainder: drop the last partial batch so every batch has a static shape.
+            multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG), or auto (`pick_kind`).
         num_devices: multi_gpu only: how many GPUs (None = all).
         tpu: tpu only: address for TPUClusterResolver (None/"local" on a TPU VM).
         tpu_timeout_s: tpu only: how long to wait for a remote TPU.
         logical_devices: multi_cpu only: how many logical CPU devices.
+        visible: what the host offers (default: `visible_hardware()`), read for auto only.
+
+    Raises:
+        HardwareError: When the hardware asked for is not there.
     """
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
-    if steps_per_execution < 1:
-        raise ConfigError(f"strategy.steps_per_execution must be >= 1, got {steps_per_execution}")
-    kind = name
-    if name == "auto":
-        gpus = _device_names("GPU")
-        kind = "tpu" if _has_local_tpu() else "multi_gpu" if len(gpus) > 1 else "gpu" if gpus else "cpu"
+    kind = pick_kind(name, visible or visible_hardware()) if name == "auto" else name
     if kind == "cpu":
         devices = ["/cpu:0"]
         strategy = _single_device("CPU")
@@ -267,9 +314,11 @@ def build_strategy(
     else:
         devices = _require_gpus(name, 2)[: num_devices or None]
         strategy = tf.distribute.MirroredStrategy(devices)
-    if precision == "auto":
-        precision = AUTO_PRECISION[kind]
-    if precision not in PRECISIONS:
-        raise ConfigError(f"strategy.precision must be one of {PRECISIONS} or auto, got {precision!r}")
+    return Hardware(strategy, kind, devices)
+
+
+def set_precision(precision: str) -> None:
+    """Keras' global dtype policy, before the model is built (the head stays float32: xentlab.core.models)."""
+    import keras
+
     keras.mixed_precision.set_global_policy(precision)
-    return HardwarePlan(strategy, kind, devices, precision, jit_compile, steps_per_execution, drop_remainder)

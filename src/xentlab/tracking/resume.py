@@ -243,7 +243,8 @@ def save_unit(model, checkpoint_dir: Path, epoch: int) -> Unit:
     """Writes the unit for `epoch` completed epochs atomically: into a temporary folder, each file fsynced,
     then renamed into place. A kill at any moment leaves either the previous units only, or the new one whole.
 
-    A unit that cannot be written (no space left, no permission) leaves no temporary folder behind and raises
+    A unit that cannot be written (no space left, no permission), or whose writing is interrupted (Ctrl-C,
+    SIGTERM), leaves no temporary folder behind; the first kind raises
     CheckpointNotWritten; the space is checked first, because HDF5 (the weights file) does not recover from a
     full disk mid-write: it crashes the process when it exits.
     """
@@ -267,6 +268,9 @@ def save_unit(model, checkpoint_dir: Path, epoch: int) -> Unit:
         raise CheckpointNotWritten(
             f"the checkpoint of epoch {epoch} could not be written to {checkpoint_dir} "
             f"({err.strerror or err}); {RESTART_HINT}") from err
+    except BaseException:  # Ctrl-C or SIGTERM mid-write: the half-written unit goes too
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     for old in _units_newest_first(checkpoint_dir)[KEEP_UNITS:]:
         shutil.rmtree(old, ignore_errors=True)
     return Unit(epoch, final)

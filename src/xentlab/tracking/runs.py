@@ -143,12 +143,14 @@ def tracked_run(
                 mlflow.log_params(dict(list(params.items())[start : start + 100]))
         yield outbox
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         status = "KILLED"
+        release_interrupted_writes(err)
         outbox.set_tag(ERROR_TAG, "KeyboardInterrupt: stopped by the user (Ctrl-C)")
         raise
     except Terminated as err:
         status = "KILLED"
+        release_interrupted_writes(err)
         outbox.set_tag(ERROR_TAG, f"Terminated: {err}")
         raise
     except BaseException as err:
@@ -159,6 +161,27 @@ def tracked_run(
             outbox.end(status)
         finally:
             _drop_active_run(run.info.run_id)
+
+
+def release_interrupted_writes(err: BaseException) -> None:
+    """Closes the store connection an interrupt left holding the SQLite write lock.
+
+    A Ctrl-C or SIGTERM that lands inside a write to a SQLite store (SQLAlchemy invalidates the connection on a
+    BaseException without rolling back) leaves that connection alive in the traceback's frames, its transaction and
+    lock open: the run's own last writes (the error tag, the KILLED status) then waited for this process's lock,
+    30 s each, and the run took 60-80 s to stop (measured: 14 of 40 interrupts of a logging loop). Clearing the
+    finished frames of the traceback and collecting closes the connection, which rolls the transaction back.
+    """
+    import gc
+
+    tb = err.__traceback__
+    while tb is not None:
+        try:
+            tb.tb_frame.clear()
+        except RuntimeError:  # a frame still executing (this one's callers): nothing of the write in it
+            pass
+        tb = tb.tb_next
+    gc.collect()
 
 
 def _drop_active_run(run_id: str) -> None:
