@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmarks.bench import synthetic_sweep
+from benchmarks.compare_scale import synthetic_sweep
 from mlflow.tracking import MlflowClient
 from statsmodels.stats.power import TTestPower
 
