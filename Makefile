@@ -70,7 +70,7 @@ $(RAY_VENV)/.installed: pyproject.toml
 smoke-gpu: install ## GPU check: devices, seed CNN and char LSTM on GPU vs CPU (samples/s, ratio, test metrics)
 	$(BIN)/python -m xentlab.cli.smoke_gpu $(ARGS)
 
-bench: install ## benchmarks -> outputs/bench/*.json + summary.md (BENCH_ARGS="--quick" for a smoke run)
+bench: install ## benchmarks -> outputs/bench/*.json + summary.md (BENCH_ARGS=--quick: small sizes; --smoke: tiny)
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 lint: install ## ruff over sources, tests and benchmarks; vermin: nothing needs a Python newer than requires-python's

@@ -31,10 +31,10 @@ def matmul_peak_flops(size: int = 2048, reps: int = 10) -> float:
 def bench_lstm_mfu(size: str, folder: Path, overhead: dict | None = None) -> dict:
     """From the overhead benchmark's char LSTM when it ran (same size, same width), else a run of its own."""
     s = SIZES[size]
-    units, seq_len = s["units"], SEQ_LEN
+    units, seq_len, layers = s["units"], SEQ_LEN, 2
     if overhead and "char_lstm" in overhead:
         samples_per_s = statistics.median(overhead["char_lstm"]["xentlab_samples_per_s"])
-        seq_len = overhead["char_lstm"]["seq_len"]
+        seq_len, layers = overhead["char_lstm"]["seq_len"], overhead["char_lstm"]["layers"]
     else:
         text = text_slice(s["text_bytes"], folder)
         samples_per_s = steady(xentlab_samples_per_s(
@@ -44,10 +44,11 @@ def bench_lstm_mfu(size: str, folder: Path, overhead: dict | None = None) -> dic
     chars_per_s = samples_per_s * seq_len
     # Forward FLOPs per character: each LSTM layer 2*4*(d_in + h)*h, the output layer 2*h*V; a training step
     # is about 3x the forward pass (backward ~2x). Embedding lookups are not FLOPs.
-    forward = 2 * (2 * 4 * (units + units) * units) + 2 * units * VOCAB
+    forward = layers * (2 * 4 * (units + units) * units) + 2 * units * VOCAB
     flops_per_char = 3 * forward
     peak = matmul_peak_flops(s["matmul"])
-    return {"units": units, "chars_per_s": chars_per_s, "flops_per_char": flops_per_char, "matmul_peak_flops": peak,
+    return {"units": units, "layers": layers, "chars_per_s": chars_per_s, "flops_per_char": flops_per_char,
+            "matmul_peak_flops": peak,
             "mfu": chars_per_s * flops_per_char / peak,
             "formula": f"3 * (layers * 2*4*(d_in+h)*h + 2*h*V) per char; peak = best {s['matmul']}^3 float32 matmul"}
 

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from benchmarks.common import compose, steady, text_slice, xentlab_samples_per_s
 
-SIZES = {  # repetitions, epochs, LSTM text bytes, width (None: the preset's 512) and window, digits limit
-    "smoke": dict(reps=1, cnn_epochs=2, lstm_epochs=2, lstm_bytes=2_000, lstm_units=8, seq_len=20, limit=128),
-    "quick": dict(reps=1, cnn_epochs=3, lstm_epochs=3, lstm_bytes=20_000, lstm_units=64, seq_len=100, limit=None),
-    "full": dict(reps=3, cnn_epochs=6, lstm_epochs=3, lstm_bytes=64_000, lstm_units=None, seq_len=100, limit=None),
+SIZES = {  # repetitions, epochs, LSTM text bytes, width (None: the preset's 512), window and layers, digits limit
+    "smoke": dict(reps=1, cnn_epochs=2, lstm_epochs=2, lstm_bytes=2_000, lstm_units=8, seq_len=20, lstm_layers=1,
+                  limit=128),
+    "quick": dict(reps=1, cnn_epochs=3, lstm_epochs=3, lstm_bytes=20_000, lstm_units=64, seq_len=100, lstm_layers=2,
+                  limit=None),
+    "full": dict(reps=3, cnn_epochs=6, lstm_epochs=3, lstm_bytes=64_000, lstm_units=None, seq_len=100, lstm_layers=2,
+                 limit=None),
 }
 
 
@@ -70,7 +73,7 @@ def cases(size: str, folder: Path) -> dict[str, tuple[list[str], int]]:
         "seed_cnn_digits": ([f"trainer.epochs={s['cnn_epochs']}", *limit], s["cnn_epochs"]),
         "char_lstm": (["+experiment=shakespeare_lstm", f"data.path={text}", f"trainer.epochs={s['lstm_epochs']}",
                        f"data.seq_len={s['seq_len']}", f"data.stride={s['seq_len']}", "model.sample_length=1",
-                       *width], s["lstm_epochs"]),
+                       f"model.num_layers={s['lstm_layers']}", *width], s["lstm_epochs"]),
     }
 
 
@@ -86,7 +89,9 @@ def bench_overhead(size: str, folder: Path) -> dict:
                      "plain_keras_tfdata_samples_per_s": plain_tfdata,
                      "ratio": statistics.median(ours) / statistics.median(plain),
                      "ratio_vs_tfdata": statistics.median(ours) / statistics.median(plain_tfdata),
-                     "overrides": overrides, "seq_len": SIZES[size]["seq_len"] if name == "char_lstm" else None}
+                     "overrides": overrides}
+        if name == "char_lstm":  # what lstm_mfu needs to count the FLOPs of this run
+            out[name] |= {"seq_len": SIZES[size]["seq_len"], "layers": SIZES[size]["lstm_layers"]}
     return out
 
 

@@ -174,6 +174,17 @@ def _model_metrics(run) -> dict[str, float]:
             if k not in ("epoch_time_s", "samples_per_s") and not k.startswith("system/")}
 
 
+def test_two_workers_train_a_short_run(tmp_path, store):
+    """strategy=multi_worker in `make test`: two workers on 127.0.0.1, one short epoch, the chief's run FINISHED
+    (the slow tests compare its numbers with one device and stop workers mid-training)."""
+    procs = _start_workers([*TINY, "model=mlp", "data=breast_cancer", f"tracking.uri={store}"], tmp_path)
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    (run,) = runs_of(store)
+    assert run.info.status == "FINISHED" and run.data.params["hardware.replicas"] == "2"
+    assert run.data.params["hardware.strategy"] == "multi_worker" and "test_loss" in run.data.metrics
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("victim", "sig", "status", "reason"), [
     (1, signal.SIGKILL, "FAILED", "unhealthy"),  # a peer dies: the chief's next collective fails, names it

@@ -1,8 +1,8 @@
 """Pre-flight: the config, the data's facts and the hardware picked become one resolved plan, validated once.
 
 Everything a run decides before it builds is decided here: the model for model=auto, the loss kind the head
-implies, the head itself, the hardware policy (one table: xentlab.runtime.strategy.HARDWARE_POLICY) and the class
-weights, and the label contract (xentlab.core.targets). Every combination is checked here, by the validators of
+implies, the head itself, the hardware policy (one table: xentlab.runtime.strategy.HARDWARE_POLICY), the class
+weights and the label contract (xentlab.core.targets). Every combination is checked here, by the validators of
 xentlab.config.checks. The builders read the plan and check nothing again.
 """
 
