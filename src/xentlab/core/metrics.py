@@ -68,6 +68,21 @@ def _weights(sample_weight, valid, y_pred):
         sw = sw[..., None]
     return w * tf.reshape(tf.broadcast_to(sw, tf.shape(y_pred)[:-1]), [-1])
 
+def predicted_positions(metric, y_true, y_pred, sample_weight):
+    """Per labelled position of `metric`'s head: (labels, valid, weights, predicted class), the class read from
+    the outputs as accuracy reads it (arg-max; one sigmoid unit: above 0 for logits, 0.5 for probabilities)."""
+    y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, metric.head)
+    y_pred = tf.convert_to_tensor(y_pred)
+    labels, valid = _labels_and_valid(y_true, y_pred, metric.encoding, metric.ignore_class)
+    w = _weights(sample_weight, valid, y_pred)
+    flat = tf.reshape(y_pred, [-1, y_pred.shape[-1]])
+    if y_pred.shape[-1] == 1:
+        predicted = tf.cast(flat[:, 0] > (0.0 if metric.from_logits else 0.5), tf.int32)
+    else:
+        predicted = tf.argmax(flat, axis=-1, output_type=tf.int32)
+    return labels, valid, w, predicted
+
+
 
 def _positions(y_true, y_pred, sample_weight, *, encoding, ignore_class, head, from_logits):
     """What the probability-based metrics read: labels (M,), weights (M,) and probabilities (M, K) float32.
@@ -174,15 +189,7 @@ class SparseAccuracy(keras.metrics.Metric):
         self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
-        y_pred = tf.convert_to_tensor(y_pred)
-        labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
-        w = _weights(sample_weight, valid, y_pred)
-        flat = tf.reshape(y_pred, [-1, y_pred.shape[-1]])
-        if y_pred.shape[-1] == 1:
-            predicted = tf.cast(flat[:, 0] > (0.0 if self.from_logits else 0.5), tf.int32)
-        else:
-            predicted = tf.argmax(flat, axis=-1, output_type=tf.int32)
+        labels, valid, w, predicted = predicted_positions(self, y_true, y_pred, sample_weight)
         hit = tf.cast(tf.equal(predicted, labels), tf.float32)
         self.correct.assign_add(tf.reduce_sum(hit * w))
         self.total.assign_add(tf.reduce_sum(w))

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xentlab.core.metrics import _labels_and_valid, _PositionMetric, _select_head, _weights
+from xentlab.core.metrics import _PositionMetric, predicted_positions
 
 SHOT_GROUPS = ("many", "medium", "few")
 SHOT_METRICS = tuple(f"{group}_shot_accuracy" for group in SHOT_GROUPS)
@@ -49,15 +49,7 @@ class SparseGroupRecall(_PositionMetric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         # The arg-max of the outputs, as `SparseAccuracy` reads it: no probabilities needed, fewer ops per step.
-        y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
-        y_pred = tf.convert_to_tensor(y_pred)
-        labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
-        w = _weights(sample_weight, valid, y_pred)
-        flat = tf.reshape(y_pred, [-1, y_pred.shape[-1]])
-        if y_pred.shape[-1] == 1:
-            predicted = tf.cast(flat[:, 0] > (0.0 if self.from_logits else 0.5), tf.int32)
-        else:
-            predicted = tf.argmax(flat, axis=-1, output_type=tf.int32)
+        labels, valid, w, predicted = predicted_positions(self, y_true, y_pred, sample_weight)
         labels = tf.where(valid, labels, tf.zeros_like(labels))  # a masked id (-1) is no segment
         hit = tf.cast(tf.equal(predicted, labels), tf.float32)
         sums = tf.math.unsorted_segment_sum(tf.stack([w * hit, w], axis=-1), labels, self.num_classes)
