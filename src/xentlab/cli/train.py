@@ -262,6 +262,37 @@ def dry_run(config: dict[str, Any], launch_dir: Path | None = None) -> None:
           f"nothing trained or logged")
 
 
+def fit_callbacks(prepared: Prepared, config: dict[str, Any], outbox=None, plan=None) -> tuple[list, int]:
+    """The fit's callbacks (stop on a non-finite loss, the epoch logger, the checkpoint) and its first epoch: 0, or
+    the epoch of the job plan's checkpoint unit, restored into the model here."""
+    from xentlab.core.models import capabilities
+    from xentlab.runtime.multi_worker import build_for_strategy
+    from xentlab.tracking.resume import epoch_checkpoint, restore_unit
+    from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss
+
+    trainer = config["trainer"]
+    callbacks, logger = [StopOnNonFiniteLoss(from_logits=prepared.from_logits)], None
+    if outbox is not None:
+        logger = EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
+                             language_model=capabilities(prepared.model_name).generates_text,
+                             asynchronous=config["tracking"]["async_logging"])
+        callbacks.append(logger)
+    if prepared.hardware.kind == "multi_worker":
+        # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
+        # then creates none under the strategy (Keras' load makes a throwaway optimizer, outside the scope).
+        build_for_strategy(prepared.model, prepared.train_ds, prepared.hardware.strategy)
+    if plan is None:
+        return callbacks, 0
+    # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice; the logger
+    # settles its asynchronous records before each unit.
+    callbacks.append(epoch_checkpoint(plan.checkpoint_dir, every=trainer["checkpoint_every"],
+                                      last_epoch=trainer["epochs"], before_save=logger and logger.settle))
+    if plan.unit is None:
+        return callbacks, 0
+    restore_unit(prepared.model, plan.unit)
+    return callbacks, plan.unit.epoch
+
+
 def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, plan=None) -> tuple[dict, dict]:
     """Fits with validation, logs per-epoch metrics, evaluates on the test split and logs `test_*`.
 
@@ -270,29 +301,14 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.config.choices import Verbosity
-    from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
-    from xentlab.runtime.multi_worker import build_for_strategy, fit_custom
-    from xentlab.tracking.resume import epoch_checkpoint, restore_unit
-    from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
+    from xentlab.runtime.multi_worker import fit_custom
+    from xentlab.runtime.schedule import align_history, validation_epochs
+    from xentlab.tracking.runs import logged_history
 
     trainer = config["trainer"]
-    callbacks = [StopOnNonFiniteLoss(from_logits=prepared.from_logits)]
-    if outbox is not None:
-        callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
-                                     language_model=capabilities(prepared.model_name).generates_text))
-    initial_epoch = 0
     multi_worker, strategy = prepared.hardware.kind == "multi_worker", prepared.hardware.strategy
-    if multi_worker:
-        # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
-        # then creates none under the strategy (Keras' load makes a throwaway optimizer, outside the scope).
-        build_for_strategy(prepared.model, prepared.train_ds, strategy)
-    if plan is not None:
-        # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice.
-        callbacks.append(epoch_checkpoint(plan.checkpoint_dir))
-        if plan.unit is not None:
-            restore_unit(prepared.model, plan.unit)
-            initial_epoch = plan.unit.epoch
+    callbacks, initial_epoch = fit_callbacks(prepared, config, outbox, plan)
     history: dict[str, list[float]] = {}
     steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.hardware.drop_remainder)
     if multi_worker:  # Keras 3's fit and evaluate do not run under MultiWorkerMirroredStrategy
@@ -301,6 +317,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
                              initial_epoch=initial_epoch, steps_per_epoch=steps, strategy=strategy,
                              global_batch_size=trainer["batch_size"], callbacks=callbacks)
     elif initial_epoch < trainer["epochs"]:
+        validated = validation_epochs(trainer["epochs"], trainer["validate_every"])
         history = prepared.model.fit(
             prepared.train_ds,
             validation_data=prepared.val_ds,
@@ -310,7 +327,9 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
             shuffle=False,  # the training dataset reshuffles itself every epoch
             verbose=Verbosity(trainer["verbose"]).keras_verbose(os.isatty(1)),
             callbacks=callbacks,
+            validation_freq=validated,
         ).history
+        history = align_history(history, list(range(initial_epoch + 1, trainer["epochs"] + 1)), validated)
     if initial_epoch > 0 and outbox is not None:
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
     test_metrics = evaluate_test(prepared, config, outbox)

@@ -168,6 +168,10 @@ def check_config(config: dict) -> dict:
                "e.g. trainer.epochs=12")
     if trainer["batch_size"] < 1:
         refuse("trainer.batch_size", trainer["batch_size"], "it must be >= 1", "e.g. trainer.batch_size=128")
+    for key in ("validate_every", "checkpoint_every"):
+        if trainer[key] < 1:
+            refuse(f"trainer.{key}", trainer[key], "a number of epochs >= 1 (1: every epoch)",
+                   f"e.g. trainer.{key}=1")
     if not 0 <= trainer["seed"] <= 2**32 - 1:
         refuse("trainer.seed", trainer["seed"], "seeds are integers in [0, 2**32 - 1]", "e.g. trainer.seed=0")
     lr = config["optimizer"]["learning_rate"]

@@ -224,6 +224,10 @@ class TrainerConfig:
     verbose: Verbosity = Verbosity.auto  # auto: a bar on a terminal, one line per epoch otherwise; silent, bar, line
     debug: bool = False  # show the full traceback of expected errors (bad config, data, hardware, store)
     shuffle_buffer: Optional[int] = None  # null = the whole training split
+    # Epochs between validation passes and between checkpoint units (the last epoch always has both): for long
+    # runs of tiny epochs, where validating and saving cost more than training. A kill loses at most this many.
+    validate_every: int = 1
+    checkpoint_every: int = 1
 
 
 # ---------------------------------------------------------------------------------------------------- tracking
@@ -239,6 +243,7 @@ class TrackingConfig:
     log_diff: bool = True
     system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory; GPU when present) while training
     system_metrics_interval_s: float = 10.0
+    async_logging: bool = True  # epoch metrics through MLflow's async logging, flushed before each checkpoint
     tags: dict[str, Any] = field(default_factory=dict)  # extra run tags (+tracking.tags.team=vision); secrets masked
 
 

@@ -160,8 +160,9 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
         epochs = np.arange(1, len(history[name]) + 1)
         ax.plot(epochs, history[name], marker="o", label="train")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], marker="o", label="val")
+        if f"val_{name}" in history:  # NaN at epochs that did not validate (trainer.validate_every)
+            val = np.asarray(history[f"val_{name}"], dtype=float)
+            ax.plot(epochs[np.isfinite(val)], val[np.isfinite(val)], marker="o", label="val")
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.legend()

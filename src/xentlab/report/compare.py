@@ -255,6 +255,10 @@ def _write_markdown(report: Report, parent, children: list, finished: list, valu
                            baseline_note=report.baseline_note, metric=report.metric, ranked=report.ranked,
                            losses_note=report.losses_note)
     left_out = non_finite_runs(finished, values)
+    every = sorted({r.data.params.get("trainer.validate_every", "1") for r in finished} - {"1"})
+    if every:  # not every epoch validated: say so where the validation columns are read
+        markdown += (f"\n- Validation ran every {' or '.join(every)} epochs (`trainer.validate_every`) and after the "
+                     "last: `best_val_loss` and the learning curves cover the validated epochs only.")
     report.markdown = markdown + (f"\n{left_out}" if left_out else "") + "".join(f"\n{x}" for x in report.followup)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(report.markdown + "\n")

@@ -113,7 +113,8 @@ def run_values(run, history: list[tuple[int, float]]) -> dict[str, float]:
     values: dict[str, float] = {}
     for column, source, _ in COLUMNS:
         if source == "epochs":
-            values[column] = float(len({s for s, _ in history})) if history else float("nan")
+            # The last validated epoch is the last epoch (trainer.validate_every may skip some before it).
+            values[column] = float(max(s for s, _ in history) + 1) if history else float("nan")
         elif source == "wall_time_s":
             end = run.info.end_time or run.info.start_time
             values[column] = (end - run.info.start_time) / 1000.0

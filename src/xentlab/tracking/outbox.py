@@ -9,6 +9,11 @@ most PROBE_TIMEOUT_S seconds asks whether the store is back; if it is, the journ
 whose SQLite store is still busy at its end waits for it (up to `store_wait_s()`); what is still pending then is
 sent by `xentlab-sync JOB_DIR`. Errors the store answers (a bad value, a permission, a damaged file) are not
 outages: they propagate and fail the run.
+
+Epoch metrics and heartbeats may go asynchronously (`synchronous=False`: MLflow's own async logging, written by its
+worker threads while training goes on). `settle()` waits for them: what met an outage is kept as above, an error
+the store answered is raised there. Every synchronous call, the end of the run included, settles first, so the
+store sees the calls in order and nothing queued is lost.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from xentlab.tracking.store import (
 
 OUTBOX = "outbox"
 PROBE_TIMEOUT_S = 2.0
+ASYNC_PROBE_S = 0.5  # a SQLite store locked for longer at an asynchronous call: the record is kept at once
 
 
 class Outbox:
@@ -45,17 +51,24 @@ class Outbox:
         self.uri, self.run_id = uri, run_id
         self.folder = Path(job_dir) / OUTBOX
         self.client = MlflowClient(uri)
+        self._in_flight: list[tuple[dict[str, Any], bool, Any]] = []  # (record, keep, MLflow's RunOperations)
 
     # ------------------------------------------------------------------------------------------ the calls
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, synchronous: bool = True) -> None:
+        """synchronous=False: queued for MLflow's worker threads (see `settle`)."""
         now = int(time.time() * 1000)
-        self._send({"op": "metrics", "step": step, "timestamp": now,
-                    "metrics": {k: float(v) for k, v in metrics.items()}})
+        op = {"op": "metrics", "step": step, "timestamp": now, "metrics": {k: float(v) for k, v in metrics.items()}}
+        if synchronous:
+            self._send(op)
+        else:
+            self._send_async(op)
 
-    def set_tag(self, key: str, value: str, keep: bool = True) -> None:
+    def set_tag(self, key: str, value: str, keep: bool = True, synchronous: bool = True) -> None:
         """keep=False: dropped during an outage (a heartbeat is worthless later)."""
         op = {"op": "tag", "key": key, "value": value}
-        if keep:
+        if not synchronous:
+            self._send_async(op, keep=keep)
+        elif keep:
             self._send(op)
         elif not self.pending:
             self._try_live(op, patience_s=0.0)
@@ -82,6 +95,11 @@ class Outbox:
     def end(self, status: str) -> None:
         """Terminates the run with `status`; during an outage the status waits in the journal. A SQLite store that
         is still busy is waited for (up to `store_wait_s()`), so the run itself sends what it kept."""
+        try:
+            self.settle()
+        except Exception as err:  # noqa: BLE001 - the status must still go out; the run says what went wrong
+            print(f"warning: a tracking record of run {self.run_id} was not logged: {mask_text(str(err))[:500]}",
+                  file=sys.stderr, flush=True)
         self._send({"op": "end", "status": status, "timestamp": int(time.time() * 1000)})
         deadline, delay = time.monotonic() + store_wait_s(), 0.5
         while self.pending and sqlite_path(self.uri) is not None and time.monotonic() < deadline:
@@ -179,9 +197,45 @@ class Outbox:
             delay = min(2 * delay, 4.0)
 
     def _send(self, op: dict[str, Any]) -> None:
-        # Live only once everything kept before it has gone out, so the store sees the calls in order.
+        # Live only once everything kept or queued before it has gone out, so the store sees the calls in order.
+        self.settle()
         if not (self.retry() and self._try_live(op, patience_s=store_wait_s())):
             self._append(op)
+
+    def _send_async(self, op: dict[str, Any], keep: bool = True) -> None:
+        """Queues `op` with MLflow's async logging; during an outage (kept records, a locked SQLite store) it is
+        kept at once instead (keep=False: dropped)."""
+        self._harvest(wait=False)
+        db = sqlite_path(self.uri)
+        if self.retry() and (db is None or sqlite_free(db, ASYNC_PROBE_S)):
+            self._in_flight.append((op, keep, apply(self.client, self.run_id, op, synchronous=False)))
+        elif keep:
+            self._append(op)
+
+    def settle(self) -> None:
+        """Waits for every record queued asynchronously: written, kept (an outage) or raised (an error the store
+        answered)."""
+        self._harvest(wait=True)
+
+    def _harvest(self, wait: bool) -> None:
+        """Looks at the queued records (all of them, waiting, with `wait`; else those done) and keeps the ones an
+        outage stopped."""
+        still = []
+        for op, keep, operations in self._in_flight:
+            # The futures themselves: RunOperations.wait() turns the store's error into text (no busy/outage test).
+            futures = operations._operation_futures
+            if not wait and not all(f.done() for f in futures):
+                still.append((op, keep, operations))
+                continue
+            for future in futures:
+                try:
+                    future.result()
+                except Exception as err:  # noqa: BLE001 - only an outage is kept; anything else re-raised
+                    self._in_flight = []
+                    self._raise_unless_outage(err)
+                    if keep:
+                        self._append(op)
+        self._in_flight = still
 
     def retry(self) -> bool:
         """Sends the journal if the store answers a short probe; True when nothing is pending afterwards."""
@@ -208,16 +262,19 @@ class Outbox:
         return len(lines) - start
 
 
-def apply(client: MlflowClient, run_id: str, op: dict[str, Any]) -> None:
-    """Performs one outbox record against the tracking store."""
+def apply(client: MlflowClient, run_id: str, op: dict[str, Any], synchronous: bool = True) -> Any:
+    """Performs one outbox record against the tracking store; synchronous=False (metrics and tags only) returns
+    MLflow's RunOperations."""
     kind = op["op"]
     if kind == "metrics":
-        client.log_batch(run_id, metrics=[
+        return client.log_batch(run_id, metrics=[
             Metric(key, value, op["timestamp"], op["step"]) for key, value in op["metrics"].items()
-        ], synchronous=True)
-    elif kind == "tag":
-        client.set_tag(run_id, op["key"], op["value"], synchronous=True)
-    elif kind == "text":
+        ], synchronous=synchronous)
+    if kind == "tag":
+        return client.set_tag(run_id, op["key"], op["value"], synchronous=synchronous)
+    if not synchronous:
+        raise ValueError(f"outbox record {kind!r} is only sent synchronously")
+    if kind == "text":
         client.log_text(run_id, op["text"], op["artifact_file"])
     elif kind == "artifacts":
         client.log_artifacts(run_id, op["path"], op["artifact_path"])

@@ -322,12 +322,17 @@ def restore_unit(model, unit: Unit) -> None:
             var.assign(saved[key])
 
 
-def epoch_checkpoint(checkpoint_dir: Path):
-    """A Keras callback that saves a unit at the end of every epoch (see save_unit)."""
+def epoch_checkpoint(checkpoint_dir: Path, every: int = 1, last_epoch: int | None = None, before_save=None):
+    """A Keras callback that saves a unit (see save_unit) every `every` epochs and after `last_epoch`; `before_save`
+    runs first (the epoch logger's settle: what the unit covers is logged before the unit exists)."""
     import keras
 
     class EpochCheckpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            if (epoch + 1) % every and epoch + 1 != last_epoch:
+                return
+            if before_save is not None:
+                before_save()
             save_unit(self.model, checkpoint_dir, epoch + 1)
 
     return EpochCheckpoint()

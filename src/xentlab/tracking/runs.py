@@ -229,7 +229,11 @@ class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch's metrics with step = epoch (loss, accuracy, auc, val_*, `epoch_time_s`, `samples_per_s`)
     through the run's outbox, and the model summary; a heartbeat tag tells live runs from stale ones.
 
-    Logging is synchronous and skips epochs the run already holds (a resumed run); a language model also logs
+    With `asynchronous` (tracking.async_logging) the epoch's metrics and the heartbeat go through MLflow's async
+    logging: the store writes them while the next epoch trains. `settle()` waits for them; the checkpoint callback
+    calls it before a unit is saved (a SIGKILL after the unit then cannot lose an epoch it covers), and training's
+    end calls it, so an error the store answered still fails the run. Epochs the run already holds are skipped (a
+    resumed run); epochs without validation (trainer.validate_every) log no `val_*`; a language model also logs
     `bpc` and `val_bpc`. Unlike MLflow's MlflowCallback, whose metaclass turns every error of a callback into a
     warning (so a busy store silently lost an epoch), errors are not swallowed here: the outbox keeps what a busy
     or unreachable store could not take, and anything else fails the run. Nothing is logged at test end (MLflow's
@@ -239,11 +243,13 @@ class EpochLogger(keras.callbacks.Callback):
 
     HEARTBEAT_EVERY_S = 30.0
 
-    def __init__(self, samples_per_epoch: int, outbox, language_model: bool = False) -> None:
+    def __init__(self, samples_per_epoch: int, outbox, language_model: bool = False,
+                 asynchronous: bool = False) -> None:
         super().__init__()
         self.samples_per_epoch = samples_per_epoch
         self.outbox = outbox
         self.language_model = language_model  # also log bpc / val_bpc (xentlab.core.language_metrics)
+        self.asynchronous = asynchronous
         self._epoch_start = 0.0
         self._last_beat = 0.0
         self._logged_steps: set[int] = set()
@@ -253,8 +259,9 @@ class EpochLogger(keras.callbacks.Callback):
         self.model.summary(print_fn=lambda line, *a, **k: lines.append(line))
         self.outbox.log_text("\n".join(lines), artifact_file="model_summary.txt")
         run_id = mlflow.active_run().info.run_id
-        # A resumed run already holds the epochs before the interruption: never log a step twice.
-        self._logged_steps = {m.step for m in MlflowClient().get_metric_history(run_id, "val_loss")}
+        # A resumed run already holds the epochs before the interruption: never log a step twice. `loss` is
+        # logged every epoch (`val_loss` only on those validated).
+        self._logged_steps = {m.step for m in MlflowClient().get_metric_history(run_id, "loss")}
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -267,7 +274,7 @@ class EpochLogger(keras.callbacks.Callback):
 
         now = time.time()
         if force or now - self._last_beat >= self.HEARTBEAT_EVERY_S:
-            self.outbox.set_tag(HEARTBEAT_TAG, str(int(now)), keep=False)
+            self.outbox.set_tag(HEARTBEAT_TAG, str(int(now)), keep=False, synchronous=not self.asynchronous)
             self._last_beat = now
 
     def on_epoch_end(self, epoch, logs=None):
@@ -280,11 +287,16 @@ class EpochLogger(keras.callbacks.Callback):
             from xentlab.core.language_metrics import language_model_metrics
 
             logs.update(language_model_metrics(logs))
-        # Synchronous (or kept in the outbox), so a SIGKILL right after an epoch cannot lose metrics the
-        # checkpoint already covers.
-        self.outbox.log_metrics(logs, step=epoch)
+        self.outbox.log_metrics(logs, step=epoch, synchronous=not self.asynchronous)
         self._logged_steps.add(epoch)
         self._heartbeat(force=True)
+
+    def settle(self) -> None:
+        """Waits until every epoch logged so far is in the store (or kept in the outbox)."""
+        self.outbox.settle()
+
+    def on_train_end(self, logs=None):
+        self.settle()
 
     def on_test_end(self, logs=None):
         return None
@@ -456,11 +468,10 @@ def print_summary(store: Store, outbox, results: dict[str, float], run_ref: list
 
 
 def logged_history(run_id: str) -> dict[str, list[float]]:
-    """The per-epoch metrics a run holds (the Keras history of every epoch, resumed runs included)."""
+    """The per-epoch metrics a run holds (the Keras history of every epoch, resumed runs included), one value per
+    epoch for every key: NaN where an epoch has none (`val_*` of the epochs trainer.validate_every skipped)."""
     client = MlflowClient()
     keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(("test_", "system/"))]
-    history = {}
-    for key in keys:
-        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-        history[key] = [m.value for m in points]
-    return history
+    points = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)} for key in keys}
+    steps = sorted({step for by_step in points.values() for step in by_step})
+    return {key: [by_step.get(step, math.nan) for step in steps] for key, by_step in points.items()}
