@@ -25,6 +25,7 @@ from benchmarks import (
     sparse_vs_onehot,
     startup,
     steps_per_execution,
+    time_to_verdict,
 )
 
 # In the order they run: lstm_mfu reads the overhead benchmark's char LSTM when both run.
@@ -32,6 +33,7 @@ BENCHMARKS = {
     "overhead": overhead, "sparse_vs_onehot": sparse_vs_onehot, "steps_per_execution": steps_per_execution,
     "metrics_cost": metrics_cost, "long_tail_metrics_cost": long_tail_metrics_cost, "lstm_mfu": lstm_mfu,
     "startup": startup, "image_folder": image_folder, "compare_scale": compare_scale,
+    "time_to_verdict": time_to_verdict,
 }
 synthetic_sweep = compare_scale.synthetic_sweep  # the report's tests build their sweeps with it
 

@@ -19,12 +19,10 @@ SIZES = {  # repetitions, epochs, LSTM text bytes, width (None: the preset's 512
 }
 
 
-def plain_samples_per_s(overrides: list[str], epochs: int, feed: str = "numpy") -> list[float]:
-    """The model xentlab trains for `overrides` (model=auto resolved as the run resolves it), compiled and fitted by
-    hand with Keras' own sparse cross-entropy and accuracy: on numpy arrays (feed="numpy") or on a shuffled,
-    batched, prefetched tf.data pipeline (feed="tf.data")."""
+def plain_model(overrides: list[str]):
+    """The model xentlab trains for `overrides` (model=auto resolved as the run resolves it), compiled by hand with
+    Keras' own sparse cross-entropy and accuracy; with its data bundle and resolved config."""
     import keras
-    import tensorflow as tf
     from omegaconf import OmegaConf
 
     from xentlab.config.preflight import data_shapes, resolve_model
@@ -42,6 +40,16 @@ def plain_samples_per_s(overrides: list[str], epochs: int, feed: str = "numpy") 
                                            "sgd": "SGD"}[config["optimizer"]["name"]])
     model.compile(optimizer(config["optimizer"]["learning_rate"]), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
+    return model, bundle, config
+
+
+def plain_samples_per_s(overrides: list[str], epochs: int, feed: str = "numpy") -> list[float]:
+    """`plain_model` fitted on numpy arrays (feed="numpy") or on a shuffled, batched, prefetched tf.data pipeline
+    (feed="tf.data")."""
+    import keras
+    import tensorflow as tf
+
+    model, bundle, config = plain_model(overrides)
     times: list[float] = []
 
     class Timer(keras.callbacks.Callback):

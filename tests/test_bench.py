@@ -13,12 +13,14 @@ from benchmarks.bench import BENCHMARKS, main
 # Three groups of about equal cost, so the test workers share them; lstm_mfu reads the overhead's char LSTM.
 GROUPS = {"training": ("overhead", "lstm_mfu"),
           "steps and metrics": ("steps_per_execution", "metrics_cost", "long_tail_metrics_cost"),
-          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale")}
+          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale"),
+          "time to verdict": ("time_to_verdict",)}  # two sweeps in fresh processes: slow
+SLOW_GROUPS = {"time to verdict"}
 SECTIONS = {"overhead": "## Overhead", "lstm_mfu": "## Char LSTM throughput", "steps_per_execution": "## steps_per",
             "metrics_cost": "## Metric cost: seed CNN", "long_tail_metrics_cost": "## Metric cost of the long-tail",
             "startup": "## Command to first training step",
             "sparse_vs_onehot": "## Sparse vs one-hot", "image_folder": "## data=image_folder",
-            "compare_scale": "## xentlab-compare on 10 child runs"}
+            "compare_scale": "## xentlab-compare on 10 child runs", "time_to_verdict": "## Time to verdict"}
 
 
 def test_the_groups_run_every_benchmark():
@@ -61,9 +63,17 @@ def _check(name: str, results: dict) -> None:
         assert any(k.startswith("xentlab/") for k in results) and "tf.data/cache+prefetch" in results
     elif name == "lstm_mfu":
         assert 0 < results["mfu"] and results["chars_per_s"] > 0
+    elif name == "time_to_verdict":  # every row has its baseline from the same run, and the load it ran under
+        lstm, epoch, sweep = results["char_lstm"], results["one_batch_epoch"], results["long_tail"]
+        assert lstm["samples_per_s"]["xentlab"] and lstm["samples_per_s"]["plain_keras"] and lstm["load"]
+        assert len(epoch["runs_ms"]["synchronous"]) == len(epoch["runs_ms"]["asynchronous"]) == 2
+        assert sweep["sequential"]["wall_s"] > 0 and sweep["preset"]["wall_s"] > 0
+        # The preset's speed-ups (parallel jobs, asynchronous logging, sparser validation) change no verdict.
+        assert len(sweep["preset"]["verdicts"]) == 2 and sweep["same_verdicts"], sweep
 
 
-@pytest.mark.parametrize("group", list(GROUPS))
+@pytest.mark.parametrize("group", [pytest.param(g, marks=pytest.mark.slow) if g in SLOW_GROUPS else g
+                                   for g in GROUPS])
 def test_every_benchmark_runs_at_tiny_sizes(group, tmp_path):
     names = GROUPS[group]
     main(["--smoke", "--only", *names, "--out", str(tmp_path)])

@@ -1,4 +1,5 @@
-"""Checks before a sweep hands its jobs to a cluster launcher.
+"""Launcher helpers: each parallel job's share of the cores (ThreadSplit), and checks before a sweep hands its jobs
+to a cluster launcher (RayAddressCheck).
 
 Ray's own `ray.init(address=...)` waits forever on an address where nothing answers (it retries the GCS connection
 every 30 s and prints warnings), so the `ray` sweep preset checks the address first with this callback:
@@ -111,3 +112,45 @@ class RayAddressCheck(Callback):
     def __init__(self, address: Any = None, timeout_s: float = 5.0) -> None:
         check_ray_address(None if address is None else str(address), timeout_s)
         self.address = address
+
+
+def jobs_at_once(n_jobs: int | None) -> int:
+    """How many jobs a joblib launcher runs at once: `n_jobs`, joblib's negatives counted from the cores (-1: one
+    per core)."""
+    import joblib
+
+    return max(1, joblib.effective_n_jobs(-1 if n_jobs is None else int(n_jobs)))
+
+
+def split_tf_threads(jobs: int) -> int:
+    """Gives this process's TensorFlow its share of the cores, `cores // jobs` intra-op and inter-op threads (at
+    least 1): jobs side by side then do not each start a thread per core and fight over them. Returns the share.
+
+    TensorFlow takes the setting before its runtime starts; a process that already ran a job (joblib reuses its
+    workers) keeps the share the first job set, the same one."""
+    import joblib
+    import tensorflow as tf
+
+    threads = max(1, joblib.cpu_count() // max(1, jobs))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the runtime has started (an earlier job of this worker): its share stands
+        pass
+    return threads
+
+
+class ThreadSplit(Callback):
+    """Hydra callback of the presets that run jobs in parallel processes (joblib launcher): before each job, its
+    process's TensorFlow gets `cores // jobs at once` threads (split_tf_threads), from `hydra.launcher.n_jobs`.
+
+        hydra:
+          callbacks:
+            thread_split:
+              _target_: xentlab.runtime.launchers.ThreadSplit
+    """
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        launcher = config.hydra.launcher
+        if "n_jobs" in launcher:  # the joblib launcher; any other runs jobs as it always did
+            split_tf_threads(jobs_at_once(launcher.n_jobs))

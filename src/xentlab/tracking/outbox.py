@@ -166,13 +166,13 @@ class Outbox:
             return
         raise err  # the server answers: a real error
 
-    def _reachable(self) -> bool:
+    def _reachable(self, probe_s: float = PROBE_TIMEOUT_S) -> bool:
         """One short probe: the server answers, or a SQLite store can be written."""
         db = sqlite_path(self.uri)
         if db is not None:
-            return sqlite_free(db, PROBE_TIMEOUT_S)
+            return sqlite_free(db, probe_s)
         try:
-            probe_server(self.uri, PROBE_TIMEOUT_S)
+            probe_server(self.uri, probe_s)
         except TrackingUnreachable:
             return False
         return True
@@ -206,8 +206,10 @@ class Outbox:
         """Queues `op` with MLflow's async logging; during an outage (kept records, a locked SQLite store) it is
         kept at once instead (keep=False: dropped)."""
         self._harvest(wait=False)
+        if not keep and self.pending:
+            return
         db = sqlite_path(self.uri)
-        if self.retry() and (db is None or sqlite_free(db, ASYNC_PROBE_S)):
+        if self.retry(ASYNC_PROBE_S if db else PROBE_TIMEOUT_S) and (db is None or sqlite_free(db, ASYNC_PROBE_S)):
             self._in_flight.append((op, keep, apply(self.client, self.run_id, op, synchronous=False)))
         elif keep:
             self._append(op)
@@ -237,11 +239,11 @@ class Outbox:
                         self._append(op)
         self._in_flight = still
 
-    def retry(self) -> bool:
-        """Sends the journal if the store answers a short probe; True when nothing is pending afterwards."""
+    def retry(self, probe_s: float = PROBE_TIMEOUT_S) -> bool:
+        """Sends the journal if the store answers a probe of `probe_s`; True when nothing is pending afterwards."""
         if not self.pending:
             return True
-        if not self._reachable():
+        if not self._reachable(probe_s):
             return False
         try:
             self.flush()
