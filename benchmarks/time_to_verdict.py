@@ -97,12 +97,22 @@ def sweep_to_verdict(extra: list[str], folder: Path) -> dict:
     cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", "+sweep=long_tail",
            "trainer.verbose=silent", f"tracking.uri=sqlite:///{folder / 'mlflow.db'}",
            f"hydra.sweep.dir={folder / 'multirun'}", *extra]
-    before, start = load(), time.perf_counter()
+    before, start, cpu = load(), time.perf_counter(), _children_cpu_s()
     result = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=3600)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu_s() - cpu
     if result.returncode != 0:
         raise RuntimeError(f"the long_tail sweep failed:\n{result.stderr[-3000:]}")
-    return {"wall_s": seconds, "load_before": before, "load_after": load(), "verdicts": verdicts(result.stdout)}
+    return {"wall_s": seconds, "cpu_s": cpu, "load_before": before, "load_after": load(),
+            "verdicts": verdicts(result.stdout)}
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of the finished child processes, their own children (the parallel jobs) included:
+    what a sweep costs whatever else the machine runs."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def verdicts(report: str) -> dict[str, str]:
@@ -124,6 +134,7 @@ def long_tail_sweep(size: str, folder: Path) -> dict:
     before = sweep_to_verdict([*SEQUENTIAL, *grid], folder / "sequential")
     after = sweep_to_verdict(grid, folder / "preset")
     return {"sequential": before, "preset": after, "speedup": before["wall_s"] / after["wall_s"],
+            "cpu_ratio": after["cpu_s"] / before["cpu_s"],
             "same_verdicts": before["verdicts"] == after["verdicts"], "overrides": grid}
 
 
@@ -160,6 +171,8 @@ def summary(r: dict) -> list[str]:
         f"{epoch['epoch_ms']['asynchronous']:.0f} | {epoch['ratio']:.2f}x time | {epoch['load']} |",
         f"| long_tail to verdict, sequential vs preset (s) | {sweep['sequential']['wall_s']:.0f} | "
         f"{sweep['preset']['wall_s']:.0f} | {sweep['speedup']:.2f}x faster | {sweep['preset']['load_before']} |",
+        f"| long_tail, CPU of all its processes, sequential vs preset (s) | {sweep['sequential']['cpu_s']:.0f} | "
+        f"{sweep['preset']['cpu_s']:.0f} | {sweep['cpu_ratio']:.2f}x CPU | {sweep['preset']['load_before']} |",
         "", f"Same verdicts with and without the changes: {'yes' if sweep['same_verdicts'] else 'NO'} "
         f"({len(sweep['preset']['verdicts'])} variants; grid overrides: {' '.join(sweep['overrides']) or 'none'}).",
     ]
