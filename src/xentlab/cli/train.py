@@ -269,7 +269,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     nothing goes to MLflow. With a job `plan` (xentlab.tracking.resume), training continues from its checkpoint unit and
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
-    from xentlab.config.choices import Verbosity
+    from xentlab.choices import Verbosity
     from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
     from xentlab.runtime.multi_worker import build_for_strategy, fit_custom

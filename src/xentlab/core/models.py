@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import keras
 from keras import layers
 
-from xentlab.config.choices import Head, HeadLayout
+from xentlab.choices import Head, HeadLayout
 from xentlab.core.losses import LOSS_TABLE, loss_spec
 from xentlab.errors import ConfigError
 
