@@ -115,6 +115,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
+    from xentlab.cli.console import headline
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
@@ -131,7 +132,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
         log_outputs(prepared, config, history, outbox)
     resume.finish_job(plan)
-    tracking.print_summary(store, outbox, results, job.run_ref)
+    tracking.print_summary(store, outbox, headline(results), job.run_ref)
     return results["objective"]
 
 
@@ -207,6 +208,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
     from xentlab.data import load_data
+    from xentlab.data.long_tail import record_shot_groups
     from xentlab.runtime.loops import loop_for
     from xentlab.runtime.strategy import build_strategy, set_precision
 
@@ -219,6 +221,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
     plan = preflight(config, bundle, hardware)
+    record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)
     train_ds, val_ds, test_ds = build_datasets(plan, bundle, config, initial_epoch)
     with hardware.strategy.scope():
@@ -329,11 +332,13 @@ def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> di
     test_metrics, posthoc_skipped = evaluate(
         prepared.evaluation(), prepared.test_ds, temperature=calibration["method"] == "temperature",
         posthoc_tau=calibration["posthoc_tau"], posthoc_tune=calibration["posthoc_tune"],
+        shot_thresholds=config["data"]["shot_thresholds"],
     )
-    if posthoc_skipped:
-        print(f"note: {posthoc_skipped}", file=sys.stderr, flush=True)
+    if posthoc_skipped is not None:
+        if posthoc_skipped.loud:
+            print(f"note: {posthoc_skipped.reason}", file=sys.stderr, flush=True)
         if outbox is not None:
-            outbox.set_tag(POSTHOC_TAG, posthoc_skipped)
+            outbox.set_tag(POSTHOC_TAG, posthoc_skipped.reason)
     if outbox is not None:
         outbox.log_metrics(test_metrics)
     return test_metrics

@@ -11,6 +11,15 @@ import numpy as np
 from xentlab.core.targets import LabelContract
 
 
+@dataclass(frozen=True)
+class PosthocSkipped:
+    """Why post-hoc adjustment was not computed. `loud`: the data cannot take it (say so on the terminal too);
+    otherwise it is not worth it (a balanced split: the run's tag is enough)."""
+
+    reason: str
+    loud: bool
+
+
 class Runner(Protocol):
     """How the model is run on the run's hardware (xentlab.runtime.loops.Loop)."""
 
@@ -45,9 +54,9 @@ class Evaluation:
 
 
 def evaluate_test(evaluation: Evaluation, test_ds, *, temperature: bool, posthoc_tau: float | None,
-                  posthoc_tune: bool) -> tuple[dict[str, float], str | None]:
+                  posthoc_tune: bool, shot_thresholds=None) -> tuple[dict[str, float], PosthocSkipped | None]:
     """The `test_*` metrics, with the calibrated ones when `temperature` and the post-hoc ones when `posthoc_tau` is
-    set; and why post-hoc adjustment was skipped (a sentence), or None."""
+    set (`posthoc_metrics`); and why post-hoc adjustment was skipped, or None."""
     from xentlab.core.language_metrics import language_model_metrics
     from xentlab.core.metric_set import EVALUATED_METRICS  # here, not at the top: metrics imports TensorFlow
 
@@ -57,7 +66,8 @@ def evaluate_test(evaluation: Evaluation, test_ds, *, temperature: bool, posthoc
         metrics.update(language_model_metrics(metrics))
     if temperature:
         metrics.update(calibrated_metrics(evaluation))
-    posthoc, skipped = posthoc_metrics(evaluation, tau=posthoc_tau, tune=posthoc_tune)
+    posthoc, skipped = posthoc_metrics(evaluation, tau=posthoc_tau, tune=posthoc_tune,
+                                       shot_thresholds=shot_thresholds)
     return metrics | posthoc, skipped
 
 
@@ -70,20 +80,22 @@ def calibrated_metrics(evaluation: Evaluation) -> dict[str, float]:
                      evaluation.labels)
 
 
-def posthoc_metrics(evaluation: Evaluation, *, tau: float | None, tune: bool) -> tuple[dict[str, float], str | None]:
+def posthoc_metrics(evaluation: Evaluation, *, tau: float | None, tune: bool,
+                    shot_thresholds=None) -> tuple[dict[str, float], PosthocSkipped | None]:
     """Post-hoc logit adjustment by the training prior (xentlab.core.posthoc): `test_<metric>_posthoc` and the tau
     used; none with `tau` None. Where it cannot apply (labels that are not one per example, a class absent from
-    training), no metric and the reason."""
-    from xentlab.core.posthoc import posthoc_evaluation, skip_reason
+    training) or is not worth it (a balanced training split by `shot_thresholds`), no metric and the reason."""
+    from xentlab.core.posthoc import SHOT_THRESHOLDS, balanced_reason, posthoc_evaluation, skip_reason
     from xentlab.core.weighting import label_counts
 
     bundle, labels = evaluation.bundle, evaluation.labels
     if tau is None:
         return {}, None
     counts = label_counts(bundle.y_train, labels)
-    reason = skip_reason(bundle.y_train, counts, bundle.class_names)
-    if reason:
-        return {}, reason
+    if reason := skip_reason(bundle.y_train, counts, bundle.class_names):
+        return {}, PosthocSkipped(reason, loud=True)
+    if reason := balanced_reason(counts, shot_thresholds or SHOT_THRESHOLDS):
+        return {}, PosthocSkipped(reason, loud=False)
     return posthoc_evaluation(
         evaluation.predict("test"), bundle.y_test, counts, from_logits=labels.from_logits, tau=tau,
         ignore_class=labels.ignore_class, shot_groups=bundle.meta.get("shot_groups"),
