@@ -64,19 +64,21 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
 ALLOWED = {
     "xentlab.errors": set(),
     "xentlab.masking": set(),
+    "xentlab.metric_table": {"xentlab.errors"},
     "xentlab.choices": {"xentlab.errors"},
     "xentlab.data": {"xentlab.errors", "xentlab.choices"},
-    "xentlab.core": {"xentlab.errors", "xentlab.choices", "xentlab.data"},
-    "xentlab.runtime": {"xentlab.errors", "xentlab.choices", "xentlab.core", "xentlab.data"},
+    "xentlab.core": {"xentlab.errors", "xentlab.metric_table", "xentlab.choices", "xentlab.data"},
+    "xentlab.runtime": {"xentlab.errors", "xentlab.metric_table", "xentlab.choices", "xentlab.core", "xentlab.data"},
     "xentlab.config": {
-        "xentlab.errors", "xentlab.masking", "xentlab.choices", "xentlab.core", "xentlab.data", "xentlab.runtime",
+        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.choices", "xentlab.core",
+        "xentlab.data", "xentlab.runtime",
     },
     "xentlab.tracking": {
-        "xentlab.errors", "xentlab.masking", "xentlab.choices", "xentlab.config",
+        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.choices", "xentlab.config",
         "xentlab.core", "xentlab.data", "xentlab.runtime",
     },
     "xentlab.report": {
-        "xentlab.errors", "xentlab.masking", "xentlab.choices",
+        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.choices",
         "xentlab.core", "xentlab.tracking.store",
     },
     "xentlab.cli": {"xentlab"},
