@@ -200,6 +200,10 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
+    if hardware.kind == "multi_worker":  # every worker runs the same job, or none trains
+        from xentlab.runtime.multi_worker import check_same_job
+
+        check_same_job(hardware.strategy, config, bundle.splits())
     plan = preflight(config, bundle, hardware)
     record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)
