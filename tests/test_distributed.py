@@ -192,7 +192,7 @@ def _table(path: Path, flip: bool) -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 120)
     rows = ["a,b,y", *[f"{a:.4f},{b:.4f},{(1 - c) if flip and i < 10 else c}"
-                       for i, (a, b, c) in enumerate(zip(rng.normal(size=120), rng.normal(size=120), y))]]
+                       for i, (a, b, c) in enumerate(zip(rng.normal(size=120), rng.normal(size=120), y, strict=True))]]
     path.write_text("\n".join(rows) + "\n")
 
 
