@@ -109,7 +109,8 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     if job.sweep is None:
         return train(config, job, store, params, resume.plan_job(store, params, config["trainer"], job.launch_dir))
     key = resume.job_key(params, store_uri=store.uri, experiment=store.experiment)
-    with sweeps.job_lock(job.launch_dir, key, job.sweep["name"]):  # one process per job, however many commands
+    checkpoints = resume.checkpoint_root(job.launch_dir, config["trainer"])
+    with sweeps.job_lock(checkpoints, key, job.sweep["name"]):  # one process per job, however many commands
         plan = sweeps.plan_sweep_job(store, job.sweep, params, config["trainer"], job.launch_dir)
         if isinstance(plan, sweeps.Reused):
             job.outcome = "reused"
