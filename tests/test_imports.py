@@ -64,9 +64,10 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
 ALLOWED = {
     "xentlab.errors": set(),
     "xentlab.masking": set(),
+    "xentlab.hooks": {"xentlab.errors"},
     "xentlab.config.choices": {"xentlab.errors"},
-    "xentlab.data": {"xentlab.errors", "xentlab.config.choices"},
-    "xentlab.core": {"xentlab.errors", "xentlab.config.choices", "xentlab.data"},
+    "xentlab.data": {"xentlab.errors", "xentlab.config.choices", "xentlab.hooks"},
+    "xentlab.core": {"xentlab.errors", "xentlab.config.choices", "xentlab.data", "xentlab.hooks"},
     "xentlab.runtime": {"xentlab.errors", "xentlab.config.choices", "xentlab.core", "xentlab.data"},
     "xentlab.config": {"xentlab.errors", "xentlab.masking", "xentlab.core", "xentlab.data", "xentlab.runtime"},
     "xentlab.tracking": {
