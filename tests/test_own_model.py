@@ -210,7 +210,7 @@ LOAD_BACK = textwrap.dedent(
     bundle = load_data("breast_cancer", limit=int(params["data.limit"]), path=None, val_fraction=0.15,
                        test_fraction=0.15, split_seed=0)
     # compile=False: predicting needs no loss (loading the compiled model needs `import xentlab.core.losses` first)
-    model = mlflow.keras.load_model(f"runs:/{run_id}/model", keras_model_kwargs={"compile": False})
+    model = mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs={"compile": False})
     logits = np.asarray(model.predict(bundle.x_test, verbose=0))
     p = np.exp(logits - logits.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
     print(json.dumps({"accuracy": float((p.argmax(-1) == bundle.y_test).mean()),
