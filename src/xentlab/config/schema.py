@@ -274,6 +274,14 @@ class CalibrationConfig:
     posthoc_tune: bool = False  # true: tau chosen on validation balanced accuracy over 0, 0.25, ..., 2 (logged)
 
 
+# ---------------------------------------------------------------------------------------------------- metrics
+@dataclass
+class MetricsConfig:
+    # Streaming metrics beyond the task's own set (xentlab.metric_table): a language model computes nll (bpc) and
+    # next-token accuracy; metrics.extra=[auc,ece] adds those by name. A classifier computes them all already.
+    extra: list[str] = field(default_factory=list)
+
+
 # ---------------------------------------------------------------------------------------------------- root
 @dataclass
 class TrainConfig:
@@ -287,6 +295,7 @@ class TrainConfig:
     trainer: Any = MISSING
     tracking: Any = MISSING
     calibration: Any = MISSING
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
