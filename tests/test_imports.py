@@ -64,10 +64,11 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
 ALLOWED = {
     "xentlab.errors": set(),
     "xentlab.masking": set(),
+    "xentlab.hooks": {"xentlab.errors"},
     "xentlab.metric_table": {"xentlab.errors"},
     "xentlab.choices": {"xentlab.errors"},
-    "xentlab.data": {"xentlab.errors", "xentlab.choices"},
-    "xentlab.core": {"xentlab.errors", "xentlab.metric_table", "xentlab.choices", "xentlab.data"},
+    "xentlab.data": {"xentlab.errors", "xentlab.choices", "xentlab.hooks"},
+    "xentlab.core": {"xentlab.errors", "xentlab.metric_table", "xentlab.choices", "xentlab.data", "xentlab.hooks"},
     "xentlab.runtime": {"xentlab.errors", "xentlab.metric_table", "xentlab.choices", "xentlab.core", "xentlab.data"},
     "xentlab.config": {
         "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.choices", "xentlab.core",
