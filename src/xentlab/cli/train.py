@@ -207,22 +207,19 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     check_config(config)  # the values alone, before any device, file or download is touched
     trainer = config["trainer"]
     hardware = build_strategy(**config["strategy"])  # first: may configure devices
+    loop = loop_for(hardware, global_batch_size=trainer["batch_size"])
     keras.backend.clear_session()  # jobs in one process (sweeps, tests) must not share layers or names
     keras.utils.set_random_seed(trainer["seed"])
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
-    if hardware.kind == "multi_worker":  # every worker runs the same job, or none trains
-        from xentlab.runtime.multi_worker import check_same_job
-
-        check_same_job(hardware.strategy, config, bundle.splits())
+    loop.check_same_job(config, bundle.splits())  # every worker of a multi-worker run runs the same job, or none
     plan = preflight(config, bundle, hardware)
     record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)
     train_ds, val_ds, test_ds = build_datasets(plan, bundle, config, initial_epoch)
     with hardware.strategy.scope():
         model = build_compiled_model(plan, bundle, config)
-    loop = loop_for(hardware, global_batch_size=trainer["batch_size"])
     return Prepared(plan, hardware, loop, bundle, train_ds, val_ds, test_ds, model)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from xentlab.runtime.multi_worker import build_for_strategy, evaluate_custom, fit_custom, predict_local
+from xentlab.runtime.multi_worker import build_for_strategy, check_same_job, evaluate_custom, fit_custom, predict_local
 from xentlab.runtime.strategy import is_chief
 
 
@@ -21,6 +21,9 @@ def logs_here(strategy_name: str) -> bool:
 
 class Loop:
     """Keras' own loops: `fit`, `evaluate` and `predict` of the compiled model."""
+
+    def check_same_job(self, config: dict[str, Any], splits: dict[str, tuple[Any, Any]]) -> None:
+        """Refuses processes started on different configs or data (one process: nothing to compare)."""
 
     def prepare(self, model, train_ds) -> None:
         """Creates the variables every process must create in one order before a checkpoint is restored."""
@@ -51,6 +54,9 @@ class MultiWorkerLoop(Loop):
 
     def __init__(self, strategy, global_batch_size: int) -> None:
         self.strategy, self.global_batch_size = strategy, global_batch_size
+
+    def check_same_job(self, config: dict[str, Any], splits: dict[str, tuple[Any, Any]]) -> None:
+        check_same_job(self.strategy, config, splits)
 
     def prepare(self, model, train_ds) -> None:
         # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
