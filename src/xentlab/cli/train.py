@@ -88,12 +88,13 @@ class JobContext:
 def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
+    from xentlab.config.schema import job_config
     from xentlab.runtime.strategy import is_chief
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
     job = job or JobContext.outside_hydra()
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config = job_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if config["trainer"]["dry_run"]:
         return dry_run(config, job.launch_dir)
     if config["strategy"]["name"] == "multi_worker" and not is_chief():  # other workers never log
@@ -139,7 +140,7 @@ def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str
     """tracking.run_name if set; in a sweep `<variant> s<seed>` (xentlab.tracking.naming); else
     `<model>/<loss>/<labels>/<weighting>`."""
     if sweep:
-        if "variant" not in sweep:
+        if "variant" not in sweep or sweep.get("trial") is not None:  # a tuned sweep's trial: `<variant> t<n>`
             return sweep["name"]
         from xentlab.tracking.naming import run_name as sweep_run_name
 
@@ -196,9 +197,11 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
 
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
+    from xentlab.config.schema import job_config
     from xentlab.data import load_data
     from xentlab.runtime.strategy import build_strategy, set_precision
 
+    config = job_config(config)
     check_config(config)  # the values alone, before any device, file or download is touched
     trainer = config["trainer"]
     hardware = build_strategy(**config["strategy"])  # first: may configure devices

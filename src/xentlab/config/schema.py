@@ -147,6 +147,9 @@ class LossConfig:
     label_smoothing: float = 0.0
     reduction: Reduction = Reduction.sum_over_batch_size
     _target_: Optional[str] = None  # a user's own loss: dotted path to any Keras-compatible callable
+    # What a tuned sweep (+sweep=tuned) searches for this loss: {key: "uniform(lo, hi)" | "loguniform(lo, hi)" |
+    # "int(lo, hi)" | "choice(a, b, ...)"}; each option's yaml declares its own. Never reaches the loss.
+    search: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -209,6 +212,7 @@ class OptimizerConfig:
     learning_rate: float = 0.001
     momentum: float = 0.0  # sgd and rmsprop
     clipnorm: Optional[float] = None
+    search: dict[str, str] = field(default_factory=dict)  # a tuned sweep's space for this optimizer (see LossConfig)
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
@@ -251,6 +255,28 @@ class CalibrationConfig:
     posthoc_tune: bool = False  # true: tau chosen on validation balanced accuracy over 0, 0.25, ..., 2 (logged)
 
 
+# ---------------------------------------------------------------------------------------------------- sweep
+@dataclass
+class TuningConfig:
+    trials: int = 0  # > 0: a tuned sweep, this many trials per variant (+sweep=tuned sets it)
+    sampler: str = "tpe"  # tpe or random: Optuna's TPESampler / RandomSampler, the same for every variant
+    seed: int = 0  # the sampler's seed, the same for every variant
+    seeds: list[int] = field(default_factory=lambda: [1000])  # trainer.seed of the trials; disjoint from evaluation
+
+
+@dataclass
+class SweepConfig:
+    """How a multirun chooses its jobs (read by the sweep, never by a job: not a param of any run)."""
+
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    until_decided: bool = False  # add seeds per open comparison under alpha spending (report.sequential)
+    seed_batch: int = 3  # seeds a look adds to each open comparison
+    max_seeds: int = 12  # a comparison stops here decided or not; its futility rule plans within it
+    alpha: float = 0.05  # family-wise, over the variants compared with the baseline
+    stage: Optional[str] = None  # set by a tuned sweep on its jobs: tuning or evaluation
+    trial: Optional[int] = None  # set by a tuned sweep on its trials
+
+
 # ---------------------------------------------------------------------------------------------------- root
 @dataclass
 class TrainConfig:
@@ -264,6 +290,17 @@ class TrainConfig:
     trainer: Any = MISSING
     tracking: Any = MISSING
     calibration: Any = MISSING
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+def job_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config as a job uses it: without the sweep's own settings (`sweep`, every group's `search`), which
+    choose jobs but change no result, so they are neither params nor part of a job's identity."""
+    out = {k: v for k, v in config.items() if k != "sweep"}
+    for group, node in out.items():
+        if isinstance(node, dict) and "search" in node:
+            out[group] = {k: v for k, v in node.items() if k != "search"}
+    return out
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
