@@ -143,6 +143,7 @@ def test_tuned_sweep_equal_budgets_disjoint_seeds_report_and_a_rerun_trains_noth
     assert len(runs_of(store)) == len(children) + 1
 
 
+@pytest.mark.slow  # about 10 s of CPU: start-up, store and parent, no training
 def test_overlapping_seeds_stop_the_sweep_before_any_job_with_the_message_on_the_parent(tmp_path, store):
     result = run_cli(["+sweep=tuned", "loss=crossentropy,focal", "sweep.tuning.seeds=[0]", "trainer.seed=0,1",
                       *SMALL, f"tracking.uri={store}"], cwd=tmp_path, timeout=300)

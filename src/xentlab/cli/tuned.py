@@ -85,9 +85,9 @@ def _check(settings, grid: Grid, sweeper) -> tuple[list[str], list[str]]:
         raise ConfigError("sweep.tuning.seeds is empty: the trials need a seed, e.g. sweep.tuning.seeds=[1000]")
     shared = sorted(set(tuning) & set(evaluation), key=str)
     if shared:
-        raise ConfigError(f"sweep.tuning.seeds {tuning} and the evaluation seeds trainer.seed={','.join(evaluation)} "
-                          f"share {', '.join(shared)}: a configuration chosen on a seed would be judged on it. Pick "
-                          "disjoint seeds, e.g. sweep.tuning.seeds=[1000]")
+        raise ConfigError(f"sweep.tuning.seeds=[{','.join(tuning)}] and the evaluation seeds "
+                          f"trainer.seed={','.join(evaluation)} share {', '.join(shared)}: a configuration chosen on "
+                          "a seed would be judged on it. Pick disjoint seeds, e.g. sweep.tuning.seeds=[1000]")
     return tuning, evaluation
 
 

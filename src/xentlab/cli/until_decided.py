@@ -24,13 +24,15 @@ def _design(settings) -> Design:
         raise ConfigError(f"{err}; e.g. sweep.seed_batch=3 sweep.max_seeds=12") from None
 
 
-def _baseline(sweeper, names: list[str], grid_variants: list[list[str]]) -> str:
-    """The variant the preset (or the command, hydra.callbacks.sweep_run.baseline) names, as the report chooses it;
-    else the first of the grid."""
+def _baseline(sweeper, parent: Parent, names: list[str], grid_variants: list[list[str]]) -> str:
+    """The variant the preset (or the command, hydra.callbacks.sweep_run.baseline) names, as the report chooses it
+    from the same tags; else the first of the grid."""
+    from xentlab.cli.sweep import job_variant
     from xentlab.report.variants import choose_baseline
 
     named = sweeper.config.hydra.callbacks.get("sweep_run", {}).get("baseline")
-    overrides = {n: ",".join(v) for n, v in zip(names, grid_variants, strict=True)}
+    overrides = {n: job_variant(v, parent.varying)["variant_overrides"] for n, v in zip(names, grid_variants,
+                                                                                        strict=True)}
     return choose_baseline(names, None, str(named) if named else None, overrides)[0]
 
 
@@ -50,7 +52,7 @@ def run_until_decided(sweeper, arguments: list[str]) -> list:
         refuse(parent, err)
     names = [parent.variant_name(v) for v in grid.variants]
     overrides = dict(zip(names, grid.variants, strict=True))
-    baseline = _baseline(sweeper, names, grid.variants)
+    baseline = _baseline(sweeper, parent, names, grid.variants)
     others = [n for n in names if n != baseline]
     parent.set_tags({SEQUENTIAL_TAG: compact_json({"seed_batch": design.seed_batch, "max_seeds": design.max_seeds,
                                                    "alpha": design.alpha})})
