@@ -232,8 +232,8 @@ def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0)
 def build_compiled_model(plan, bundle, config: dict[str, Any]):
     """The plan's model with its head, compiled with the optimizer, loss and metrics (inside the strategy scope)."""
     from xentlab.core.losses import build_loss_from_config
-    from xentlab.core.metric_set import build_run_metrics
-    from xentlab.core.models import build_model
+    from xentlab.core.metric_set import build_run_metrics, metric_task
+    from xentlab.core.models import build_model, capabilities
     from xentlab.core.optimizers import build_optimizer
 
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
@@ -244,7 +244,9 @@ def build_compiled_model(plan, bundle, config: dict[str, Any]):
         optimizer=build_optimizer(**config["optimizer"]),
         loss=build_loss_from_config({**config["loss"], "name": plan.loss_kind}, plan.labels,
                                     class_counts=plan.class_counts.tolist()),
-        metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups")),
+        metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups"),
+                                  task=metric_task(capabilities(plan.model).generates_text),
+                                  extra=config["metrics"]["extra"]),
         jit_compile=plan.hardware.jit_compile,
         steps_per_execution=plan.hardware.steps_per_execution,
     )
@@ -269,6 +271,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     from xentlab.config.choices import Verbosity
     from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
+    from xentlab.metric_table import objective
     from xentlab.runtime.multi_worker import build_for_strategy, fit_custom
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
@@ -311,12 +314,10 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     if initial_epoch > 0 and outbox is not None:
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
     test_metrics = evaluate_test(prepared, config, outbox)
-    # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
-    # not comparable across variants); val_loss for a model compiled without the nll metric.
-    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
+    # What a sweeper optimises (xentlab.metric_table.objective). A multi-worker job resumed after its training had
+    # completed: only the chief has a history (logged).
     last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
-    objective = last.get("val_nll", last["val_loss"])
-    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
+    return {"val_loss": float(last["val_loss"]), "objective": objective(last), **test_metrics}, history
 
 
 def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
@@ -337,7 +338,9 @@ def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> di
         test_metrics.update(calibrated_metrics(prepared, config))
     test_metrics.update(posthoc_metrics(prepared, config, outbox))
     if outbox is not None:
-        outbox.log_metrics(test_metrics)
+        from xentlab.tracking.metric_log import log_defined
+
+        log_defined(outbox, test_metrics)  # an undefined metric (a class absent from test) is said, not logged
     return test_metrics
 
 

@@ -277,6 +277,14 @@ class SweepConfig:
     trial: Optional[int] = None  # set by a tuned sweep on its trials
 
 
+# ---------------------------------------------------------------------------------------------------- metrics
+@dataclass
+class MetricsConfig:
+    # Streaming metrics beyond the task's own set (xentlab.metric_table): a language model computes nll (bpc) and
+    # next-token accuracy; metrics.extra=[auc,ece] adds those by name. A classifier computes them all already.
+    extra: list[str] = field(default_factory=list)
+
+
 # ---------------------------------------------------------------------------------------------------- root
 @dataclass
 class TrainConfig:
@@ -291,6 +299,7 @@ class TrainConfig:
     tracking: Any = MISSING
     calibration: Any = MISSING
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def job_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from xentlab import metric_table
 from xentlab.tracking.resume import NOT_IDENTITY, JobBusy, JobPlan, job_key, plan_job
 from xentlab.tracking.store import (
     ERROR_TAG,
@@ -182,9 +183,8 @@ class Reused:
 
     @property
     def objective(self) -> float:
-        """What the job returns to the sweeper: the final val_nll (val_loss without it), as a trained job would."""
-        metrics = self.run.data.metrics
-        return float(metrics.get("val_nll", metrics.get("val_loss", float("nan"))))
+        """What the job returns to the sweeper (the metric table's objective), as a trained job would."""
+        return metric_table.objective(self.run.data.metrics)
 
 
 def plan_sweep_job(store, sweep: dict[str, Any], params: dict[str, str], trainer: dict, launch_dir: Path,
