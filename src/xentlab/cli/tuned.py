@@ -17,10 +17,10 @@ from typing import Any
 
 from xentlab.cli.sweep_grid import Grid, Launches, Parent, compact_json, refuse, split_grid
 from xentlab.errors import ConfigError, ExpectedError
+from xentlab.metric_table import OBJECTIVE  # what every job returns: the first of these it logged (val_nll)
 
 SPEC = re.compile(r"^\s*(uniform|loguniform|int|choice)\((.*)\)\s*$")
 SAMPLERS = ("tpe", "random")
-OBJECTIVE = "val_nll"  # what the jobs return: the final val_nll (val_loss for a model without it)
 
 
 def distribution(key: str, spec: str):
@@ -160,7 +160,7 @@ def run_tuned(sweeper, arguments: list[str]) -> list:
     _tune(launches, studies, trials, tuning_seeds)
     summary: dict[str, Any] = {"trials": trials, "sampler": str(settings.tuning.sampler),
                                "seed": int(settings.tuning.seed), "tuning_seeds": tuning_seeds,
-                               "evaluation_seeds": evaluation_seeds, "objective": OBJECTIVE, "variants": {}}
+                               "evaluation_seeds": evaluation_seeds, "objective": OBJECTIVE[0], "variants": {}}
     batch = []
     for name, s in studies.items():
         done = [t for t in s["study"].trials if t.value is not None]
