@@ -110,7 +110,8 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     if job.sweep is None:
         return train(config, job, store, params, resume.plan_job(store, params, config["trainer"], job.launch_dir))
     key = resume.job_key(params, store_uri=store.uri, experiment=store.experiment)
-    with sweeps.job_lock(job.launch_dir, key, job.sweep["name"]):  # one process per job, however many commands
+    checkpoints = resume.checkpoint_root(job.launch_dir, config["trainer"])
+    with sweeps.job_lock(checkpoints, key, job.sweep["name"]):  # one process per job, however many commands
         plan = sweeps.plan_sweep_job(store, job.sweep, params, config["trainer"], job.launch_dir)
         if isinstance(plan, sweeps.Reused):
             job.outcome = "reused"
@@ -203,6 +204,10 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
+    if hardware.kind == "multi_worker":  # every worker runs the same job, or none trains
+        from xentlab.runtime.multi_worker import check_same_job
+
+        check_same_job(hardware.strategy, config, bundle.splits())
     plan = preflight(config, bundle, hardware)
     record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)

@@ -225,6 +225,7 @@ class TrainerConfig:
     dry_run: bool = False  # compose, validate config and data, build the model, print a summary; no training
     resume: Resume = Resume.auto  # auto: continue an interrupted run of the same job from its last epoch
     stale_after_s: float = 300.0  # a RUNNING run without heartbeat for this long (other host) is stale
+    checkpoint_dir: Optional[str] = None  # null: outputs/checkpoints in the launch folder (relative: from there)
     verbose: Verbosity = Verbosity.auto  # auto: a bar on a terminal, one line per epoch otherwise; silent, bar, line
     debug: bool = False  # show the full traceback of expected errors (bad config, data, hardware, store)
     shuffle_buffer: Optional[int] = None  # null = the whole training split

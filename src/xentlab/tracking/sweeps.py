@@ -209,10 +209,11 @@ def plan_sweep_job(store, sweep: dict[str, Any], params: dict[str, str], trainer
 
 
 @contextmanager
-def job_lock(launch_dir: Path, key: str, name: str, poll_s: float = 2.0) -> Iterator[None]:
-    """Holds `outputs/checkpoints/.locks/<key>` while a sweep job runs: a second process that starts the same job
-    waits here, then finds its run (reused or resumed) instead of making a twin. The lock dies with its process."""
-    folder = Path(launch_dir) / "outputs" / "checkpoints" / ".locks"
+def job_lock(checkpoints: Path, key: str, name: str, poll_s: float = 2.0) -> Iterator[None]:
+    """Holds `<checkpoints>/.locks/<key>` (`outputs/checkpoints/` by default, see resume.checkpoint_root) while a
+    sweep job runs: a second process that starts the same job waits here, then finds its run (reused or resumed)
+    instead of making a twin. The lock dies with its process."""
+    folder = Path(checkpoints) / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / key
     waiting = False
