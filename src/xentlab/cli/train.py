@@ -11,9 +11,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from xentlab.cli.configs import CONFIG_MODULE
 from xentlab.config.schema import register_configs
-
-CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def main() -> None:
@@ -28,7 +27,7 @@ def main() -> None:
         _hydra_entry()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")  # + --config-dir
 def _hydra_entry(cfg: DictConfig) -> float | None:
     from xentlab.cli.console import reported_errors
 

@@ -139,6 +139,29 @@ class MultiHeadConfig(ModelConfig):
     heads: HeadLayout = HeadLayout.shared  # shared: one Dense(H*K) reshaped to (H, K); separate: one Dense(K) per head
 
 
+@dataclass
+class ResNetConfig(ModelConfig):
+    depth: int = 20  # 6n+2 (He et al. 2016 §4.2): 20 (0.27 M parameters), 32 (0.46 M, long-tail papers'), 44, 56, 110
+    width: int = 16  # filters of the first stage; the second and third have 2x and 4x
+    weight_decay: float = 1e-4  # the paper's, as an L2 penalty of weight_decay / 2 on the conv kernels; 0: none
+
+
+@dataclass
+class KerasAppConfig(ModelConfig):
+    arch: str = "MobileNetV3Small"  # any keras.applications model: ResNet50, EfficientNetB0, ConvNeXtTiny, ...
+    weights: Optional[str] = None  # null: from scratch; a local weights file (no top); never downloaded at run time
+    freeze_backbone: bool = False  # true: only the head trains (the backbone's batch norm stays in inference mode)
+    image_size: Optional[list[int]] = None  # [height, width] inputs are resized to; null: theirs, at least 32 (75 for
+    # InceptionV3, 71 for Xception)
+
+
+@dataclass
+class CustomModelConfig(ModelConfig):
+    _target_: Optional[str] = None  # dotted path of your function (see xentlab.core.user_model); required
+    full_model: bool = False  # false: it returns a backbone, xentlab adds the head; true: its own head, checked
+    options: Any = None  # extra keyword arguments for it: model.options={units: 64} (Any: new keys allowed)
+
+
 # ---------------------------------------------------------------------------------------------------- loss
 @dataclass
 class LossConfig:
@@ -323,6 +346,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "base_mlp": MlpConfig,
         "base_char_lstm": CharLstmConfig,
         "base_multi_head": MultiHeadConfig,
+        "base_resnet": ResNetConfig,
+        "base_keras_app": KerasAppConfig,
+        "base_custom": CustomModelConfig,
     },
     "loss": {
         "base_loss": LossConfig,
