@@ -374,3 +374,16 @@ def register_configs() -> None:
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=group, name=name, node=node)
+    register_sweeper()
+
+
+def register_sweeper() -> None:
+    """xentlab's sweeper, the default `hydra/sweeper` (its config node and its class). Hydra finds plugins by scanning
+    the `hydra_plugins` folders on sys.path, which an editable install's import hook hides from it; registering the
+    class here works from a checkout and from a wheel alike."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # first: the scan runs Hydra's own plugin modules again, BasicSweeper among them
+    from hydra_plugins.xentlab_sweeper.xentlab_sweeper import XentlabSweeper  # stores hydra/sweeper/xentlab
+
+    plugins.register(XentlabSweeper)
