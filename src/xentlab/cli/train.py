@@ -121,7 +121,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
-    from xentlab.cli.console import headline
+    from xentlab.cli.console import headline, warn_at_chance
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
     from xentlab.tracking.naming import job_run_name
@@ -140,6 +140,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
         tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
+        warn_at_chance(history, prepared.bundle.num_classes, outbox, list(prepared.plan.warnings))
         log_outputs(prepared, config, history, outbox)
     resume.finish_job(plan)
     tracking.print_summary(store, outbox, headline(results), job.run_ref)
