@@ -92,12 +92,13 @@ class JobContext:
 def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
+    from xentlab.config.schema import job_config
     from xentlab.runtime.loops import logs_here
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
     job = job or JobContext.outside_hydra()
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config = job_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if config["trainer"]["dry_run"]:
         return dry_run(config, job.launch_dir)
     if not logs_here(config["strategy"]["name"]):  # a multi-worker run's other workers train and never log
@@ -199,11 +200,13 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
 
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
+    from xentlab.config.schema import job_config
     from xentlab.data import load_data
     from xentlab.data.long_tail import record_shot_groups
     from xentlab.runtime.loops import loop_for
     from xentlab.runtime.strategy import build_strategy, set_precision
 
+    config = job_config(config)
     check_config(config)  # the values alone, before any device, file or download is touched
     trainer = config["trainer"]
     hardware = build_strategy(**config["strategy"])  # first: may configure devices
