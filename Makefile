@@ -12,6 +12,9 @@ SWEEP  ?= losses
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 STORE  := sqlite:///$(CURDIR)/outputs/mlflow.db
+SERVER_DIR ?= outputs/server
+NODES  ?= 2
+RAY_PORT ?= 6379
 CHROMIUM ?= /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 # The minimum Python of requires-python (e.g. 3.11), which `make lint` holds the code to.
@@ -19,6 +22,7 @@ PYTHON_MIN := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\).*/\1/p' pyproj
 
 .DEFAULT_GOAL := help
 .PHONY: help install train sweep compare ui test test-all test-ui test-ray bench smoke-gpu lint clean
+.PHONY: server server-stop ray-cluster ray-cluster-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +49,15 @@ ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db; print
 	mkdir -p outputs
 	@$(BIN)/python -m xentlab.cli.links --tracking-uri $(STORE) --host $(HOST) --port $(PORT)
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
+
+server: install ## a team's MLflow server on PostgreSQL under outputs/server/ (HOST, PORT); prints its tracking.uri
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing Debian's postgresql (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+	@$(BIN)/python -c "import psycopg2" 2>/dev/null || $(BIN)/pip install --quiet -e ".[server]"
+	@$(BIN)/python -m xentlab.cli.server start --dir $(SERVER_DIR) --host $(HOST) --port $(PORT)
+
+server-stop: install ## stop make server's MLflow server and PostgreSQL (the data stay for the next make server)
+	@$(BIN)/python -m xentlab.cli.server stop --dir $(SERVER_DIR)
 
 test: install ## the fast test suite (what .ci/run calls), one worker per core (at most 4)
 	$(BIN)/python -m pytest -m "not slow and not ui" -q -n auto --maxprocesses 4 --dist worksteal --durations=20
