@@ -59,11 +59,18 @@ server: install ## a team's MLflow server on PostgreSQL under outputs/server/ (H
 server-stop: install ## stop make server's MLflow server and PostgreSQL (the data stay for the next make server)
 	@$(BIN)/python -m xentlab.cli.server stop --dir $(SERVER_DIR)
 
+ray-cluster: $(RAY_VENV)/.installed ## a Ray cluster on this machine: a head + NODES-1 worker raylets (RAY_PORT, .venv/ray)
+	@$(RAY_VENV)/bin/python -m xentlab.cli.ray_cluster start --nodes $(NODES) --port $(RAY_PORT)
+
+ray-cluster-stop: $(RAY_VENV)/.installed ## stop make ray-cluster's nodes (only those: other Ray runtimes go on)
+	@$(RAY_VENV)/bin/python -m xentlab.cli.ray_cluster stop --port $(RAY_PORT)
+
 test: install ## the fast test suite (what .ci/run calls), one worker per core (at most 4)
 	$(BIN)/python -m pytest -m "not slow and not ui" -q -n auto --maxprocesses 4 --dist worksteal --durations=20
 
-test-all: install ## every test, slow ones included (not the browser test: make test-ui)
+test-all: install ## every test, slow ones included (not the browser test: make test-ui), then make test-ray
 	$(BIN)/python -m pytest -m "not ui" -q -n auto --maxprocesses 4 --dist worksteal
+	$(MAKE) test-ray
 
 test-ui: install ## the MLflow UI in a real Chromium: a tiny sweep, its parent's page, report.html (outputs/ui/*.png)
 	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (apt-get)"; \
@@ -71,8 +78,8 @@ test-ui: install ## the MLflow UI in a real Chromium: a tiny sweep, its parent's
 	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install --quiet -e ".[ui]"
 	XENTLAB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m ui tests/test_ui.py -q -p no:cacheprovider
 
-test-ray: $(RAY_VENV)/.installed ## the launcher tests with the optional Ray extra, in .venv/ray (Ray pins cloudpickle<3)
-	$(RAY_VENV)/bin/python -m pytest tests/test_launchers.py -q
+test-ray: install $(RAY_VENV)/.installed ## the launcher and Ray-cluster tests with the Ray extra, in .venv/ray (Ray pins cloudpickle<3)
+	$(RAY_VENV)/bin/python -m pytest tests/test_launchers.py tests/test_ray_cluster.py -q
 
 $(RAY_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(RAY_VENV)

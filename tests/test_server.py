@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,26 +46,29 @@ def answers(uri: str) -> bool:
         return False
 
 
-@pytest.fixture
-def server_dir():
-    """A folder the database user can reach (pytest's own tmp folders are closed to other users)."""
-    folder = Path(tempfile.mkdtemp(prefix="xentlab-server-"))
+@contextmanager
+def team_server():
+    """`make server` on a free port in a folder the database user can reach (pytest's own tmp folders are closed
+    to other users): yields (its tracking URI, its folder, its port); `make server-stop` and the folder removed
+    after."""
+    folder, port = Path(tempfile.mkdtemp(prefix="xentlab-server-")), free_port()
     folder.chmod(0o755)
-    yield folder / "server"
-    if (folder / "server").exists():
-        subprocess.run(["make", "-s", "-C", str(REPO), "server-stop", f"SERVER_DIR={folder / 'server'}"],
-                       capture_output=True, timeout=120)
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        started = make("server", folder / "server", port)
+        uri = f"http://127.0.0.1:{port}"
+        assert f"tracking.uri={uri}" in started.stdout and f"UI: {uri}/#/experiments" in started.stdout
+        yield uri, folder / "server", port
+    finally:
+        if (folder / "server").exists():
+            subprocess.run(["make", "-s", "-C", str(REPO), "server-stop", f"SERVER_DIR={folder / 'server'}"],
+                           capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
-def server(server_dir):
-    """`make server` on a free port: (its tracking URI, its folder, its port)."""
-    port = free_port()
-    started = make("server", server_dir, port)
-    uri = f"http://127.0.0.1:{port}"
-    assert f"tracking.uri={uri}" in started.stdout and f"UI: {uri}/#/experiments" in started.stdout
-    return uri, server_dir, port
+def server():
+    with team_server() as started:
+        yield started
 
 
 def sweep(uri: str, cwd: Path, grid: list[str]) -> subprocess.CompletedProcess:

@@ -30,6 +30,7 @@ ROLE_TAG = "xentlab.role"  # "sweep" on a sweep's parent run
 BASELINE_TAG = "xentlab.baseline"  # on a sweep's parent run: the variant the report compares the others with
 JOB_TAG = "xentlab.job_key"  # one training job (config + store): what resume matches on
 HOST_TAG = "xentlab.host"
+NODE_TAG = "xentlab.node"  # where a job ran: the host, and the Ray node under Ray (several may share a host)
 PID_TAG = "xentlab.pid"
 HEARTBEAT_TAG = "xentlab.heartbeat"
 WARNING_TAG = "xentlab.warning"  # something in the config or data that is almost surely not what was meant
