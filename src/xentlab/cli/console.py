@@ -86,6 +86,19 @@ def quiet_native_logs() -> None:
     atexit.register(restore)
 
 
+# The end-of-run line shows what a reader scans, in this order, at most HEADLINE_SIZE of them; every metric is in
+# MLflow (the line ends with the run's link).
+HEADLINE = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_nll", "test_bpc", "test_ece",
+            "test_perplexity")
+HEADLINE_SIZE = 5
+
+
+def headline(results: dict[str, float]) -> dict[str, float]:
+    """The few test metrics of `results` that the end-of-run line prints."""
+    shown = [name for name in HEADLINE if name in results][:HEADLINE_SIZE]
+    return {name: results[name] for name in shown}
+
+
 def is_expected(err: BaseException) -> bool:
     """Errors about the user's input: exactly the subclasses of `xentlab.errors.ExpectedError`. Anything else is a
     bug, wherever it was raised, and keeps its traceback."""

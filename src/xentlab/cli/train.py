@@ -115,6 +115,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
+    from xentlab.cli.console import headline
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
@@ -131,7 +132,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
         log_outputs(prepared, config, history, outbox)
     resume.finish_job(plan)
-    tracking.print_summary(store, outbox, results, job.run_ref)
+    tracking.print_summary(store, outbox, headline(results), job.run_ref)
     return results["objective"]
 
 
@@ -197,6 +198,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
     from xentlab.data import load_data
+    from xentlab.data.long_tail import record_shot_groups
     from xentlab.runtime.strategy import build_strategy, set_precision
 
     check_config(config)  # the values alone, before any device, file or download is touched
@@ -208,6 +210,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
     plan = preflight(config, bundle, hardware)
+    record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)
     train_ds, val_ds, test_ds = build_datasets(plan, bundle, config, initial_epoch)
     with hardware.strategy.scope():
@@ -359,7 +362,7 @@ def posthoc_metrics(prepared: Prepared, config: dict[str, Any], outbox=None) -> 
     once: on stderr and as the run tag xentlab.posthoc."""
     import sys
 
-    from xentlab.core.posthoc import posthoc_evaluation, skip_reason
+    from xentlab.core.posthoc import balanced_reason, posthoc_evaluation, skip_reason
     from xentlab.core.weighting import label_counts
     from xentlab.tracking.store import POSTHOC_TAG
 
@@ -370,6 +373,10 @@ def posthoc_metrics(prepared: Prepared, config: dict[str, Any], outbox=None) -> 
     reason = skip_reason(bundle.y_train, counts, bundle.class_names)
     if reason:
         print(f"note: {reason}", file=sys.stderr, flush=True)
+        if outbox is not None:
+            outbox.set_tag(POSTHOC_TAG, reason)
+        return {}
+    if reason := balanced_reason(counts, config["data"]["shot_thresholds"]):  # not worth it: said in the tag only
         if outbox is not None:
             outbox.set_tag(POSTHOC_TAG, reason)
         return {}
