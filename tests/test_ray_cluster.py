@@ -16,7 +16,7 @@ from conftest import REPO, free_port, run_cli
 from test_server import JOB, sweep_runs, team_server
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher.ray_launcher", reason="the optional `ray` extra: make test-ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 GRID = ["loss=crossentropy,focal", "labels=sparse,one_hot", "loss.from_logits=false"]  # 4 jobs
 

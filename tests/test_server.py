@@ -132,6 +132,7 @@ def test_server_command_line_runs_postgres_as_a_user_and_serves_artifacts(tmp_pa
 
 # ------------------------------------------------------------------------------------------------ the real server
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_sweep_survives_server_stop_and_start(server, tmp_path):
     uri, server_dir, port = server
     first = sweep(uri, tmp_path / "first", ["loss=crossentropy,focal"])
@@ -152,6 +153,7 @@ def test_a_sweep_survives_server_stop_and_start(server, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 48 jobs on 2 shared cores: about 15 min when other work loads the machine
 def test_three_concurrent_sweeps_lose_and_mix_nothing(server, tmp_path):
     uri, _, _ = server
     with ThreadPoolExecutor(len(SWEEPS)) as pool:  # three processes started together, each from its own folder
