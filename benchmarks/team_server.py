@@ -55,7 +55,7 @@ def report_case(uri: str, runs: int, folder: Path, name: str) -> dict:
                           "val_accuracy": 0.9 + rng.normal(0, 0.01), "test_nll": 0.5 + rng.normal(0, 0.02),
                           "test_accuracy": 0.9 + rng.normal(0, 0.01)}} for i in range(runs)]
     start = time.perf_counter()
-    synthetic_sweep(uri, specs, experiment=f"bench_report_{name}")
+    synthetic_sweep(uri, specs)  # experiment xentlab: where xentlab-compare looks
     build_s = time.perf_counter() - start
     wall, cpu = _timed_compare(uri, folder / f"report_{name}")
     return {"child_runs": runs, "build_s": build_s, "compare_s": wall, "compare_cpu_s": cpu}

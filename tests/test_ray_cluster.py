@@ -6,6 +6,7 @@ sweep. Runs in the Ray venv (`make test-ray`; `make test-all` runs it too)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ def cluster():
         yield port
     finally:
         ray_make("ray-cluster-stop", port)
+        shutil.rmtree(f"/tmp/xentlab-ray-{port}", ignore_errors=True)  # the nodes' logs and the jobs' folders
 
 
 @pytest.fixture(scope="module")

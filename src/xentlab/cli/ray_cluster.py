@@ -90,9 +90,10 @@ def start(nodes: int, port: int, cpus: int) -> list[str]:
         raise RayClusterError(f"a cluster already runs on port {port} ({root(port)}): make ray-cluster-stop first, "
                               f"or start another with RAY_PORT={port + 1}")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    for index in range(nodes):
+    root(port).mkdir(parents=True, exist_ok=True)
+    for index in range(nodes):  # jobs run in their raylet's folder: Hydra's job folders go there, not in the repo
         result = subprocess.run(node_command(index, port, cpus), capture_output=True, text=True, env=env,
-                                timeout=300)
+                                timeout=300, cwd=root(port))
         if result.returncode != 0:
             _end(node_processes(port), 10)
             raise RayClusterError(f"`ray start` of node {index} failed (exit {result.returncode}):\n"
