@@ -45,6 +45,7 @@ FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of
 # "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
 RELIABILITY_TAG = "xentlab.reliability"
 POSTHOC_TAG = "xentlab.posthoc"  # why post-hoc logit adjustment did not apply to a run (text, a class never seen)
+UNDEFINED_TAG = "xentlab.undefined_metrics"  # the metrics a run left out as undefined, and why (tracking.metric_log)
 
 
 # MLflow prints "View run <name> at: <server URI>/..." whenever a run on a server ends, the URI as given, so with
