@@ -82,7 +82,7 @@ def sweep_runs(uri: str) -> tuple[dict, dict]:
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("xentlab")
-    runs = client.search_runs([experiment.experiment_id], max_results=5000)
+    runs = client.search_runs([experiment.experiment_id], max_results=5000) if experiment else []
     parents = {r.data.tags["xentlab.sweep_id"]: r for r in runs if r.data.tags.get("xentlab.role") == "sweep"}
     children: dict[str, list] = {}
     for r in runs:

@@ -199,8 +199,9 @@ def _server_pid(layout: Layout) -> int | None:
         return None
 
 
-def start_mlflow(layout: Layout, host: str, port: int, command: list[str], wait_s: float = 180) -> str:
-    """Starts `mlflow server` in its own session (it outlives this command) and waits for /health."""
+def start_mlflow(layout: Layout, host: str, port: int, command: list[str], wait_s: float = 600) -> str:
+    """Starts `mlflow server` in its own session (it outlives this command) and waits for /health (a fresh
+    database: MLflow creates its tables first, minutes on a loaded machine)."""
     local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
     if _server_pid(layout) is not None and _answers(local):
         return "already running"
