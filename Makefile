@@ -29,10 +29,12 @@ help: ## list the targets
 
 install: $(STAMP) ## create .venv and install xentlab with its dev tools (idempotent); GPU=1 adds CUDA wheels
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py   # setup.py maps conf/ into the package (xentlab.conf)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	@# hydra-optuna-sweeper (earlier dev extra) pins Optuna 2.10; xentlab's own sweeper drives Optuna 4 now
+	@$(BIN)/pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true
 	mkdir -p outputs
 	touch $(STAMP)
 

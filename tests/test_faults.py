@@ -184,3 +184,17 @@ def test_the_printed_fix_for_a_read_only_outputs_folder_trains(shared_folder):
         [e.experiment_id for e in MlflowClient(f"sqlite:///{writable}/mlflow.db").search_experiments()])
     assert run.info.status == "FINISHED"
     assert list((shared_folder / "outputs").iterdir()) == []
+
+
+def test_a_run_that_ends_at_chance_level_says_so(store, capsys):
+    """learning_rate=1e6 with the default optimizer: the loss stays finite, the run ends FINISHED predicting one
+    class (val_auc 0.5, balanced accuracy 1/K). It warns on stderr and in the run tag xentlab.warning."""
+    from xentlab.cli.train import run
+
+    run(compose(["trainer.epochs=1", "data.limit=96", "model=mlp", "optimizer.learning_rate=1e6",
+                 "tracking.log_model=false", "tracking.log_plots=false", f"tracking.uri={store}"]))
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FINISHED"
+    assert "final validation metrics are at chance level" in logged.data.tags["xentlab.warning"]
+    assert "val_auc=0.500 (chance 0.500)" in logged.data.tags["xentlab.warning"]
+    assert "warning: the final validation metrics are at chance level" in capsys.readouterr().err

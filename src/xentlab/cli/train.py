@@ -94,12 +94,13 @@ class JobContext:
 def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
+    from xentlab.config.schema import job_config
     from xentlab.runtime.strategy import is_chief
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
     job = job or JobContext.outside_hydra()
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config = job_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if config["trainer"]["dry_run"]:
         return dry_run(config, job.launch_dir)
     if config["strategy"]["name"] == "multi_worker" and not is_chief():  # other workers never log
@@ -122,7 +123,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
-    from xentlab.cli.console import headline
+    from xentlab.cli.console import headline, warn_at_chance
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
     from xentlab.tracking.naming import job_run_name
@@ -141,6 +142,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
         tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
+        warn_at_chance(history, prepared.bundle.num_classes, outbox, list(prepared.plan.warnings))
         log_outputs(prepared, config, history, outbox)
     resume.finish_job(plan)
     tracking.print_summary(store, outbox, headline(results), job.run_ref)
@@ -190,10 +192,12 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
 
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
+    from xentlab.config.schema import job_config
     from xentlab.data import load_data
     from xentlab.data.long_tail import record_shot_groups
     from xentlab.runtime.strategy import build_strategy, set_precision
 
+    config = job_config(config)
     check_config(config)  # the values alone, before any device, file or download is touched
     trainer = config["trainer"]
     hardware = build_strategy(**config["strategy"])  # first: may configure devices
