@@ -25,7 +25,7 @@ help: ## list the targets
 
 install: $(STAMP) ## create .venv and install xentlab with its dev tools (idempotent); GPU=1 adds CUDA wheels
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py   # setup.py maps conf/ into the package (xentlab.conf)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
