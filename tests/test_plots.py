@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from xentlab.core.figures import reliability_table, write_evaluation
 from xentlab.core.targets import LabelContract
-from xentlab.report.charts import reliability_table, write_evaluation
 
 KEYS = {"num_bins", "edges", "count", "accuracy", "confidence", "ece"}
 
