@@ -4,6 +4,10 @@ report, as files: what the run logs after training."""
 from __future__ import annotations
 
 import json
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +21,57 @@ from xentlab.core.targets import LabelContract, labelled_rows  # noqa: E402
 
 MAX_CLASSES_PLOTTED = 12  # beyond this (the 256-byte vocabulary) show the most frequent classes only
 CHART_FONT = 9  # points: tick labels and legends stay readable at the MLflow artifact viewer's width
+GLYPH_WARNING = r"Glyph \d+ .* missing from font"  # matplotlib's warning, once per character drawn without a glyph
+_charmaps: dict[str, frozenset[int]] = {}  # font file -> the characters it draws, read once per process
+
+
+def _charmap(path: str) -> frozenset[int]:
+    if path not in _charmaps:
+        from matplotlib.ft2font import FT2Font
+
+        try:
+            _charmaps[path] = frozenset(FT2Font(path).get_charmap())
+        except (OSError, RuntimeError):  # a font file matplotlib cannot read draws nothing
+            _charmaps[path] = frozenset()
+    return _charmaps[path]
+
+
+def fonts_for(texts: Iterable[str]) -> tuple[list[str], str]:
+    """The font families that draw `texts`: [] when the default font has every glyph, else the default followed by
+    the installed font with most of the glyphs it lacks (matplotlib falls back along the list); and the characters
+    that no installed font draws ("" when there are none)."""
+    from matplotlib import font_manager
+
+    default = font_manager.findfont(font_manager.FontProperties())
+    needed = {ord(c) for text in texts for c in text if not c.isspace()} - _charmap(default)
+    if not needed:
+        return [], ""
+    best, covered = None, set()
+    for entry in font_manager.fontManager.ttflist:
+        if entry.name.startswith("Last Resort"):  # draws every character as the same box
+            continue
+        cover = needed & _charmap(entry.fname)
+        if len(cover) > len(covered):
+            best, covered = entry, cover
+            if cover == needed:
+                break
+    missing = "".join(sorted(chr(c) for c in needed - covered))
+    return ([font_manager.FontProperties(fname=default).get_name(), best.name] if best else []), missing
+
+
+@contextmanager
+def fonts_drawing(texts: Iterable[str]) -> Iterator[None]:
+    """Figures drawn inside use a font that has the glyphs of `texts` (class names in any script) when one is
+    installed. Characters that no installed font draws show as boxes, said once on stderr instead of a matplotlib
+    warning per character and figure."""
+    families, missing = fonts_for(texts)
+    with plt.rc_context({"font.family": families} if families else {}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=GLYPH_WARNING)
+        yield
+    if missing:
+        print(f"note: no installed font draws {missing[:20]!r} (in the class names): the figures show boxes for "
+              f"them; install a font that has them (for Chinese, Japanese or Korean: Noto Sans CJK, Debian's "
+              f"fonts-noto-cjk)", file=sys.stderr, flush=True)
 
 
 def _shown_classes(y: np.ndarray, k: int) -> np.ndarray:
@@ -179,6 +234,13 @@ def write_evaluation(
     `reliability_table`) covers every labelled position; with heads it also holds "heads", one table per head.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    with fonts_drawing(class_names):
+        return _write_evaluation(folder, y=y, outputs=outputs, labels=labels, class_names=class_names,
+                                 history=history)
+
+
+def _write_evaluation(folder: Path, *, y: np.ndarray, outputs: np.ndarray, labels: LabelContract,
+                      class_names: list[str], history: dict[str, list[float]]) -> list[Path]:
     plot_learning_curves(history, folder / "learning_curves.png")
     written = [folder / "learning_curves.png"]
     probs = to_probabilities(outputs, labels.from_logits)
