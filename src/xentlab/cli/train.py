@@ -77,10 +77,12 @@ class JobContext:
 
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
+        launch_dir = Path(hydra.utils.get_original_cwd())
+        # A relative sweep folder is the launch folder's: a Ray job runs in its raylet's folder, not the launcher's.
+        sweep_dir = launch_dir / hc.sweep.dir
         return cls(
-            launch_dir=Path(hydra.utils.get_original_cwd()), job_dir=Path(hc.runtime.output_dir),
-            overrides=list(hc.overrides.task), multirun=multirun,
-            sweep=sweep_job(hc.sweep.dir, list(hc.overrides.task), hc.job.num) if multirun else None,
+            launch_dir=launch_dir, job_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task),
+            multirun=multirun, sweep=sweep_job(sweep_dir, list(hc.overrides.task), hc.job.num) if multirun else None,
         )
 
     @classmethod
@@ -92,12 +94,13 @@ class JobContext:
 def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
+    from xentlab.config.schema import job_config
     from xentlab.runtime.strategy import is_chief
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
     job = job or JobContext.outside_hydra()
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config = job_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if config["trainer"]["dry_run"]:
         return dry_run(config, job.launch_dir)
     if config["strategy"]["name"] == "multi_worker" and not is_chief():  # other workers never log
@@ -189,10 +192,12 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
 
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
+    from xentlab.config.schema import job_config
     from xentlab.data import load_data
     from xentlab.data.long_tail import record_shot_groups
     from xentlab.runtime.strategy import build_strategy, set_precision
 
+    config = job_config(config)
     check_config(config)  # the values alone, before any device, file or download is touched
     trainer = config["trainer"]
     hardware = build_strategy(**config["strategy"])  # first: may configure devices
