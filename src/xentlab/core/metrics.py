@@ -380,6 +380,37 @@ class SparseConfusion(_PositionMetric):
         return {**super().get_config(), "num_classes": self.num_classes, "statistic": self.statistic}
 
 
+@keras.saving.register_keras_serializable(package="xentlab")
+class SparseConfusionStatistics(SparseConfusion):
+    """Several statistics of one streaming confusion matrix, updated once per batch: one K x K scatter-add and one
+    state for all of them, where a metric each would repeat both. `result()` is a dict, {`<statistic><suffix>`:
+    value}, which Keras logs under each key (`balanced_accuracy`, `macro_f1_head0`, ...).
+
+    Args:
+        num_classes: K, the width of the output (2 for one sigmoid unit).
+        statistics: Some of `CONFUSION_STATISTICS` (see `SparseConfusion` for each).
+        suffix: Appended to every statistic's name (`_head<h>` for one head of a multi-head model).
+        **kwargs: encoding, from_logits, ignore_class, head, name (default "confusion").
+    """
+
+    def __init__(self, num_classes, *, statistics, suffix="", name="confusion", statistic=None, **kwargs):
+        statistics = tuple(statistics)
+        unknown = [s for s in statistics if s not in CONFUSION_STATISTICS]
+        if not statistics or unknown:
+            raise ConfigError(f"statistics must be some of {CONFUSION_STATISTICS}; received {list(statistics)}.")
+        super().__init__(num_classes, statistic=statistics[0], name=name, **kwargs)
+        self.statistics, self.suffix = statistics, suffix
+
+    def result(self):
+        matrix = tf.convert_to_tensor(self.matrix)
+        return {f"{s}{self.suffix}": _confusion_statistic(matrix, s) for s in self.statistics}
+
+    def get_config(self):
+        config = {**super().get_config(), "statistics": list(self.statistics), "suffix": self.suffix}
+        config.pop("statistic")
+        return config
+
+
 def _confusion_statistic(matrix, statistic: str):
     """`SparseConfusion`'s statistic of a K x K matrix (rows labels, columns predictions).
 
