@@ -276,17 +276,24 @@ class SparseECE(_PositionMetric):
     def __init__(self, *, num_bins=CALIBRATION_BINS, name="ece", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_bins = int(num_bins)
-        shape = (self.num_bins,)
+        shape = (self._cells(),)
         self.count = self.add_variable(shape=shape, initializer="zeros", name="count", aggregation="sum")
         self.correct = self.add_variable(shape=shape, initializer="zeros", name="correct", aggregation="sum")
         self.confidence = self.add_variable(shape=shape, initializer="zeros", name="confidence", aggregation="sum")
+
+    def _cells(self) -> int:
+        """How many bins the state holds (the adaptive ECE keeps a finer histogram)."""
+        return self.num_bins
+
+    def _bins(self, confidence):
+        return confidence_bins_tf(confidence, self.num_bins)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels, w, probs = self._positions(y_true, y_pred, sample_weight)
         confidence = tf.where(w > 0, tf.reduce_max(probs, axis=-1), 0.0)  # masked rows may hold NaN
         hit = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels), tf.float32)
         rows = tf.stack([w, w * hit, w * confidence], axis=-1)  # (M, 3): one scatter-add for the three sums
-        per_bin = tf.math.unsorted_segment_sum(rows, confidence_bins_tf(confidence, self.num_bins), self.num_bins)
+        per_bin = tf.math.unsorted_segment_sum(rows, self._bins(confidence), self._cells())
         count, correct, confidence_sum = tf.unstack(per_bin, axis=-1)
         self.count.assign_add(count)
         self.correct.assign_add(correct)
