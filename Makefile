@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	@# hydra-optuna-sweeper (earlier dev extra) pins Optuna 2.10; xentlab's own sweeper drives Optuna 4 now
+	@$(BIN)/pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true
 	mkdir -p outputs
 	touch $(STAMP)
 

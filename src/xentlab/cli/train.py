@@ -11,9 +11,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from xentlab.cli.configs import CONFIG_MODULE
 from xentlab.config.schema import register_configs
-
-CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def main() -> None:
@@ -28,7 +27,7 @@ def main() -> None:
         _hydra_entry()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")  # + --config-dir
 def _hydra_entry(cfg: DictConfig) -> float | None:
     from xentlab.cli.console import reported_errors
 
@@ -93,12 +92,13 @@ class JobContext:
 def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
+    from xentlab.config.schema import job_config
     from xentlab.runtime.strategy import is_chief
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
     job = job or JobContext.outside_hydra()
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config = job_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if config["trainer"]["dry_run"]:
         return dry_run(config, job.launch_dir)
     if config["strategy"]["name"] == "multi_worker" and not is_chief():  # other workers never log
@@ -109,7 +109,8 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     if job.sweep is None:
         return train(config, job, store, params, resume.plan_job(store, params, config["trainer"], job.launch_dir))
     key = resume.job_key(params, store_uri=store.uri, experiment=store.experiment)
-    with sweeps.job_lock(job.launch_dir, key, job.sweep["name"]):  # one process per job, however many commands
+    checkpoints = resume.checkpoint_root(job.launch_dir, config["trainer"])
+    with sweeps.job_lock(checkpoints, key, job.sweep["name"]):  # one process per job, however many commands
         plan = sweeps.plan_sweep_job(store, job.sweep, params, config["trainer"], job.launch_dir)
         if isinstance(plan, sweeps.Reused):
             job.outcome = "reused"
@@ -120,7 +121,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
-    from xentlab.cli.console import headline
+    from xentlab.cli.console import headline, warn_at_chance
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
     from xentlab.tracking.naming import job_run_name
@@ -139,6 +140,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
         tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
+        warn_at_chance(history, prepared.bundle.num_classes, outbox, list(prepared.plan.warnings))
         log_outputs(prepared, config, history, outbox)
     resume.finish_job(plan)
     tracking.print_summary(store, outbox, headline(results), job.run_ref)
@@ -188,10 +190,12 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
 
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
+    from xentlab.config.schema import job_config
     from xentlab.data import load_data
     from xentlab.data.long_tail import record_shot_groups
     from xentlab.runtime.strategy import build_strategy, set_precision
 
+    config = job_config(config)
     check_config(config)  # the values alone, before any device, file or download is touched
     trainer = config["trainer"]
     hardware = build_strategy(**config["strategy"])  # first: may configure devices
@@ -200,6 +204,10 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
+    if hardware.kind == "multi_worker":  # every worker runs the same job, or none trains
+        from xentlab.runtime.multi_worker import check_same_job
+
+        check_same_job(hardware.strategy, config, bundle.splits())
     plan = preflight(config, bundle, hardware)
     record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)

@@ -375,3 +375,23 @@ def plot_charts(report, seeded: dict, histories: dict, reliability: dict[str, di
     if plot_pooled_reliability(report, seeded, reliability, out / "reliability.png"):
         files.append(out / "reliability.png")
     return files
+
+
+def plot_tuning_curves(curves: dict[str, list[float | None]], metric: str, path: Path, trials: int) -> Path:
+    """Best `metric` so far against trials, one line per variant: a curve still falling at the last trial says the
+    budget was not enough to tune that variant."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, curve in curves.items():
+        points = [(i + 1, v) for i, v in enumerate(curve) if v is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=short_label(name))
+    ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel(f"best {metric} so far")
+    ax.set_title(f"tuning curves: {trials} trials per variant", fontsize=CHART_FONT + 1)
+    ax.tick_params(labelsize=CHART_FONT)
+    ax.legend(fontsize=CHART_FONT)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -40,6 +40,10 @@ SWEEP_KEY_TAG = "xentlab.sweep_key"  # on a sweep parent: its identity (tracking
 SWEEP_JOB_TAG = "xentlab.sweep_job"  # on a sweep's child: its job's varying overrides (the same in every attempt)
 SUPERSEDED_TAG = "xentlab.superseded_by"  # on a sweep's child that a later run of its job replaced: that run's id
 FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of its jobs did not finish
+STAGE_TAG = "xentlab.stage"  # on a tuned sweep's child: "tuning" (a trial) or "evaluation" (a tuned variant's seed)
+TRIAL_TAG = "xentlab.trial"  # on a tuning child: its trial number within its variant's study
+TUNING_TAG = "xentlab.tuning"  # on a tuned sweep's parent: budget, search spaces, chosen values, curves (JSON)
+SEQUENTIAL_TAG = "xentlab.sequential"  # on a sequential sweep's parent: its design (JSON; report.sequential)
 # On a run that logged evaluation/reliability.json: the same bins in compact JSON ({"num_bins", "count", "accuracy",
 # "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
 RELIABILITY_TAG = "xentlab.reliability"
