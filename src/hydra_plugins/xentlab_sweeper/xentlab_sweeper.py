@@ -35,4 +35,8 @@ class XentlabSweeper(BasicSweeper):
             from xentlab.cli.until_decided import run_until_decided
 
             return run_until_decided(self, arguments)
+        if settings is not None:
+            from xentlab.cli.sweep_grid import forget_designs
+
+            forget_designs(self)
         return super().sweep(arguments)

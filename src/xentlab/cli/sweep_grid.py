@@ -124,3 +124,20 @@ def refuse(parent: Parent, err: ExpectedError) -> None:
 
 def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def forget_designs(sweeper) -> None:
+    """A plain grid continuing a parent that a tuned or sequential sweep of the same key made: its report is the
+    plain one again (the design tags go)."""
+    from xentlab.tracking.store import SEQUENTIAL_TAG, TUNING_TAG
+
+    info = read_sweep_file(sweeper.config.hydra.sweep.dir) or {}
+    if not info.get("parent_run_id"):
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(info["tracking_uri"])
+    tags = client.get_run(info["parent_run_id"]).data.tags
+    for tag in (SEQUENTIAL_TAG, TUNING_TAG):
+        if tag in tags:
+            client.delete_tag(info["parent_run_id"], tag)

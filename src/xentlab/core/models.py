@@ -2,7 +2,8 @@
 
 The head is linear when the loss takes logits and softmax (or sigmoid for one binary unit) otherwise, and it
 is always float32 so mixed-precision runs compute the loss on float32 outputs. The run decides both once, in its
-pre-flight plan (xentlab.config.preflight); the builders take the decision as given.
+pre-flight plan (xentlab.config.preflight); the builders take the decision as given. The seed models end in it
+themselves; backbones (model=resnet, model=keras_app, a user's model=custom) get it from `with_head`.
 """
 
 from __future__ import annotations

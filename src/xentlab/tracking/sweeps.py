@@ -48,9 +48,10 @@ from xentlab.tracking.store import (
 
 SEED_KEY = "trainer.seed"
 # Overrides represented otherwise in the key (the resolved store) or that change no result; a sequential or tuned
-# sweep continued with more seeds or trials is the same sweep.
-NOT_IN_KEY = {*NOT_IDENTITY, "tracking.uri", "tracking.experiment", "sweep.until_decided", "sweep.seed_batch",
-              "sweep.max_seeds", "sweep.tuning.trials"}
+# sweep continued with more seeds or trials is the same sweep (sweep.until_decided itself is in the key: a plain
+# sweep's report is never a sequential one's).
+NOT_IN_KEY = {*NOT_IDENTITY, "tracking.uri", "tracking.experiment", "sweep.seed_batch", "sweep.max_seeds",
+              "sweep.tuning.trials"}
 # In each job's folder, per invocation of the sweep command: what the job came to (trained, reused, failed). Two
 # commands started in the same second share Hydra's sweep folder; each reads back only its own jobs' files.
 OUTCOME_FILE = ".xentlab-job-{attempt}.json"
