@@ -66,20 +66,20 @@ ALLOWED = {
     "xentlab.masking": set(),
     "xentlab.hooks": {"xentlab.errors"},
     "xentlab.metric_table": {"xentlab.errors"},
-    "xentlab.config.choices": {"xentlab.errors"},
-    "xentlab.data": {"xentlab.errors", "xentlab.config.choices", "xentlab.hooks"},
-    "xentlab.core": {"xentlab.errors", "xentlab.metric_table", "xentlab.config.choices", "xentlab.data",
-                     "xentlab.hooks"},
-    "xentlab.runtime": {"xentlab.errors", "xentlab.metric_table", "xentlab.config.choices", "xentlab.core",
-                        "xentlab.data"},
-    "xentlab.config": {"xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.core", "xentlab.data",
-                       "xentlab.runtime"},
+    "xentlab.choices": {"xentlab.errors"},
+    "xentlab.data": {"xentlab.errors", "xentlab.choices", "xentlab.hooks"},
+    "xentlab.core": {"xentlab.errors", "xentlab.metric_table", "xentlab.choices", "xentlab.data", "xentlab.hooks"},
+    "xentlab.runtime": {"xentlab.errors", "xentlab.metric_table", "xentlab.choices", "xentlab.core", "xentlab.data"},
+    "xentlab.config": {
+        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.choices", "xentlab.core",
+        "xentlab.data", "xentlab.runtime",
+    },
     "xentlab.tracking": {
-        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.config",
+        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.choices", "xentlab.config",
         "xentlab.core", "xentlab.data", "xentlab.runtime",
     },
     "xentlab.report": {
-        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.config.choices",
+        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.choices",
         "xentlab.core", "xentlab.tracking.store",
     },
     "xentlab.cli": {"xentlab"},
@@ -111,4 +111,4 @@ def test_the_layer_test_sees_a_violation():
     # The rule itself: core importing tracking is refused, cli importing anything is allowed.
     assert layer_of("xentlab.core.losses") == "xentlab.core"
     assert not any("xentlab.tracking.store".startswith(a) for a in ALLOWED["xentlab.core"])
-    assert layer_of("xentlab.config.choices") == "xentlab.config.choices"
+    assert layer_of("xentlab.choices") == "xentlab.choices"
