@@ -362,7 +362,7 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
     if config["tracking"]["log_plots"]:
         import tempfile
 
-        from xentlab.report.charts import write_evaluation
+        from xentlab.core.figures import write_evaluation
 
         bundle = prepared.bundle
         with tempfile.TemporaryDirectory() as tmp:

@@ -403,7 +403,7 @@ def log_evaluation(outbox, folder: Path, num_classes: int) -> None:
 
 
 def log_reliability_tag(outbox, path: Path) -> None:
-    """The reliability bins of `path` (report.charts.reliability_table) as the run tag xentlab.reliability, rounded
+    """The reliability bins of `path` (core.figures.reliability_table) as the run tag xentlab.reliability, rounded
     to 6 digits: a sweep's report reads every run's bins from one search instead of a download per run."""
     from xentlab.tracking.store import RELIABILITY_TAG
 
