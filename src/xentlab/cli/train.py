@@ -179,10 +179,18 @@ class Prepared:
     def evaluation(self):
         """What evaluating the trained model reads (xentlab.core.evaluation)."""
         from xentlab.core.evaluation import Evaluation
-        from xentlab.core.models import capabilities
+        from xentlab.metric_table import LANGUAGE_MODEL
 
         return Evaluation(self.model, self.bundle, self.labels, self.loop,
-                          generates_text=capabilities(self.model_name).generates_text)
+                          generates_text=self.task == LANGUAGE_MODEL)  # bits per character too
+
+    @property
+    def task(self) -> str:
+        """The metric table's task: a language model (a sequence model over a vocabulary) or a classifier."""
+        from xentlab.config.preflight import data_shapes
+        from xentlab.core.metric_set import metric_task
+
+        return metric_task(self.model_name, data_shapes(self.bundle))
 
     def facts(self) -> dict[str, Any]:
         """What the run logs about its inputs before training (tracking.log_inputs)."""
@@ -247,9 +255,10 @@ def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0)
 
 def build_compiled_model(plan, bundle, config: dict[str, Any]):
     """The plan's model with its head, compiled with the optimizer, loss and metrics (inside the strategy scope)."""
+    from xentlab.config.preflight import data_shapes
     from xentlab.core.losses import build_loss_from_config
     from xentlab.core.metric_set import build_run_metrics, metric_task
-    from xentlab.core.models import build_model, capabilities
+    from xentlab.core.models import build_model
     from xentlab.core.optimizers import build_optimizer
 
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
@@ -261,7 +270,7 @@ def build_compiled_model(plan, bundle, config: dict[str, Any]):
         loss=build_loss_from_config({**config["loss"], "name": plan.loss_kind}, plan.labels,
                                     class_counts=plan.class_counts.tolist()),
         metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups"),
-                                  task=metric_task(capabilities(plan.model).generates_text),
+                                  task=metric_task(plan.model, data_shapes(bundle)),
                                   extra=config["metrics"]["extra"]),
         jit_compile=plan.hardware.jit_compile,
         steps_per_execution=plan.hardware.steps_per_execution,
@@ -285,9 +294,8 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.choices import Verbosity
-    from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
-    from xentlab.metric_table import objective
+    from xentlab.metric_table import LANGUAGE_MODEL, objective
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
 
@@ -295,7 +303,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     callbacks = [StopOnNonFiniteLoss(from_logits=prepared.from_logits)]
     if outbox is not None:
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
-                                     language_model=capabilities(prepared.model_name).generates_text))
+                                     language_model=prepared.task == LANGUAGE_MODEL))
     initial_epoch = 0
     prepared.loop.prepare(prepared.model, prepared.train_ds)
     if plan is not None:
