@@ -22,9 +22,11 @@ from benchmarks import (
     lstm_mfu,
     metrics_cost,
     overhead,
+    resnet_overhead,
     sparse_vs_onehot,
     startup,
     steps_per_execution,
+    team_server,
     time_to_verdict,
 )
 
@@ -33,7 +35,7 @@ BENCHMARKS = {
     "overhead": overhead, "sparse_vs_onehot": sparse_vs_onehot, "steps_per_execution": steps_per_execution,
     "metrics_cost": metrics_cost, "long_tail_metrics_cost": long_tail_metrics_cost, "lstm_mfu": lstm_mfu,
     "startup": startup, "image_folder": image_folder, "compare_scale": compare_scale,
-    "time_to_verdict": time_to_verdict,
+    "resnet_overhead": resnet_overhead, "team_server": team_server, "time_to_verdict": time_to_verdict,
 }
 synthetic_sweep = compare_scale.synthetic_sweep  # the report's tests build their sweeps with it
 

@@ -13,14 +13,15 @@ from benchmarks.bench import BENCHMARKS, main
 # Three groups of about equal cost, so the test workers share them; lstm_mfu reads the overhead's char LSTM.
 GROUPS = {"training": ("overhead", "lstm_mfu"),
           "steps and metrics": ("steps_per_execution", "metrics_cost", "long_tail_metrics_cost"),
-          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale"),
-          "time to verdict": ("time_to_verdict",)}  # two sweeps in fresh processes: slow
-SLOW_GROUPS = {"time to verdict"}
+          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale", "team_server"),
+          "backbones": ("resnet_overhead",),
+          "time to verdict": ("time_to_verdict",)}
 SECTIONS = {"overhead": "## Overhead", "lstm_mfu": "## Char LSTM throughput", "steps_per_execution": "## steps_per",
             "metrics_cost": "## Metric cost: seed CNN", "long_tail_metrics_cost": "## Metric cost of the long-tail",
             "startup": "## Command to first training step",
             "sparse_vs_onehot": "## Sparse vs one-hot", "image_folder": "## data=image_folder",
-            "compare_scale": "## xentlab-compare on 10 child runs", "time_to_verdict": "## Time to verdict"}
+            "compare_scale": "## xentlab-compare on 10 child runs", "resnet_overhead": "## ResNet-8: xentlab",
+            "team_server": "## Team server: one epoch's log call", "time_to_verdict": "## Time to verdict"}
 
 
 def test_the_groups_run_every_benchmark():
@@ -57,10 +58,16 @@ def _check(name: str, results: dict) -> None:
     elif name == "compare_scale":  # both sweep shapes from SQLite, one through a server (the smoke size starts one)
         assert results["child_runs"] == 10 and set(results["cases"]) == {"many_variants", "many_seeds"}
         assert all(c["sqlite_s"] > 0 for c in results["cases"].values()) and results["server_s"] > 0
+    elif name == "team_server":  # the smoke size logs to a local file only (no PostgreSQL in the fast suite)
+        assert results["logging"]["sqlite_file"]["calls"] == results["epochs_logged"] == 5
+        assert results["logging"]["sqlite_file"]["median_ms"] > 0
     elif name == "sparse_vs_onehot":
         assert {r["mode"] for r in results.values()} == {"sparse", "one_hot_tfdata", "one_hot_numpy"}
     elif name == "steps_per_execution":
         assert any(k.startswith("xentlab/") for k in results) and "tf.data/cache+prefetch" in results
+    elif name == "resnet_overhead":  # both sides measured in this run, the step times their inverse
+        assert results["xentlab_samples_per_s"] and results["plain_keras_samples_per_s"]
+        assert results["ratio"] == pytest.approx(results["plain_keras_step_ms"] / results["xentlab_step_ms"])
     elif name == "lstm_mfu":
         assert 0 < results["mfu"] and results["chars_per_s"] > 0
     elif name == "time_to_verdict":  # every row has its baseline from the same run, and the load it ran under
@@ -72,8 +79,11 @@ def _check(name: str, results: dict) -> None:
         assert len(sweep["preset"]["verdicts"]) == 2 and sweep["same_verdicts"], sweep
 
 
-@pytest.mark.parametrize("group", [pytest.param(g, marks=pytest.mark.slow) if g in SLOW_GROUPS else g
-                                   for g in GROUPS])
+# A ResNet traced twice (xentlab and plain Keras): about 18 s of CPU even at depth 8; two sweeps in fresh processes.
+SLOW_GROUPS = {"backbones", "time to verdict"}
+
+
+@pytest.mark.parametrize("group", [pytest.param(g, marks=pytest.mark.slow) if g in SLOW_GROUPS else g for g in GROUPS])
 def test_every_benchmark_runs_at_tiny_sizes(group, tmp_path):
     names = GROUPS[group]
     main(["--smoke", "--only", *names, "--out", str(tmp_path)])

@@ -124,6 +124,9 @@ MATRIX = {
 # Hardware this machine lacks (test_strategy checks their errors and that strategy=auto trains as the preset it
 # picks), and multi_cpu and multi_worker, which need processes of their own (test_strategy trains both).
 NOT_IN_PROCESS = {("strategy", s) for s in ("gpu", "multi_gpu", "tpu", "multi_worker", "multi_cpu")}
+# Trained by tests/test_own_model.py: custom needs a user's module (fast there), resnet and keras_app take seconds of
+# CPU to trace (slow there).
+NOT_IN_PROCESS |= {("model", m) for m in ("custom", "resnet", "keras_app")}
 GROUPS = ("data", "model", "loss", "labels", "weighting", "strategy", "optimizer", "trainer", "tracking",
           "calibration", "setup")
 

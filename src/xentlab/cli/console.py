@@ -4,16 +4,19 @@ readable block (no traceback), and one summary line per finished run."""
 from __future__ import annotations
 
 import atexit
+import functools
+import math
 import os
 import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from xentlab.errors import ExpectedError
+from xentlab.metric_table import summary_metrics
 
 # Lines TensorFlow's C++ side writes to stderr at start-up on every machine, GPU or not. They are not about the
 # user's run: absl's pre-initialisation notice, oneDNN and CUDA-stub notes (I-lines), `cuInit` failing on
@@ -88,8 +91,7 @@ def quiet_native_logs() -> None:
 
 # The end-of-run line shows what a reader scans, in this order, at most HEADLINE_SIZE of them; every metric is in
 # MLflow (the line ends with the run's link).
-HEADLINE = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_nll", "test_bpc", "test_ece",
-            "test_perplexity")
+HEADLINE = summary_metrics()  # the metric table's order
 HEADLINE_SIZE = 5
 
 
@@ -99,13 +101,48 @@ def headline(results: dict[str, float]) -> dict[str, float]:
     return {name: results[name] for name in shown}
 
 
+CHANCE_MARGIN = 0.02  # "at chance": every validation signal within this of what guessing scores
+
+
+def chance_warning(history: dict[str, list[float]], num_classes: int) -> str | None:
+    """A sentence when the last epoch's validation metrics are at chance level, else None.
+
+    At chance: `val_auc` <= 0.5 + CHANCE_MARGIN and `val_balanced_accuracy` <= 1/K + CHANCE_MARGIN, each where
+    logged (both for a classifier; a model without either is not judged). A constant prediction scores exactly
+    0.5 and 1/K: what a diverged optimizer that did not reach NaN leaves (learning_rate=1e6 ends so, FINISHED).
+    """
+    last = {name: values[-1] for name, values in history.items() if values}
+    chance = {"val_auc": 0.5, "val_balanced_accuracy": 1.0 / num_classes}
+    judged = {name: (float(last[name]), level) for name, level in chance.items() if name in last}
+    if not judged or any(not math.isfinite(v) or v > level + CHANCE_MARGIN for v, level in judged.values()):
+        return None
+    values = ", ".join(f"{name}={v:.3f} (chance {level:.3f})" for name, (v, level) in judged.items())
+    return (f"the final validation metrics are at chance level ({values}): the model predicts no better than a "
+            f"guess. A learning rate far too high (or too low) usually does this: try another "
+            f"optimizer.learning_rate, more trainer.epochs, or check that the labels match the features")
+
+
+def warn_at_chance(history: dict[str, list[float]], num_classes: int, outbox, warnings: list[str]) -> None:
+    """`chance_warning` on stderr and in the run tag xentlab.warning (after the run's earlier `warnings`)."""
+    from xentlab.tracking.store import WARNING_TAG
+
+    warning = chance_warning(history, num_classes)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        outbox.set_tag(WARNING_TAG, "\n".join([*warnings, warning]))
+
+
 def is_expected(err: BaseException) -> bool:
     """Errors about the user's input: exactly the subclasses of `xentlab.errors.ExpectedError`. Anything else is a
     bug, wherever it was raised, and keeps its traceback."""
     return isinstance(err, ExpectedError)
 
 
-def error_block(err: BaseException, *, run: str | None = None) -> str:
+TRAIN_HINT = "(HYDRA_FULL_ERROR=1 or trainer.debug=true shows the traceback)"
+COMMAND_HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"  # the same switch for every command
+
+
+def error_block(err: BaseException, *, run: str | None = None, hint: str = TRAIN_HINT) -> str:
     """The block printed for an expected error: what went wrong (the message names the key, what was expected
     and the fix), which run was marked FAILED, and how to see the traceback."""
     from xentlab.tracking.store import mask_text
@@ -113,8 +150,21 @@ def error_block(err: BaseException, *, run: str | None = None) -> str:
     lines = ["", f"xentlab: {type(err).__name__}", *[f"  {ln}" for ln in mask_text(str(err)).splitlines()]]
     if run:
         lines.append(f"  The MLflow run {run} is marked FAILED with this message.")
-    lines.append("  (HYDRA_FULL_ERROR=1 or trainer.debug=true shows the traceback)")
+    lines.append(f"  {hint}")
     return "\n".join(lines) + "\n"
+
+
+def command(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int | None]:
+    """A console command's `main(argv)` with xentlab-train's error handling: an expected error
+    (xentlab.errors.ExpectedError) prints the same block and exits 2, any other error prints its traceback with
+    credentials masked and exits 1. What `main` returns is the exit status."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int | None:
+        with reported_errors(debug=False, multirun=False, run_ref=[], hint=COMMAND_HINT):
+            return main(argv)
+
+    return run
 
 
 @dataclass
@@ -175,8 +225,8 @@ def stopped_in_one_line(argv: list[str]) -> Iterator[None]:
 
 
 @contextmanager
-def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str],
-                    checkpoint: list | None = None) -> Iterator[Failure]:
+def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str], checkpoint: list | None = None,
+                    hint: str = TRAIN_HINT) -> Iterator[Failure]:
     """Turns an expected error of a single run into the error block and exit status 2; any other error into its
     traceback (credentials masked) and exit status 1.
 
@@ -204,7 +254,7 @@ def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str],
             sys.stderr.flush()
             code = 1
         else:
-            sys.stderr.write(error_block(err, run=run))
+            sys.stderr.write(error_block(err, run=run, hint=hint))
             sys.stderr.flush()
             code = 2
         if multirun:

@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from xentlab.cli.console import command
+from xentlab.errors import ExpectedError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 INSTALL_STEP = "make install GPU=1  (pip install -e '.[gpu]': TensorFlow's CUDA wheels, tensorflow[and-cuda])"
@@ -34,7 +37,7 @@ TEXT_BYTES = 40_000  # about 390 windows of 100 bytes: 3 steps of 128 per epoch 
 METRICS = ("test_accuracy", "test_nll")
 
 
-class NoGpuError(RuntimeError):
+class NoGpuError(ExpectedError, RuntimeError):
     """TensorFlow sees no GPU."""
 
 
@@ -81,11 +84,19 @@ def list_devices() -> list[str]:
     raise NoGpuError(f"no GPU visible to TensorFlow (devices found: {found}): {reason}")
 
 
+def generated_verse(n_bytes: int) -> str:
+    """`n_bytes` of random words, the same every time: text to train the char LSTM on without a download."""
+    import numpy as np
+
+    words = np.array("to be or not the king queen love death night day sweet".split())
+    return " ".join(np.random.default_rng(0).choice(words, size=n_bytes // 4))[:n_bytes]
+
+
 def train(overrides: list[str], strategy: str, folder: Path) -> dict[str, float]:
     """One run through xentlab.cli.train.run; its steady samples/s, wall time and test metrics from the MLflow store."""
-    from benchmarks.common import compose
     from mlflow.tracking import MlflowClient
 
+    from xentlab.cli.configs import compose
     from xentlab.cli.train import run
 
     store = f"sqlite:///{folder / f'smoke_{time.time_ns()}.db'}"
@@ -104,6 +115,7 @@ def train(overrides: list[str], strategy: str, folder: Path) -> dict[str, float]
             "precision": logged.data.params.get("hardware.precision", "?")}
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xentlab.cli.smoke_gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-only", action="store_true", help="skip the GPU check and half (checks the script)")
@@ -116,15 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         list_devices()
     except NoGpuError as err:
         if not args.cpu_only:
-            print(f"smoke-gpu: {err}", file=sys.stderr)
-            return 2
+            raise
         print(f"(--cpu-only) {err}")
-    from benchmarks.common import text_slice
-
     rows = []
     with tempfile.TemporaryDirectory(prefix="xentlab-smoke-") as tmp:
         folder = Path(tmp)
-        text = text_slice(TEXT_BYTES, folder)
+        text = folder / "verse.txt"
+        text.write_text(generated_verse(TEXT_BYTES))
         for workload, overrides in WORKLOADS.items():
             extra = [f"data.path={text}"] if "LSTM" in workload else []
             results = {}

@@ -34,6 +34,7 @@ from xentlab.tracking.store import BASELINE_TAG, ERROR_TAG, ROLE_TAG, SWEEP_KEY_
 SWEEP_FILE = "sweep.json"
 SEED_KEY = naming.SEED_KEY
 SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(")
+STAGE_KEYS = ("sweep.stage", "sweep.trial")  # set by a tuned sweep on its jobs (xentlab.cli.tuned)
 
 
 def _key(override: str) -> str:
@@ -98,9 +99,14 @@ def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: 
     folds = [o.partition("=")[2] for o in task_overrides if _key(o) == naming.FOLD_KEY]
     name = (naming.run_name(variant["variant"], seeds[0], folds[0] if folds else None) if seeds
             else f"{variant['variant']} job{job_num}")
-    # The job within its sweep, the same in every attempt whatever the run is named: its varying overrides.
-    job = ",".join(sorted((o for o in task_overrides if _key(o) in info["varying"]), key=_key)) or f"job{job_num}"
-    return {**info, **variant, "name": name, "job": job}
+    # The job within its sweep, the same in every attempt whatever the run is named: its varying overrides (and a
+    # tuned sweep's stage and trial: the trials of a variant share its overrides and tuning seed).
+    stage = {_key(o): o.partition("=")[2] for o in task_overrides if _key(o) in STAGE_KEYS}
+    job = ",".join(sorted((o for o in task_overrides if _key(o) in [*info["varying"], *STAGE_KEYS]), key=_key))
+    if stage.get("sweep.trial") is not None:
+        name = f"{variant['variant'][:22]} t{stage['sweep.trial']}"
+    return {**info, **variant, "name": name, "job": job or f"job{job_num}", "stage": stage.get("sweep.stage"),
+            "trial": stage.get("sweep.trial")}
 
 
 def parent_source_tags() -> dict[str, str]:
@@ -317,6 +323,10 @@ class SweepRun(Callback):
         parent = client.get_run(self.parent_id)
         children = current_children(client, parent.info.experiment_id, self.parent_id)
         killed = [r for r in children if r.info.status == "KILLED"]
+        if ERROR_TAG in parent.data.tags and not self.interrupted and not killed:  # the sweep said why it stopped
+            client.set_terminated(self.parent_id, "FAILED")
+            self.parent_id = None
+            return
         if self.interrupted or killed:
             reason = self.interrupted or (f"the sweep was stopped: job {killed[0].info.run_name} ended KILLED "
                                           f"({killed[0].data.tags.get(ERROR_TAG, 'Ctrl-C or SIGTERM')})")

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from xentlab.config.choices import (
+from xentlab.choices import (
     CalibrationMethod,
     ColorMode,
     Encoding,
@@ -139,6 +139,29 @@ class MultiHeadConfig(ModelConfig):
     heads: HeadLayout = HeadLayout.shared  # shared: one Dense(H*K) reshaped to (H, K); separate: one Dense(K) per head
 
 
+@dataclass
+class ResNetConfig(ModelConfig):
+    depth: int = 20  # 6n+2 (He et al. 2016 §4.2): 20 (0.27 M parameters), 32 (0.46 M, long-tail papers'), 44, 56, 110
+    width: int = 16  # filters of the first stage; the second and third have 2x and 4x
+    weight_decay: float = 1e-4  # the paper's, as an L2 penalty of weight_decay / 2 on the conv kernels; 0: none
+
+
+@dataclass
+class KerasAppConfig(ModelConfig):
+    arch: str = "MobileNetV3Small"  # any keras.applications model: ResNet50, EfficientNetB0, ConvNeXtTiny, ...
+    weights: Optional[str] = None  # null: from scratch; a local weights file (no top); never downloaded at run time
+    freeze_backbone: bool = False  # true: only the head trains (the backbone's batch norm stays in inference mode)
+    image_size: Optional[list[int]] = None  # [height, width] inputs are resized to; null: theirs, at least 32 (75 for
+    # InceptionV3, 71 for Xception)
+
+
+@dataclass
+class CustomModelConfig(ModelConfig):
+    _target_: Optional[str] = None  # dotted path of your function (see xentlab.core.user_model); required
+    full_model: bool = False  # false: it returns a backbone, xentlab adds the head; true: its own head, checked
+    options: Any = None  # extra keyword arguments for it: model.options={units: 64} (Any: new keys allowed)
+
+
 # ---------------------------------------------------------------------------------------------------- loss
 @dataclass
 class LossConfig:
@@ -147,6 +170,9 @@ class LossConfig:
     label_smoothing: float = 0.0
     reduction: Reduction = Reduction.sum_over_batch_size
     _target_: Optional[str] = None  # a user's own loss: dotted path to any Keras-compatible callable
+    # What a tuned sweep (+sweep=tuned) searches for this loss: {key: "uniform(lo, hi)" | "loguniform(lo, hi)" |
+    # "int(lo, hi)" | "choice(a, b, ...)"}; each option's yaml declares its own. Never reaches the loss.
+    search: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -209,6 +235,7 @@ class OptimizerConfig:
     learning_rate: float = 0.001
     momentum: float = 0.0  # sgd and rmsprop
     clipnorm: Optional[float] = None
+    search: dict[str, str] = field(default_factory=dict)  # a tuned sweep's space for this optimizer (see LossConfig)
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
@@ -221,6 +248,7 @@ class TrainerConfig:
     dry_run: bool = False  # compose, validate config and data, build the model, print a summary; no training
     resume: Resume = Resume.auto  # auto: continue an interrupted run of the same job from its last epoch
     stale_after_s: float = 300.0  # a RUNNING run without heartbeat for this long (other host) is stale
+    checkpoint_dir: Optional[str] = None  # null: outputs/checkpoints in the launch folder (relative: from there)
     verbose: Verbosity = Verbosity.auto  # auto: a bar on a terminal, one line per epoch otherwise; silent, bar, line
     debug: bool = False  # show the full traceback of expected errors (bad config, data, hardware, store)
     shuffle_buffer: Optional[int] = None  # null = the whole training split
@@ -256,6 +284,28 @@ class CalibrationConfig:
     posthoc_tune: bool = False  # true: tau chosen on validation balanced accuracy over 0, 0.25, ..., 2 (logged)
 
 
+# ---------------------------------------------------------------------------------------------------- sweep
+@dataclass
+class TuningConfig:
+    trials: int = 0  # > 0: a tuned sweep, this many trials per variant (+sweep=tuned sets it)
+    sampler: str = "tpe"  # tpe or random: Optuna's TPESampler / RandomSampler, the same for every variant
+    seed: int = 0  # the sampler's seed, the same for every variant
+    seeds: list[int] = field(default_factory=lambda: [1000])  # trainer.seed of the trials; disjoint from evaluation
+
+
+@dataclass
+class SweepConfig:
+    """How a multirun chooses its jobs (read by the sweep, never by a job: not a param of any run)."""
+
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    until_decided: bool = False  # add seeds per open comparison under alpha spending (report.sequential)
+    seed_batch: int = 3  # seeds a look adds to each open comparison
+    max_seeds: int = 12  # a comparison stops here decided or not; its futility rule plans within it
+    alpha: float = 0.05  # family-wise, over the variants compared with the baseline
+    stage: Optional[str] = None  # set by a tuned sweep on its jobs: tuning or evaluation
+    trial: Optional[int] = None  # set by a tuned sweep on its trials
+
+
 # ---------------------------------------------------------------------------------------------------- metrics
 @dataclass
 class MetricsConfig:
@@ -277,7 +327,18 @@ class TrainConfig:
     trainer: Any = MISSING
     tracking: Any = MISSING
     calibration: Any = MISSING
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+def job_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config as a job uses it: without the sweep's own settings (`sweep`, every group's `search`), which
+    choose jobs but change no result, so they are neither params nor part of a job's identity."""
+    out = {k: v for k, v in config.items() if k != "sweep"}
+    for group, node in out.items():
+        if isinstance(node, dict) and "search" in node:
+            out[group] = {k: v for k, v in node.items() if k != "search"}
+    return out
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -290,6 +351,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "base_mlp": MlpConfig,
         "base_char_lstm": CharLstmConfig,
         "base_multi_head": MultiHeadConfig,
+        "base_resnet": ResNetConfig,
+        "base_keras_app": KerasAppConfig,
+        "base_custom": CustomModelConfig,
     },
     "loss": {
         "base_loss": LossConfig,
@@ -315,3 +379,16 @@ def register_configs() -> None:
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=group, name=name, node=node)
+    register_sweeper()
+
+
+def register_sweeper() -> None:
+    """xentlab's sweeper, the default `hydra/sweeper` (its config node and its class). Hydra finds plugins by scanning
+    the `hydra_plugins` folders on sys.path, which an editable install's import hook hides from it; registering the
+    class here works from a checkout and from a wheel alike."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # first: the scan runs Hydra's own plugin modules again, BasicSweeper among them
+    from hydra_plugins.xentlab_sweeper.xentlab_sweeper import XentlabSweeper  # stores hydra/sweeper/xentlab
+
+    plugins.register(XentlabSweeper)

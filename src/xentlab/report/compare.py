@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from xentlab.metric_table import CLASSIFICATION, LANGUAGE_MODEL, PRIMARY
 from xentlab.report.charts import curve_metric, plot_charts
 from xentlab.report.columns import (
     COLUMN_NAMES,
@@ -43,6 +44,13 @@ from xentlab.report.query import (
 )
 from xentlab.report.render import to_markdown, write_csvs
 from xentlab.report.statistics import compare_runs, direction, holm, verdict
+from xentlab.report.sweep_designs import (
+    compared_runs,
+    sequential_design,
+    sequential_view,
+    tuning_section,
+    tuning_summary,
+)
 from xentlab.report.variants import choose_baseline, pair_key, variant_of
 from xentlab.tracking.store import (
     BASELINE_TAG,
@@ -146,8 +154,11 @@ def group_variants(finished: list) -> tuple[dict[str, list], dict[str, str]]:
 
 
 def primary_metric(finished: list) -> str:
-    """val_bpc when the runs are language models (they log it), else val_nll (one scale for every loss)."""
-    return "val_bpc" if finished and all("val_bpc" in r.data.metrics for r in finished) else "val_nll"
+    """The metric table's primary metric: a language model's (val_bpc) when every run logs it, else a
+    classifier's (val_nll, one scale for every loss)."""
+    language_model = PRIMARY[LANGUAGE_MODEL]
+    return language_model if finished and all(language_model in r.data.metrics for r in finished) else (
+        PRIMARY[CLASSIFICATION])
 
 
 def ranked_columns(finished: list) -> tuple[list[str], str | None]:
@@ -188,7 +199,7 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     client = MlflowClient(uri)
     parent = client.get_run(parent_run_id)
     sweep_id = parent.data.tags.get(SWEEP_TAG, "?")
-    children = fetch_children(client, parent.info.experiment_id, parent_run_id, page_size)
+    children = compared_runs(fetch_children(client, parent.info.experiment_id, parent_run_id, page_size))
     finished = [r for r in children if r.info.status == "FINISHED"]
     if not finished and any(r.info.status in ("FAILED", "KILLED") for r in children):
         return _failed_only(client, parent_run_id, sweep_id, children, out_dir)
@@ -210,18 +221,26 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     ranked = [c for c in ranked if any(math.isfinite(v[c]) for v in values.values())]  # logged by some run
     by_seed = {v: [(seeds[rid], vals) for rid, vals in runs] for v, runs in seeded.items()}
     comparisons = compare_variants(by_seed, base, ranked)
+    verdict_line, design_lines, design_files = None, [], []
+    design = sequential_design(parent)
+    if design is not None:  # the sweep's verdicts are the sequential rule's, never the plain tests
+        comparisons, design_lines, verdict_line = sequential_view(by_seed, base, metric, design)
+    summary = tuning_summary(parent)
+    if summary is not None:
+        design_lines, design_files = tuning_section(summary, out_dir)
     rows = order_rows(aggregate({v: [vals for _, vals in runs] for v, runs in seeded.items()}), base, metric, ranked)
 
     shown = [r["variant"] for r in rows if r["variant"] in runs_by_variant][:MAX_RELIABILITY_VARIANTS]
     reliability, sampled = read_reliability(client, {v: runs_by_variant[v] for v in shown}, workers)
     report = Report(sweep_id, parent_run_id, base, rows, comparisons, "", metric=metric, baseline_note=note,
-                    ranked=ranked, losses_note=losses_note, overrides=overrides)
+                    ranked=ranked, losses_note=losses_note, overrides=overrides, verdict_line=verdict_line,
+                    design_lines=design_lines)
     _write_markdown(report, parent, children, finished, values, sampled, out_dir)
     report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir, overrides)]
     curves = curve_metric(metric)
     if curves != HISTORY_METRIC:
         histories = read_histories(client, ids, curves, workers)
-    report.files += plot_charts(report, seeded, histories, reliability, out=out_dir)
+    report.files += plot_charts(report, seeded, histories, reliability, out=out_dir) + design_files
     report.files.append(write_html(report, out_dir))
     for f in report.files:
         client.log_artifact(parent_run_id, str(f), "report")
@@ -271,7 +290,9 @@ def _followup(parent, children: list, report: Report, finished: list, sampled: b
     overrides = [params[f"sweep.override.{i}"] for i in range(len(params)) if f"sweep.override.{i}" in params]
     lines = [f"- reliability.png pools at most {RELIABILITY_SAMPLE} runs per variant: runs logged before the "
              "`xentlab.reliability` tag are read from their files, a bounded sample."] if sampled else []
-    lines += failed_jobs_section(children)
+    lines += failed_jobs_section(children) + report.design_lines
+    if report.verdict_line:  # a sequential sweep: its rule chose the seeds
+        return lines
     seeds_done = [r.data.params.get("trainer.seed", "") for r in finished]
     # A k-fold sweep pairs by seed and fold: each added seed brings one pair per fold.
     per_seed = max(1, len({pair_key(r.data.params, r.info.run_id) for r in finished}) // max(1, len(set(seeds_done))))

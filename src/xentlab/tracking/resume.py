@@ -24,12 +24,21 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
-from xentlab.tracking.store import ERROR_TAG, HEARTBEAT_TAG, HOST_TAG, JOB_TAG, PID_TAG, mask_uri, store_errors
+from xentlab.tracking.store import (
+    ERROR_TAG,
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    JOB_TAG,
+    NODE_TAG,
+    PID_TAG,
+    mask_uri,
+    store_errors,
+)
 
 # Knobs that do not change what a job computes: changing them must not start a different job.
 NOT_IDENTITY = ("trainer.resume", "trainer.verbose", "trainer.dry_run", "trainer.stale_after_s",
-                "tracking.run_name", "tracking.log_plots", "tracking.log_model", "tracking.log_diff",
-                "tracking.system_metrics", "tracking.system_metrics_interval_s")
+                "trainer.checkpoint_dir", "tracking.run_name", "tracking.log_plots", "tracking.log_model",
+                "tracking.log_diff", "tracking.system_metrics", "tracking.system_metrics_interval_s")
 
 
 class Terminated(BaseException):
@@ -56,8 +65,24 @@ def job_key(params: dict[str, str], *, store_uri: str = "", experiment: str = ""
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def checkpoint_root(launch_dir: Path, trainer) -> Path:
+    """Where jobs keep their checkpoints: trainer.checkpoint_dir (relative: from the launch folder), by default
+    `outputs/checkpoints` in the launch folder."""
+    folder = Path(trainer.get("checkpoint_dir") or "outputs/checkpoints")
+    return folder if folder.is_absolute() else Path(launch_dir) / folder
+
+
+def node_name() -> str:
+    """Where this job runs: the host, and inside a Ray task the Ray node's id (raylets may share a host)."""
+    ray = sys.modules.get("ray")  # only a job that Ray runs has it imported
+    if ray is not None and ray.is_initialized():
+        return f"{socket.gethostname()}/ray-node-{ray.get_runtime_context().get_node_id()}"
+    return socket.gethostname()
+
+
 def owner_tags() -> dict[str, str]:
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: str(int(time.time()))}
+    return {HOST_TAG: socket.gethostname(), NODE_TAG: node_name(), PID_TAG: str(os.getpid()),
+            HEARTBEAT_TAG: str(int(time.time()))}
 
 
 def job_tags(key: str) -> dict[str, str]:
@@ -89,7 +114,7 @@ def plan_job(store, params: dict[str, str], trainer: dict, launch_dir: Path) -> 
     Installs the SIGTERM handler too: from here on a `kill` ends the run KILLED, never RUNNING.
     """
     key = job_key(params, store_uri=store.uri, experiment=store.experiment)
-    checkpoint_dir = Path(launch_dir) / "outputs" / "checkpoints" / key
+    checkpoint_dir = checkpoint_root(launch_dir, trainer) / key
     with store_errors(store.uri):  # the first read of the runs: a store locked since it was opened is named
         decision = decide(store.client, store.experiment_id, key, checkpoint_dir, resume=trainer["resume"],
                           stale_after_s=trainer["stale_after_s"])

@@ -37,16 +37,21 @@ from xentlab.tracking.store import (
     FAILED_JOBS_TAG,
     JOB_TAG,
     ROLE_TAG,
+    STAGE_TAG,
     SUPERSEDED_TAG,
     SWEEP_JOB_TAG,
     SWEEP_KEY_TAG,
+    TRIAL_TAG,
     mask_text,
     mask_uri,
 )
 
 SEED_KEY = "trainer.seed"
-# Overrides represented otherwise in the key (the resolved store) or that change no result.
-NOT_IN_KEY = {*NOT_IDENTITY, "tracking.uri", "tracking.experiment"}
+# Overrides represented otherwise in the key (the resolved store) or that change no result; a sequential or tuned
+# sweep continued with more seeds or trials is the same sweep (sweep.until_decided itself is in the key: a plain
+# sweep's report is never a sequential one's).
+NOT_IN_KEY = {*NOT_IDENTITY, "tracking.uri", "tracking.experiment", "sweep.seed_batch", "sweep.max_seeds",
+              "sweep.tuning.trials"}
 # In each job's folder, per invocation of the sweep command: what the job came to (trained, reused, failed). Two
 # commands started in the same second share Hydra's sweep folder; each reads back only its own jobs' files.
 OUTCOME_FILE = ".xentlab-job-{attempt}.json"
@@ -139,8 +144,13 @@ def current_children(client: MlflowClient, experiment_id: str, parent_id: str) -
 
 
 def child_tags(sweep: dict[str, Any] | None) -> dict[str, str]:
-    """The tag that names a child's job within its sweep (its varying overrides), whatever the run is called."""
-    return {SWEEP_JOB_TAG: sweep["job"]} if sweep and sweep.get("job") else {}
+    """The tag that names a child's job within its sweep (its varying overrides), whatever the run is called; a tuned
+    sweep's stage and trial."""
+    tags = {SWEEP_JOB_TAG: sweep["job"]} if sweep and sweep.get("job") else {}
+    for tag, field in ((STAGE_TAG, "stage"), (TRIAL_TAG, "trial")):
+        if sweep and sweep.get(field) is not None:
+            tags[tag] = str(sweep[field])
+    return tags
 
 
 def finished_child(client: MlflowClient, experiment_id: str, parent_id: str, key: str) -> Run | None:
@@ -200,10 +210,11 @@ def plan_sweep_job(store, sweep: dict[str, Any], params: dict[str, str], trainer
 
 
 @contextmanager
-def job_lock(launch_dir: Path, key: str, name: str, poll_s: float = 2.0) -> Iterator[None]:
-    """Holds `outputs/checkpoints/.locks/<key>` while a sweep job runs: a second process that starts the same job
-    waits here, then finds its run (reused or resumed) instead of making a twin. The lock dies with its process."""
-    folder = Path(launch_dir) / "outputs" / "checkpoints" / ".locks"
+def job_lock(checkpoints: Path, key: str, name: str, poll_s: float = 2.0) -> Iterator[None]:
+    """Holds `<checkpoints>/.locks/<key>` (`outputs/checkpoints/` by default, see resume.checkpoint_root) while a
+    sweep job runs: a second process that starts the same job waits here, then finds its run (reused or resumed)
+    instead of making a twin. The lock dies with its process."""
+    folder = Path(checkpoints) / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / key
     waiting = False
