@@ -206,7 +206,9 @@ class Outbox:
         """Queues `op` with MLflow's async logging; during an outage (kept records, a locked SQLite store) it is
         kept at once instead (keep=False: dropped)."""
         self._harvest(wait=False)
-        if not keep and self.pending:
+        # A heartbeat during an outage is worthless later; one queued behind another of its key could land first
+        # (MLflow's worker threads write in parallel) and turn the tag back: the newer is sent next time instead.
+        if not keep and (self.pending or any(o.get("key") == op.get("key") for o, _, _ in self._in_flight)):
             return
         db = sqlite_path(self.uri)
         if self.retry(ASYNC_PROBE_S if db else PROBE_TIMEOUT_S) and (db is None or sqlite_free(db, ASYNC_PROBE_S)):
