@@ -88,6 +88,7 @@ class JobContext:
 def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
+    from xentlab.data.digest import data_params
     from xentlab.runtime.strategy import is_chief
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
@@ -100,7 +101,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
         return fit_and_evaluate(prepare(config, launch_dir=job.launch_dir), config)[0]["objective"]
     check_tracking(config["tracking"])
     store = tracking.open_store(config["tracking"], job.launch_dir)
-    params = tracking.flatten_params(config)
+    params = tracking.flatten_params(config) | data_params(config["data"], job.launch_dir)  # the data is the job's
     if job.sweep is None:
         return train(config, job, store, params, resume.plan_job(store, params, config["trainer"], job.launch_dir))
     key = resume.job_key(params, store_uri=store.uri, experiment=store.experiment)
@@ -254,10 +255,17 @@ def build_compiled_model(plan, bundle, config: dict[str, Any]):
     return model
 
 
+_SUMMARIES_SHOWN: set[str] = set()
+
+
 def dry_run(config: dict[str, Any], launch_dir: Path | None = None) -> None:
     """Validates config and data and builds the model; trains and logs nothing."""
     prepared = prepare(config, launch_dir=launch_dir)
-    prepared.model.summary()
+    chunks: list[str] = []
+    prepared.model.summary(print_fn=lambda text, line_break=True: chunks.append(text + "\n" * line_break))
+    summary = "".join(chunks)
+    print(summary if summary not in _SUMMARIES_SHOWN else f"model {prepared.model_name}: summary as above\n", end="")
+    _SUMMARIES_SHOWN.add(summary)  # the jobs of a dry-run sweep in one process print each model once
     print(f"dry run: config and data valid; model {prepared.model_name}; splits {prepared.bundle.sizes()}; "
           f"nothing trained or logged")
 

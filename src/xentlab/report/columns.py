@@ -100,6 +100,7 @@ class Report:
         overrides: {variant: its overrides} (`+setup=balanced`), where the runs say them.
         followup: Markdown lines after the tables (report.followup): the jobs that did not finish, the seeds each
             "not shown" difference needs and the command that adds them.
+        unfinished: {variant: "diverged", "failed" or "killed"} for the variants with runs that did not finish.
     """
 
     sweep_id: str
@@ -116,6 +117,7 @@ class Report:
     title: str = ""
     overrides: dict[str, str] = field(default_factory=dict)
     followup: list[str] = field(default_factory=list)
+    unfinished: dict[str, str] = field(default_factory=dict)
 
     def comparison(self, variant: str, metric: str) -> Comparison | None:
         """The comparison of `variant` with the baseline on `metric`, if it was tested."""

@@ -40,10 +40,18 @@ SWEEP_KEY_TAG = "xentlab.sweep_key"  # on a sweep parent: its identity (tracking
 SWEEP_JOB_TAG = "xentlab.sweep_job"  # on a sweep's child: its job's varying overrides (the same in every attempt)
 SUPERSEDED_TAG = "xentlab.superseded_by"  # on a sweep's child that a later run of its job replaced: that run's id
 FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of its jobs did not finish
+# On a FINISHED child of one sweep that another sweep reused (same job, same data): `xentlab.in_sweep.<parent run
+# id>` = {"variant", "variant_overrides", "job"} in that sweep, as JSON. Its report reads the run as its own child.
+MEMBER_TAG_PREFIX = "xentlab.in_sweep."
 # On a run that logged evaluation/reliability.json: the same bins in compact JSON ({"num_bins", "count", "accuracy",
 # "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
 RELIABILITY_TAG = "xentlab.reliability"
 POSTHOC_TAG = "xentlab.posthoc"  # why post-hoc logit adjustment did not apply to a run (text, a class never seen)
+
+
+def member_tag(parent_run_id: str) -> str:
+    """The tag that makes a run of another sweep a member of the sweep whose parent is `parent_run_id`."""
+    return MEMBER_TAG_PREFIX + parent_run_id
 
 
 # MLflow prints "View run <name> at: <server URI>/..." whenever a run on a server ends, the URI as given, so with
