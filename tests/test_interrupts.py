@@ -57,3 +57,80 @@ def test_an_interrupted_checkpoint_write_leaves_no_half_written_unit(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         resume.save_unit(model, tmp_path, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-000001"]  # the previous unit, whole, and no .tmp-
+
+
+def _start_cli(args: list[str], cwd):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _sigterm_after(proc, text: str) -> str:
+    """Sends SIGTERM once `text` is printed; returns everything the process printed."""
+    import signal
+
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    return "".join(seen) + rest
+
+
+def _resume_args(output: str) -> list[str]:
+    """The overrides of the command the one line says resumes the job."""
+    import shlex
+
+    (line,) = [ln for ln in output.splitlines() if ln.startswith("xentlab: stopped by SIGTERM")]
+    command = shlex.split(line.split("Resume with: ", 1)[1])
+    assert command[0] == "xentlab-train"
+    return command[1:]
+
+
+# model=auto on flat features picks the MLP: the run is named after it, on the first attempt and on the resumed one.
+AUTO = ["data=breast_cancer", "data.limit=128", "trainer.epochs=12", "trainer.batch_size=32", "trainer.verbose=line",
+        "tracking.log_model=false", "tracking.log_plots=false"]
+
+
+@pytest.mark.slow
+def test_sigterm_prints_one_line_with_what_was_saved_and_the_resume_command(store, tmp_path):
+    from conftest import run_cli
+
+    output = _sigterm_after(_start_cli([*AUTO, f"tracking.uri={store}"], tmp_path), "Epoch 3/12")
+    (killed,) = runs_of(store)
+    assert killed.info.status == "KILLED" and killed.info.run_name == "mlp/crossentropy/sparse/none"
+    assert "Traceback" not in output and "Terminated" not in output, output[-3000:]
+    (line,) = [ln for ln in output.splitlines() if "SIGTERM" in ln]
+    assert f"run mlp/crossentropy/sparse/none ({killed.info.run_id}) is KILLED" in line
+    assert "checkpoint after epoch" in line and "outputs/checkpoints/" in line
+
+    resumed = run_cli(_resume_args(output), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming run {killed.info.run_id}" in resumed.stdout
+    (run,) = runs_of(store)
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert run.info.run_name == "mlp/crossentropy/sparse/none"  # not renamed to auto/... on resume
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_prints_one_line_and_the_same_command_continues_it(store, tmp_path):
+    from conftest import run_cli
+
+    proc = _start_cli(["-m", *AUTO, "model=mlp", "trainer.seed=0,1", f"tracking.uri={store}"], tmp_path)
+    output = _sigterm_after(proc, "Epoch 3/12")
+    assert proc.returncode == 143
+    assert "Traceback" not in output, output[-3000:]
+    statuses = {r.info.run_name: r.info.status for r in runs_of(store)}
+    assert statuses == {next(n for n in statuses if n.startswith("sweep/")): "KILLED", "default s0": "KILLED"}
+    args = _resume_args(output)
+    assert args[0] == "-m"
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(r.info.status for r in runs_of(store)) == ["FINISHED"] * 3

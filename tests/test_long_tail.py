@@ -145,3 +145,62 @@ def test_a_long_tailed_run_logs_posthoc_shot_and_calibration_metrics(store):
         assert np.isfinite(metrics[name]), name
     assert 0.0 <= metrics["test_classwise_ece"] <= 1.0 and 0.0 <= metrics["test_adaptive_ece"] <= 1.0
     assert metrics["posthoc_tau"] in (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+
+
+def _artifacts(uri, run_id) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    return [f.path for f in MlflowClient(uri).list_artifacts(run_id)]
+
+
+@pytest.mark.slow
+def test_an_ignore_class_inside_the_classes_is_in_no_shot_group(store, tmp_path):
+    """labels.ignore_class=2 with classes 0..2: the n/a examples are counted by the label contract (nobody's
+    count), so class 2 is in no shot group, in shot_groups.json and in the group metrics."""
+    import json
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from xentlab.cli.train import run
+
+    rng = np.random.default_rng(0)
+    y = rng.permutation(np.repeat([0, 1, 2], [200, 40, 15]))  # class 2 marks n/a: 15 would make a few-shot class
+    frame = pd.DataFrame(rng.normal(size=(len(y), 4)) + np.eye(3, 4)[y], columns=list("abcd"))
+    frame["y"] = y
+    frame.to_csv(tmp_path / "na_inside.csv", index=False)
+    run(compose([*TINY, "data.limit=null", f"tracking.uri={store}", "data=csv", f"data.path={tmp_path}/na_inside.csv",
+                 "data.label=y", "model=mlp", "labels.ignore_class=2"]))
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FINISHED", logged.data.tags.get("xentlab.error")
+    shots = json.loads(open(MlflowClient(store).download_artifacts(logged.info.run_id, "shot_groups.json")).read())
+    assert shots["class_counts"][2] == 0 and shots["class_counts"][0] > 100 and 20 <= shots["class_counts"][1] <= 100
+    assert {g: v["classes"] for g, v in shots["groups"].items()} == {"many": [0], "medium": [1], "few": []}
+    assert not any(name.startswith(("few_shot", "val_few_shot", "test_few_shot")) for name in logged.data.metrics)
+
+
+def test_a_balanced_split_logs_no_shot_groups_nor_posthoc_and_a_short_summary(store, capsys):
+    """300 digits (about 30 a class, one "medium" group): no shot-group metrics, no post-hoc metrics (the tag
+    says why), no shot_groups.json, and the end-of-run line names a handful of metrics."""
+    from xentlab.cli.train import run
+
+    run(compose([*TINY, "data.limit=300", f"tracking.uri={store}", "model=mlp"]))
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FINISHED", logged.data.tags.get("xentlab.error")
+    assert not [name for name in logged.data.metrics if "shot" in name or "posthoc" in name]
+    assert "training split is balanced" in logged.data.tags["xentlab.posthoc"]
+    assert "shot_groups.json" not in _artifacts(store, logged.info.run_id)
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if " FINISHED " in ln]
+    assert line.count("=") <= 5 and "test_accuracy=" in line, line
+    assert "test_loss" in logged.data.metrics  # everything else is still logged
+
+
+def test_shot_groups_need_two_groups_and_posthoc_an_imbalanced_split():
+    from xentlab.core.posthoc import balanced_reason
+    from xentlab.data.long_tail import IMBALANCE_RATIO, is_imbalanced, shot_groups
+
+    assert shot_groups([31, 25, 38, 0]) is None  # one "medium" group: nothing a group adds
+    assert not is_imbalanced([31, 25, 38]) and balanced_reason([31, 25, 38]) is not None
+    assert is_imbalanced([150, 30])  # two groups
+    many = [int(IMBALANCE_RATIO * 101) + 1, 101]  # both many-shot, one group, but a large ratio
+    assert is_imbalanced(many) and balanced_reason(many) is None and shot_groups(many) is None

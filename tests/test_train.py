@@ -30,7 +30,7 @@ def test_cli_trains_and_logs_the_contract(tmp_path, store):
     for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub", "INFO mlflow"):
         assert noise not in result.stderr, result.stderr[-2000:]
     exp_id = run.info.experiment_id
-    assert (f"run mnist_cnn/crossentropy/sparse/none ({run.info.run_id}) FINISHED  test_loss=" in result.stdout
+    assert (f"run mnist_cnn/crossentropy/sparse/none ({run.info.run_id}) FINISHED  test_accuracy=" in result.stdout
             and f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{run.info.run_id}" in result.stdout)
     assert MlflowClient(store).get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
     # Where the run came from, and the dataset as MLflow inputs (the UI's Dataset column).

@@ -86,6 +86,19 @@ def quiet_native_logs() -> None:
     atexit.register(restore)
 
 
+# The end-of-run line shows what a reader scans, in this order, at most HEADLINE_SIZE of them; every metric is in
+# MLflow (the line ends with the run's link).
+HEADLINE = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_nll", "test_bpc", "test_ece",
+            "test_perplexity")
+HEADLINE_SIZE = 5
+
+
+def headline(results: dict[str, float]) -> dict[str, float]:
+    """The few test metrics of `results` that the end-of-run line prints."""
+    shown = [name for name in HEADLINE if name in results][:HEADLINE_SIZE]
+    return {name: results[name] for name in shown}
+
+
 def is_expected(err: BaseException) -> bool:
     """Errors about the user's input: exactly the subclasses of `xentlab.errors.ExpectedError`. Anything else is a
     bug, wherever it was raised, and keeps its traceback."""
@@ -111,15 +124,67 @@ class Failure:
     error: BaseException | None = None
 
 
+STOP_EXIT = {"SIGTERM": 143, "Ctrl-C": 130}  # 128 + the signal's number, as a shell reports a process it stopped
+
+
+def signal_name(err: BaseException) -> str:
+    return "Ctrl-C" if isinstance(err, KeyboardInterrupt) else "SIGTERM"
+
+
+def saved_by(run_ref: list[str], checkpoint: list) -> str:
+    """What an interrupted job left behind: its run, KILLED, and its newest checkpoint (xentlab.tracking.resume)."""
+    from xentlab.tracking.resume import UNIT
+
+    if not run_ref:
+        return "no run was open"
+    folder = checkpoint[0] if checkpoint else None
+    epochs = sorted(int(m.group(1)) for p in (folder.glob("epoch-*") if folder else []) if (m := UNIT.match(p.name)))
+    kept = (f"its checkpoint after epoch {epochs[-1]} is kept in {folder}" if epochs else
+            "no epoch had completed, so it starts again from epoch 1")
+    return f"run {run_ref[0]} is KILLED; {kept}"
+
+
+def stopped_line(err: BaseException, argv: list[str]) -> str:
+    """The one line printed when SIGTERM or Ctrl-C stops `xentlab-train`: what was saved and the command that
+    resumes it (the same command: trainer.resume=auto continues the run, a sweep continues its parent)."""
+    import shlex
+
+    from xentlab.masking import mask_override
+
+    command = " ".join(["xentlab-train", *[shlex.quote(mask_override(a)) for a in argv]])
+    saved = getattr(err, "xentlab_saved", None) or "no run was open"
+    return f"xentlab: stopped by {signal_name(err)}: {saved}. Resume with: {command}"
+
+
 @contextmanager
-def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str]) -> Iterator[Failure]:
+def stopped_in_one_line(argv: list[str]) -> Iterator[None]:
+    """SIGTERM (what Slurm and Kubernetes send) or Ctrl-C: one line on stderr instead of a traceback, and the
+    shell's exit status for the signal. The run is already KILLED (xentlab.tracking.runs.tracked_run)."""
+    try:
+        yield
+    except BaseException as err:
+        from xentlab.tracking.resume import Terminated  # here: importing it loads MLflow
+
+        if not isinstance(err, (Terminated, KeyboardInterrupt)) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        from xentlab.tracking.store import mask_text
+
+        sys.stderr.write("\n" + mask_text(stopped_line(err, argv)) + "\n")
+        sys.stderr.flush()
+        raise SystemExit(STOP_EXIT[signal_name(err)]) from None
+
+
+@contextmanager
+def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str],
+                    checkpoint: list | None = None) -> Iterator[Failure]:
     """Turns an expected error of a single run into the error block and exit status 2; any other error into its
     traceback (credentials masked) and exit status 1.
 
     In a multirun the job's error is printed the same way (the block, or the traceback of a bug) and recorded in the
     yielded `Failure`, not raised: a launcher would stop the sweep at the first raised error (Hydra's basic one
     does), while the sweep's other jobs and its report must go on. `run_ref` is filled by the runner with the run's
-    name and id once it has one.
+    name and id once it has one, `checkpoint` with its checkpoint folder: what SIGTERM or Ctrl-C leaves is noted on
+    the interrupt for the one line `stopped_in_one_line` prints.
     """
     failure = Failure()
     try:
@@ -146,3 +211,7 @@ def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str]) -> Itera
             failure.error = err
             return
         raise SystemExit(code) from None
+    except BaseException as err:  # SIGTERM or Ctrl-C: what it left is noted for the one line, then on its way
+        if not isinstance(err, (SystemExit, GeneratorExit)):
+            err.xentlab_saved = saved_by(run_ref, checkpoint or [])
+        raise

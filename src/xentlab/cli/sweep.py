@@ -127,7 +127,7 @@ def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: int) -> dict[str, Any] | None:
     """For a job of a multirun sweep: its parent run, sweep id, variant (`job_variant`) and run name
-    (`<variant> s<seed>`, the seed of the overrides; train.run_name uses the config's); None when the sweep has
+    (`<variant> s<seed>`, the seed of the overrides; naming.job_run_name uses the config's); None when the sweep has
     no record (launched without the SweepRun callback). A dry-run sweep's record names no parent."""
     info = read_sweep_file(sweep_dir)
     if info is None:

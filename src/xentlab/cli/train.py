@@ -18,11 +18,14 @@ CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().pa
 
 def main() -> None:
     """Console entry point: filter TensorFlow's native start-up noise, register the schemas, hand over to Hydra."""
-    from xentlab.cli.console import quiet_native_logs
+    import sys
+
+    from xentlab.cli.console import quiet_native_logs, stopped_in_one_line
 
     quiet_native_logs()
     register_configs()
-    _hydra_entry()
+    with stopped_in_one_line(sys.argv[1:]):
+        _hydra_entry()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -32,7 +35,7 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     job = JobContext.from_hydra()
     objective = float("nan")  # what a failed sweep job returns: the sweep goes on (a sweeper records the failure)
     with reported_errors(debug=bool(cfg.trainer.debug), multirun=job.sweep is not None or job.multirun,
-                         run_ref=job.run_ref) as failure:
+                         run_ref=job.run_ref, checkpoint=job.checkpoint) as failure:
         objective = run(cfg, job)
     if job.sweep is not None:
         from xentlab.tracking.sweeps import write_outcome
@@ -53,6 +56,7 @@ class JobContext:
         sweep: for a job of a multirun sweep, its parent run, sweep id and run name; else None.
         multirun: launched with -m (a failing job must not stop the sweep).
         run_ref: filled with "<run name> (<run id>)" once the MLflow run exists, for error messages.
+        checkpoint: filled with the job's checkpoint folder once it is known, for the line an interrupt prints.
         outcome: "reused" when a sweep job kept its FINISHED run instead of training.
     """
 
@@ -62,6 +66,7 @@ class JobContext:
     sweep: dict[str, Any] | None = None
     multirun: bool = False
     run_ref: list[str] = field(default_factory=list)
+    checkpoint: list[Path] = field(default_factory=list)
     outcome: str | None = None
 
     @classmethod
@@ -116,11 +121,14 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
+    from xentlab.cli.console import headline
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
+    from xentlab.tracking.naming import job_run_name
 
+    job.checkpoint[:] = [plan.checkpoint_dir]
     with tracking.tracked_run(
-        store, run_name=run_name(config, job.sweep), params=params, job_dir=job.job_dir, run_id=plan.run_id,
+        store, run_name=job_run_name(config, job.sweep), params=params, job_dir=job.job_dir, run_id=plan.run_id,
         tags={**tracking.run_tags(config["tracking"], job.sweep), **resume.job_tags(plan.key),
               **sweeps.child_tags(job.sweep)},
         system_metrics=config["tracking"]["system_metrics"], run_ref=job.run_ref,
@@ -128,30 +136,14 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         if job.sweep is not None:  # the child this run replaces (failed, killed, or of a changed config) steps aside
             sweeps.supersede(store.client, store.experiment_id, job.sweep, plan.key, outbox.run_id)
         prepared = prepare(config, initial_epoch=plan.initial_epoch, launch_dir=job.launch_dir)
-        tracking.log_inputs(outbox, prepared.facts(), config, job.overrides)
+        run_name = job_run_name(config, job.sweep, prepared.model_name)  # the plan names model=auto's model
+        job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
+        tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
         log_outputs(prepared, config, history, outbox)
     resume.finish_job(plan)
-    tracking.print_summary(store, outbox, results, job.run_ref)
+    tracking.print_summary(store, outbox, headline(results), job.run_ref)
     return results["objective"]
-
-
-def run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> str:
-    """tracking.run_name if set; in a sweep `<variant> s<seed>` (xentlab.tracking.naming); else
-    `<model>/<loss>/<labels>/<weighting>`."""
-    if sweep:
-        if "variant" not in sweep:
-            return sweep["name"]
-        from xentlab.tracking.naming import run_name as sweep_run_name
-
-        data = config["data"]
-        return sweep_run_name(sweep["variant"], config["trainer"]["seed"], data["fold"] if data.get("folds") else None)
-    if config["tracking"]["run_name"]:
-        return config["tracking"]["run_name"]
-    return "/".join(
-        [config["model"]["name"], config["loss"]["name"], config["labels"]["encoding"],
-         config["weighting"]["scheme"]]
-    )
 
 
 @dataclass
@@ -198,6 +190,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
     from xentlab.data import load_data
+    from xentlab.data.long_tail import record_shot_groups
     from xentlab.runtime.strategy import build_strategy, set_precision
 
     check_config(config)  # the values alone, before any device, file or download is touched
@@ -209,6 +202,7 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
     plan = preflight(config, bundle, hardware)
+    record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)
     train_ds, val_ds, test_ds = build_datasets(plan, bundle, config, initial_epoch)
     with hardware.strategy.scope():
@@ -367,7 +361,7 @@ def posthoc_metrics(prepared: Prepared, config: dict[str, Any], outbox=None) -> 
     once: on stderr and as the run tag xentlab.posthoc."""
     import sys
 
-    from xentlab.core.posthoc import posthoc_evaluation, skip_reason
+    from xentlab.core.posthoc import balanced_reason, posthoc_evaluation, skip_reason
     from xentlab.core.weighting import label_counts
     from xentlab.tracking.store import POSTHOC_TAG
 
@@ -378,6 +372,10 @@ def posthoc_metrics(prepared: Prepared, config: dict[str, Any], outbox=None) -> 
     reason = skip_reason(bundle.y_train, counts, bundle.class_names)
     if reason:
         print(f"note: {reason}", file=sys.stderr, flush=True)
+        if outbox is not None:
+            outbox.set_tag(POSTHOC_TAG, reason)
+        return {}
+    if reason := balanced_reason(counts, config["data"]["shot_thresholds"]):  # not worth it: said in the tag only
         if outbox is not None:
             outbox.set_tag(POSTHOC_TAG, reason)
         return {}

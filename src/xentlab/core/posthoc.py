@@ -26,6 +26,7 @@ from xentlab.core.calibration import (
     _logits_and_labels,
     _mean_nll,
 )
+from xentlab.data.long_tail import IMBALANCE_RATIO, SHOT_THRESHOLDS, imbalance_ratio, is_imbalanced
 
 # Tried on validation balanced accuracy with calibration.posthoc_tune=true (Menon et al. sweep tau in [0, 2]).
 TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
@@ -43,6 +44,16 @@ def skip_reason(y_train, class_counts, class_names: Sequence[str]) -> str | None
         return (f"post-hoc logit adjustment skipped: classes {absent[:5]} have no training example, so their prior "
                 f"is 0 and log 0 has no adjustment")
     return None
+
+
+def balanced_reason(class_counts, thresholds=SHOT_THRESHOLDS) -> str | None:
+    """Why the adjustment is not worth reporting for this training split (it is balanced: see
+    `xentlab.data.long_tail.is_imbalanced`), or None when it is imbalanced. On a balanced split log pi is nearly
+    constant and the adjusted metrics repeat the plain ones under other names."""
+    if is_imbalanced(class_counts, thresholds):
+        return None
+    return (f"post-hoc logit adjustment not computed: the training split is balanced (largest / smallest class "
+            f"count {imbalance_ratio(class_counts):.2f} <= {IMBALANCE_RATIO:g}, one shot group)")
 
 
 def log_prior(class_counts) -> np.ndarray:

@@ -15,7 +15,7 @@ from xentlab.data.custom import load_custom
 from xentlab.data.folds import apply_folds, check_folds
 from xentlab.data.image_folder import load_image_folder
 from xentlab.data.images import load_digits, load_fashion_mnist, load_mnist
-from xentlab.data.long_tail import SHOT_THRESHOLDS, apply_long_tail, record_shot_groups
+from xentlab.data.long_tail import SHOT_THRESHOLDS, apply_long_tail, check_shot_thresholds
 from xentlab.data.text import load_shakespeare, load_text
 from xentlab.data.user_tables import load_csv, load_parquet
 
@@ -74,16 +74,17 @@ def load_data(
     of the labels n/a (-1) and, with `drop_na`, removes the examples so marked.
 
     With `folds` = K, fold `fold` of a stratified K-fold split of the training and validation splits comes first
-    (xentlab.data.folds; the test split stays as the source made it); the training split's shot groups by
-    `shot_thresholds` come last (xentlab.data.long_tail.record_shot_groups). A relative `path` option is read
-    from `root` (the run passes its launch directory, where a relative tracking.uri is anchored too); with root
-    None, from the working directory.
+    (xentlab.data.folds; the test split stays as the source made it). `shot_thresholds` are only checked here:
+    the shot groups come from the label contract's counts (xentlab.data.long_tail.record_shot_groups). A relative
+    `path` option is read from `root` (the run passes its launch directory, where a relative tracking.uri is
+    anchored too); with root None, from the working directory.
 
     The long tail comes after the cap, so both promises hold: at most `limit` training examples, and exactly the
     profile of `xentlab.data.long_tail` on them (the other order would cut an unknown share of the tail classes
     away, down to none). It comes before the n/a marking, whose positions are then drawn on the final split.
     """
     check_folds(folds, fold)  # before a long load
+    check_shot_thresholds(shot_thresholds)
     if "path" in options:
         options["path"] = anchored(options["path"], root)
     bundle = load_source(name, _target_, **options)
@@ -91,5 +92,4 @@ def load_data(
     bundle = limit_training(bundle, limit)
     bundle = apply_long_tail(bundle, long_tail_ratio, seed=options.get("split_seed", 0))
     bundle = mark_na(bundle, na_fraction, seed=options.get("split_seed", 0))
-    bundle = _drop_na(bundle) if drop_na else bundle
-    return record_shot_groups(bundle, shot_thresholds)
+    return _drop_na(bundle) if drop_na else bundle

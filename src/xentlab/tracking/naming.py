@@ -84,6 +84,25 @@ def run_name(variant: str, seed: Any, fold: Any = None, limit: int = MAX_RUN_NAM
     return f"{variant[:max(room - 5, 1)]}~{digest}{suffix}"
 
 
+AUTO_MODEL = "auto"  # model=auto: the model is named by the plan (xentlab.config.preflight)
+
+
+def job_run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None, model: str | None = None) -> str:
+    """The name of a job's run: tracking.run_name if set; in a sweep `<variant> s<seed>` (`run_name`); else
+    `<model>/<loss>/<labels>/<weighting>`, with `model` the plan's resolved model (None: the configured one, which
+    for model=auto is a placeholder until the plan exists). Decided from the plan once per attempt: a resumed run
+    is named as its first attempt was."""
+    if sweep:
+        if "variant" not in sweep:
+            return sweep["name"]
+        data = config["data"]
+        return run_name(sweep["variant"], config["trainer"]["seed"], data["fold"] if data.get("folds") else None)
+    if config["tracking"]["run_name"]:
+        return config["tracking"]["run_name"]
+    return "/".join([model or config["model"]["name"], config["loss"]["name"], config["labels"]["encoding"],
+                     config["weighting"]["scheme"]])
+
+
 def dataset_name(source: str, data_cfg: dict[str, Any]) -> str:
     """The name of the data a run trains on: the source, plus what an option derived from it
     (`digits-lt10`: a long tail of ratio 10; `-na0.2`: a fifth of the labels made n/a; `-n200`: data.limit;

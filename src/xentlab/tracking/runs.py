@@ -336,10 +336,8 @@ def _log_inputs(facts: dict[str, Any], config: dict[str, Any], overrides: list[s
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     if facts["warnings"]:
         mlflow.set_tag(WARNING_TAG, "\n".join(facts["warnings"]))
-    run = mlflow.active_run()
-    name = run.info.run_name or ""
-    if name.startswith("auto/"):  # model=auto: name the run after the model it picked
-        mlflow.set_tag("mlflow.runName", facts["model"] + name[len("auto"):])
+    if facts.get("run_name"):  # decided from the plan (model=auto named after the model it picked), on every attempt
+        mlflow.set_tag("mlflow.runName", facts["run_name"])
     log_datasets(bundle, config["data"])
     mlflow.log_text(_yaml(mask_config(config)), "config.yaml")
     mlflow.log_text(_yaml([mask_override(o) for o in overrides]), "overrides.yaml")
