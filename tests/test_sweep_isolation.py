@@ -84,4 +84,4 @@ def test_a_dry_run_sweep_makes_no_parent_prints_one_summary_and_says_what_failed
     assert runs_of(store) == []  # no parent, no child
     bad = run_cli(["-m", *TINY, f"tracking.uri={store}", "trainer.dry_run=true", "data.limit=0,64"], cwd=tmp_path)
     assert bad.returncode == 1 and "dry run: 2 jobs, 1 valid, 1 failed" in bad.stdout
-    assert "data.limit must be a positive number" in bad.stderr and runs_of(store) == []
+    assert "data.limit=0 is not allowed" in bad.stderr and runs_of(store) == []

@@ -4,6 +4,7 @@ masked, a quoted value holding a comma is one value, and tracking settings are n
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import pytest
@@ -58,18 +59,18 @@ def server(tmp_path):
     port = free_port()
     proc = start_mlflow_server(port, tmp_path / "server.db", tmp_path / "server-artifacts")
     yield port
-    stop_mlflow_server(proc)
+    stop_mlflow_server(proc, signal.SIGKILL)
 
 
 @pytest.mark.slow
 def test_no_password_or_token_reaches_a_sweeps_tags_files_names_or_console(tmp_path, server):
-    secrets = ("hun,ter2", "hun\\,ter2", "S3CRETTOKEN")
-    uri = f"http://u:hun,ter2@127.0.0.1:{server}"
-    result = run_cli(["-m", *TINY, f"tracking.uri='{uri}'", "+tracking.tags.api_token=S3CRETTOKEN",
-                      "loss=crossentropy,focal"], cwd=tmp_path, timeout=600)
+    secrets = ("PASSWORD", "hun,ter2", "hun\\,ter2", "S3CRETTOKEN")
+    result = run_cli(["-m", *TINY, f"tracking.uri=http://u:PASSWORD@127.0.0.1:{server}",  # Hydra escapes it per job
+                      "+tracking.tags.mirror='http://m:hun,ter2@mirror.example:1'",  # quoted: one value, no axis
+                      "+tracking.tags.api_token=S3CRETTOKEN", "loss=crossentropy,focal"], cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not [s for s in secrets if s in result.stdout + result.stderr]
-    assert "2 jobs: 2 trained" in result.stdout  # the quoted comma made no axis
+    assert "2 jobs: 2 trained" in result.stdout
     plain = f"http://127.0.0.1:{server}"
     runs = runs_of(plain)
     (parent,) = [r for r in runs if r.data.tags.get("xentlab.role") == "sweep"]

@@ -118,13 +118,15 @@ def child_tags(sweep: dict[str, Any] | None) -> dict[str, str]:
     return {SWEEP_JOB_TAG: sweep["job"]} if sweep and sweep.get("job") else {}
 
 
-def finished_run(client: MlflowClient, experiment_id: str, parent_id: str, key: str) -> Run | None:
-    """The FINISHED run of job `key` this sweep keeps: its own current child, else a run of another sweep it
-    already holds as a member, else the newest FINISHED child of job `key` in any sweep of the experiment."""
+def finished_run(client: MlflowClient, experiment_id: str, parent_id: str, key: str, elsewhere: bool = True
+                 ) -> Run | None:
+    """The FINISHED run of job `key` this sweep keeps: its own current child, else (with `elsewhere`) a run of
+    another sweep it already holds as a member, else the newest FINISHED child of job `key` in any sweep of the
+    experiment."""
     done = "attributes.status = 'FINISHED'"
     own = _children(client, experiment_id, parent_id, f" and tags.`{JOB_TAG}` = '{key}' and {done}")
-    if own:
-        return own[0]
+    if own or not elsewhere:
+        return own[0] if own else None
     found = [r for r in client.search_runs([experiment_id], f"tags.`{JOB_TAG}` = '{key}' and {done}",
                                            order_by=["attributes.start_time DESC"])
              if SWEEP_TAG in r.data.tags and SUPERSEDED_TAG not in r.data.tags]
@@ -181,12 +183,15 @@ class Reused:
 
 def plan_sweep_job(store, sweep: dict[str, Any], params: dict[str, str], trainer: dict, launch_dir: Path,
                    poll_s: float = WAIT_POLL_S) -> JobPlan | Reused:
-    """A sweep job's start: its FINISHED child (reused), else resume.plan_job; while another process runs this very
-    job (a second sweep command), waits for it and looks again."""
+    """A sweep job's start: its FINISHED run in this sweep or another (reused; tracking.sweeps.finished_run), else
+    resume.plan_job; while another process runs this very job (a second sweep command), waits for it and looks
+    again."""
     key = job_key(params, store_uri=store.uri, experiment=store.experiment)
     waiting = False
     while True:
-        done = finished_run(store.client, store.experiment_id, sweep["parent_run_id"], key)
+        # trainer.resume=never: a fresh sweep on purpose, nothing taken from another one
+        done = finished_run(store.client, store.experiment_id, sweep["parent_run_id"], key,
+                            elsewhere=trainer["resume"] != "never")
         if done is not None:
             return _reuse(store.client, done, sweep)
         try:
