@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from xentlab.cli.configs import compose  # noqa: F401 - the benchmarks compose the config xentlab-train gets
+from xentlab.cli.smoke_gpu import generated_verse
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,32 +26,13 @@ def machine() -> dict:
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
 
 
-def compose(overrides: list[str]):
-    """conf/train.yaml with `overrides`, through Hydra's compose API (the config a run of xentlab-train gets)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from xentlab.cli.train import CONF_DIR
-    from xentlab.config.schema import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
-
-
 def text_slice(n_bytes: int, folder: Path) -> Path:
     """A prefix of the --text corpus when one is given, else generated verse of the same size."""
     path = folder / f"text_{n_bytes}.txt"
     if TEXT_SOURCE:
         path.write_bytes(TEXT_SOURCE[0].read_bytes()[:n_bytes])
     else:
-        import numpy as np
-
-        words = np.array("to be or not the king queen love death night day sweet".split())
-        text = " ".join(np.random.default_rng(0).choice(words, size=n_bytes // 4))
-        path.write_text(text[:n_bytes])
+        path.write_text(generated_verse(n_bytes))
     return path
 
 

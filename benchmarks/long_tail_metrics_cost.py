@@ -37,8 +37,7 @@ def bench_long_tail_metrics_cost(size: str, folder: Path) -> dict:
     import tensorflow as tf
 
     from xentlab.core.losses import CrossEntropy
-    from xentlab.core.metric_set import build_run_metrics
-    from xentlab.core.metrics import build_metrics
+    from xentlab.core.metric_set import build_metrics, build_run_metrics
     from xentlab.core.models import build_model, head_spec
     from xentlab.core.targets import LabelContract
     from xentlab.data import load_data

@@ -22,7 +22,7 @@ def _setup(limit: int | None):
     import tensorflow as tf
 
     from xentlab.core.losses import CrossEntropy
-    from xentlab.core.metrics import build_metrics
+    from xentlab.core.metric_set import build_metrics
     from xentlab.core.models import build_model, head_spec
     from xentlab.core.targets import LabelContract
     from xentlab.data import load_data

@@ -13,12 +13,13 @@ from benchmarks.bench import BENCHMARKS, main
 # Three groups of about equal cost, so the test workers share them; lstm_mfu reads the overhead's char LSTM.
 GROUPS = {"training": ("overhead", "lstm_mfu"),
           "steps and metrics": ("steps_per_execution", "metrics_cost", "long_tail_metrics_cost"),
-          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale")}
+          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale"),
+          "backbones": ("resnet_overhead",)}
 SECTIONS = {"overhead": "## Overhead", "lstm_mfu": "## Char LSTM throughput", "steps_per_execution": "## steps_per",
             "metrics_cost": "## Metric cost: seed CNN", "long_tail_metrics_cost": "## Metric cost of the long-tail",
             "startup": "## Command to first training step",
             "sparse_vs_onehot": "## Sparse vs one-hot", "image_folder": "## data=image_folder",
-            "compare_scale": "## xentlab-compare on 10 child runs"}
+            "compare_scale": "## xentlab-compare on 10 child runs", "resnet_overhead": "## ResNet-8: xentlab"}
 
 
 def test_the_groups_run_every_benchmark():
@@ -59,11 +60,17 @@ def _check(name: str, results: dict) -> None:
         assert {r["mode"] for r in results.values()} == {"sparse", "one_hot_tfdata", "one_hot_numpy"}
     elif name == "steps_per_execution":
         assert any(k.startswith("xentlab/") for k in results) and "tf.data/cache+prefetch" in results
+    elif name == "resnet_overhead":  # both sides measured in this run, the step times their inverse
+        assert results["xentlab_samples_per_s"] and results["plain_keras_samples_per_s"]
+        assert results["ratio"] == pytest.approx(results["plain_keras_step_ms"] / results["xentlab_step_ms"])
     elif name == "lstm_mfu":
         assert 0 < results["mfu"] and results["chars_per_s"] > 0
 
 
-@pytest.mark.parametrize("group", list(GROUPS))
+SLOW_GROUPS = {"backbones"}  # a ResNet traced twice (xentlab and plain Keras): about 18 s of CPU even at depth 8
+
+
+@pytest.mark.parametrize("group", [pytest.param(g, marks=pytest.mark.slow) if g in SLOW_GROUPS else g for g in GROUPS])
 def test_every_benchmark_runs_at_tiny_sizes(group, tmp_path):
     names = GROUPS[group]
     main(["--smoke", "--only", *names, "--out", str(tmp_path)])

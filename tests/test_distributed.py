@@ -151,3 +151,78 @@ def test_fit_custom_over_two_replicas_matches_one_device():
     assert "global_batch_size=33 does not split over 2 replicas" in out["refused"]
     for name, values in out["one"].items():
         np.testing.assert_allclose(out["two"][name], values, rtol=1e-5, err_msg=name)
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _workers(per_worker: list[tuple[list[str], Path]]) -> list[tuple[int, str]]:
+    """`xentlab-train strategy=multi_worker ARGS` as one cluster on 127.0.0.1, each worker with its own arguments
+    and folder; (exit status, output) per worker."""
+    import os
+
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(len(per_worker))]}
+    procs = []
+    for index, (args, cwd) in enumerate(per_worker):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+               "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", "strategy=multi_worker", *args]
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
+
+
+def _table(path: Path, flip: bool) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120)
+    rows = ["a,b,y", *[f"{a:.4f},{b:.4f},{(1 - c) if flip and i < 10 else c}"
+                       for i, (a, b, c) in enumerate(zip(rng.normal(size=120), rng.normal(size=120), y, strict=True))]]
+    path.write_text("\n".join(rows) + "\n")
+
+
+TINY_MW = ["trainer.epochs=1", "data.limit=96", "model=mlp", "tracking.log_model=false", "tracking.log_plots=false"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["config", "data"])
+def test_workers_on_different_jobs_are_refused_naming_what_differs(case, tmp_path, store):
+    """Worker 1 started with another batch size and seed (the batch size alone crashed in a collective; the seed
+    trained silently), or on another copy of the data file: both workers stop before training with one message
+    naming each difference; the chief's run is FAILED with it."""
+    from conftest import runs_of
+
+    folders = [tmp_path / "w0", tmp_path / "w1"]
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        _table(folder / "t.csv", flip=(case == "data" and i == 1))
+    common = [*TINY_MW, "data=csv", "data.path=t.csv", "data.label=y", f"tracking.uri={store}"]
+    extra = [["trainer.batch_size=32", "trainer.seed=0"],
+             ["trainer.batch_size=64", "trainer.seed=1"] if case == "config" else ["trainer.batch_size=32",
+                                                                                  "trainer.seed=0"]]
+    results = _workers([([*common, *extra[i]], folders[i]) for i in range(2)])
+    expected = (["trainer.batch_size (worker 0: 32, worker 1: 64)", "trainer.seed (worker 0: 0, worker 1: 1)"]
+                if case == "config" else ["data (digest of the loaded splits) (worker 0: "])
+    for code, out in results:
+        assert code != 0, out[-3000:]
+        assert "Collective instance" not in out and "Traceback" not in out, out[-3000:]
+        assert "the workers were not started on the same job" in out
+        assert all(text in out for text in expected), out[-3000:]
+    (run,) = runs_of(store)
+    assert run.info.status == "FAILED" and expected[0] in run.data.tags["xentlab.error"]
+    assert "val_loss" not in run.data.metrics  # nothing trained

@@ -114,3 +114,87 @@ def test_nan_loss_stops_at_once_with_where_it_happened(store):
         run(compose(overrides))
     (logged,) = runs_of(store)
     assert logged.info.status == "FAILED" and "loss became" in logged.data.tags["xentlab.error"]
+
+
+def _as_unprivileged(args: list[str], cwd, home) -> subprocess.CompletedProcess:
+    """`xentlab-train ARGS` as a user who cannot write `cwd/outputs`: as root, the command runs as nobody (65534)
+    through setpriv and `outputs/` is left to root; as any other user, `outputs/` is made read-only for it."""
+    import os
+    import shutil
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "HOME": str(home),
+           "MPLCONFIGDIR": str(home / "mpl")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-c", "from xentlab.cli.train import main; main()", *args]
+    if os.geteuid() == 0:
+        os.chown(home, 65534, 65534)
+        cmd = [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    else:
+        (cwd / "outputs").chmod(0o555)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def shared_folder():
+    """A folder every user can enter (pytest's own tmp folders are private to the user running it), removed after;
+    its `outputs/` is writable only by the user running the tests."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="xentlab-ro-"))
+    folder.chmod(0o755)
+    (folder / "outputs").mkdir(mode=0o755)
+    (folder / "home").mkdir()
+    yield folder
+    for path in (folder, folder / "outputs"):
+        os.chmod(path, 0o755)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_read_only_outputs_folder_is_named_with_its_fix_before_anything_starts(shared_folder):
+    result = _as_unprivileged(["trainer.epochs=1", "data.limit=96", "model=mlp"], shared_folder,
+                              shared_folder / "home")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "PermissionError" not in result.stderr, result.stderr[-3000:]
+    outputs = shared_folder / "outputs"
+    assert f"{outputs} is not writable by this user" in result.stderr
+    for fix in ("hydra.run.dir=", "tracking.uri=sqlite:///", "trainer.checkpoint_dir="):
+        assert fix in result.stderr, result.stderr
+    assert list(outputs.iterdir()) == []  # no job folder, no store
+
+
+@pytest.mark.slow
+def test_the_printed_fix_for_a_read_only_outputs_folder_trains(shared_folder):
+    import os
+
+    writable = shared_folder / "home" / "work"
+    writable.mkdir(parents=True)
+    if os.geteuid() == 0:
+        os.chown(writable, 65534, 65534)
+    refused = _as_unprivileged(["trainer.epochs=1", "data.limit=96", "model=mlp", "tracking.log_model=false",
+                                "tracking.log_plots=false"], shared_folder, shared_folder / "home")
+    fixes = refused.stderr.split("Move each elsewhere: ", 1)[1].splitlines()[0].replace(
+        "/a/folder/you/can/write", str(writable)).split()
+    result = _as_unprivileged(["trainer.epochs=1", "data.limit=96", "model=mlp", "tracking.log_model=false",
+                               "tracking.log_plots=false", *fixes], shared_folder, shared_folder / "home")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = MlflowClient(f"sqlite:///{writable}/mlflow.db").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{writable}/mlflow.db").search_experiments()])
+    assert run.info.status == "FINISHED"
+    assert list((shared_folder / "outputs").iterdir()) == []
+
+
+def test_a_run_that_ends_at_chance_level_says_so(store, capsys):
+    """learning_rate=1e6 with the default optimizer: the loss stays finite, the run ends FINISHED predicting one
+    class (val_auc 0.5, balanced accuracy 1/K). It warns on stderr and in the run tag xentlab.warning."""
+    from xentlab.cli.train import run
+
+    run(compose(["trainer.epochs=1", "data.limit=96", "model=mlp", "optimizer.learning_rate=1e6",
+                 "tracking.log_model=false", "tracking.log_plots=false", f"tracking.uri={store}"]))
+    (logged,) = runs_of(store)
+    assert logged.info.status == "FINISHED"
+    assert "final validation metrics are at chance level" in logged.data.tags["xentlab.warning"]
+    assert "val_auc=0.500 (chance 0.500)" in logged.data.tags["xentlab.warning"]
+    assert "warning: the final validation metrics are at chance level" in capsys.readouterr().err

@@ -39,3 +39,36 @@ def test_uniform_bytes_cost_eight_bits():
     assert perplexity(math.log(256)) == pytest.approx(256.0)
     assert perplexity(1e4) == math.inf  # beyond float range, not an OverflowError
     assert language_model_metrics({"loss": 1.0, "accuracy": 0.5}) == {}
+
+
+# ------------------------------------------------------------------------------------------ the language model's set
+def test_a_language_model_computes_nll_and_accuracy_and_the_extra_metrics_it_names():
+    from xentlab.core.metric_set import build_run_metrics
+    from xentlab.core.targets import LabelContract
+    from xentlab.metric_table import CLASSIFICATION, LANGUAGE_MODEL
+
+    contract = LabelContract(256, from_logits=True, label_shape=(20,))
+    assert [m.name for m in build_run_metrics(contract, task=LANGUAGE_MODEL)] == ["nll", "accuracy"]
+    with_extra = [m.name for m in build_run_metrics(contract, task=LANGUAGE_MODEL, extra=["auc", "ece"])]
+    assert with_extra == ["nll", "ece", "accuracy", "auc"]  # the table's order, whatever the order asked
+    classifier = {m.name for m in build_run_metrics(LabelContract(4), task=CLASSIFICATION)}
+    assert {"auc", "ece", "classwise_ece", "adaptive_ece", "brier", "balanced_accuracy", "macro_f1",
+            "worst_class_recall"} <= classifier
+
+
+def test_an_unknown_extra_metric_is_refused_before_training_with_the_known_names(store, text_file):
+    from mlflow.tracking import MlflowClient
+
+    from conftest import TINY, compose
+    from xentlab.cli.train import run
+    from xentlab.errors import ExpectedError
+
+    args = [*TINY, f"tracking.uri={store}", "data=text", f"data.path={text_file}", "data.seq_len=20",
+            "data.stride=20", "model=char_lstm", "model.embedding_dim=8", "model.lstm_units=8",
+            "metrics.extra=[auc,bleu]"]
+    with pytest.raises(ExpectedError, match=r"metrics.extra has unknown metric names \['bleu'\]; known: \[.*'auc'"):
+        run(compose(args))
+    client = MlflowClient(store)
+    (logged,) = client.search_runs([client.get_experiment_by_name("xentlab").experiment_id])
+    assert logged.info.status == "FAILED" and "bleu" in logged.data.tags["xentlab.error"]
+    assert "loss" not in logged.data.metrics  # nothing trained

@@ -193,6 +193,7 @@ def test_a_balanced_split_logs_no_shot_groups_nor_posthoc_and_a_short_summary(st
     (line,) = [ln for ln in capsys.readouterr().out.splitlines() if " FINISHED " in ln]
     assert line.count("=") <= 5 and "test_accuracy=" in line, line
     assert "test_loss" in logged.data.metrics  # everything else is still logged
+    assert "at chance" not in logged.data.tags.get("xentlab.warning", "")  # a model that learned is not warned of
 
 
 def test_shot_groups_need_two_groups_and_posthoc_an_imbalanced_split():

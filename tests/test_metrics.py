@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import keras
@@ -10,17 +11,20 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
 
+from xentlab.core.metric_set import build_metrics
 from xentlab.core.metrics import (
-    CONTRACT_METRICS,
     SparseAccuracy,
     SparseAUC,
     SparseBrier,
     SparseConfusion,
     SparseECE,
     SparseNLL,
-    build_metrics,
 )
 from xentlab.core.targets import LabelContract
+from xentlab.metric_table import CLASSIFICATION, task_metrics
+
+# A classifier's metrics per position (the table's, without the shot groups) and the loss.
+CONTRACT_METRICS = ("loss", *(m.name for m in task_metrics(CLASSIFICATION) if m.computed != "shot"))
 
 SHAPES = {"N": (300,), "NT": (30, 10), "NH": (100, 3)}
 
@@ -104,7 +108,7 @@ def test_streaming_over_batches_equals_one_shot():
         many.update_state(y[start : start + 64], logits[start : start + 64])
     assert float(many.result()) == pytest.approx(float(one.result()), abs=1e-7)
     many.reset_state()
-    assert float(many.result()) == 0.0
+    assert math.isnan(float(many.result()))  # nothing seen: undefined, not 0
 
 
 def test_sigmoid1_and_softmax2_heads_give_the_same_auc():
@@ -340,7 +344,9 @@ def test_streaming_over_batches_equals_one_batch():
     assert results(one) == pytest.approx(references(y, softmax(logits.astype(np.float64)), w), abs=1e-4)
     for m in many.values():
         m.reset_state()
-    assert all(v == 0.0 for v in results(many).values())
+    after = results(many)  # nothing seen: sums are 0, statistics of the confusion matrix undefined (NaN)
+    assert {k: v for k, v in after.items() if k in ("ece", "brier")} == {"ece": 0.0, "brier": 0.0}
+    assert all(math.isnan(v) for k, v in after.items() if k not in ("ece", "brier"))
 
 
 def test_ece_known_values():
@@ -422,3 +428,137 @@ def test_confusion_refuses_an_unknown_statistic_and_a_wrong_class_count():
     m = SparseConfusion(3, statistic="macro_f1")
     with pytest.raises(ValueError, match="num_classes=3"):
         m.update_state(np.array([0, 1]), np.zeros((2, 4), np.float32))
+
+
+# ------------------------------------------------------------------------------------------ the metric table
+def test_every_layer_reads_names_and_directions_from_the_one_table():
+    from xentlab import metric_table
+    from xentlab.core import calibration, posthoc
+    from xentlab.report import columns, headline, statistics
+
+    assert columns.COLUMNS == metric_table.report_columns()
+    assert columns.LOSS_COLUMNS == ("val_loss", "best_val_loss", "test_loss")  # the losses on their own scales
+    for name in ("val_nll", "best_val_loss", "test_ece_calibrated", "test_balanced_accuracy_posthoc", "auc_head2",
+                 "test_bpc", "test_perplexity"):
+        assert statistics.direction(name) == metric_table.BY_NAME[metric_table.base_name(name)].direction
+    assert statistics.direction("macro_f1") == "max" and statistics.direction("samples_per_s") is None
+    assert set(posthoc.POSTHOC_METRICS) == {m.name for m in metric_table.METRICS if m.posthoc}
+    assert set(calibration.CALIBRATED) == set(metric_table.calibrated_names())
+    report = columns.Report("s", "p", "base", [], [], "", metric="val_bpc")
+    assert headline.headline_metrics(report) == [("val_bpc", "primary")]  # nothing else ranked: only the primary
+    assert metric_table.headline_metrics(metric_table.task_of_metric("val_bpc")) == [("test_bpc", "held-out text")]
+    assert [m for m, _ in metric_table.headline_metrics(metric_table.task_of_metric("val_nll"))] == [
+        "test_ece", "test_balanced_accuracy", "test_worst_class_recall"]
+
+
+def test_the_sweep_objective_is_val_nll_else_val_loss():
+    from xentlab.metric_table import objective
+
+    assert objective({"val_loss": 2.0, "val_nll": 1.5}) == 1.5
+    assert objective({"val_loss": 2.0}) == 2.0
+    assert math.isnan(objective({"loss": 1.0}))
+
+
+def test_a_metric_added_as_one_row_is_built_logged_ranked_and_reported(monkeypatch):
+    """A new row (here a second name for the accuracy computation) reaches the metric set, the report's columns,
+    the direction the report ranks by and the names metrics.extra takes, with no other edit."""
+    from xentlab import metric_table
+    from xentlab.core.metric_set import build_run_metrics
+    from xentlab.metric_table import LANGUAGE_MODEL, Metric
+
+    row = Metric("hit_rate", "max", "accuracy")
+    monkeypatch.setattr(metric_table, "METRICS", (*metric_table.METRICS, row))
+    monkeypatch.setattr(metric_table, "BY_NAME", {**metric_table.BY_NAME, row.name: row})
+    contract = LabelContract(3)
+    assert "hit_rate" in {m.name for m in build_run_metrics(contract)}
+    assert "hit_rate" not in {m.name for m in build_run_metrics(contract, task=LANGUAGE_MODEL)}
+    assert "hit_rate" in {m.name for m in build_run_metrics(contract, task=LANGUAGE_MODEL, extra=["hit_rate"])}
+    assert ("val_hit_rate", "val_hit_rate", "validation") in metric_table.report_columns()
+    assert metric_table.direction("test_hit_rate_posthoc") == "max"
+
+
+# ------------------------------------------------------------------------------------------ undefined, unique names
+def test_undefined_metrics_are_nan_where_scikit_learn_refuses_or_has_nothing():
+    y = np.zeros(6, dtype=int)  # a split of one class
+    logits = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    with pytest.warns(UndefinedMetricWarning, match="not defined"):  # scikit-learn: NaN for one class
+        assert math.isnan(roc_auc_score(y, logits[:, 1]))
+    auc = SparseAUC(3, from_logits=True)
+    auc.update_state(y, logits)
+    assert math.isnan(float(auc.result()))
+    confusion = SparseConfusion(3, statistic="balanced_accuracy", from_logits=True, ignore_class=-1)
+    confusion.update_state(np.full(6, -1), logits)  # every position n/a: nothing to score
+    assert math.isnan(float(confusion.result()))
+    confusion.update_state(y, logits)  # one class is enough for a balanced accuracy
+    assert float(confusion.result()) == pytest.approx(balanced_accuracy_score(y, logits.argmax(-1)))
+
+
+def test_only_metrics_a_split_can_leave_undefined_are_held_back():
+    from xentlab.metric_table import split_undefined, undefined_note
+
+    kept, undefined = split_undefined({"val_auc": math.nan, "val_loss": math.nan, "val_nll": 1.0,
+                                       "test_recall_a_b_1": math.nan, "test_few_shot_accuracy": math.nan,
+                                       "auc_head1": math.nan, "val_accuracy": 0.5})
+    assert set(kept) == {"val_loss", "val_nll", "val_accuracy"}  # a NaN loss is a diverged run: logged as it is
+    assert set(undefined) == {"val_auc", "test_recall_a_b_1", "test_few_shot_accuracy", "auc_head1"}
+    note = undefined_note(undefined)
+    assert "val_auc, auc_head1 (no class has both positive and negative labels" in note
+    assert "test_recall_a_b_1 (the class is absent from the split)" in note
+
+
+def test_class_metric_names_are_unique_and_valid_for_mlflow():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from xentlab.metric_table import class_metric_names
+
+    names = ["a,b", "a;b", "a b", "n/a", 'say "hi"', "it's", "季節", "季節?", "/", "x:y"]
+    parts = class_metric_names(names)
+    assert len(set(parts)) == len(names)
+    assert parts[:2] == ["a_b_0", "a_b_1"] and parts[2] == "a b" and parts[6] == "季節"
+    for part in parts:
+        _validate_metric_name(f"test_recall_{part}")  # raises on a name MLflow refuses
+    assert class_metric_names(["cat", "dog"]) == ["cat", "dog"]  # nothing to change: names as they are
+    with_id = class_metric_names(["a,b", "a;b", "a_b_1"])  # a suffixed name meets a class's own: every id added
+    assert len(set(with_id)) == 3 and with_id[2] == "a_b_1_2"
+
+
+def test_a_run_logs_no_undefined_metric_says_why_once_and_keeps_every_class_recall(tmp_path, store, capfd):
+    """Through the real training: a validation split of one class (val_auc undefined every epoch), a class absent
+    from test (its recall undefined), and class names that differ only in punctuation (`a,b`, `a;b`) or are CJK."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from conftest import TINY, compose
+    from xentlab.cli.train import run
+
+    rng = np.random.default_rng(0)
+    names = np.array(["a,b", "a;b", "n/a", "季節"])
+
+    def split(labels):
+        y = np.asarray(labels)
+        return rng.normal(size=(len(y), 4)).astype("float32") + 2 * np.eye(4, dtype="float32")[y], names[y]
+
+    x_tr, y_tr = split(np.arange(160) % 4)
+    x_va, y_va = split(np.zeros(24, dtype=int))  # one class
+    x_te, y_te = split(np.arange(48) % 3)  # 季節 absent
+    np.savez(tmp_path / "d.npz", x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va, x_test=x_te, y_test=y_te)
+    run(compose([*TINY, "trainer.epochs=2", "data.limit=null", "tracking.log_plots=true", f"tracking.uri={store}",
+                 "data=npz", f"data.path={tmp_path / 'd.npz'}", "model=mlp"]))
+    client = MlflowClient(store)
+    (logged,) = client.search_runs([client.get_experiment_by_name("xentlab").experiment_id])
+    metrics = logged.data.metrics
+    assert logged.info.status == "FINISHED"
+    assert "auc" in metrics and "val_auc" not in metrics and "val_balanced_accuracy" in metrics
+    assert not [v for v in metrics.values() if isinstance(v, float) and math.isnan(v)]
+    per_class = json.loads(open(client.download_artifacts(logged.info.run_id, "evaluation/per_class.json",
+                                                          str(tmp_path))).read())["all"]
+    assert metrics["test_recall_a_b_0"] == pytest.approx(per_class["a,b"]["recall"])
+    assert metrics["test_recall_a_b_1"] == pytest.approx(per_class["a;b"]["recall"])
+    assert "test_recall_n_a" in metrics and "test_recall_季節" not in metrics
+    tag = logged.data.tags["xentlab.undefined_metrics"]
+    assert "val_auc" in tag and "test_recall_季節 (the class is absent from the split)" in tag
+    notes = [line for line in capfd.readouterr().err.splitlines() if "not logged, undefined" in line]
+    assert sum("val_auc" in line for line in notes) == 1  # two epochs, said once

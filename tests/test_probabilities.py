@@ -100,3 +100,36 @@ def test_xentlab_generate_reads_from_logits_from_the_run(tmp_path):
     assert run_from_logits(client, runs["False"]) is False
     with pytest.raises(ValueError, match="loss.from_logits=None"):
         run_from_logits(client, runs[None])
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_one_reading_of_every_head_form_feeds_metrics_calibration_and_figures(from_logits):
+    """A sigmoid unit and the 2-unit head with the same probabilities score the same in every reader: the class
+    outputs (numpy and TensorFlow), the arg-max the accuracy takes, the AUC's scores, calibration's logits."""
+    import tensorflow as tf
+    from sklearn.metrics import roc_auc_score
+
+    from xentlab.core import calibration
+    from xentlab.core.metrics import SparseAccuracy, SparseAUC, SparseNLL
+    from xentlab.core.probabilities import class_outputs
+
+    z = np.concatenate([UNIT, [[0.0]]]).astype(np.float32)  # z = 0: p = 0.5, the tie goes to class 0
+    p = expit(z.astype(np.float64))
+    unit = z if from_logits else p.astype(np.float32)
+    two = np.concatenate([np.zeros_like(z), z], -1) if from_logits else np.concatenate([1 - p, p], -1)
+    np.testing.assert_allclose(class_outputs(unit, from_logits), two, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(class_outputs(tf.constant(unit), from_logits).numpy(), two, rtol=1e-6, atol=1e-7)
+    assert class_outputs(LOGITS, True).shape == LOGITS.shape  # K units are K classes, untouched
+    y = (np.arange(len(z)) % 2).astype(int)
+    for metric, reference in ((SparseAccuracy, np.mean((z[:, 0] > 0) == y)),
+                              (SparseAUC, roc_auc_score(y, z[:, 0])),
+                              (SparseNLL, -np.mean(np.log(np.where(y == 1, p[:, 0], 1 - p[:, 0]))))):
+        args = (2,) if metric is SparseAUC else ()
+        got = [metric(*args, from_logits=from_logits) for _ in range(2)]
+        got[0].update_state(y, unit)
+        got[1].update_state(y, two.astype(np.float32))
+        assert float(got[0].result()) == pytest.approx(reference, abs=2e-3)
+        assert float(got[0].result()) == pytest.approx(float(got[1].result()), abs=1e-6)
+    assert calibration.nll(unit, y, from_logits=from_logits) == pytest.approx(
+        calibration.nll(two, y, from_logits=from_logits), abs=1e-6)
+    np.testing.assert_allclose(to_probabilities(unit, from_logits), np.concatenate([1 - p, p], -1), atol=1e-6)

@@ -25,7 +25,7 @@ def main() -> dict:
     bundle = load_data("digits", val_fraction=0.15, test_fraction=0.15, split_seed=0)
     t3 = time.perf_counter()
     from xentlab.core.losses import CrossEntropy
-    from xentlab.core.metrics import build_metrics
+    from xentlab.core.metric_set import build_metrics
     from xentlab.core.models import build_model, head_spec
     from xentlab.core.targets import LabelContract
 

@@ -4,6 +4,7 @@ readable block (no traceback), and one summary line per finished run."""
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import re
 import sys
@@ -97,6 +98,37 @@ def headline(results: dict[str, float]) -> dict[str, float]:
     """The few test metrics of `results` that the end-of-run line prints."""
     shown = [name for name in HEADLINE if name in results][:HEADLINE_SIZE]
     return {name: results[name] for name in shown}
+
+
+CHANCE_MARGIN = 0.02  # "at chance": every validation signal within this of what guessing scores
+
+
+def chance_warning(history: dict[str, list[float]], num_classes: int) -> str | None:
+    """A sentence when the last epoch's validation metrics are at chance level, else None.
+
+    At chance: `val_auc` <= 0.5 + CHANCE_MARGIN and `val_balanced_accuracy` <= 1/K + CHANCE_MARGIN, each where
+    logged (both for a classifier; a model without either is not judged). A constant prediction scores exactly
+    0.5 and 1/K: what a diverged optimizer that did not reach NaN leaves (learning_rate=1e6 ends so, FINISHED).
+    """
+    last = {name: values[-1] for name, values in history.items() if values}
+    chance = {"val_auc": 0.5, "val_balanced_accuracy": 1.0 / num_classes}
+    judged = {name: (float(last[name]), level) for name, level in chance.items() if name in last}
+    if not judged or any(not math.isfinite(v) or v > level + CHANCE_MARGIN for v, level in judged.values()):
+        return None
+    values = ", ".join(f"{name}={v:.3f} (chance {level:.3f})" for name, (v, level) in judged.items())
+    return (f"the final validation metrics are at chance level ({values}): the model predicts no better than a "
+            f"guess. A learning rate far too high (or too low) usually does this: try another "
+            f"optimizer.learning_rate, more trainer.epochs, or check that the labels match the features")
+
+
+def warn_at_chance(history: dict[str, list[float]], num_classes: int, outbox, warnings: list[str]) -> None:
+    """`chance_warning` on stderr and in the run tag xentlab.warning (after the run's earlier `warnings`)."""
+    from xentlab.tracking.store import WARNING_TAG
+
+    warning = chance_warning(history, num_classes)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        outbox.set_tag(WARNING_TAG, "\n".join([*warnings, warning]))
 
 
 def is_expected(err: BaseException) -> bool:

@@ -81,11 +81,19 @@ def list_devices() -> list[str]:
     raise NoGpuError(f"no GPU visible to TensorFlow (devices found: {found}): {reason}")
 
 
+def generated_verse(n_bytes: int) -> str:
+    """`n_bytes` of random words, the same every time: text to train the char LSTM on without a download."""
+    import numpy as np
+
+    words = np.array("to be or not the king queen love death night day sweet".split())
+    return " ".join(np.random.default_rng(0).choice(words, size=n_bytes // 4))[:n_bytes]
+
+
 def train(overrides: list[str], strategy: str, folder: Path) -> dict[str, float]:
     """One run through xentlab.cli.train.run; its steady samples/s, wall time and test metrics from the MLflow store."""
-    from benchmarks.common import compose
     from mlflow.tracking import MlflowClient
 
+    from xentlab.cli.configs import compose
     from xentlab.cli.train import run
 
     store = f"sqlite:///{folder / f'smoke_{time.time_ns()}.db'}"
@@ -119,12 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"smoke-gpu: {err}", file=sys.stderr)
             return 2
         print(f"(--cpu-only) {err}")
-    from benchmarks.common import text_slice
-
     rows = []
     with tempfile.TemporaryDirectory(prefix="xentlab-smoke-") as tmp:
         folder = Path(tmp)
-        text = text_slice(TEXT_BYTES, folder)
+        text = folder / "verse.txt"
+        text.write_text(generated_verse(TEXT_BYTES))
         for workload, overrides in WORKLOADS.items():
             extra = [f"data.path={text}"] if "LSTM" in workload else []
             results = {}

@@ -11,9 +11,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from xentlab.cli.configs import CONFIG_MODULE
 from xentlab.config.schema import register_configs
-
-CONF_DIR = os.environ.get("XENTLAB_CONF_DIR") or str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def main() -> None:
@@ -28,7 +27,7 @@ def main() -> None:
         _hydra_entry()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")  # + --config-dir
 def _hydra_entry(cfg: DictConfig) -> float | None:
     from xentlab.cli.console import reported_errors
 
@@ -110,7 +109,8 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     if job.sweep is None:
         return train(config, job, store, params, resume.plan_job(store, params, config["trainer"], job.launch_dir))
     key = resume.job_key(params, store_uri=store.uri, experiment=store.experiment)
-    with sweeps.job_lock(job.launch_dir, key, job.sweep["name"]):  # one process per job, however many commands
+    checkpoints = resume.checkpoint_root(job.launch_dir, config["trainer"])
+    with sweeps.job_lock(checkpoints, key, job.sweep["name"]):  # one process per job, however many commands
         plan = sweeps.plan_sweep_job(store, job.sweep, params, config["trainer"], job.launch_dir)
         if isinstance(plan, sweeps.Reused):
             job.outcome = "reused"
@@ -121,7 +121,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
-    from xentlab.cli.console import headline
+    from xentlab.cli.console import headline, warn_at_chance
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
     from xentlab.tracking.naming import job_run_name
@@ -140,6 +140,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
         tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
+        warn_at_chance(history, prepared.bundle.num_classes, outbox, list(prepared.plan.warnings))
         log_outputs(prepared, config, history, outbox)
     resume.finish_job(plan)
     tracking.print_summary(store, outbox, headline(results), job.run_ref)
@@ -201,6 +202,10 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
+    if hardware.kind == "multi_worker":  # every worker runs the same job, or none trains
+        from xentlab.runtime.multi_worker import check_same_job
+
+        check_same_job(hardware.strategy, config, bundle.splits())
     plan = preflight(config, bundle, hardware)
     record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)
@@ -230,8 +235,8 @@ def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0)
 def build_compiled_model(plan, bundle, config: dict[str, Any]):
     """The plan's model with its head, compiled with the optimizer, loss and metrics (inside the strategy scope)."""
     from xentlab.core.losses import build_loss_from_config
-    from xentlab.core.metric_set import build_run_metrics
-    from xentlab.core.models import build_model
+    from xentlab.core.metric_set import build_run_metrics, metric_task
+    from xentlab.core.models import build_model, capabilities
     from xentlab.core.optimizers import build_optimizer
 
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
@@ -242,7 +247,9 @@ def build_compiled_model(plan, bundle, config: dict[str, Any]):
         optimizer=build_optimizer(**config["optimizer"]),
         loss=build_loss_from_config({**config["loss"], "name": plan.loss_kind}, plan.labels,
                                     class_counts=plan.class_counts.tolist()),
-        metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups")),
+        metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups"),
+                                  task=metric_task(capabilities(plan.model).generates_text),
+                                  extra=config["metrics"]["extra"]),
         jit_compile=plan.hardware.jit_compile,
         steps_per_execution=plan.hardware.steps_per_execution,
     )
@@ -274,6 +281,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     from xentlab.config.choices import Verbosity
     from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
+    from xentlab.metric_table import objective
     from xentlab.runtime.multi_worker import build_for_strategy, fit_custom
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
@@ -316,12 +324,10 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     if initial_epoch > 0 and outbox is not None:
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
     test_metrics = evaluate_test(prepared, config, outbox)
-    # What a sweeper optimises: the final val_nll, on one scale for every loss (a focal or smoothed val_loss is
-    # not comparable across variants); val_loss for a model compiled without the nll metric.
-    # A multi-worker job resumed after its training had completed: only the chief has a history (logged).
+    # What a sweeper optimises (xentlab.metric_table.objective). A multi-worker job resumed after its training had
+    # completed: only the chief has a history (logged).
     last = {key: values[-1] for key, values in history.items()} or {"val_loss": float("nan")}
-    objective = last.get("val_nll", last["val_loss"])
-    return {"val_loss": float(last["val_loss"]), "objective": float(objective), **test_metrics}, history
+    return {"val_loss": float(last["val_loss"]), "objective": objective(last), **test_metrics}, history
 
 
 def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
@@ -342,7 +348,9 @@ def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> di
         test_metrics.update(calibrated_metrics(prepared, config))
     test_metrics.update(posthoc_metrics(prepared, config, outbox))
     if outbox is not None:
-        outbox.log_metrics(test_metrics)
+        from xentlab.tracking.metric_log import log_defined
+
+        log_defined(outbox, test_metrics)  # an undefined metric (a class absent from test) is said, not logged
     return test_metrics
 
 

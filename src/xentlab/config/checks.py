@@ -15,6 +15,7 @@ from xentlab.core.losses import check_loss_combination
 from xentlab.core.targets import valid_mask_np
 from xentlab.data import DataBundle
 from xentlab.errors import ExpectedError
+from xentlab.metric_table import check_extra
 
 
 class CheckError(ExpectedError, ValueError):
@@ -180,6 +181,7 @@ def check_config(config: dict) -> dict:
     if data.get("limit") is not None and data["limit"] < 1:
         refuse("data.limit", data["limit"], "a positive number of training examples, or null for all",
                "e.g. data.limit=1000")
+    check_extra(config.get("metrics", {}).get("extra"))  # known metric names only (xentlab.metric_table)
     return config
 
 

@@ -21,6 +21,7 @@ from xentlab.core.models import (
     capabilities,
     choose_model,
     head_spec,
+    is_backbone,
     model_misfit,
     resolve_loss_kind,
 )
@@ -86,6 +87,9 @@ def resolve_model(model_cfg: dict[str, Any], data: DataShapes) -> tuple[str, dic
                                     f"model=mnist_cnn|mlp|char_lstm|multi_head")
         defaults = asdict(SCHEMAS["model"][f"base_{name}"](name=name))
         model_cfg = {k: getattr(v, "value", v) for k, v in defaults.items()} | {"head": model_cfg["head"]}
+    elif name == "custom" and not model_cfg.get("_target_"):
+        raise checks.CheckError("model=custom needs model._target_=package.module.function (your function that "
+                                "returns a Keras backbone; see README, 'Your own model')")
     elif misfit := model_misfit(name, data):
         raise checks.CheckError(misfit)
     knobs = {k: v for k, v in model_cfg.items() if k not in ("name", "head") and not k.startswith("sample_")}
@@ -107,8 +111,12 @@ def preflight(config: dict[str, Any], bundle: DataBundle, hardware: Hardware) ->
     ignore_class = labels["ignore_class"]
     checks.check_bundle(bundle, ignore_class=ignore_class)
     warnings = tuple(w for w in [checks.unused_ignore_class(bundle, ignore_class=ignore_class)] if w)
-    model, arch, sampling = resolve_model(config["model"], data_shapes(bundle))
-    loss_kind = resolve_loss_kind(loss_cfg["name"], config["model"]["head"], bundle.num_classes)
+    shapes = data_shapes(bundle)
+    model, arch, sampling = resolve_model(config["model"], shapes)
+    if is_backbone(model, arch):  # with_head needs the inputs' type and the labels' rank; a user's model the classes
+        arch |= {"input_dtype": "int32" if shapes.integer_inputs else "float32", "label_rank": len(shapes.label_shape),
+                 "num_classes": bundle.num_classes}
+    loss_kind = resolve_loss_kind(loss_cfg["name"], config["model"].get("head", "auto"), bundle.num_classes)
     from_logits = bool(loss_cfg["from_logits"])
     checks.check_loss_and_labels(loss=loss_kind, encoding=labels["encoding"], num_classes=bundle.num_classes,
                                  from_logits=from_logits, ignore_class=ignore_class,

@@ -139,6 +139,29 @@ class MultiHeadConfig(ModelConfig):
     heads: HeadLayout = HeadLayout.shared  # shared: one Dense(H*K) reshaped to (H, K); separate: one Dense(K) per head
 
 
+@dataclass
+class ResNetConfig(ModelConfig):
+    depth: int = 20  # 6n+2 (He et al. 2016 §4.2): 20 (0.27 M parameters), 32 (0.46 M, long-tail papers'), 44, 56, 110
+    width: int = 16  # filters of the first stage; the second and third have 2x and 4x
+    weight_decay: float = 1e-4  # the paper's, as an L2 penalty of weight_decay / 2 on the conv kernels; 0: none
+
+
+@dataclass
+class KerasAppConfig(ModelConfig):
+    arch: str = "MobileNetV3Small"  # any keras.applications model: ResNet50, EfficientNetB0, ConvNeXtTiny, ...
+    weights: Optional[str] = None  # null: from scratch; a local weights file (no top); never downloaded at run time
+    freeze_backbone: bool = False  # true: only the head trains (the backbone's batch norm stays in inference mode)
+    image_size: Optional[list[int]] = None  # [height, width] inputs are resized to; null: theirs, at least 32 (75 for
+    # InceptionV3, 71 for Xception)
+
+
+@dataclass
+class CustomModelConfig(ModelConfig):
+    _target_: Optional[str] = None  # dotted path of your function (see xentlab.core.user_model); required
+    full_model: bool = False  # false: it returns a backbone, xentlab adds the head; true: its own head, checked
+    options: Any = None  # extra keyword arguments for it: model.options={units: 64} (Any: new keys allowed)
+
+
 # ---------------------------------------------------------------------------------------------------- loss
 @dataclass
 class LossConfig:
@@ -221,6 +244,7 @@ class TrainerConfig:
     dry_run: bool = False  # compose, validate config and data, build the model, print a summary; no training
     resume: Resume = Resume.auto  # auto: continue an interrupted run of the same job from its last epoch
     stale_after_s: float = 300.0  # a RUNNING run without heartbeat for this long (other host) is stale
+    checkpoint_dir: Optional[str] = None  # null: outputs/checkpoints in the launch folder (relative: from there)
     verbose: Verbosity = Verbosity.auto  # auto: a bar on a terminal, one line per epoch otherwise; silent, bar, line
     debug: bool = False  # show the full traceback of expected errors (bad config, data, hardware, store)
     shuffle_buffer: Optional[int] = None  # null = the whole training split
@@ -251,6 +275,14 @@ class CalibrationConfig:
     posthoc_tune: bool = False  # true: tau chosen on validation balanced accuracy over 0, 0.25, ..., 2 (logged)
 
 
+# ---------------------------------------------------------------------------------------------------- metrics
+@dataclass
+class MetricsConfig:
+    # Streaming metrics beyond the task's own set (xentlab.metric_table): a language model computes nll (bpc) and
+    # next-token accuracy; metrics.extra=[auc,ece] adds those by name. A classifier computes them all already.
+    extra: list[str] = field(default_factory=list)
+
+
 # ---------------------------------------------------------------------------------------------------- root
 @dataclass
 class TrainConfig:
@@ -264,6 +296,7 @@ class TrainConfig:
     trainer: Any = MISSING
     tracking: Any = MISSING
     calibration: Any = MISSING
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -276,6 +309,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "base_mlp": MlpConfig,
         "base_char_lstm": CharLstmConfig,
         "base_multi_head": MultiHeadConfig,
+        "base_resnet": ResNetConfig,
+        "base_keras_app": KerasAppConfig,
+        "base_custom": CustomModelConfig,
     },
     "loss": {
         "base_loss": LossConfig,

@@ -19,12 +19,14 @@ from scipy.special import log_softmax
 from xentlab.core.probabilities import (
     FINE_BINS,
     check_from_logits,
+    class_outputs,
     confidence_bins,
     equal_mass_groups,
     fine_confidence_bins,
 )
 from xentlab.core.targets import LabelContract, valid_mask_np
 from xentlab.errors import ConfigError, LabelError
+from xentlab.metric_table import calibrated_names
 
 EPS = 1e-7  # Keras' clip: a probability head's p is read as at least 1e-7, as the `nll` metric reads it
 NUM_BINS = 15  # ECE bins of equal width over the top-label confidence (Guo et al. 2017)
@@ -38,9 +40,9 @@ LOG_T_BOUNDS = (-3.0, 3.0)
 def _logits_and_labels(outputs: Any, y: Any, *, from_logits: bool, ignore_class: int | None):
     """Every labelled position as one row: logits (M, K') in float64 and labels (M,); K' = 2 for one unit.
 
-    Probabilities become logits log p (their softmax is p again, up to the 1e-7 floor); one sigmoid unit
-    becomes the logits [0, z] with z = its logit (log p - log(1 - p) for a probability), whose softmax is
-    [1 - sigmoid(z), sigmoid(z)], so a sigmoid head and a 2-unit softmax head are scored the same way.
+    Probabilities become logits log p (their softmax is p again, up to the 1e-7 floor); one sigmoid unit is two
+    classes as `class_outputs` reads it (logits [0, z], probabilities [1 - p, p]), so a sigmoid head and a 2-unit
+    softmax head are scored the same way.
     """
     check_from_logits(from_logits)
     out = np.asarray(outputs, dtype=np.float64)
@@ -54,19 +56,8 @@ def _logits_and_labels(outputs: Any, y: Any, *, from_logits: bool, ignore_class:
             f"y must hold integer class ids of shape outputs.shape[:-1]; received y.shape={labels.shape}, "
             f"outputs.shape={out.shape}. Pass the integer labels, not their one-hot view."
         )
-    k = out.shape[-1]
-    flat = out.reshape(-1, k)
-    if k == 1:
-        if from_logits:
-            z = flat[:, 0]
-        else:
-            p = np.clip(flat[:, 0], EPS, 1.0 - EPS)
-            z = np.log(p) - np.log1p(-p)
-        logits = np.stack([np.zeros_like(z), z], axis=1)
-    elif from_logits:
-        logits = flat
-    else:
-        logits = np.log(np.clip(flat / flat.sum(-1, keepdims=True), EPS, 1.0))
+    flat = class_outputs(out.reshape(-1, out.shape[-1]), from_logits)  # one sigmoid unit: two classes
+    logits = flat if from_logits else np.log(np.clip(flat / flat.sum(-1, keepdims=True), EPS, 1.0))
     labels = labels.reshape(-1)
     keep = valid_mask_np(labels, ignore_class)
     logits, labels = logits[keep], labels[keep]
@@ -201,11 +192,15 @@ def calibrate(val_outputs, y_val, test_outputs, y_test, labels: LabelContract) -
     options = {"from_logits": labels.from_logits, "ignore_class": labels.ignore_class}
     t = fit_temperature(val_outputs, y_val, **options)
     logits, ids = _logits_and_labels(test_outputs, y_test, **options)
-    return {
-        "calibration.temperature": t,
-        "test_nll_calibrated": _mean_nll(logits, ids, t),
-        "test_ece_calibrated": _ece(logits, ids, t, NUM_BINS),
-        "test_brier_calibrated": _brier(logits, ids, t),
-        "test_classwise_ece_calibrated": _classwise_ece(logits, ids, t, NUM_BINS),
-        "test_adaptive_ece_calibrated": _adaptive_ece(logits, ids, t, NUM_BINS),
-    }
+    return {"calibration.temperature": t,
+            **{f"test_{name}_calibrated": CALIBRATED[name](logits, ids, t) for name in calibrated_names()}}
+
+
+# How each metric the table scores again after temperature scaling is computed: (logits, labels, T) -> value.
+CALIBRATED = {
+    "nll": _mean_nll,
+    "ece": lambda logits, labels, t: _ece(logits, labels, t, NUM_BINS),
+    "brier": _brier,
+    "classwise_ece": lambda logits, labels, t: _classwise_ece(logits, labels, t, NUM_BINS),
+    "adaptive_ece": lambda logits, labels, t: _adaptive_ece(logits, labels, t, NUM_BINS),
+}

@@ -20,8 +20,6 @@ from xentlab.core.probabilities import (
     fine_confidence_bins_tf,
 )
 
-CALIBRATION_METRICS = ("classwise_ece", "adaptive_ece")
-
 
 @keras.saving.register_keras_serializable(package="xentlab")
 class SparseClasswiseECE(_PositionMetric):
@@ -122,9 +120,3 @@ class SparseAdaptiveECE(_PositionMetric):
 
     def get_config(self):
         return {**super().get_config(), "num_bins": self.num_bins}
-
-
-def calibration_metrics(num_classes: int, *, head: int | None = None, suffix: str = "", **common) -> list:
-    """`classwise_ece` and `adaptive_ece` (named `<name><suffix>`), as `build_metrics` adds them."""
-    return [SparseClasswiseECE(num_classes, head=head, name=f"classwise_ece{suffix}", **common),
-            SparseAdaptiveECE(head=head, name=f"adaptive_ece{suffix}", **common)]

@@ -1,34 +1,69 @@
-"""The metrics a training run compiles: the contract set of `xentlab.core.metrics`, class-wise and adaptive
-calibration error, and the shot-group accuracies of a training split whose class counts vary."""
+"""The metrics a training run compiles, read from the metric table (xentlab.metric_table) for the run's task: a
+classifier's full set (accuracy, AUC, NLL, calibration, imbalance-aware scores, shot-group accuracies), a language
+model's nll and next-token accuracy, plus any streaming metric asked for by name (`metrics.extra`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from xentlab.core.calibration_metrics import CALIBRATION_METRICS, calibration_metrics
-from xentlab.core.metrics import CONTRACT_METRICS, build_metrics
-from xentlab.core.shot_metrics import SHOT_METRICS, shot_metrics
+from xentlab.core.calibration_metrics import SparseAdaptiveECE, SparseClasswiseECE
+from xentlab.core.metrics import SparseAccuracy, SparseAUC, SparseBrier, SparseConfusion, SparseECE, SparseNLL
+from xentlab.core.shot_metrics import SHOT_GROUPS, SparseGroupRecall
 from xentlab.core.targets import LabelContract
+from xentlab.metric_table import CLASSIFICATION, LANGUAGE_MODEL, check_extra, evaluated_names, task_metrics
 
 # What the runner logs as `test_<name>` when the model reports it (shot groups only when they exist).
-EVALUATED_METRICS = (*CONTRACT_METRICS, *CALIBRATION_METRICS, *SHOT_METRICS)
+EVALUATED_METRICS = evaluated_names()
+# How each streaming computation of the table is built: (classes K, the table's name, Keras arguments) -> metric.
+BUILDERS: dict[str, Callable] = {
+    "accuracy": lambda k, row, **c: SparseAccuracy(**c),
+    "auc": lambda k, row, **c: SparseAUC(k, **c),
+    "nll": lambda k, row, **c: SparseNLL(**c),
+    "ece": lambda k, row, **c: SparseECE(**c),
+    "brier": lambda k, row, **c: SparseBrier(**c),
+    "confusion": lambda k, row, **c: SparseConfusion(k, statistic=row, **c),
+    "classwise_ece": lambda k, row, **c: SparseClasswiseECE(k, **c),
+    "adaptive_ece": lambda k, row, **c: SparseAdaptiveECE(**c),
+}
 
 
-def build_run_metrics(labels: LabelContract, shot_groups: Mapping[str, Sequence[int]] | None = None) -> list:
-    """`build_metrics` plus classwise_ece and adaptive_ece (also per separate head, `<name>_head<h>`) and, with
-    `shot_groups` ({"many": [class ids], "medium": [...], "few": [...]}), `<group>_shot_accuracy` per non-empty
-    group over every labelled position.
+def metric_task(language_model: bool) -> str:
+    """The table's task of a run: a language model (a sequence model over a vocabulary) or a classifier."""
+    return LANGUAGE_MODEL if language_model else CLASSIFICATION
+
+
+def build_run_metrics(labels: LabelContract, shot_groups: Mapping[str, Sequence[int]] | None = None, *,
+                      task: str = CLASSIFICATION, extra: Iterable[str] = ()) -> list:
+    """The streaming metrics of `task` in the table's order (each also per separate head, `<name>_head<h>`) and,
+    with `shot_groups` ({"many": [class ids], "medium": [...], "few": [...]}), `<group>_shot_accuracy` per
+    non-empty group over every labelled position.
+
+    Names are the same for every loss, label encoding and head type, so MLflow compares runs side by side.
 
     Args:
-        labels: The run's label contract (see `build_metrics`).
+        labels: The run's label contract: classes per position (2 for one sigmoid unit), the encoding the model
+            is fitted on, whether it outputs logits, the ignore class (left out of every metric) and, for a
+            multi-head model (labels (N, H)), H, which adds each metric per head as `<name>_head<h>`.
         shot_groups: The training split's shot groups (`xentlab.data.long_tail.shot_groups`), or None.
+        task: "classification" (every metric) or "language_model" (nll and next-token accuracy).
+        extra: More streaming metrics by name (`metrics.extra`); unknown names raise ConfigError.
 
     Returns:
         A list of `keras.metrics.Metric` for `model.compile(metrics=...)`.
     """
+    rows = task_metrics(task, check_extra(list(extra)))
     k = labels.num_classes
     common = {"encoding": labels.encoding, "from_logits": labels.from_logits, "ignore_class": labels.ignore_class}
-    metrics = build_metrics(labels) + calibration_metrics(k, **common)
+    per_position = [m for m in rows if m.computed != "shot"]
+    metrics = [BUILDERS[m.computed](k, m.name, name=m.name, head=None, **common) for m in per_position]
     for h in range(labels.num_heads or 0):
-        metrics += calibration_metrics(k, head=h, suffix=f"_head{h}", **common)
-    return metrics + shot_metrics(k, shot_groups, **common)
+        metrics += [BUILDERS[m.computed](k, m.name, name=f"{m.name}_head{h}", head=h, **common)
+                    for m in per_position]
+    shots = {m.name for m in rows if m.computed == "shot"}
+    return metrics + [SparseGroupRecall(k, classes=shot_groups[g], name=f"{g}_shot_accuracy", **common)
+                      for g in SHOT_GROUPS if shot_groups and shot_groups.get(g) and f"{g}_shot_accuracy" in shots]
+
+
+def build_metrics(labels: LabelContract) -> list:
+    """A classifier's per-position metrics (`build_run_metrics` without shot groups)."""
+    return build_run_metrics(labels)

@@ -4,7 +4,8 @@ Accuracy, AUC, NLL, calibration (ECE, Brier) and imbalance-aware scores (balance
 recall). Keras' AUC needs one-hot labels (on integer labels it errors or reports nonsense) and Keras' sparse
 accuracy counts ignored "n/a" labels as wrong; these metrics take the labels the pipeline has and skip masked
 positions. Every metric counts each labelled position of sequence (N, T, K) and multi-head (N, H, K) outputs, or
-one head's positions with `head=h`; one sigmoid unit (K' = 1) is the two classes [1 - p, p].
+one head's positions with `head=h`; one sigmoid unit (K' = 1) is the two classes [1 - p, p]
+(`xentlab.core.probabilities.class_outputs`, the one reading of every head form).
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xentlab.core.probabilities import CALIBRATION_BINS, confidence_bins_tf, log_probabilities_tf, to_probabilities_tf
-from xentlab.core.targets import LabelContract, valid_mask_tf
+from xentlab.core.probabilities import (
+    CALIBRATION_BINS,
+    class_outputs,
+    confidence_bins_tf,
+    log_probabilities_tf,
+    to_probabilities_tf,
+)
+from xentlab.core.targets import valid_mask_tf
 from xentlab.errors import ConfigError, LabelError
+from xentlab.metric_table import METRICS
 
 # Scores are binned on the log-odds scale, where a trained softmax's saturated outputs (p = 1e-6) still spread
 # out; 8,000 bins over [-40, 40] (0.01 log-odds wide; 40 > logit(1 - 1e-7) = 16.1, with room for logits) keep
@@ -23,11 +31,7 @@ from xentlab.errors import ConfigError, LabelError
 LOGIT_RANGE = 40.0
 NUM_BINS = 8000
 
-# What the runner logs as `test_<name>` (and Keras/MLflow as `<name>`, `val_<name>` per epoch): the same names
-# for every loss, label encoding and head, so runs compare side by side.
-CONTRACT_METRICS = ("loss", "accuracy", "auc", "nll", "ece", "brier", "balanced_accuracy", "macro_f1",
-                    "worst_class_recall")
-CONFUSION_STATISTICS = ("balanced_accuracy", "macro_f1", "worst_class_recall")
+CONFUSION_STATISTICS = tuple(m.name for m in METRICS if m.computed == "confusion")  # rows of the metric table
 
 
 def _labels_and_valid(y_true, y_pred, encoding: str, ignore_class: int | None):
@@ -75,12 +79,8 @@ def predicted_positions(metric, y_true, y_pred, sample_weight):
     y_pred = tf.convert_to_tensor(y_pred)
     labels, valid = _labels_and_valid(y_true, y_pred, metric.encoding, metric.ignore_class)
     w = _weights(sample_weight, valid, y_pred)
-    flat = tf.reshape(y_pred, [-1, y_pred.shape[-1]])
-    if y_pred.shape[-1] == 1:
-        predicted = tf.cast(flat[:, 0] > (0.0 if metric.from_logits else 0.5), tf.int32)
-    else:
-        predicted = tf.argmax(flat, axis=-1, output_type=tf.int32)
-    return labels, valid, w, predicted
+    scores = class_outputs(tf.reshape(y_pred, [-1, y_pred.shape[-1]]), metric.from_logits)
+    return labels, valid, w, tf.argmax(scores, axis=-1, output_type=tf.int32)  # ties: the first class, as p > 0.5
 
 
 
@@ -102,18 +102,12 @@ def _positions(y_true, y_pred, sample_weight, *, encoding, ignore_class, head, f
 def log_odds(y_pred, from_logits: bool):
     """Per-class log-odds (M, K') of the scores the AUC ranks: (M, 1) for binary heads, (M, K) otherwise.
 
-    2-unit softmax: logit of p[:, 1] = x1 - x0 exactly; one sigmoid unit: the logit itself; K > 2 classes:
+    Two classes (2 units, or one sigmoid unit read as [0, z]): log p1 - log p0, the logit itself; K > 2 classes:
     log p_c - log(1 - p_c) from log_softmax, so saturated probabilities keep their order.
     """
     x = tf.cast(tf.reshape(y_pred, [-1, y_pred.shape[-1]]), tf.float32)
-    k = y_pred.shape[-1]
-    if k == 1:
-        if from_logits:
-            return x
-        p = tf.clip_by_value(x, 1e-12, 1.0 - 1e-7)
-        return tf.math.log(p) - tf.math.log1p(-p)
     log_p = log_probabilities_tf(x, from_logits, eps=1e-30)  # 1e-30: saturated probabilities keep their order
-    if k == 2:
+    if log_p.shape[-1] == 2:
         return log_p[:, 1:2] - log_p[:, 0:1]
     return log_p - tf.math.log(-tf.math.expm1(tf.minimum(log_p, -1e-30)))
 
@@ -123,7 +117,7 @@ class SparseAUC(keras.metrics.Metric):
     """One-vs-rest macro AUC (positive-class AUC for 2 classes) from integer or one-hot labels.
 
     Classes without both positive and negative examples so far are left out of the mean (their AUC is
-    undefined); with no such class at all the result is 0.
+    undefined); with no such class at all (a split of one class) the AUC is undefined: NaN, never logged.
     """
 
     def __init__(self, num_classes, *, encoding="sparse", from_logits=False, ignore_class=None,
@@ -165,7 +159,7 @@ class SparseAUC(keras.metrics.Metric):
         defined = tf.logical_and(n_pos > 0, n_neg > 0)
         auc = tf.math.divide_no_nan(wins, n_pos * n_neg)
         count = tf.reduce_sum(tf.cast(defined, tf.float32))
-        return tf.math.divide_no_nan(tf.reduce_sum(tf.where(defined, auc, 0.0)), count)
+        return _or_nan(tf.math.divide_no_nan(tf.reduce_sum(tf.where(defined, auc, 0.0)), count), count > 0)
 
     def reset_state(self):
         self.pos.assign(tf.zeros_like(self.pos))
@@ -347,7 +341,7 @@ class SparseConfusion(_PositionMetric):
     - ``"worst_class_recall"``: the smallest recall over the classes in the labels (`recall_score(average=None)`
       restricted to them, then min): how the rarest or hardest class fares.
 
-    Each is 0 before any position is seen.
+    Each is undefined (NaN, never logged) before any position is seen.
 
     Args:
         num_classes: K, the width of the output (2 for one sigmoid unit).
@@ -400,43 +394,17 @@ def _confusion_statistic(matrix, statistic: str):
     recall = tf.math.divide_no_nan(tp, labelled)
     if statistic == "balanced_accuracy":
         return _sum_over_kept(recall, labelled)
-    # worst_class_recall: classes not in the labels are lifted above every recall (1 + 1), then 0 if none is left.
+    # worst_class_recall: classes not in the labels are lifted above every recall (1 + 1), NaN if none is left.
     worst = tf.reduce_min(recall + 2.0 * tf.cast(labelled <= 0, recall.dtype))
-    return tf.where(worst > 1.0, 0.0, worst)
+    return _or_nan(worst, worst <= 1.0)
 
 
 def _sum_over_kept(values, totals):
-    """sum(values) / number of classes with totals > 0 (values are 0 elsewhere); 0 when none is kept."""
-    return tf.math.divide_no_nan(tf.reduce_sum(values), tf.reduce_sum(tf.cast(totals > 0, values.dtype)))
+    """sum(values) / number of classes with totals > 0 (values are 0 elsewhere); NaN when none is kept."""
+    kept = tf.reduce_sum(tf.cast(totals > 0, values.dtype))
+    return _or_nan(tf.math.divide_no_nan(tf.reduce_sum(values), kept), kept > 0)
 
 
-def build_metrics(labels: LabelContract) -> list[keras.metrics.Metric]:
-    """Every metric of the contract over every labelled position, plus `<name>_head<h>` per separate head.
-
-    Names (the same for every loss, label encoding and head type, so MLflow compares runs side by side):
-    accuracy, auc, nll, ece, brier, balanced_accuracy, macro_f1, worst_class_recall; with `loss` these are
-    `CONTRACT_METRICS`.
-
-    Args:
-        labels: The run's label contract: classes per position (2 for one sigmoid unit), the encoding the model
-            is fitted on, whether it outputs logits, the ignore class (left out of every metric) and, for a
-            multi-head model (labels (N, H)), H, which adds each metric per head as `<name>_head<h>`.
-
-    Returns:
-        A list of `keras.metrics.Metric` for `model.compile(metrics=...)`.
-    """
-    k = labels.num_classes
-    common = {"encoding": labels.encoding, "from_logits": labels.from_logits, "ignore_class": labels.ignore_class}
-
-    def one_set(head, suffix):
-        def named(name):
-            return {"head": head, "name": f"{name}{suffix}", **common}
-
-        return [SparseAccuracy(**named("accuracy")), SparseAUC(k, **named("auc")),
-                SparseNLL(**named("nll")), SparseECE(**named("ece")), SparseBrier(**named("brier")),
-                *(SparseConfusion(k, statistic=s, **named(s)) for s in CONFUSION_STATISTICS)]
-
-    metrics = one_set(None, "")
-    for h in range(labels.num_heads or 0):
-        metrics += one_set(h, f"_head{h}")
-    return metrics
+def _or_nan(value, defined):
+    """`value` where `defined`, else NaN: an undefined metric is not a bad value (the run logs nothing for it)."""
+    return tf.where(defined, value, tf.constant(float("nan"), value.dtype))

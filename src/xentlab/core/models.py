@@ -15,7 +15,9 @@ import keras
 from keras import layers
 
 from xentlab.config.choices import Head, HeadLayout
+from xentlab.core.architectures import keras_app, resnet
 from xentlab.core.losses import LOSS_TABLE, loss_spec
+from xentlab.core.user_model import build_user_model, check_full_model, refuse_a_head_on_a_head
 from xentlab.errors import ConfigError
 
 
@@ -178,20 +180,73 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "char_lstm": char_lstm,
     "multi_head": multi_head,
 }
+# Models that end in features: the head is added by `with_head`, the one place it is made for them.
+BACKBONES: dict[str, Callable[..., keras.Model]] = {"resnet": resnet, "keras_app": keras_app}
+
+
+def is_backbone(name: str, arch: dict[str, Any]) -> bool:
+    """Whether model `name` with knobs `arch` gets its head from `with_head`: the named backbones and a user's
+    model (`_target_` set)."""
+    return name in BACKBONES or bool(arch.get("_target_"))
+
+
+def with_head(backbone: keras.layers.Layer, head: HeadSpec, *, input_shape: tuple[int, ...],
+              input_dtype: str = "float32", label_rank: int = 0, name: str = "model") -> keras.Model:
+    """`backbone` (a model or layer mapping one input to features) followed by the head `head`, in float32.
+
+    Features (batch, ..., d) with more axes than the labels need (one label per example: a feature map) are
+    averaged over the extra ones (global average pooling); the head's Dense applies along the last axis, so
+    per-position labels (batch, T) take features (batch, T, d).
+    """
+    inputs = keras.Input(shape=tuple(input_shape), dtype=input_dtype, name="inputs")
+    features = backbone(inputs)
+    if isinstance(features, (list, tuple, dict)):
+        raise ConfigError(f"the backbone of model={name} returns {len(features)} outputs; xentlab adds one head: "
+                          f"return one feature tensor")
+    extra = len(features.shape) - 2 - label_rank
+    if extra < 0:
+        raise ConfigError(f"the backbone of model={name} outputs shape {tuple(features.shape)}; labels of rank "
+                          f"{label_rank} need features (batch, {', '.join(['T'] * label_rank + ['d'])})")
+    if extra:
+        pool = {1: layers.GlobalAveragePooling1D, 2: layers.GlobalAveragePooling2D, 3: layers.GlobalAveragePooling3D}
+        features = (pool[extra] if extra in pool and label_rank == 0 else layers.Flatten)(name="pool")(features)
+    return keras.Model(inputs, _head(head.units, head.activation)(features), name=name)
 
 
 def build_model(name: str, *, input_shape: tuple[int, ...], head: HeadSpec, **arch: Any) -> keras.Model:
     """Builds model `name` ending in the output layer `head` (see head_spec), computed in float32.
 
     Args:
-        name: a key of MODELS.
+        name: a key of MODELS or BACKBONES, or any name with `_target_` in `arch` (a user's model).
         input_shape: one example's input shape (from the data; `model_misfit` says whether the model takes it).
         head: units and activation of the output layer.
-        **arch: the model's architecture knobs plus data facts some models need (vocab_size, num_heads).
+        **arch: the model's architecture knobs plus data facts some models need (vocab_size, num_heads; for
+            backbones num_classes, input_dtype and label_rank).
     """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](tuple(input_shape), head.units, head.activation, **arch)
+    if not is_backbone(name, arch):
+        if name not in MODELS:
+            raise ConfigError(f"unknown model {name!r}; known: {sorted(MODELS | BACKBONES)}, or set "
+                              f"model._target_=package.module.function (model=custom)")
+        return MODELS[name](tuple(input_shape), head.units, head.activation, **arch)
+    facts = {k: arch.pop(k) for k in ("input_dtype", "label_rank") if k in arch}
+    target = arch.get("_target_")
+    if target is None:
+        backbone = BACKBONES[name](tuple(input_shape), **arch)
+        return with_head(backbone, head, input_shape=input_shape, name=name, **facts)
+    built = build_user_model(target, input_shape=input_shape, num_classes=arch["num_classes"],
+                             vocab_size=arch.get("vocab_size") if facts.get("input_dtype") == "int32" else None,
+                             options=arch.get("options"))
+    if not arch.get("full_model"):
+        refuse_a_head_on_a_head(built, target)
+        return with_head(built, head, input_shape=input_shape, name=name, **facts)
+    if not isinstance(built, keras.Model):
+        built = keras.Sequential([keras.Input(shape=tuple(input_shape), dtype=facts.get("input_dtype", "float32")),
+                                  built])
+    check_full_model(built, units=head.units, activation=head.activation, label_rank=facts.get("label_rank", 0),
+                     target=target)
+    if built.outputs[0].dtype != "float32":  # the loss is computed on float32 outputs, as for xentlab's heads
+        return keras.Model(built.inputs, layers.Activation("linear", dtype="float32")(built.outputs[0]), name=name)
+    return built
 
 
 @dataclass(frozen=True)
@@ -240,6 +295,10 @@ FITS: dict[str, tuple[str, Callable[[DataShapes], bool]]] = {
     "mnist_cnn": ("images of shape (H, W, C) with H, W >= 6 (two 3x3 convs and a 2x2 pool), one label each",
                   lambda d: not d.label_shape and len(d.input_shape) == 3 and min(d.input_shape[:2]) >= 6),
     "mlp": ("one label per example (any input: it flattens them)", lambda d: not d.label_shape),
+    "resnet": ("images of shape (H, W, C), one label each",
+               lambda d: not d.label_shape and len(d.input_shape) == 3 and not d.integer_inputs),
+    "keras_app": ("images of shape (H, W, C), one label each (smaller ones are resized up)",
+                  lambda d: not d.label_shape and len(d.input_shape) == 3 and not d.integer_inputs),
 }
 AUTO_ORDER = ("char_lstm", "multi_head", "mnist_cnn", "mlp")  # the first that fits; mlp takes images too
 
@@ -254,7 +313,10 @@ def choose_model(data: DataShapes) -> str | None:
 
 
 def model_misfit(name: str, data: DataShapes) -> str | None:
-    """Why model `name` cannot take this data, with the model to use instead; None when it fits."""
+    """Why model `name` cannot take this data, with the model to use instead; None when it fits (a user's model
+    takes what it declares: not checked here)."""
+    if name not in FITS:
+        return None
     needs, fits = FITS[name]
     if fits(data):
         return None

@@ -27,10 +27,11 @@ from xentlab.core.calibration import (
     _mean_nll,
 )
 from xentlab.data.long_tail import IMBALANCE_RATIO, SHOT_THRESHOLDS, imbalance_ratio, is_imbalanced
+from xentlab.metric_table import posthoc_names
 
 # Tried on validation balanced accuracy with calibration.posthoc_tune=true (Menon et al. sweep tau in [0, 2]).
 TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-POSTHOC_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "worst_class_recall", "nll", "ece")
+POSTHOC_METRICS = posthoc_names()  # the metric table's rows scored again after the adjustment
 
 
 def skip_reason(y_train, class_counts, class_names: Sequence[str]) -> str | None:
@@ -132,4 +133,5 @@ def posthoc_evaluation(test_outputs, y_test, class_counts, *, from_logits: bool,
     if logits.shape[1] != len(prior):
         raise ValueError(f"outputs have {logits.shape[1]} classes but class_counts has {len(prior)}")
     found = scores(adjust(logits, prior, tau), labels, shot_groups)
-    return {"posthoc_tau": float(tau), **out, **{f"test_{name}_posthoc": v for name, v in found.items()}}
+    return {"posthoc_tau": float(tau), **out,
+            **{f"test_{name}_posthoc": v for name, v in found.items() if name in POSTHOC_METRICS}}

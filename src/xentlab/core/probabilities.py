@@ -25,13 +25,42 @@ FINE_BINS = 3000
 CONFIDENCE_CLIP = (1e-12, 1.0 - 1e-7)  # confidences outside go to the first or last fine bin
 
 
+def class_outputs(outputs, from_logits: bool):
+    """The one reading of a head's last axis, for every head form: K units are the K classes' logits or
+    probabilities; one sigmoid unit (K' = 1) is the two classes it stands for, as the logits [0, z]
+    (softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)], exactly) or the probabilities [1 - p, p].
+
+    Every reader of model outputs (metrics, calibration, post-hoc adjustment, figures, sampling) starts here, so a
+    sigmoid head and a 2-unit softmax head are scored the same way everywhere.
+
+    Args:
+        outputs: numpy-like (..., K') -> numpy float64; a TensorFlow tensor -> a float tensor (float64 kept).
+        from_logits: True for logits, False for probabilities (a statement about the model, never a guess).
+
+    Returns:
+        (..., K) with K = K' for K' > 1 and K = 2 for one unit.
+    """
+    check_from_logits(from_logits)
+    if isinstance(outputs, (np.ndarray, np.generic, list, tuple)):
+        x = np.asarray(outputs, dtype="float64")
+        if x.shape[-1] != 1:
+            return x
+        return np.concatenate([np.zeros_like(x), x] if from_logits else [1.0 - x, x], axis=-1)
+    import tensorflow as tf
+
+    x = _float_tf(outputs)
+    if x.shape[-1] != 1:
+        return x
+    return tf.concat([tf.zeros_like(x), x] if from_logits else [1.0 - x, x], axis=-1)
+
+
 def to_probabilities(outputs, from_logits: bool) -> np.ndarray:
-    """Class probabilities (..., K) in float64 from model outputs (..., K) or one sigmoid unit (..., 1).
+    """Class probabilities (..., K) in float64 from model outputs (`class_outputs`' reading of every head form).
 
     Args:
         outputs: Logits or probabilities, last axis the classes; a last axis of 1 is one sigmoid unit.
-        from_logits: True for logits (softmax, or sigmoid for one unit), False for probabilities (rows are
-            renormalised to sum to 1, which absorbs float32 rounding; a single unit is taken as p).
+        from_logits: True for logits (softmax), False for probabilities (rows are renormalised to sum to 1,
+            which absorbs float32 rounding).
 
     Returns:
         Probabilities of shape (..., K), or (..., 2) = [1 - p, p] for one sigmoid unit.
@@ -39,14 +68,9 @@ def to_probabilities(outputs, from_logits: bool) -> np.ndarray:
     Raises:
         TypeError: If from_logits is not a bool (it is a statement about the model, not a guess).
     """
-    check_from_logits(from_logits)
-    out = np.asarray(outputs, dtype="float64")
-    if out.shape[-1] == 1:
-        # sigmoid via tanh: no overflow warning for logits of -1e4
-        p = 0.5 * (1.0 + np.tanh(0.5 * out)) if from_logits else out
-        return np.concatenate([1.0 - p, p], axis=-1)
+    out = class_outputs(np.asarray(outputs), from_logits)
     if from_logits:
-        e = np.exp(out - out.max(-1, keepdims=True))
+        e = np.exp(out - out.max(-1, keepdims=True))  # [0, z] of a sigmoid unit: no overflow for z = -1e4 either
         return e / e.sum(-1, keepdims=True)
     return out / out.sum(-1, keepdims=True)
 
@@ -95,11 +119,7 @@ def to_probabilities_tf(outputs, from_logits: bool):
     """
     import tensorflow as tf
 
-    check_from_logits(from_logits)
-    x = _float_tf(outputs)
-    if x.shape[-1] == 1:
-        p = tf.sigmoid(x) if from_logits else x
-        return tf.concat([1.0 - p, p], axis=-1)
+    x = class_outputs(_float_tf(outputs), from_logits)
     if from_logits:
         return tf.nn.softmax(x, axis=-1)
     return x / tf.reduce_sum(x, axis=-1, keepdims=True)
@@ -108,8 +128,8 @@ def to_probabilities_tf(outputs, from_logits: bool):
 def log_probabilities_tf(outputs, from_logits: bool, eps: float = 1e-7):
     """Log class probabilities (..., K) in TensorFlow: exact from logits, log(clip(p, eps, 1)) from probabilities.
 
-    From logits, log_softmax (or log_sigmoid(-z), log_sigmoid(z) for one unit) stays finite and exact for any
-    finite logit. From probabilities, the clip at eps (Keras' 1e-7 by default) bounds log 0.
+    From logits, log_softmax (of [0, z] for one unit: log_sigmoid(-z), log_sigmoid(z)) stays finite and exact for
+    any finite logit. From probabilities, the clip at eps (Keras' 1e-7 by default) bounds log 0.
 
     Args:
         outputs: Tensor (..., K) of logits or probabilities, or (..., 1) for one sigmoid unit.
@@ -121,13 +141,9 @@ def log_probabilities_tf(outputs, from_logits: bool, eps: float = 1e-7):
     """
     import tensorflow as tf
 
-    check_from_logits(from_logits)
-    x = _float_tf(outputs)
     if from_logits:
-        if x.shape[-1] == 1:
-            return tf.concat([tf.math.log_sigmoid(-x), tf.math.log_sigmoid(x)], axis=-1)
-        return tf.nn.log_softmax(x, axis=-1)
-    return tf.math.log(tf.clip_by_value(to_probabilities_tf(x, False), eps, 1.0))
+        return tf.nn.log_softmax(class_outputs(_float_tf(outputs), True), axis=-1)
+    return tf.math.log(tf.clip_by_value(to_probabilities_tf(outputs, False), eps, 1.0))
 
 
 def confidence_bins_tf(confidence, num_bins: int = CALIBRATION_BINS):

@@ -7,7 +7,7 @@ the tail, or both. Labels, masks and sample weights are read as every metric of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -16,12 +16,11 @@ import tensorflow as tf
 from xentlab.core.metrics import _PositionMetric, predicted_positions
 
 SHOT_GROUPS = ("many", "medium", "few")
-SHOT_METRICS = tuple(f"{group}_shot_accuracy" for group in SHOT_GROUPS)
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
 class SparseGroupRecall(_PositionMetric):
-    """Mean recall over the classes of a group that are in the labels seen so far (0 before any).
+    """Mean recall over the classes of a group that are in the labels seen so far (NaN, undefined, before any).
 
     Equals scikit-learn's `recall_score(average=None)` restricted to those classes, then averaged.
 
@@ -59,14 +58,8 @@ class SparseGroupRecall(_PositionMetric):
     def result(self):
         labelled = tf.convert_to_tensor(self.labelled) * self._member  # 0 outside the group
         recall = tf.math.divide_no_nan(tf.convert_to_tensor(self.correct) * self._member, labelled)
-        return tf.math.divide_no_nan(tf.reduce_sum(recall), tf.reduce_sum(tf.cast(labelled > 0, tf.float32)))
+        present = tf.reduce_sum(tf.cast(labelled > 0, tf.float32))  # none: undefined (NaN, never logged)
+        return tf.where(present > 0, tf.math.divide_no_nan(tf.reduce_sum(recall), present), float("nan"))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "classes": self.classes}
-
-
-def shot_metrics(num_classes: int, groups: Mapping[str, Sequence[int]] | None, **common) -> list:
-    """`<group>_shot_accuracy` for each non-empty group of `groups` ({"many": [...], "medium": [...], "few": [...]});
-    none without groups."""
-    return [SparseGroupRecall(num_classes, classes=groups[g], name=f"{g}_shot_accuracy", **common)
-            for g in SHOT_GROUPS if groups and groups.get(g)]

@@ -16,71 +16,20 @@ row per example. The class count is num_classes, else len(class_names), else the
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from xentlab.data.arrays import bundle_from_arrays
 from xentlab.data.bundle import DataBundle, DataError
+from xentlab.hooks import call_with_declared, locate
 
 RETURNS = (
     "a DataBundle, a dict with x_train and y_train (optional x_val, y_val, x_test, y_test, class_names, "
     "num_classes), or a tuple (x, y), ((x_train, y_train), (x_test, y_test)) or "
     "((x_train, y_train), (x_val, y_val), (x_test, y_test))"
 )
-
-
-def locate(target: str) -> Callable:
-    """The object a dotted path names (`package.module.function`, or `package.module.Class.method`)."""
-    parts = target.split(".")
-    if len(parts) < 2 or not all(parts):
-        raise DataError(f"data._target_={target} is not a dotted path; expected package.module.function")
-    for cut in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:cut])
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name and not f"{module_name}.".startswith(f"{err.name}."):  # the module's own import failed
-                raise DataError(f"data._target_={target}: importing {module_name} failed: {err}") from err
-            continue  # a shorter prefix may be the module
-        try:
-            for attr in parts[cut:]:
-                obj = getattr(obj, attr)
-        except AttributeError as err:
-            raise DataError(f"data._target_={target}: module {module_name} has no {'.'.join(parts[cut:])}") from err
-        if not callable(obj):
-            raise DataError(f"data._target_={target} is a {type(obj).__name__}, not a function")
-        return obj
-    raise DataError(
-        f"data._target_={target}: no module {parts[0]} found; put the folder holding it on PYTHONPATH "
-        f"(or run from that folder)"
-    )
-
-
-def call_with_declared(fn: Callable, target: str, base: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
-    """Calls `fn` with the entries of `base` and `options` it declares (all of them when it takes **kwargs)."""
-    params = inspect.signature(fn).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    available = {**base, **options}
-    unused = sorted(k for k in options if k not in params and not takes_any)
-    if unused:
-        raise DataError(
-            f"data.options has {unused}, which {target} does not take; its parameters are {list(params)}"
-        )
-    kwargs = available if takes_any else {k: v for k, v in available.items() if k in params}
-    required = [
-        name for name, p in params.items()
-        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and name not in kwargs
-    ]
-    if required:
-        raise DataError(
-            f"{target} needs {required}; pass them as data.options={{{', '.join(f'{r}: ...' for r in required)}}}"
-        )
-    return fn(**kwargs)
 
 
 def _is_pair(value: Any) -> bool:
@@ -109,9 +58,9 @@ def load_custom(
     """Calls the user's loader `target` and turns what it returns into a DataBundle (see the module docstring)."""
     if options is not None and not isinstance(options, Mapping):
         raise DataError(f"data.options must be a mapping of argument names to values ({{n: 100}}), got {options!r}")
-    fn = locate(target)
+    fn = locate(target, key="data._target_", error=DataError)
     base = {"path": path, "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
-    value = call_with_declared(fn, target, base, dict(options or {}))
+    value = call_with_declared(fn, target, base, dict(options or {}), options_key="data.options", error=DataError)
     if isinstance(value, DataBundle):
         value.meta.setdefault("loader", target)
         return value

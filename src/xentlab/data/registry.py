@@ -37,9 +37,10 @@ CUSTOM = "custom"  # data=custom: the loader is data._target_
 
 
 def load_source(name: str, target: str | None = None, **options: Any) -> DataBundle:
-    """The bundle of source `name` as its loader returns it; with name=custom, of the user's loader `target`."""
+    """The bundle of source `name` as its loader returns it; with `target` set (data=custom, or a data config of the
+    user's own such as conf/data/mine.yaml), of the user's loader `target`."""
     if target:
-        if name != CUSTOM:
+        if name in DATA_SOURCES:
             raise DataError(
                 f"data._target_={target} names a loader of your own, but data={name} is a built-in source; "
                 f"use data={CUSTOM} data._target_={target}"

@@ -6,53 +6,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xentlab.metric_table import loss_columns, report_columns
 from xentlab.report.statistics import Difference, direction
 
-# (column, source, section): source is a final metric, "best:val_loss" (min over epochs), "epochs" (epochs
-# logged), or "wall_time_s" (end - start of the run). samples_per_s is the last epoch's (steady state: the first
-# epoch also traces the graph), read from the run itself: only val_loss needs its history.
-COLUMNS = [
-    ("val_loss", "val_loss", "validation"),
-    ("best_val_loss", "best:val_loss", "validation"),
-    ("val_nll", "val_nll", "validation"),  # cross-entropy of the predictions: one scale for every loss variant
-    ("val_ece", "val_ece", "validation"),
-    ("val_brier", "val_brier", "validation"),
-    ("val_accuracy", "val_accuracy", "validation"),
-    ("val_balanced_accuracy", "val_balanced_accuracy", "validation"),
-    ("val_macro_f1", "val_macro_f1", "validation"),
-    ("val_worst_class_recall", "val_worst_class_recall", "validation"),
-    ("val_auc", "val_auc", "validation"),
-    ("val_bpc", "val_bpc", "validation"),  # language models: bits per character (nll / ln 2)
-    ("test_loss", "test_loss", "test"),
-    ("test_nll", "test_nll", "test"),
-    ("test_ece", "test_ece", "test"),
-    ("test_classwise_ece", "test_classwise_ece", "test"),  # every class's probability (Kull et al. 2019)
-    ("test_adaptive_ece", "test_adaptive_ece", "test"),  # equal-mass bins (Nguyen & O'Connor 2015)
-    ("test_brier", "test_brier", "test"),
-    ("test_accuracy", "test_accuracy", "test"),
-    ("test_balanced_accuracy", "test_balanced_accuracy", "test"),
-    ("test_macro_f1", "test_macro_f1", "test"),
-    ("test_worst_class_recall", "test_worst_class_recall", "test"),
-    ("test_auc", "test_auc", "test"),
-    ("test_bpc", "test_bpc", "test"),
-    ("test_perplexity", "test_perplexity", "test"),
-    # Long tail: recall averaged over the classes with > 100 / 20..100 / < 20 training examples (data.shot_thresholds),
-    # and post-hoc logit adjustment of the same model (test_<metric>_posthoc: no retraining).
-    ("test_many_shot_accuracy", "test_many_shot_accuracy", "long_tail"),
-    ("test_medium_shot_accuracy", "test_medium_shot_accuracy", "long_tail"),
-    ("test_few_shot_accuracy", "test_few_shot_accuracy", "long_tail"),
-    ("test_balanced_accuracy_posthoc", "test_balanced_accuracy_posthoc", "long_tail"),
-    ("test_few_shot_accuracy_posthoc", "test_few_shot_accuracy_posthoc", "long_tail"),
-    ("epochs", "epochs", "cost"),
-    ("wall_time_s", "wall_time_s", "cost"),
-    ("samples_per_s", "samples_per_s", "cost"),
-]
+# (column, source, section), from the metric table: source is a final metric, "best:val_loss" (min over epochs),
+# "epochs" (epochs logged), or "wall_time_s" (end - start of the run). samples_per_s is the last epoch's (steady
+# state: the first epoch also traces the graph), read from the run itself: only val_loss needs its history.
+COLUMNS = report_columns()
 COLUMN_NAMES = [c for c, _, _ in COLUMNS]
 # The report's value tables in order; a section no run logged a value of is left out (long_tail on balanced data).
 TABLE_SECTIONS = (("validation", "Validation"), ("test", "Test"),
                   ("long_tail", "Long tail: shot groups and post-hoc logit adjustment"), ("cost", "Cost"))
 # Values of the training objective itself: on one scale only when every variant trains the same loss.
-LOSS_COLUMNS = ("val_loss", "best_val_loss", "test_loss")
+LOSS_COLUMNS = loss_columns()
 # Quality metrics ranked against the baseline; the loss columns join them when the loss scales agree.
 RANKED = [c for c in COLUMN_NAMES if direction(c) and c not in LOSS_COLUMNS]
 HISTORY_METRIC = "val_loss"  # the one history read per run: best_val_loss, epochs and the learning curves

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 
+from xentlab import metric_table
 from xentlab.report.columns import Report
 from xentlab.report.render import format_delta, format_p, verdict_text
 from xentlab.report.statistics import direction
@@ -24,16 +25,11 @@ from xentlab.tracking.store import VERDICT_TAG
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description, rendered as Markdown on the run's Overview
 MAX_NOTE = 7900  # characters: MLflow keeps tag values up to 8,000
 MAX_LINES = 12  # variants listed per metric; the report lists them all
-# The metrics after the primary one, with what they tell (the issue a reviewer looks for).
-CLASSIFIER_METRICS = (("test_ece", "calibration"), ("test_balanced_accuracy", "minority classes"),
-                      ("test_worst_class_recall", "minority classes"))
-LANGUAGE_MODEL_METRICS = (("test_bpc", "held-out text"),)
 
 
 def headline_metrics(report: Report) -> list[tuple[str, str]]:
     """(metric, what it tells) of the headline: the primary metric, then the secondary ones that were ranked."""
-    language_model = report.metric.endswith(("bpc", "perplexity"))
-    others = LANGUAGE_MODEL_METRICS if language_model else CLASSIFIER_METRICS
+    others = metric_table.headline_metrics(metric_table.task_of_metric(report.metric))  # what each one tells
     tested = {c.metric for c in report.comparisons}
     return [(report.metric, "primary")] + [(m, why) for m, why in others if m in tested and m != report.metric]
 

@@ -14,14 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special as _special  # the t distribution's ufuncs: scipy.stats.t's numbers, 30x faster a call
 
+# Which way a metric is better ("min", "max" or None), under any of its logged names: the metric table's.
+from xentlab.metric_table import direction  # noqa: F401  (re-exported: the report's modules read it here)
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
-# The quality metrics the report ranks (with their val_ and test_ prefixes), by direction.
-LOWER_IS_BETTER = ("nll", "ece", "brier", "loss", "bpc", "perplexity", "classwise_ece", "adaptive_ece")
-HIGHER_IS_BETTER = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "worst_class_recall", "many_shot_accuracy",
-                    "medium_shot_accuracy", "few_shot_accuracy")
-# A metric of adjusted or calibrated predictions (`test_nll_posthoc`, `test_ece_calibrated`) keeps its direction.
-DERIVED_SUFFIXES = ("_posthoc", "_calibrated")
 
 
 @dataclass(frozen=True)
@@ -54,21 +51,6 @@ class Difference:
     @property
     def tested(self) -> bool:
         return self.test != "untested"
-
-
-def direction(metric: str) -> str | None:
-    """"min" or "max" for a ranked quality metric (`val_nll`, `test_macro_f1`, `best_val_loss`,
-    `test_balanced_accuracy_posthoc`, ...), else None."""
-    base = metric
-    for prefix in ("best_", "val_", "test_"):
-        base = base.removeprefix(prefix)
-    for suffix in DERIVED_SUFFIXES:
-        base = base.removesuffix(suffix)
-    if base in LOWER_IS_BETTER:
-        return "min"
-    if base in HIGHER_IS_BETTER:
-        return "max"
-    return None
 
 
 def _t_interval(mean: float, se: float, dof: float, confidence: float) -> tuple[float, float, float]:

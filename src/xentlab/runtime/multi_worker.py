@@ -7,10 +7,13 @@ all workers must join.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -277,10 +280,108 @@ def fit_custom(
     return history
 
 
+# Settings that may differ between workers without changing what they compute together: only the chief logs, and
+# the chief's epoch and weights are handed to the others (`sync_from_chief`).
+PER_WORKER = ("tracking.", "trainer.verbose", "trainer.debug", "trainer.resume", "trainer.stale_after_s",
+              "trainer.dry_run")
+DATA_KEY = "data (digest of the loaded splits)"
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
+    return flat
+
+
+def data_digest(splits: dict[str, tuple[Any, Any]]) -> str:
+    """A digest of the examples and labels of every split (`DataBundle.splits()`): equal on two machines only when
+    they loaded the same data."""
+    digest = hashlib.sha256()
+    for name in sorted(splits):
+        for array in map(np.asarray, splits[name]):
+            digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
+            digest.update(array.tobytes() if array.dtype != object else "\0".join(map(str, array.ravel())).encode())
+    return digest.hexdigest()[:16]
+
+
+def job_fingerprint(config: dict[str, Any], splits: dict[str, tuple[Any, Any]]) -> dict[str, str]:
+    """What every worker of one job must agree on: the resolved config (without `PER_WORKER` settings), dotted
+    keys to JSON values, and the data's digest."""
+    flat = {k: v for k, v in _flatten(config).items() if not k.startswith(PER_WORKER)}
+    return {**flat, DATA_KEY: data_digest(splits)}
+
+
+def _gather_rows(strategy: tf.distribute.Strategy, row: np.ndarray) -> np.ndarray:
+    """(replicas, len(row)): every replica's `row` (float32), in replica order, on every worker. One SUM all-reduce
+    of a shape all workers share: each replica fills its own line with its row, the others with zeros."""
+    replicas, own = strategy.num_replicas_in_sync, tf.constant(row, tf.float32)
+
+    @tf.function
+    def gather():
+        def replica():
+            context = tf.distribute.get_replica_context()
+            line = tf.one_hot(context.replica_id_in_sync_group, replicas, dtype=tf.float32)
+            return context.all_reduce(SUM, line[:, None] * own[None, :])
+
+        return strategy.experimental_local_results(strategy.run(replica))[0]
+
+    return np.asarray(gather())
+
+
+def exchange(strategy: tf.distribute.Strategy, payload: bytes) -> list[bytes]:
+    """Every replica's `payload`, in replica order (replica 0 is the chief's), on every worker: the lengths first,
+    then the bytes padded to the longest, so both collectives have one shape on every worker."""
+    lengths = _gather_rows(strategy, np.array([len(payload)], np.float32))[:, 0].astype(int)
+    padded = np.zeros(int(lengths.max()), np.float32)
+    padded[: len(payload)] = np.frombuffer(payload, np.uint8)
+    rows = _gather_rows(strategy, padded)
+    return [bytes(row[:n].astype(np.uint8)) for row, n in zip(rows, lengths, strict=True)]
+
+
+def differences(fingerprints: list[dict[str, str]], per_worker: int = 1) -> list[str]:
+    """`key (worker 0: value, worker i: value)` for each key on which a worker differs from the chief (replica 0);
+    `per_worker` replicas make one worker."""
+    found: dict[str, dict[int, str]] = {}
+    chief = fingerprints[0]
+    for replica, other in enumerate(fingerprints[1:], start=1):
+        for key in sorted(chief.keys() | other.keys()):
+            if chief.get(key) != other.get(key):
+                found.setdefault(key, {0: chief.get(key, "(not set)")})[replica // per_worker] = other.get(
+                    key, "(not set)")
+    return [f"{key} ({', '.join(f'worker {w}: {v}' for w, v in values.items())})" for key, values in found.items()]
+
+
+def check_same_job(strategy: tf.distribute.Strategy, config: dict[str, Any],
+                   splits: dict[str, tuple[Any, Any]]) -> None:
+    """Refuses, on every worker, a cluster whose workers were started on different configs or data: before any
+    variable is made, every worker sends the others its `job_fingerprint` and compares them with the chief's.
+
+    Unchecked, different batch sizes crash in a collective ("Collective instance ... expected data_type") and a
+    different loss, seed or split trains silently, the chief's run recording its own config over numbers the
+    workers computed from a mix.
+
+    Raises:
+        ConfigError: On every worker, naming each key that differs and each worker's value.
+    """
+    payload = json.dumps(job_fingerprint(config, splits), sort_keys=True).encode()
+    received = exchange(strategy, payload)
+    if all(other == received[0] for other in received):
+        return
+    per_worker = max(len(strategy.extended.worker_devices), 1)
+    found = differences([json.loads(p) for p in received], per_worker)
+    raise ConfigError(
+        "strategy=multi_worker: the workers were not started on the same job; every worker must run the same "
+        f"config on the same data. Differing: {'; '.join(found)}. Start every worker with the same overrides "
+        "(and the same data files)"
+    )
+
+
 def predict_local(model: keras.Model, ds: tf.data.Dataset):
     """The model's outputs on `ds` (features only), computed on this worker alone: `model.predict` of a model
     built under MultiWorkerMirroredStrategy would start collectives that the other workers never join."""
-    import numpy as np
-
     call = tf.function(lambda x: model(x, training=False))
     return np.concatenate([np.asarray(call(x)) for x in ds], axis=0)

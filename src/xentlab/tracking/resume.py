@@ -28,8 +28,8 @@ from xentlab.tracking.store import ERROR_TAG, HEARTBEAT_TAG, HOST_TAG, JOB_TAG, 
 
 # Knobs that do not change what a job computes: changing them must not start a different job.
 NOT_IDENTITY = ("trainer.resume", "trainer.verbose", "trainer.dry_run", "trainer.stale_after_s",
-                "tracking.run_name", "tracking.log_plots", "tracking.log_model", "tracking.log_diff",
-                "tracking.system_metrics", "tracking.system_metrics_interval_s")
+                "trainer.checkpoint_dir", "tracking.run_name", "tracking.log_plots", "tracking.log_model",
+                "tracking.log_diff", "tracking.system_metrics", "tracking.system_metrics_interval_s")
 
 
 class Terminated(BaseException):
@@ -54,6 +54,13 @@ def job_key(params: dict[str, str], *, store_uri: str = "", experiment: str = ""
     identity = {k: v for k, v in sorted(params.items()) if k not in NOT_IDENTITY}
     identity["@store"] = [mask_uri(store_uri), experiment]
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_root(launch_dir: Path, trainer) -> Path:
+    """Where jobs keep their checkpoints: trainer.checkpoint_dir (relative: from the launch folder), by default
+    `outputs/checkpoints` in the launch folder."""
+    folder = Path(trainer.get("checkpoint_dir") or "outputs/checkpoints")
+    return folder if folder.is_absolute() else Path(launch_dir) / folder
 
 
 def owner_tags() -> dict[str, str]:
@@ -89,7 +96,7 @@ def plan_job(store, params: dict[str, str], trainer: dict, launch_dir: Path) -> 
     Installs the SIGTERM handler too: from here on a `kill` ends the run KILLED, never RUNNING.
     """
     key = job_key(params, store_uri=store.uri, experiment=store.experiment)
-    checkpoint_dir = Path(launch_dir) / "outputs" / "checkpoints" / key
+    checkpoint_dir = checkpoint_root(launch_dir, trainer) / key
     with store_errors(store.uri):  # the first read of the runs: a store locked since it was opened is named
         decision = decide(store.client, store.experiment_id, key, checkpoint_dir, resume=trainer["resume"],
                           stale_after_s=trainer["stale_after_s"])

@@ -24,6 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
 from xentlab.masking import mask_override, mask_text, mask_value
+from xentlab.metric_table import class_metric_names
+from xentlab.tracking.metric_log import log_defined
 from xentlab.tracking.source import source_info
 from xentlab.tracking.store import (
     ERROR_TAG,
@@ -281,8 +283,8 @@ class EpochLogger(keras.callbacks.Callback):
 
             logs.update(language_model_metrics(logs))
         # Synchronous (or kept in the outbox), so a SIGKILL right after an epoch cannot lose metrics the
-        # checkpoint already covers.
-        self.outbox.log_metrics(logs, step=epoch)
+        # checkpoint already covers. An undefined metric (val_auc of one class) is left out, and said once.
+        log_defined(self.outbox, logs, step=epoch)
         self._logged_steps.add(epoch)
         self._heartbeat(force=True)
 
@@ -384,9 +386,8 @@ def log_datasets(bundle, data_cfg: dict[str, Any]) -> None:
 
 def log_evaluation(outbox, folder: Path, num_classes: int) -> None:
     """Logs the evaluation figures written in `folder` (report.charts.write_evaluation) under `evaluation/`, and
-    per-class recall from its `per_class.json` as `test_recall_<class>` metrics (up to 12 classes)."""
-    import re
-
+    per-class recall from its `per_class.json` as `test_recall_<class>` metrics (up to 12 classes; names from
+    xentlab.metric_table.class_metric_names, unique whatever the class names)."""
     report = json.loads((folder / "per_class.json").read_text())
     outbox.log_artifacts(str(folder), "evaluation")
     log_reliability_tag(outbox, folder / "reliability.json")
@@ -394,8 +395,9 @@ def log_evaluation(outbox, folder: Path, num_classes: int) -> None:
         recalls = {}
         for head, classes in report.items():
             suffix = "" if head == "all" else f"_{head}"
-            recalls.update({f"test_recall_{name}{suffix}": v["recall"] for name, v in classes.items()})
-        outbox.log_metrics({re.sub(r"[^\w\-. /]", "_", k): v for k, v in recalls.items()})
+            recalls.update({f"test_recall_{name}{suffix}": v["recall"] if v["support"] else math.nan
+                            for name, v in zip(class_metric_names(list(classes)), classes.values(), strict=True)})
+        log_defined(outbox, recalls)  # a class absent from the test split has no recall: said, not logged
 
 
 def log_reliability_tag(outbox, path: Path) -> None:

@@ -47,6 +47,7 @@ MEMBER_TAG_PREFIX = "xentlab.in_sweep."
 # "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
 RELIABILITY_TAG = "xentlab.reliability"
 POSTHOC_TAG = "xentlab.posthoc"  # why post-hoc logit adjustment did not apply to a run (text, a class never seen)
+UNDEFINED_TAG = "xentlab.undefined_metrics"  # the metrics a run left out as undefined, and why (tracking.metric_log)
 
 
 def member_tag(parent_run_id: str) -> str:

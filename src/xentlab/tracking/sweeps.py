@@ -33,6 +33,7 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from xentlab import metric_table
 from xentlab.tracking.resume import NOT_IDENTITY, JobBusy, JobPlan, job_key, plan_job
 from xentlab.tracking.store import (
     ERROR_TAG,
@@ -176,9 +177,8 @@ class Reused:
 
     @property
     def objective(self) -> float:
-        """What the job returns to the sweeper: the final val_nll (val_loss without it), as a trained job would."""
-        metrics = self.run.data.metrics
-        return float(metrics.get("val_nll", metrics.get("val_loss", float("nan"))))
+        """What the job returns to the sweeper (the metric table's objective), as a trained job would."""
+        return metric_table.objective(self.run.data.metrics)
 
 
 def plan_sweep_job(store, sweep: dict[str, Any], params: dict[str, str], trainer: dict, launch_dir: Path,
@@ -217,10 +217,11 @@ def _reuse(client: MlflowClient, run: Run, sweep: dict[str, Any]) -> Reused:
 
 
 @contextmanager
-def job_lock(launch_dir: Path, key: str, name: str, poll_s: float = 2.0) -> Iterator[None]:
-    """Holds `outputs/checkpoints/.locks/<key>` while a sweep job runs: a second process that starts the same job
-    waits here, then finds its run (reused or resumed) instead of making a twin. The lock dies with its process."""
-    folder = Path(launch_dir) / "outputs" / "checkpoints" / ".locks"
+def job_lock(checkpoints: Path, key: str, name: str, poll_s: float = 2.0) -> Iterator[None]:
+    """Holds `<checkpoints>/.locks/<key>` (`outputs/checkpoints/` by default, see resume.checkpoint_root) while a
+    sweep job runs: a second process that starts the same job waits here, then finds its run (reused or resumed)
+    instead of making a twin. The lock dies with its process."""
+    folder = Path(checkpoints) / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / key
     waiting = False
