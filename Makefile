@@ -12,6 +12,9 @@ SWEEP  ?= losses
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 STORE  := sqlite:///$(CURDIR)/outputs/mlflow.db
+SERVER_DIR ?= outputs/server
+NODES  ?= 2
+RAY_PORT ?= 6379
 CHROMIUM ?= /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 # The minimum Python of requires-python (e.g. 3.11), which `make lint` holds the code to.
@@ -19,16 +22,19 @@ PYTHON_MIN := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\).*/\1/p' pyproj
 
 .DEFAULT_GOAL := help
 .PHONY: help install train sweep compare ui test test-all test-ui test-ray bench smoke-gpu lint clean
+.PHONY: server server-stop ray-cluster ray-cluster-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install xentlab with its dev tools (idempotent); GPU=1 adds CUDA wheels
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py   # setup.py maps conf/ into the package (xentlab.conf)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	@# hydra-optuna-sweeper (earlier dev extra) pins Optuna 2.10; xentlab's own sweeper drives Optuna 4 now
+	@$(BIN)/pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true
 	mkdir -p outputs
 	touch $(STAMP)
 
@@ -46,11 +52,27 @@ ui: install ## MLflow UI on http://$(HOST):$(PORT) over outputs/mlflow.db; print
 	@$(BIN)/python -m xentlab.cli.links --tracking-uri $(STORE) --host $(HOST) --port $(PORT)
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host $(HOST) --port $(PORT)
 
+server: install ## a team's MLflow server on PostgreSQL under outputs/server/ (HOST, PORT); prints its tracking.uri
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing Debian's postgresql (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+	@$(BIN)/python -c "import psycopg2" 2>/dev/null || $(BIN)/pip install --quiet -e ".[server]"
+	@$(BIN)/python -m xentlab.cli.server start --dir $(SERVER_DIR) --host $(HOST) --port $(PORT)
+
+server-stop: install ## stop make server's MLflow server and PostgreSQL (the data stay for the next make server)
+	@$(BIN)/python -m xentlab.cli.server stop --dir $(SERVER_DIR)
+
+ray-cluster: $(RAY_VENV)/.installed ## a Ray cluster on this machine: a head + NODES-1 worker raylets (RAY_PORT, .venv/ray)
+	@$(RAY_VENV)/bin/python -m xentlab.cli.ray_cluster start --nodes $(NODES) --port $(RAY_PORT)
+
+ray-cluster-stop: $(RAY_VENV)/.installed ## stop make ray-cluster's nodes (only those: other Ray runtimes go on)
+	@$(RAY_VENV)/bin/python -m xentlab.cli.ray_cluster stop --port $(RAY_PORT)
+
 test: install ## the fast test suite (what .ci/run calls), one worker per core (at most 4)
 	$(BIN)/python -m pytest -m "not slow and not ui" -q -n auto --maxprocesses 4 --dist worksteal --durations=20
 
-test-all: install ## every test, slow ones included (not the browser test: make test-ui)
+test-all: install ## every test, slow ones included (not the browser test: make test-ui), then make test-ray
 	$(BIN)/python -m pytest -m "not ui" -q -n auto --maxprocesses 4 --dist worksteal
+	$(MAKE) test-ray
 
 test-ui: install ## the MLflow UI in a real Chromium: a tiny sweep, its parent's page, report.html (outputs/ui/*.png)
 	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (apt-get)"; \
@@ -58,8 +80,8 @@ test-ui: install ## the MLflow UI in a real Chromium: a tiny sweep, its parent's
 	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install --quiet -e ".[ui]"
 	XENTLAB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m ui tests/test_ui.py -q -p no:cacheprovider
 
-test-ray: $(RAY_VENV)/.installed ## the launcher tests with the optional Ray extra, in .venv/ray (Ray pins cloudpickle<3)
-	$(RAY_VENV)/bin/python -m pytest tests/test_launchers.py -q
+test-ray: install $(RAY_VENV)/.installed ## the launcher and Ray-cluster tests with the Ray extra, in .venv/ray (Ray pins cloudpickle<3)
+	$(RAY_VENV)/bin/python -m pytest tests/test_launchers.py tests/test_ray_cluster.py -q
 
 $(RAY_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(RAY_VENV)

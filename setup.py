@@ -11,7 +11,9 @@ from setuptools import find_packages, setup
 GROUPS = sorted(p.name for p in (Path(__file__).parent / "conf").iterdir() if p.is_dir() and any(p.glob("*.yaml")))
 
 setup(
-    packages=[*find_packages("src"), "xentlab.conf", *(f"xentlab.conf.{group}" for group in GROUPS)],
+    # hydra_plugins is a namespace package (Hydra finds sweepers there): find_packages skips it.
+    packages=[*find_packages("src"), "hydra_plugins.xentlab_sweeper", "xentlab.conf",
+              *(f"xentlab.conf.{group}" for group in GROUPS)],
     package_dir={"": "src", "xentlab.conf": "conf"},
     package_data={"xentlab.conf": ["*.yaml"], **{f"xentlab.conf.{group}": ["*.yaml"] for group in GROUPS}},
 )

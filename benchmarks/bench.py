@@ -26,6 +26,7 @@ from benchmarks import (
     sparse_vs_onehot,
     startup,
     steps_per_execution,
+    team_server,
 )
 
 # In the order they run: lstm_mfu reads the overhead benchmark's char LSTM when both run.
@@ -33,7 +34,7 @@ BENCHMARKS = {
     "overhead": overhead, "sparse_vs_onehot": sparse_vs_onehot, "steps_per_execution": steps_per_execution,
     "metrics_cost": metrics_cost, "long_tail_metrics_cost": long_tail_metrics_cost, "lstm_mfu": lstm_mfu,
     "startup": startup, "image_folder": image_folder, "compare_scale": compare_scale,
-    "resnet_overhead": resnet_overhead,
+    "resnet_overhead": resnet_overhead, "team_server": team_server,
 }
 synthetic_sweep = compare_scale.synthetic_sweep  # the report's tests build their sweeps with it
 

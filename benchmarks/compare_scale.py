@@ -60,8 +60,8 @@ def synthetic_sweep(uri: str, runs: list[dict], *, experiment: str = "xentlab", 
     return parent
 
 
-def _start_server(db: Path, artifacts: Path) -> tuple[subprocess.Popen, str]:
-    """A local `mlflow server` over `db`, once it answers /health (the caller stops it)."""
+def _start_server(db: Path, artifacts: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """A local `mlflow server` over `db` with `workers` processes, once it answers /health (the caller stops it)."""
     import socket
     import urllib.request
 
@@ -70,7 +70,7 @@ def _start_server(db: Path, artifacts: Path) -> tuple[subprocess.Popen, str]:
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
-         f"sqlite:///{db}", "--artifacts-destination", str(artifacts), "--workers", "1"],
+         f"sqlite:///{db}", "--artifacts-destination", str(artifacts), "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "MLFLOW_TRACKING_URI": ""},
     )

@@ -13,13 +13,14 @@ from benchmarks.bench import BENCHMARKS, main
 # Three groups of about equal cost, so the test workers share them; lstm_mfu reads the overhead's char LSTM.
 GROUPS = {"training": ("overhead", "lstm_mfu"),
           "steps and metrics": ("steps_per_execution", "metrics_cost", "long_tail_metrics_cost"),
-          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale"),
+          "processes and stores": ("startup", "sparse_vs_onehot", "image_folder", "compare_scale", "team_server"),
           "backbones": ("resnet_overhead",)}
 SECTIONS = {"overhead": "## Overhead", "lstm_mfu": "## Char LSTM throughput", "steps_per_execution": "## steps_per",
             "metrics_cost": "## Metric cost: seed CNN", "long_tail_metrics_cost": "## Metric cost of the long-tail",
             "startup": "## Command to first training step",
             "sparse_vs_onehot": "## Sparse vs one-hot", "image_folder": "## data=image_folder",
-            "compare_scale": "## xentlab-compare on 10 child runs", "resnet_overhead": "## ResNet-8: xentlab"}
+            "compare_scale": "## xentlab-compare on 10 child runs", "resnet_overhead": "## ResNet-8: xentlab",
+            "team_server": "## Team server: one epoch's log call"}
 
 
 def test_the_groups_run_every_benchmark():
@@ -56,6 +57,9 @@ def _check(name: str, results: dict) -> None:
     elif name == "compare_scale":  # both sweep shapes from SQLite, one through a server (the smoke size starts one)
         assert results["child_runs"] == 10 and set(results["cases"]) == {"many_variants", "many_seeds"}
         assert all(c["sqlite_s"] > 0 for c in results["cases"].values()) and results["server_s"] > 0
+    elif name == "team_server":  # the smoke size logs to a local file only (no PostgreSQL in the fast suite)
+        assert results["logging"]["sqlite_file"]["calls"] == results["epochs_logged"] == 5
+        assert results["logging"]["sqlite_file"]["median_ms"] > 0
     elif name == "sparse_vs_onehot":
         assert {r["mode"] for r in results.values()} == {"sparse", "one_hot_tfdata", "one_hot_numpy"}
     elif name == "steps_per_execution":

@@ -44,6 +44,7 @@ def test_the_wheel_carries_every_config_and_the_commands(tmp_path):
     configs = {f"xentlab/conf/{p.relative_to(CONF_DIR).as_posix()}" for p in CONF_DIR.rglob("*.yaml")}
     assert configs <= names and "xentlab/conf/train.yaml" in names and "xentlab/conf/model/custom.yaml" in names
     assert not any(n.startswith(("benchmarks/", "conf/", "tests/")) for n in names)  # only the package
+    assert "hydra_plugins/xentlab_sweeper/xentlab_sweeper.py" in names  # the default hydra/sweeper
     (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
     commands = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "xentlab = xentlab.cli.init:main" in commands and "xentlab-train = xentlab.cli.train:main" in commands

@@ -51,9 +51,11 @@ def test_a_language_model_computes_nll_and_accuracy_and_the_extra_metrics_it_nam
     assert [m.name for m in build_run_metrics(contract, task=LANGUAGE_MODEL)] == ["nll", "accuracy"]
     with_extra = [m.name for m in build_run_metrics(contract, task=LANGUAGE_MODEL, extra=["auc", "ece"])]
     assert with_extra == ["nll", "ece", "accuracy", "auc"]  # the table's order, whatever the order asked
-    classifier = {m.name for m in build_run_metrics(LabelContract(4), task=CLASSIFICATION)}
-    assert {"auc", "ece", "classwise_ece", "adaptive_ece", "brier", "balanced_accuracy", "macro_f1",
-            "worst_class_recall"} <= classifier
+    classifier = {m.name: m for m in build_run_metrics(LabelContract(4), task=CLASSIFICATION)}
+    assert {"auc", "ece", "classwise_ece", "adaptive_ece", "brier", "confusion"} <= set(classifier)
+    assert classifier["confusion"].statistics == ("balanced_accuracy", "macro_f1", "worst_class_recall")
+    only_f1 = build_run_metrics(contract, task=LANGUAGE_MODEL, extra=["macro_f1"])[-1]
+    assert only_f1.statistics == ("macro_f1",)
 
 
 def test_an_unknown_extra_metric_is_refused_before_training_with_the_known_names(store, text_file):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, compose, config_of, run_cli, runs_of
-from xentlab.config.choices import Encoding
+from xentlab.choices import Encoding
 from xentlab.core.losses import LOSS_TABLE
 from xentlab.core.losses.table import check_loss_combination
 from xentlab.errors import ConfigError, ExpectedError
@@ -172,6 +172,26 @@ def test_keras_app_resizes_small_images_and_freezes_the_backbone():
     model = keras_app((8, 8, 1), arch="MobileNetV3Small", freeze_backbone=True)
     assert model.get_layer("resize").output.shape[1:3] == (32, 32)
     assert not model.trainable_weights and model.output_shape[0] is None
+
+
+@pytest.mark.slow
+def test_keras_app_loads_a_local_weights_file_and_repeats_grey_images_to_colour(tmp_path):
+    """model.weights=FILE: the backbone starts from the file's weights (never a download); 1-channel images become
+    the 3 channels the weights expect."""
+    import keras
+
+    from xentlab.core.architectures import keras_app
+
+    keras.utils.set_random_seed(1)
+    saved = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                                pooling="avg")
+    saved.save_weights(tmp_path / "mnv3.weights.h5")
+    keras.utils.set_random_seed(2)  # a different initialisation: equal weights can only come from the file
+    model = keras_app((8, 8, 1), arch="MobileNetV3Small", weights=str(tmp_path / "mnv3.weights.h5"))
+    base = model.layers[-1]
+    assert model.get_layer("gray_to_rgb").output.shape[-1] == 3
+    for ours, theirs in zip(base.weights, saved.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
 
 
 def test_a_custom_backbone_trains_through_the_runner(user_models, store):

@@ -159,3 +159,51 @@ def test_family_wise_error_across_three_variants_stays_at_alpha():
         values.update({f"v{i}": dict(enumerate(base + rng.normal(size=12))) for i in range(3)})
         any_rejected += any(d.status in DECIDED for d in decide(values, "base", design))
     assert clopper_pearson(any_rejected, sweeps)[1] <= 0.05, any_rejected
+
+
+def test_the_report_of_a_sequential_sweep_shows_its_verdicts_not_the_plain_tests():
+    from xentlab.report.columns import Report
+    from xentlab.report.headline import headline
+    from xentlab.report.sweep_designs import sequential_view
+
+    design = Design(seed_batch=3, max_seeds=12)
+    base = {str(s): {"val_nll": 1.0 + 0.01 * s} for s in range(9)}
+    # Decided at look 2: seeds 6..8 (run for another comparison) must not change its numbers.
+    clear = {s: {"val_nll": v["val_nll"] - 0.2 + (0.01 if int(s) % 2 else -0.01) + (5.0 if int(s) >= 6 else 0)}
+             for s, v in base.items()}
+    open_ = {s: {"val_nll": v["val_nll"] + (0.05 if int(s) % 2 else -0.06)} for s, v in base.items()}
+    by_seed = {"base": list(base.items()), "clear": list(clear.items()), "open": list(open_.items())}
+    comparisons, lines, one_line = sequential_view(by_seed, "base", "val_nll", design)
+    by = {c.variant: c for c in comparisons}
+    assert by["clear"].verdict == "better" and by["clear"].diff.n == 6 and by["clear"].diff.mean < 0
+    assert by["open"].verdict == "no difference"  # not shown: the plain test's verdict is never used
+    assert all(c.metric == "val_nll" and math.isnan(c.p_holm) for c in comparisons)
+    assert one_line.startswith("Sequential (seeds in batches of 3 up to 12") and "`clear` better at look 2" in one_line
+    assert any("| clear | better | 2 | 6 |" in line for line in lines)
+    report = Report("s", "p", "base", [{"variant": v} for v in by_seed], comparisons, "", verdict_line=one_line)
+    assert headline(report).splitlines()[0] == one_line
+
+
+@pytest.mark.slow
+def test_until_decided_through_the_cli_stops_the_decided_comparison_and_a_rerun_trains_nothing(tmp_path, store):
+    from conftest import run_cli, runs_of
+
+    args = ["-m", "optimizer.learning_rate=1.0,0.0001", "sweep.until_decided=true", "sweep.seed_batch=2",
+            "sweep.max_seeds=6", "model=mlp", "trainer.epochs=1", "trainer.batch_size=32", "data.limit=64",
+            "tracking.log_plots=false", "tracking.system_metrics=false", f"tracking.uri={store}"]
+    result = run_cli(args, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent = next(r for r in runs_of(store) if r.data.tags.get("xentlab.role") == "sweep")
+    children = [r for r in runs_of(store) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    seeds = {}
+    for r in children:
+        seeds.setdefault(r.data.params["optimizer.learning_rate"], set()).add(r.data.params["trainer.seed"])
+    # A learning rate of 1e-4 barely trains: worse on every seed, decided before max_seeds, so no seed past it.
+    assert seeds["1.0"] == seeds["0.0001"] and len(seeds["1.0"]) < 6, seeds
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("Sequential (seeds in batches of 2 up to 6") and "worse at look" in note, note
+    assert "#### Sequential verdicts (seeds until decided)" in result.stdout
+    assert "#### Seeds needed" not in result.stdout  # the plain power advice is not the rule of this sweep
+    again = run_cli(args, cwd=tmp_path, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{len(children)} jobs: 0 trained, {len(children)} reused, 0 failed" in again.stdout

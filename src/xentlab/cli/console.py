@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from xentlab.errors import ExpectedError
+from xentlab.metric_table import summary_metrics
 
 # Lines TensorFlow's C++ side writes to stderr at start-up on every machine, GPU or not. They are not about the
 # user's run: absl's pre-initialisation notice, oneDNN and CUDA-stub notes (I-lines), `cuInit` failing on
@@ -89,8 +90,7 @@ def quiet_native_logs() -> None:
 
 # The end-of-run line shows what a reader scans, in this order, at most HEADLINE_SIZE of them; every metric is in
 # MLflow (the line ends with the run's link).
-HEADLINE = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_nll", "test_bpc", "test_ece",
-            "test_perplexity")
+HEADLINE = summary_metrics()  # the metric table's order
 HEADLINE_SIZE = 5
 
 

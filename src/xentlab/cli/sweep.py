@@ -42,6 +42,7 @@ SWEEP_FILE = "sweep.json"  # the latest record of the folder (jobs on other host
 RECORD_FILE = "sweep-{attempt}.json"  # one invocation's record
 SEED_KEY = naming.SEED_KEY
 TRACKING_PREFIXES = ("tracking.", "tracking/")  # store, experiment, tags: never a sweep axis
+STAGE_KEYS = ("sweep.stage", "sweep.trial")  # set by a tuned sweep on its jobs (xentlab.cli.tuned)
 
 
 def _key(override: str) -> str:
@@ -103,12 +104,14 @@ def sweep_params(overrides: list[str], sweeper_params: dict[str, Any] | None) ->
 
 
 # ---------------------------------------------------------------------------------------------- the sweep record
-def write_record(sweep_dir: Path, record: dict[str, Any]) -> None:
+def write_record(sweep_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """This invocation's record (`sweep-<attempt>.json`) and the folder's latest (`sweep.json`), each replaced
     whole: a job never reads half a file."""
+    sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=2)
-    for name in (RECORD_FILE.format(attempt=record["attempt"]), SWEEP_FILE):
+    attempt = record.get("attempt")
+    for name in ([RECORD_FILE.format(attempt=attempt)] if attempt else []) + [SWEEP_FILE]:
         tmp = sweep_dir / f".{name}.{os.getpid()}"
         tmp.write_text(text)
         os.replace(tmp, sweep_dir / name)
@@ -137,9 +140,14 @@ def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: 
     folds = [o.partition("=")[2] for o in task_overrides if _key(o) == naming.FOLD_KEY]
     name = (naming.run_name(variant["variant"], seeds[0], folds[0] if folds else None) if seeds
             else f"{variant['variant']} job{job_num}")
-    # The job within its sweep, the same in every attempt whatever the run is named: its varying overrides.
-    job = ",".join(sorted((o for o in task_overrides if _key(o) in info["varying"]), key=_key)) or f"job{job_num}"
-    return {**info, **variant, "name": name, "job": job}
+    # The job within its sweep, the same in every attempt whatever the run is named: its varying overrides (and a
+    # tuned sweep's stage and trial: the trials of a variant share its overrides and tuning seed).
+    stage = {_key(o): o.partition("=")[2] for o in task_overrides if _key(o) in STAGE_KEYS}
+    job = ",".join(sorted((o for o in task_overrides if _key(o) in [*info["varying"], *STAGE_KEYS]), key=_key))
+    if stage.get("sweep.trial") is not None:
+        name = f"{variant['variant'][:22]} t{stage['sweep.trial']}"
+    return {**info, **variant, "name": name, "job": job or f"job{job_num}", "stage": stage.get("sweep.stage"),
+            "trial": stage.get("sweep.trial")}
 
 
 # ---------------------------------------------------------------------------------------------- what is printed

@@ -77,10 +77,12 @@ class JobContext:
 
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
+        launch_dir = Path(hydra.utils.get_original_cwd())
+        # A relative sweep folder is the launch folder's: a Ray job runs in its raylet's folder, not the launcher's.
+        sweep_dir = launch_dir / hc.sweep.dir
         return cls(
-            launch_dir=Path(hydra.utils.get_original_cwd()), job_dir=Path(hc.runtime.output_dir),
-            overrides=list(hc.overrides.task), multirun=multirun,
-            sweep=sweep_job(hc.sweep.dir, list(hc.overrides.task), hc.job.num) if multirun else None,
+            launch_dir=launch_dir, job_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task),
+            multirun=multirun, sweep=sweep_job(sweep_dir, list(hc.overrides.task), hc.job.num) if multirun else None,
         )
 
     @classmethod
@@ -92,16 +94,17 @@ class JobContext:
 def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
+    from xentlab.config.schema import job_config
     from xentlab.data.digest import data_params
-    from xentlab.runtime.strategy import is_chief
+    from xentlab.runtime.loops import logs_here
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
     job = job or JobContext.outside_hydra()
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config = job_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if config["trainer"]["dry_run"]:
         return dry_run(config, job.launch_dir)
-    if config["strategy"]["name"] == "multi_worker" and not is_chief():  # other workers never log
+    if not logs_here(config["strategy"]["name"]):  # a multi-worker run's other workers train and never log
         return fit_and_evaluate(prepare(config, launch_dir=job.launch_dir), config)[0]["objective"]
     check_tracking(config["tracking"])
     store = tracking.open_store(config["tracking"], job.launch_dir)
@@ -149,10 +152,12 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
 
 @dataclass
 class Prepared:
-    """Everything built before training: the plan, the hardware, the checked data, datasets, the compiled model."""
+    """Everything built before training: the plan, the hardware and its loop, the checked data, datasets, the
+    compiled model."""
 
     plan: Any  # xentlab.config.preflight.Plan
     hardware: Any  # xentlab.runtime.strategy.Hardware
+    loop: Any  # xentlab.runtime.loops.Loop
     bundle: Any
     train_ds: Any
     val_ds: Any
@@ -172,6 +177,14 @@ class Prepared:
     def model_name(self) -> str:
         return self.plan.model
 
+    def evaluation(self):
+        """What evaluating the trained model reads (xentlab.core.evaluation)."""
+        from xentlab.core.evaluation import Evaluation
+        from xentlab.core.models import capabilities
+
+        return Evaluation(self.model, self.bundle, self.labels, self.loop,
+                          generates_text=capabilities(self.model_name).generates_text)
+
     def facts(self) -> dict[str, Any]:
         """What the run logs about its inputs before training (tracking.log_inputs)."""
         return {"hardware": self.hardware.params() | self.plan.hardware.params(), "bundle": self.bundle,
@@ -190,29 +203,30 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
 
     from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
+    from xentlab.config.schema import job_config
     from xentlab.data import load_data
     from xentlab.data.long_tail import record_shot_groups
+    from xentlab.runtime.loops import loop_for
     from xentlab.runtime.strategy import build_strategy, set_precision
 
+    config = job_config(config)
     check_config(config)  # the values alone, before any device, file or download is touched
     trainer = config["trainer"]
     hardware = build_strategy(**config["strategy"])  # first: may configure devices
+    loop = loop_for(hardware, global_batch_size=trainer["batch_size"])
     keras.backend.clear_session()  # jobs in one process (sweeps, tests) must not share layers or names
     keras.utils.set_random_seed(trainer["seed"])
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
-    if hardware.kind == "multi_worker":  # every worker runs the same job, or none trains
-        from xentlab.runtime.multi_worker import check_same_job
-
-        check_same_job(hardware.strategy, config, bundle.splits())
+    loop.check_same_job(config, bundle.splits())  # every worker of a multi-worker run runs the same job, or none
     plan = preflight(config, bundle, hardware)
     record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)
     train_ds, val_ds, test_ds = build_datasets(plan, bundle, config, initial_epoch)
     with hardware.strategy.scope():
         model = build_compiled_model(plan, bundle, config)
-    return Prepared(plan, hardware, bundle, train_ds, val_ds, test_ds, model)
+    return Prepared(plan, hardware, loop, bundle, train_ds, val_ds, test_ds, model)
 
 
 def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0) -> tuple[Any, Any, Any]:
@@ -278,11 +292,10 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     nothing goes to MLflow. With a job `plan` (xentlab.tracking.resume), training continues from its checkpoint unit and
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
-    from xentlab.config.choices import Verbosity
+    from xentlab.choices import Verbosity
     from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
     from xentlab.metric_table import objective
-    from xentlab.runtime.multi_worker import build_for_strategy, fit_custom
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
 
@@ -292,35 +305,19 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
                                      language_model=capabilities(prepared.model_name).generates_text))
     initial_epoch = 0
-    multi_worker, strategy = prepared.hardware.kind == "multi_worker", prepared.hardware.strategy
-    if multi_worker:
-        # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
-        # then creates none under the strategy (Keras' load makes a throwaway optimizer, outside the scope).
-        build_for_strategy(prepared.model, prepared.train_ds, strategy)
+    prepared.loop.prepare(prepared.model, prepared.train_ds)
     if plan is not None:
         # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice.
         callbacks.append(epoch_checkpoint(plan.checkpoint_dir))
         if plan.unit is not None:
             restore_unit(prepared.model, plan.unit)
             initial_epoch = plan.unit.epoch
-    history: dict[str, list[float]] = {}
-    steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.hardware.drop_remainder)
-    if multi_worker:  # Keras 3's fit and evaluate do not run under MultiWorkerMirroredStrategy
-        # Every worker enters, also when the chief's training had completed: the chief's epoch is agreed there.
-        history = fit_custom(prepared.model, prepared.train_ds, prepared.val_ds, epochs=trainer["epochs"],
-                             initial_epoch=initial_epoch, steps_per_epoch=steps, strategy=strategy,
-                             global_batch_size=trainer["batch_size"], callbacks=callbacks)
-    elif initial_epoch < trainer["epochs"]:
-        history = prepared.model.fit(
-            prepared.train_ds,
-            validation_data=prepared.val_ds,
-            epochs=trainer["epochs"],
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            shuffle=False,  # the training dataset reshuffles itself every epoch
-            verbose=Verbosity(trainer["verbose"]).keras_verbose(os.isatty(1)),
-            callbacks=callbacks,
-        ).history
+    history = prepared.loop.fit(
+        prepared.model, prepared.train_ds, prepared.val_ds, epochs=trainer["epochs"], initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"],
+                                        prepared.plan.hardware.drop_remainder),
+        verbose=Verbosity(trainer["verbose"]).keras_verbose(os.isatty(1)), callbacks=callbacks,
+    )
     if initial_epoch > 0 and outbox is not None:
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
     test_metrics = evaluate_test(prepared, config, outbox)
@@ -331,82 +328,29 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
 
 
 def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
-    """The `test_*` metrics (calibrated and post-hoc ones as configured), logged through `outbox` when there is one."""
-    from xentlab.core.language_metrics import language_model_metrics
-    from xentlab.core.metric_set import EVALUATED_METRICS  # here, not at the top: metrics imports TensorFlow
-    from xentlab.core.models import capabilities
-    from xentlab.runtime.multi_worker import evaluate_custom
+    """The `test_*` metrics (xentlab.core.evaluation), logged through `outbox` when there is one. Where post-hoc
+    adjustment cannot apply, it says why once: on stderr and as the run tag xentlab.posthoc."""
+    import sys
 
-    if prepared.hardware.kind == "multi_worker":
-        test = evaluate_custom(prepared.model, prepared.test_ds, strategy=prepared.hardware.strategy)
-    else:
-        test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
-    test_metrics = {f"test_{name}": float(test[name]) for name in EVALUATED_METRICS if name in test}
-    if capabilities(prepared.model_name).generates_text:  # a language model is judged in bits per character
-        test_metrics.update(language_model_metrics(test_metrics))
-    if config["calibration"]["method"] == "temperature":
-        test_metrics.update(calibrated_metrics(prepared, config))
-    test_metrics.update(posthoc_metrics(prepared, config, outbox))
+    from xentlab.core.evaluation import evaluate_test as evaluate
+    from xentlab.tracking.store import POSTHOC_TAG
+
+    calibration = config["calibration"]
+    test_metrics, posthoc_skipped = evaluate(
+        prepared.evaluation(), prepared.test_ds, temperature=calibration["method"] == "temperature",
+        posthoc_tau=calibration["posthoc_tau"], posthoc_tune=calibration["posthoc_tune"],
+        shot_thresholds=config["data"]["shot_thresholds"],
+    )
+    if posthoc_skipped is not None:
+        if posthoc_skipped.loud:
+            print(f"note: {posthoc_skipped.reason}", file=sys.stderr, flush=True)
+        if outbox is not None:
+            outbox.set_tag(POSTHOC_TAG, posthoc_skipped.reason)
     if outbox is not None:
         from xentlab.tracking.metric_log import log_defined
 
         log_defined(outbox, test_metrics)  # an undefined metric (a class absent from test) is said, not logged
     return test_metrics
-
-
-def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
-    """Temperature scaling: T fitted on the validation outputs, the test metrics at T (xentlab.core.calibration)."""
-    from xentlab.core.calibration import calibrate
-
-    bundle = prepared.bundle
-    return calibrate(predict(prepared, "val"), bundle.y_val, predict(prepared, "test"), bundle.y_test,
-                     prepared.labels)
-
-
-def posthoc_metrics(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
-    """Post-hoc logit adjustment by the training prior (xentlab.core.posthoc): `test_<metric>_posthoc` and the tau
-    used. Where it cannot apply (labels that are not one per example, a class absent from training), it says why
-    once: on stderr and as the run tag xentlab.posthoc."""
-    import sys
-
-    from xentlab.core.posthoc import balanced_reason, posthoc_evaluation, skip_reason
-    from xentlab.core.weighting import label_counts
-    from xentlab.tracking.store import POSTHOC_TAG
-
-    calibration, bundle, ignore_class = config["calibration"], prepared.bundle, prepared.labels.ignore_class
-    if calibration["posthoc_tau"] is None:
-        return {}
-    counts = label_counts(bundle.y_train, prepared.labels)
-    reason = skip_reason(bundle.y_train, counts, bundle.class_names)
-    if reason:
-        print(f"note: {reason}", file=sys.stderr, flush=True)
-        if outbox is not None:
-            outbox.set_tag(POSTHOC_TAG, reason)
-        return {}
-    if reason := balanced_reason(counts, config["data"]["shot_thresholds"]):  # not worth it: said in the tag only
-        if outbox is not None:
-            outbox.set_tag(POSTHOC_TAG, reason)
-        return {}
-    tune = calibration["posthoc_tune"]
-    return posthoc_evaluation(
-        predict(prepared, "test"), bundle.y_test, counts, from_logits=prepared.from_logits,
-        tau=calibration["posthoc_tau"], ignore_class=ignore_class, shot_groups=bundle.meta.get("shot_groups"),
-        val_outputs=predict(prepared, "val") if tune else None, y_val=bundle.y_val if tune else None,
-    )
-
-
-def predict(prepared: Prepared, split: str):
-    """The model's outputs on one split, in order, as a numpy array."""
-    import numpy as np
-
-    from xentlab.core.pipeline import features_dataset
-
-    features = features_dataset(prepared.bundle, split, 256)
-    if prepared.hardware.kind == "multi_worker":  # predict would start collectives the other workers never join
-        from xentlab.runtime.multi_worker import predict_local
-
-        return predict_local(prepared.model, features)
-    return np.asarray(prepared.model.predict(features, verbose=0))
 
 
 def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
@@ -418,12 +362,12 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
     if config["tracking"]["log_plots"]:
         import tempfile
 
-        from xentlab.report.charts import write_evaluation
+        from xentlab.core.figures import write_evaluation
 
         bundle = prepared.bundle
         with tempfile.TemporaryDirectory() as tmp:
             write_evaluation(
-                Path(tmp), y=bundle.y_test, outputs=predict(prepared, "test"), labels=prepared.labels,
+                Path(tmp), y=bundle.y_test, outputs=prepared.evaluation().predict("test"), labels=prepared.labels,
                 class_names=bundle.class_names, history=history,
             )
             tracking.log_evaluation(outbox, Path(tmp), bundle.num_classes)

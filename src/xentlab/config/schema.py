@@ -12,7 +12,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from xentlab.config.choices import (
+from xentlab.choices import (
     CalibrationMethod,
     ColorMode,
     Encoding,
@@ -170,6 +170,9 @@ class LossConfig:
     label_smoothing: float = 0.0
     reduction: Reduction = Reduction.sum_over_batch_size
     _target_: Optional[str] = None  # a user's own loss: dotted path to any Keras-compatible callable
+    # What a tuned sweep (+sweep=tuned) searches for this loss: {key: "uniform(lo, hi)" | "loguniform(lo, hi)" |
+    # "int(lo, hi)" | "choice(a, b, ...)"}; each option's yaml declares its own. Never reaches the loss.
+    search: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,6 +235,7 @@ class OptimizerConfig:
     learning_rate: float = 0.001
     momentum: float = 0.0  # sgd and rmsprop
     clipnorm: Optional[float] = None
+    search: dict[str, str] = field(default_factory=dict)  # a tuned sweep's space for this optimizer (see LossConfig)
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
@@ -275,6 +279,28 @@ class CalibrationConfig:
     posthoc_tune: bool = False  # true: tau chosen on validation balanced accuracy over 0, 0.25, ..., 2 (logged)
 
 
+# ---------------------------------------------------------------------------------------------------- sweep
+@dataclass
+class TuningConfig:
+    trials: int = 0  # > 0: a tuned sweep, this many trials per variant (+sweep=tuned sets it)
+    sampler: str = "tpe"  # tpe or random: Optuna's TPESampler / RandomSampler, the same for every variant
+    seed: int = 0  # the sampler's seed, the same for every variant
+    seeds: list[int] = field(default_factory=lambda: [1000])  # trainer.seed of the trials; disjoint from evaluation
+
+
+@dataclass
+class SweepConfig:
+    """How a multirun chooses its jobs (read by the sweep, never by a job: not a param of any run)."""
+
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    until_decided: bool = False  # add seeds per open comparison under alpha spending (report.sequential)
+    seed_batch: int = 3  # seeds a look adds to each open comparison
+    max_seeds: int = 12  # a comparison stops here decided or not; its futility rule plans within it
+    alpha: float = 0.05  # family-wise, over the variants compared with the baseline
+    stage: Optional[str] = None  # set by a tuned sweep on its jobs: tuning or evaluation
+    trial: Optional[int] = None  # set by a tuned sweep on its trials
+
+
 # ---------------------------------------------------------------------------------------------------- metrics
 @dataclass
 class MetricsConfig:
@@ -296,7 +322,18 @@ class TrainConfig:
     trainer: Any = MISSING
     tracking: Any = MISSING
     calibration: Any = MISSING
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+def job_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config as a job uses it: without the sweep's own settings (`sweep`, every group's `search`), which
+    choose jobs but change no result, so they are neither params nor part of a job's identity."""
+    out = {k: v for k, v in config.items() if k != "sweep"}
+    for group, node in out.items():
+        if isinstance(node, dict) and "search" in node:
+            out[group] = {k: v for k, v in node.items() if k != "search"}
+    return out
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -337,3 +374,16 @@ def register_configs() -> None:
     for group, nodes in SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=group, name=name, node=node)
+    register_sweeper()
+
+
+def register_sweeper() -> None:
+    """xentlab's sweeper, the default `hydra/sweeper` (its config node and its class). Hydra finds plugins by scanning
+    the `hydra_plugins` folders on sys.path, which an editable install's import hook hides from it; registering the
+    class here works from a checkout and from a wheel alike."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # first: the scan runs Hydra's own plugin modules again, BasicSweeper among them
+    from hydra_plugins.xentlab_sweeper.xentlab_sweeper import XentlabSweeper  # stores hydra/sweeper/xentlab
+
+    plugins.register(XentlabSweeper)

@@ -2,7 +2,8 @@
 
 The head is linear when the loss takes logits and softmax (or sigmoid for one binary unit) otherwise, and it
 is always float32 so mixed-precision runs compute the loss on float32 outputs. The run decides both once, in its
-pre-flight plan (xentlab.config.preflight); the builders take the decision as given.
+pre-flight plan (xentlab.config.preflight); the builders take the decision as given. The seed models end in it
+themselves; backbones (model=resnet, model=keras_app, a user's model=custom) get it from `with_head`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, NamedTuple
 import keras
 from keras import layers
 
-from xentlab.config.choices import Head, HeadLayout
+from xentlab.choices import Head, HeadLayout
 from xentlab.core.architectures import keras_app, resnet
 from xentlab.core.losses import LOSS_TABLE, loss_spec
 from xentlab.core.user_model import build_user_model, check_full_model, refuse_a_head_on_a_head

@@ -44,6 +44,13 @@ from xentlab.report.query import (
 )
 from xentlab.report.render import to_markdown, write_csvs
 from xentlab.report.statistics import compare_runs, direction, holm, verdict
+from xentlab.report.sweep_designs import (
+    compared_runs,
+    sequential_design,
+    sequential_view,
+    tuning_section,
+    tuning_summary,
+)
 from xentlab.report.variants import choose_baseline, pair_key, variant_of
 from xentlab.tracking.store import (
     BASELINE_TAG,
@@ -225,7 +232,7 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     client = MlflowClient(uri)
     parent = client.get_run(parent_run_id)
     sweep_id = parent.data.tags.get(SWEEP_TAG, "?")
-    children = fetch_children(client, parent.info.experiment_id, parent_run_id, page_size)
+    children = compared_runs(fetch_children(client, parent.info.experiment_id, parent_run_id, page_size))
     finished, other_data = current_data([r for r in children if r.info.status == "FINISHED"])
     if not finished and any(r.info.status in ("FAILED", "KILLED") for r in children):
         return _failed_only(client, parent_run_id, sweep_id, children, out_dir)
@@ -247,28 +254,44 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     ranked = [c for c in ranked if any(math.isfinite(v[c]) for v in values.values())]  # logged by some run
     _check_logged(metric, values)
     by_seed = {v: [(seeds[rid], vals) for rid, vals in runs] for v, runs in seeded.items()}
-    comparisons = compare_variants(by_seed, base, ranked)
+    comparisons, verdict_line, design_lines, design_files = _designs(parent, by_seed, base, metric, ranked, out_dir)
     rows = order_rows(aggregate({v: [vals for _, vals in runs] for v, runs in seeded.items()}), base, metric, ranked)
     shown = {v: runs_by_variant[v] for v in [r["variant"] for r in rows if r["variant"] in runs_by_variant][
         :MAX_RELIABILITY_VARIANTS]}
     reliability, sampled = read_reliability(client, shown, workers)
     report = Report(sweep_id, parent_run_id, base, rows, comparisons, "", metric=metric, baseline_note=note,
-                    ranked=ranked, losses_note=losses_note, overrides=overrides, unfinished=unfinished(children))
+                    ranked=ranked, losses_note=losses_note, overrides=overrides, unfinished=unfinished(children),
+                    verdict_line=verdict_line, design_lines=design_lines)
     _write_markdown(report, parent, children, finished, values, sampled, out_dir, other_data)
     if curve_metric(metric) != HISTORY_METRIC:
         histories = read_histories(client, ids, curve_metric(metric), workers)
-    _write_files(client, report, seeded, histories, reliability, out_dir, primary=metric == primary)
+    _write_files(client, report, seeded, histories, reliability, out_dir, design_files, primary=metric == primary)
     publish(client, report, finished, primary=metric == primary)
     return report
 
 
+def _designs(parent, by_seed: dict, base: str, metric: str, ranked: list[str], out_dir: Path
+             ) -> tuple[list[Comparison], str | None, list[str], list[Path]]:
+    """(comparisons, verdict line, design sections, design files): the plain tests, or a sequential sweep's rule
+    (its verdicts replace the plain tests), and a tuned sweep's section (report.sweep_designs)."""
+    comparisons = compare_variants(by_seed, base, ranked)
+    verdict_line, design_lines, design_files = None, [], []
+    design = sequential_design(parent)
+    if design is not None:  # the sweep's verdicts are the sequential rule's, never the plain tests
+        comparisons, design_lines, verdict_line = sequential_view(by_seed, base, metric, design)
+    summary = tuning_summary(parent)
+    if summary is not None:
+        design_lines, design_files = tuning_section(summary, out_dir)
+    return comparisons, verdict_line, design_lines, design_files
+
+
 def _write_files(client: MlflowClient, report: Report, seeded: dict, histories: dict, reliability: dict,
-                 out_dir: Path, *, primary: bool) -> None:
+                 out_dir: Path, design_files: list[Path], *, primary: bool) -> None:
     """The CSVs, charts and report.html beside report.md, logged to the parent under `report/` (a report on
     another metric than the sweep's primary one: `report/<metric>/`)."""
     report.files = [out_dir / "report.md", *write_csvs(report.rows, report.comparisons, report.baseline, out_dir,
                                                        report.overrides)]
-    report.files += plot_charts(report, seeded, histories, reliability, out=out_dir)
+    report.files += plot_charts(report, seeded, histories, reliability, out=out_dir) + design_files
     report.files.append(write_html(report, out_dir))
     for f in report.files:
         client.log_artifact(report.parent_run_id, str(f), "report" if primary else f"report/{report.metric}")
@@ -332,7 +355,9 @@ def _followup(parent, children: list, report: Report, finished: list, sampled: b
     overrides = [params[f"sweep.override.{i}"] for i in range(len(params)) if f"sweep.override.{i}" in params]
     lines = [f"- reliability.png pools at most {RELIABILITY_SAMPLE} runs per variant: runs logged before the "
              "`xentlab.reliability` tag are read from their files, a bounded sample."] if sampled else []
-    lines += failed_jobs_section(children)
+    lines += failed_jobs_section(children) + report.design_lines
+    if report.verdict_line:  # a sequential sweep: its rule chose the seeds
+        return lines
     seeds_done = [r.data.params.get("trainer.seed", "") for r in finished]
     # A k-fold sweep pairs by seed and fold: each added seed brings one pair per fold.
     per_seed = max(1, len({pair_key(r.data.params, r.info.run_id) for r in finished}) // max(1, len(set(seeds_done))))

@@ -89,7 +89,7 @@ def metric_lines(report: Report, metric: str) -> list[str]:
 
 def headline(report: Report) -> str:
     """The parent run's description: the answer first, the numbers behind it, how to read them, where the rest is."""
-    lines = [summary_line(report), ""]
+    lines = [report.verdict_line or summary_line(report), ""]
     for metric, why in headline_metrics(report):
         label = "primary metric" if why == "primary" else why
         lines += [f"**{metric}** ({label}, {_direction_words(metric)})", "", *metric_lines(report, metric), ""]

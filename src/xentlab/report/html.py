@@ -136,10 +136,20 @@ def followup_section(report: Report, charts: dict[str, Path]) -> str:
     items, and the command to run as a code block."""
     parts: list[str] = []
     items: list[str] = []
+    rows: list[list[str]] = []  # a Markdown table (a tuned or sequential sweep's section): header first
     for line in [*report.followup, ""]:
         if line.startswith("- "):
             items.append(f"<li>{inline_markdown(line[2:])}</li>")
             continue
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+            continue
+        if rows:
+            head, *body = rows
+            parts.append("<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in head) + "</tr>" + "".join(
+                "<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>")
+            rows = []
         if items:
             parts.append(f"<ul>{''.join(items)}</ul>")
             items = []

@@ -159,7 +159,8 @@ class Decision:
 
 def _paired_at(variant: Mapping, baseline: Mapping, n: int) -> Difference | None:
     """The paired difference on the first `n` seeds both sides ran (in seed order); None with fewer."""
-    common = sorted(set(variant) & set(baseline), key=_seed_order)[:n]
+    finite = {s for s in set(variant) & set(baseline) if math.isfinite(variant[s]) and math.isfinite(baseline[s])}
+    common = sorted(finite, key=_seed_order)[:n]
     if len(common) < n:
         return None
     return paired_difference([variant[s] for s in common], [baseline[s] for s in common])

@@ -93,7 +93,7 @@ def job_run_name(config: dict[str, Any], sweep: dict[str, Any] | None = None, mo
     for model=auto is a placeholder until the plan exists). Decided from the plan once per attempt: a resumed run
     is named as its first attempt was."""
     if sweep:
-        if "variant" not in sweep:
+        if "variant" not in sweep or sweep.get("trial") is not None:  # a tuned sweep's trial: `<variant> t<n>`
             return sweep["name"]
         data = config["data"]
         return run_name(sweep["variant"], config["trainer"]["seed"], data["fold"] if data.get("folds") else None)

@@ -88,9 +88,12 @@ class SweepParent:
 
     def end_early(self, children: list[Run], interrupted: str | None) -> None:
         """The sweep stopped before its end: KILLED when it was interrupted (Ctrl-C here, or a job ended KILLED:
-        Ctrl-C or SIGTERM in its process), else FAILED (a job failed, or the launcher did)."""
+        Ctrl-C or SIGTERM in its process), else FAILED: with the reason the sweep gave (a refused setting), or a
+        job failed, or the launcher did."""
         killed = [r for r in children if r.info.status == "KILLED"]
-        if interrupted or killed:
+        if not (interrupted or killed) and ERROR_TAG in self.client.get_run(self.run_id).data.tags:
+            self.end("FAILED")  # the sweep said why it stopped
+        elif interrupted or killed:
             self.end("KILLED", interrupted or (f"the sweep was stopped: job {killed[0].info.run_name} ended KILLED "
                                                f"({killed[0].data.tags.get(ERROR_TAG, 'Ctrl-C or SIGTERM')})"))
         else:

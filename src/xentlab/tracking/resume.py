@@ -24,7 +24,16 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from xentlab.errors import ExpectedError
-from xentlab.tracking.store import ERROR_TAG, HEARTBEAT_TAG, HOST_TAG, JOB_TAG, PID_TAG, mask_uri, store_errors
+from xentlab.tracking.store import (
+    ERROR_TAG,
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    JOB_TAG,
+    NODE_TAG,
+    PID_TAG,
+    mask_uri,
+    store_errors,
+)
 
 # Knobs that do not change what a job computes: changing them must not start a different job.
 NOT_IDENTITY = ("trainer.resume", "trainer.verbose", "trainer.dry_run", "trainer.stale_after_s",
@@ -63,8 +72,17 @@ def checkpoint_root(launch_dir: Path, trainer) -> Path:
     return folder if folder.is_absolute() else Path(launch_dir) / folder
 
 
+def node_name() -> str:
+    """Where this job runs: the host, and inside a Ray task the Ray node's id (raylets may share a host)."""
+    ray = sys.modules.get("ray")  # only a job that Ray runs has it imported
+    if ray is not None and ray.is_initialized():
+        return f"{socket.gethostname()}/ray-node-{ray.get_runtime_context().get_node_id()}"
+    return socket.gethostname()
+
+
 def owner_tags() -> dict[str, str]:
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: str(int(time.time()))}
+    return {HOST_TAG: socket.gethostname(), NODE_TAG: node_name(), PID_TAG: str(os.getpid()),
+            HEARTBEAT_TAG: str(int(time.time()))}
 
 
 def job_tags(key: str) -> dict[str, str]:

@@ -33,6 +33,7 @@ from xentlab.tracking.store import (
     VARIANT_OVERRIDES_TAG,
     VARIANT_TAG,
     WARNING_TAG,
+    log_input,
     resolve_tracking_uri,
     setup_experiment,
     store_errors,
@@ -381,7 +382,8 @@ def log_datasets(bundle, data_cfg: dict[str, Any]) -> None:
         with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": all the same here
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), source=source, name=name)
-        mlflow.log_input(dataset, context=context)
+        log_input(dataset, context)
+
 
 
 def log_evaluation(outbox, folder: Path, num_classes: int) -> None:
@@ -401,7 +403,7 @@ def log_evaluation(outbox, folder: Path, num_classes: int) -> None:
 
 
 def log_reliability_tag(outbox, path: Path) -> None:
-    """The reliability bins of `path` (report.charts.reliability_table) as the run tag xentlab.reliability, rounded
+    """The reliability bins of `path` (core.figures.reliability_table) as the run tag xentlab.reliability, rounded
     to 6 digits: a sweep's report reads every run's bins from one search instead of a download per run."""
     from xentlab.tracking.store import RELIABILITY_TAG
 

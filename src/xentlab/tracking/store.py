@@ -30,6 +30,7 @@ ROLE_TAG = "xentlab.role"  # "sweep" on a sweep's parent run
 BASELINE_TAG = "xentlab.baseline"  # on a sweep's parent run: the variant the report compares the others with
 JOB_TAG = "xentlab.job_key"  # one training job (config + store): what resume matches on
 HOST_TAG = "xentlab.host"
+NODE_TAG = "xentlab.node"  # where a job ran: the host, and the Ray node under Ray (several may share a host)
 PID_TAG = "xentlab.pid"
 HEARTBEAT_TAG = "xentlab.heartbeat"
 WARNING_TAG = "xentlab.warning"  # something in the config or data that is almost surely not what was meant
@@ -43,6 +44,10 @@ FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of
 # On a FINISHED child of one sweep that another sweep reused (same job, same data): `xentlab.in_sweep.<parent run
 # id>` = {"variant", "variant_overrides", "job"} in that sweep, as JSON. Its report reads the run as its own child.
 MEMBER_TAG_PREFIX = "xentlab.in_sweep."
+STAGE_TAG = "xentlab.stage"  # on a tuned sweep's child: "tuning" (a trial) or "evaluation" (a tuned variant's seed)
+TRIAL_TAG = "xentlab.trial"  # on a tuning child: its trial number within its variant's study
+TUNING_TAG = "xentlab.tuning"  # on a tuned sweep's parent: budget, search spaces, chosen values, curves (JSON)
+SEQUENTIAL_TAG = "xentlab.sequential"  # on a sequential sweep's parent: its design (JSON; report.sequential)
 # On a run that logged evaluation/reliability.json: the same bins in compact JSON ({"num_bins", "count", "accuracy",
 # "confidence", "ece"}; the edges are equal-width), so one search returns them for a whole sweep's report.
 RELIABILITY_TAG = "xentlab.reliability"
@@ -358,3 +363,20 @@ def wait_for_sqlite(uri: str, budget_s: float) -> None:
             raise _fault_error(uri, "busy", "a write lock could not be taken")
         time.sleep(delay)
         delay = min(delay * 2, 4.0)
+
+
+def log_input(dataset, context: str, attempts: int = 4) -> None:
+    """mlflow.log_input, again when another run inserted the same dataset at the same moment: MLflow looks for the
+    dataset, then inserts it, so two jobs starting together on a PostgreSQL or MySQL store race on its row (SQLite
+    serialises them); the call is one transaction, and the next attempt finds the row and links it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as err:
+            raced = "dataset_pk" in str(err) or ("Duplicate entry" in str(err) and "datasets" in str(err))
+            if not raced or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))

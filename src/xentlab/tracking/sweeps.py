@@ -38,17 +38,22 @@ from xentlab.tracking.resume import NOT_IDENTITY, JobBusy, JobPlan, job_key, pla
 from xentlab.tracking.store import (
     ERROR_TAG,
     JOB_TAG,
+    STAGE_TAG,
     SUPERSEDED_TAG,
     SWEEP_JOB_TAG,
     SWEEP_TAG,
+    TRIAL_TAG,
     mask_text,
     mask_uri,
     member_tag,
 )
 
 SEED_KEY = "trainer.seed"
-# Overrides represented otherwise in the key (the resolved store) or that change no result.
-NOT_IN_KEY = {*NOT_IDENTITY, "tracking.uri", "tracking.experiment"}
+# Overrides represented otherwise in the key (the resolved store) or that change no result; a sequential or tuned
+# sweep continued with more seeds or trials is the same sweep (sweep.until_decided itself is in the key: a plain
+# sweep's report is never a sequential one's).
+NOT_IN_KEY = {*NOT_IDENTITY, "tracking.uri", "tracking.experiment", "sweep.seed_batch", "sweep.max_seeds",
+              "sweep.tuning.trials"}
 # In each job's folder, per invocation of the sweep command: what the job came to (trained, reused, failed). Two
 # commands started in the same second share Hydra's sweep folder; each reads back only its own jobs' files.
 OUTCOME_FILE = ".xentlab-job-{attempt}.json"
@@ -115,8 +120,13 @@ def current_children(client: MlflowClient, experiment_id: str, parent_id: str) -
 
 
 def child_tags(sweep: dict[str, Any] | None) -> dict[str, str]:
-    """The tag that names a child's job within its sweep (its varying overrides), whatever the run is called."""
-    return {SWEEP_JOB_TAG: sweep["job"]} if sweep and sweep.get("job") else {}
+    """The tag that names a child's job within its sweep (its varying overrides), whatever the run is called; a tuned
+    sweep's stage and trial."""
+    tags = {SWEEP_JOB_TAG: sweep["job"]} if sweep and sweep.get("job") else {}
+    for tag, field in ((STAGE_TAG, "stage"), (TRIAL_TAG, "trial")):
+        if sweep and sweep.get(field) is not None:
+            tags[tag] = str(sweep[field])
+    return tags
 
 
 def finished_run(client: MlflowClient, experiment_id: str, parent_id: str, key: str, elsewhere: bool = True

@@ -1,0 +1,1 @@
+"""xentlab's Hydra sweeper (Hydra finds sweepers only in the `hydra_plugins` namespace)."""
