@@ -452,6 +452,10 @@ def test_every_layer_reads_names_and_directions_from_the_one_table():
     assert set(posthoc.POSTHOC_METRICS) == {m.name for m in metric_table.METRICS if m.posthoc}
     assert set(calibration.CALIBRATED) == set(metric_table.calibrated_names())
     from xentlab.cli import console
+    from xentlab.report import charts, compare
+
+    assert compare.primary_metric([]) == metric_table.PRIMARY["classification"] == "val_nll"
+    assert charts.curve_metric("test_perplexity") == metric_table.PRIMARY["language_model"] == "val_bpc"
 
     assert console.HEADLINE == metric_table.summary_metrics() == (
         "test_accuracy", "test_balanced_accuracy", "test_auc", "test_nll", "test_bpc", "test_ece", "test_perplexity")

@@ -103,6 +103,9 @@ DERIVED_SUFFIXES = ("_posthoc", "_calibrated")
 # What a sweeper minimises, the first of these a run logged: the final val_nll is on one scale for every loss (a
 # focal or smoothed val_loss is not comparable across variants); val_loss for a model compiled without nll.
 OBJECTIVE = ("val_nll", "val_loss")
+# What a sweep's report ranks by, per task: a classifier's val_nll (one scale for every loss), a language model's
+# val_bpc (the same nll in bits per character).
+PRIMARY = {CLASSIFICATION: "val_nll", LANGUAGE_MODEL: "val_bpc"}
 
 
 def base_name(metric: str) -> str:

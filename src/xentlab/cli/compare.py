@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from mlflow.tracking import MlflowClient
 
-from xentlab.errors import ExpectedError, ReportError
+from xentlab.cli.console import command
+from xentlab.errors import ReportError
 from xentlab.report.columns import COLUMN_NAMES, SWEEP_ID
 from xentlab.report.compare import write_report
 from xentlab.report.query import find_parent
@@ -65,17 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     """`xentlab-compare [--experiment E] [--sweep ID|RUN_ID|latest] [--metric val_nll] [--baseline VARIANT]`:
     prints the report, logs it to the sweep's parent run (files, headline, differences) and prints the run's link."""
-    args = parse_args(argv)
-    try:
-        compare(args)
-    except ExpectedError as err:
-        from xentlab.cli.console import error_block
-
-        sys.stderr.write("".join(ln for ln in error_block(err).splitlines(True) if "HYDRA_FULL_ERROR" not in ln))
-        raise SystemExit(2) from None
+    compare(parse_args(argv))
 
 
 def compare(args: argparse.Namespace) -> None:

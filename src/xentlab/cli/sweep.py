@@ -204,11 +204,10 @@ def mask_launch_lines() -> None:
 def report_error(err: BaseException, what: str) -> int:
     """Prints an error of the sweep command itself as xentlab-train prints a job's: the one block for an expected
     error (exit status 2), the masked traceback of a bug (1). Returns the exit status."""
-    from xentlab.cli.console import error_block
+    from xentlab.cli.console import COMMAND_HINT, error_block
 
-    if isinstance(err, ExpectedError):
-        block = "".join(ln for ln in error_block(err).splitlines(True) if "HYDRA_FULL_ERROR" not in ln)
-        sys.stderr.write(block.replace("\nxentlab: ", f"\nxentlab: {what}: ", 1))
+    if isinstance(err, ExpectedError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        sys.stderr.write(error_block(err, hint=COMMAND_HINT).replace("\nxentlab: ", f"\nxentlab: {what}: ", 1))
         code = 2
     else:
         sys.stderr.write(f"\nxentlab: {what}:\n" + mask_text("".join(traceback.format_exception(err))))

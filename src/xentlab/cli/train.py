@@ -125,7 +125,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
     from xentlab.cli.console import headline, warn_at_chance
-    from xentlab.tracking import resume, sweeps
+    from xentlab.tracking import artifacts, resume, sweeps
     from xentlab.tracking import runs as tracking
     from xentlab.tracking.naming import job_run_name
 
@@ -141,7 +141,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         prepared = prepare(config, initial_epoch=plan.initial_epoch, launch_dir=job.launch_dir)
         run_name = job_run_name(config, job.sweep, prepared.model_name)  # the plan names model=auto's model
         job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
-        tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
+        artifacts.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
         warn_at_chance(history, prepared.bundle.num_classes, outbox, list(prepared.plan.warnings))
         log_outputs(prepared, config, history, outbox)
@@ -180,13 +180,21 @@ class Prepared:
     def evaluation(self):
         """What evaluating the trained model reads (xentlab.core.evaluation)."""
         from xentlab.core.evaluation import Evaluation
-        from xentlab.core.models import capabilities
+        from xentlab.metric_table import LANGUAGE_MODEL
 
         return Evaluation(self.model, self.bundle, self.labels, self.loop,
-                          generates_text=capabilities(self.model_name).generates_text)
+                          generates_text=self.task == LANGUAGE_MODEL)  # bits per character too
+
+    @property
+    def task(self) -> str:
+        """The metric table's task: a language model (a sequence model over a vocabulary) or a classifier."""
+        from xentlab.config.preflight import data_shapes
+        from xentlab.core.metric_set import metric_task
+
+        return metric_task(self.model_name, data_shapes(self.bundle))
 
     def facts(self) -> dict[str, Any]:
-        """What the run logs about its inputs before training (tracking.log_inputs)."""
+        """What the run logs about its inputs before training (tracking.artifacts.log_inputs)."""
         return {"hardware": self.hardware.params() | self.plan.hardware.params(), "bundle": self.bundle,
                 "class_weights": self.plan.class_weights, "model": self.plan.model,
                 "warnings": list(self.plan.warnings)}
@@ -248,9 +256,10 @@ def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0)
 
 def build_compiled_model(plan, bundle, config: dict[str, Any]):
     """The plan's model with its head, compiled with the optimizer, loss and metrics (inside the strategy scope)."""
+    from xentlab.config.preflight import data_shapes
     from xentlab.core.losses import build_loss_from_config
     from xentlab.core.metric_set import build_run_metrics, metric_task
-    from xentlab.core.models import build_model, capabilities
+    from xentlab.core.models import build_model
     from xentlab.core.optimizers import build_optimizer
 
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
@@ -262,7 +271,7 @@ def build_compiled_model(plan, bundle, config: dict[str, Any]):
         loss=build_loss_from_config({**config["loss"], "name": plan.loss_kind}, plan.labels,
                                     class_counts=plan.class_counts.tolist()),
         metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups"),
-                                  task=metric_task(capabilities(plan.model).generates_text),
+                                  task=metric_task(plan.model, data_shapes(bundle)),
                                   extra=config["metrics"]["extra"]),
         jit_compile=plan.hardware.jit_compile,
         steps_per_execution=plan.hardware.steps_per_execution,
@@ -293,9 +302,8 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
     from xentlab.choices import Verbosity
-    from xentlab.core.models import capabilities
     from xentlab.core.pipeline import steps_per_epoch
-    from xentlab.metric_table import objective
+    from xentlab.metric_table import LANGUAGE_MODEL, objective
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
 
@@ -303,7 +311,7 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     callbacks = [StopOnNonFiniteLoss(from_logits=prepared.from_logits)]
     if outbox is not None:
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
-                                     language_model=capabilities(prepared.model_name).generates_text))
+                                     language_model=prepared.task == LANGUAGE_MODEL))
     initial_epoch = 0
     prepared.loop.prepare(prepared.model, prepared.train_ds)
     if plan is not None:
@@ -356,7 +364,7 @@ def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> di
 def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
     """After training: evaluation figures and per-class metrics, generated text, the model, as configured."""
     from xentlab.core.models import capabilities
-    from xentlab.tracking import runs as tracking
+    from xentlab.tracking import artifacts
 
     able = capabilities(prepared.model_name)
     if config["tracking"]["log_plots"]:
@@ -370,12 +378,12 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
                 Path(tmp), y=bundle.y_test, outputs=prepared.evaluation().predict("test"), labels=prepared.labels,
                 class_names=bundle.class_names, history=history,
             )
-            tracking.log_evaluation(outbox, Path(tmp), bundle.num_classes)
+            artifacts.log_evaluation(outbox, Path(tmp), bundle.num_classes)
     if able.generates_text:
-        tracking.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
+        artifacts.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
                                     seed=config["trainer"]["seed"])
     if config["tracking"]["log_model"]:
-        tracking.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
+        artifacts.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
 
 
 if __name__ == "__main__":

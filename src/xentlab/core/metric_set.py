@@ -15,6 +15,7 @@ from xentlab.core.metrics import (
     SparseECE,
     SparseNLL,
 )
+from xentlab.core.models import FITS, DataShapes, capabilities
 from xentlab.core.shot_metrics import SHOT_GROUPS, SparseGroupRecall
 from xentlab.core.targets import LabelContract
 from xentlab.metric_table import CLASSIFICATION, LANGUAGE_MODEL, check_extra, evaluated_names, task_metrics
@@ -34,8 +35,11 @@ BUILDERS: dict[str, Callable] = {
 }
 
 
-def metric_task(language_model: bool) -> str:
-    """The table's task of a run: a language model (a sequence model over a vocabulary) or a classifier."""
+def metric_task(model_name: str, data: DataShapes) -> str:
+    """The table's task of a run: a language model, i.e. a sequence model over a vocabulary (the char LSTM, or any
+    model, a user's too, on token ids labelled per position: the next-token data the char LSTM fits), or a
+    classifier."""
+    language_model = capabilities(model_name).generates_text or FITS["char_lstm"][1](data)
     return LANGUAGE_MODEL if language_model else CLASSIFICATION
 
 

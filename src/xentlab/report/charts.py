@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from xentlab.metric_table import PRIMARY, task_of_metric  # noqa: E402
 from xentlab.report.columns import MAX_RELIABILITY_VARIANTS  # noqa: E402
 from xentlab.report.query import pool_reliability  # noqa: E402
 from xentlab.report.render import format_p, verdict_text  # noqa: E402
@@ -47,7 +48,7 @@ def curve_metric(metric: str) -> str:
         return metric
     if metric == "best_val_loss":
         return "val_loss"
-    return "val_bpc" if metric.endswith("bpc") or metric.endswith("perplexity") else "val_nll"
+    return PRIMARY[task_of_metric(metric)]
 
 
 def delta_points(report) -> list[dict]:
