@@ -4,13 +4,14 @@ readable block (no traceback), and one summary line per finished run."""
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import os
 import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -138,7 +139,11 @@ def is_expected(err: BaseException) -> bool:
     return isinstance(err, ExpectedError)
 
 
-def error_block(err: BaseException, *, run: str | None = None) -> str:
+TRAIN_HINT = "(HYDRA_FULL_ERROR=1 or trainer.debug=true shows the traceback)"
+COMMAND_HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"  # the same switch for every command
+
+
+def error_block(err: BaseException, *, run: str | None = None, hint: str = TRAIN_HINT) -> str:
     """The block printed for an expected error: what went wrong (the message names the key, what was expected
     and the fix), which run was marked FAILED, and how to see the traceback."""
     from xentlab.tracking.store import mask_text
@@ -146,8 +151,21 @@ def error_block(err: BaseException, *, run: str | None = None) -> str:
     lines = ["", f"xentlab: {type(err).__name__}", *[f"  {ln}" for ln in mask_text(str(err)).splitlines()]]
     if run:
         lines.append(f"  The MLflow run {run} is marked FAILED with this message.")
-    lines.append("  (HYDRA_FULL_ERROR=1 or trainer.debug=true shows the traceback)")
+    lines.append(f"  {hint}")
     return "\n".join(lines) + "\n"
+
+
+def command(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int | None]:
+    """A console command's `main(argv)` with xentlab-train's error handling: an expected error
+    (xentlab.errors.ExpectedError) prints the same block and exits 2, any other error prints its traceback with
+    credentials masked and exits 1. What `main` returns is the exit status."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int | None:
+        with reported_errors(debug=False, multirun=False, run_ref=[], hint=COMMAND_HINT):
+            return main(argv)
+
+    return run
 
 
 @dataclass
@@ -208,8 +226,8 @@ def stopped_in_one_line(argv: list[str]) -> Iterator[None]:
 
 
 @contextmanager
-def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str],
-                    checkpoint: list | None = None) -> Iterator[Failure]:
+def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str], checkpoint: list | None = None,
+                    hint: str = TRAIN_HINT) -> Iterator[Failure]:
     """Turns an expected error of a single run into the error block and exit status 2; any other error into its
     traceback (credentials masked) and exit status 1.
 
@@ -237,7 +255,7 @@ def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str],
             sys.stderr.flush()
             code = 1
         else:
-            sys.stderr.write(error_block(err, run=run))
+            sys.stderr.write(error_block(err, run=run, hint=hint))
             sys.stderr.flush()
             code = 2
         if multirun:

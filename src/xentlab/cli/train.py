@@ -124,7 +124,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
     from xentlab.cli.console import headline, warn_at_chance
-    from xentlab.tracking import resume, sweeps
+    from xentlab.tracking import artifacts, resume, sweeps
     from xentlab.tracking import runs as tracking
     from xentlab.tracking.naming import job_run_name
 
@@ -140,7 +140,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         prepared = prepare(config, initial_epoch=plan.initial_epoch, launch_dir=job.launch_dir)
         run_name = job_run_name(config, job.sweep, prepared.model_name)  # the plan names model=auto's model
         job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
-        tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
+        artifacts.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
         warn_at_chance(history, prepared.bundle.num_classes, outbox, list(prepared.plan.warnings))
         log_outputs(prepared, config, history, outbox)
@@ -193,7 +193,7 @@ class Prepared:
         return metric_task(self.model_name, data_shapes(self.bundle))
 
     def facts(self) -> dict[str, Any]:
-        """What the run logs about its inputs before training (tracking.log_inputs)."""
+        """What the run logs about its inputs before training (tracking.artifacts.log_inputs)."""
         return {"hardware": self.hardware.params() | self.plan.hardware.params(), "bundle": self.bundle,
                 "class_weights": self.plan.class_weights, "model": self.plan.model,
                 "warnings": list(self.plan.warnings)}
@@ -356,7 +356,7 @@ def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> di
 def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
     """After training: evaluation figures and per-class metrics, generated text, the model, as configured."""
     from xentlab.core.models import capabilities
-    from xentlab.tracking import runs as tracking
+    from xentlab.tracking import artifacts
 
     able = capabilities(prepared.model_name)
     if config["tracking"]["log_plots"]:
@@ -370,12 +370,12 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
                 Path(tmp), y=bundle.y_test, outputs=prepared.evaluation().predict("test"), labels=prepared.labels,
                 class_names=bundle.class_names, history=history,
             )
-            tracking.log_evaluation(outbox, Path(tmp), bundle.num_classes)
+            artifacts.log_evaluation(outbox, Path(tmp), bundle.num_classes)
     if able.generates_text:
-        tracking.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
+        artifacts.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
                                     seed=config["trainer"]["seed"])
     if config["tracking"]["log_model"]:
-        tracking.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
+        artifacts.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
 
 
 if __name__ == "__main__":
