@@ -186,6 +186,7 @@ def test_the_printed_fix_for_a_read_only_outputs_folder_trains(shared_folder):
     assert list((shared_folder / "outputs").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_run_that_ends_at_chance_level_says_so(store, capsys):
     """learning_rate=1e6 with the default optimizer: the loss stays finite, the run ends FINISHED predicting one
     class (val_auc 0.5, balanced accuracy 1/K). It warns on stderr and in the run tag xentlab.warning."""

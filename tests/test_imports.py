@@ -1,4 +1,5 @@
-"""The package has no import cycles: every module imports alone, and the graph of xentlab imports is acyclic."""
+"""The import graph: no cycles, every module imports alone, the layers of DESIGN.md §4 point down with no exception,
+and the installed package never imports benchmarks/."""
 
 from __future__ import annotations
 
@@ -58,30 +59,20 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
         assert result.returncode == 0, result.stderr[-2000:]
 
 
-# Which layer may import which (DESIGN.md §4). A module's layer is the longest prefix listed here; it may import its
-# own layer and the prefixes in its set. core, data and runtime never reach tracking, report, cli or config's Hydra
-# parts; report reads runs only through tracking.store; cli may import everything.
+# Which layer may import which (DESIGN.md §4), with no exception. A module's layer is the longest prefix listed here;
+# it may import its own layer and the prefixes in its set. The ground (the expected-error type, secrets masking, the
+# closed choices, the metric table, the user-code hooks) imports only the error type. core, data and runtime never
+# reach config, tracking, report or cli; report reads runs only through tracking.store and never imports core;
+# cli may import everything.
+GROUND = {"xentlab.errors", "xentlab.masking", "xentlab.choices", "xentlab.metric_table", "xentlab.hooks"}
 ALLOWED = {
-    "xentlab.errors": set(),
-    "xentlab.masking": set(),
-    "xentlab.hooks": {"xentlab.errors"},
-    "xentlab.metric_table": {"xentlab.errors"},
-    "xentlab.config.choices": {"xentlab.errors"},
-    "xentlab.data": {"xentlab.errors", "xentlab.config.choices", "xentlab.hooks"},
-    "xentlab.core": {"xentlab.errors", "xentlab.metric_table", "xentlab.config.choices", "xentlab.data",
-                     "xentlab.hooks"},
-    "xentlab.runtime": {"xentlab.errors", "xentlab.metric_table", "xentlab.config.choices", "xentlab.core",
-                        "xentlab.data"},
-    "xentlab.config": {"xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.core", "xentlab.data",
-                       "xentlab.runtime"},
-    "xentlab.tracking": {
-        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.config",
-        "xentlab.core", "xentlab.data", "xentlab.runtime",
-    },
-    "xentlab.report": {
-        "xentlab.errors", "xentlab.masking", "xentlab.metric_table", "xentlab.config.choices",
-        "xentlab.core", "xentlab.tracking.store",
-    },
+    **{ground: {"xentlab.errors"} - {ground} for ground in GROUND},
+    "xentlab.data": GROUND,
+    "xentlab.core": GROUND | {"xentlab.data"},
+    "xentlab.runtime": GROUND | {"xentlab.core", "xentlab.data"},
+    "xentlab.config": GROUND | {"xentlab.core", "xentlab.data", "xentlab.runtime"},
+    "xentlab.tracking": GROUND | {"xentlab.config", "xentlab.core", "xentlab.data", "xentlab.runtime"},
+    "xentlab.report": GROUND | {"xentlab.tracking.store"},
     "xentlab.cli": {"xentlab"},
 }
 
@@ -108,7 +99,28 @@ def test_layers_import_only_downwards():
 
 
 def test_the_layer_test_sees_a_violation():
-    # The rule itself: core importing tracking is refused, cli importing anything is allowed.
+    # The rule itself: core importing tracking or config is refused, report importing core too, cli anything.
     assert layer_of("xentlab.core.losses") == "xentlab.core"
     assert not any("xentlab.tracking.store".startswith(a) for a in ALLOWED["xentlab.core"])
-    assert layer_of("xentlab.config.choices") == "xentlab.config.choices"
+    assert not any("xentlab.config.schema".startswith(a) for a in ALLOWED["xentlab.runtime"])
+    assert not any("xentlab.core.probabilities".startswith(a) for a in ALLOWED["xentlab.report"])
+    assert layer_of("xentlab.choices") == "xentlab.choices" and ALLOWED["xentlab.choices"] == {"xentlab.errors"}
+
+
+def imports_benchmarks(source: str) -> bool:
+    """Whether Python `source` imports the benchmarks folder (at the top or inside a function)."""
+    for node in ast.walk(ast.parse(source)):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else (
+            [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        if any(n == "benchmarks" or n.startswith("benchmarks.") for n in names):
+            return True
+    return False
+
+
+def test_the_installed_package_never_imports_benchmarks():
+    # benchmarks/ stays outside the wheel: an import of it works from a checkout and fails once installed.
+    assert imports_benchmarks("def f():\n    from benchmarks.common import text_slice\n")
+    assert imports_benchmarks("import benchmarks.resnet_step as b\n")
+    assert not imports_benchmarks("from xentlab.cli import benchmarks_view\nimport benchmarksx\n")
+    found = [str(p.relative_to(SRC.parent)) for p in SRC.rglob("*.py") if imports_benchmarks(p.read_text())]
+    assert not found, f"src imports benchmarks/ (not installed with the package): {found}"

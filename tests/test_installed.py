@@ -65,7 +65,9 @@ def test_init_writes_a_starter_whose_groups_compose_beside_the_packaged_ones(tmp
     from xentlab.cli.init import main
 
     assert main(["init", str(tmp_path / "mine")]) == 0
-    assert main(["init", str(tmp_path / "mine")]) == 2  # never overwrites
+    with pytest.raises(SystemExit) as stop:
+        main(["init", str(tmp_path / "mine")])
+    assert stop.value.code == 2  # never overwrites
     cfg = compose(["model=mine", "data=mine", "loss=focal"], config_dirs=[tmp_path / "mine" / "conf"])
     assert cfg.model._target_ == "my_model.build" and cfg.model.options.width == 64 and not cfg.model.full_model
     assert cfg.data._target_ == "my_data.load" and cfg.loss.gamma == 2.0  # the packaged groups are all there

@@ -51,9 +51,11 @@ def test_a_language_model_computes_nll_and_accuracy_and_the_extra_metrics_it_nam
     assert [m.name for m in build_run_metrics(contract, task=LANGUAGE_MODEL)] == ["nll", "accuracy"]
     with_extra = [m.name for m in build_run_metrics(contract, task=LANGUAGE_MODEL, extra=["auc", "ece"])]
     assert with_extra == ["nll", "ece", "accuracy", "auc"]  # the table's order, whatever the order asked
-    classifier = {m.name for m in build_run_metrics(LabelContract(4), task=CLASSIFICATION)}
-    assert {"auc", "ece", "classwise_ece", "adaptive_ece", "brier", "balanced_accuracy", "macro_f1",
-            "worst_class_recall"} <= classifier
+    classifier = {m.name: m for m in build_run_metrics(LabelContract(4), task=CLASSIFICATION)}
+    assert {"auc", "ece", "classwise_ece", "adaptive_ece", "brier", "confusion"} <= set(classifier)
+    assert classifier["confusion"].statistics == ("balanced_accuracy", "macro_f1", "worst_class_recall")
+    only_f1 = build_run_metrics(contract, task=LANGUAGE_MODEL, extra=["macro_f1"])[-1]
+    assert only_f1.statistics == ("macro_f1",)
 
 
 def test_an_unknown_extra_metric_is_refused_before_training_with_the_known_names(store, text_file):
@@ -72,3 +74,16 @@ def test_an_unknown_extra_metric_is_refused_before_training_with_the_known_names
     (logged,) = client.search_runs([client.get_experiment_by_name("xentlab").experiment_id])
     assert logged.info.status == "FAILED" and "bleu" in logged.data.tags["xentlab.error"]
     assert "loss" not in logged.data.metrics  # nothing trained
+
+
+def test_any_sequence_model_over_a_vocabulary_is_a_language_model():
+    from xentlab.core.metric_set import metric_task
+    from xentlab.core.models import DataShapes
+    from xentlab.metric_table import CLASSIFICATION, LANGUAGE_MODEL
+
+    text = DataShapes(input_shape=(20,), integer_inputs=True, label_shape=(20,))  # next-token windows
+    assert metric_task("char_lstm", text) == LANGUAGE_MODEL
+    assert metric_task("custom", text) == LANGUAGE_MODEL  # a user's sequence model on the same data
+    periods = DataShapes(input_shape=(60,), integer_inputs=True, label_shape=(3,))  # token ids, 3 heads
+    images = DataShapes(input_shape=(8, 8, 1), integer_inputs=False, label_shape=())
+    assert metric_task("multi_head", periods) == metric_task("mlp", images) == CLASSIFICATION

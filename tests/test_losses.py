@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xentlab.config.choices import Encoding
+from xentlab.choices import Encoding
 from xentlab.core import losses as L
 
 K = 5  # classes

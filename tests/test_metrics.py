@@ -17,6 +17,7 @@ from xentlab.core.metrics import (
     SparseAUC,
     SparseBrier,
     SparseConfusion,
+    SparseConfusionStatistics,
     SparseECE,
     SparseNLL,
 )
@@ -253,11 +254,16 @@ def references(y, probs, weights=None):
 
 
 def new_metrics(k, **kwargs):
-    return {m.name: m for m in build_metrics(LabelContract(k, **kwargs)) if m.name in NEW}
+    return {m.name: m for m in build_metrics(LabelContract(k, **kwargs)) if m.name in (*NEW, "confusion")}
 
 
 def results(metrics):
-    return {name: float(m.result()) for name, m in metrics.items()}
+    """Every value of `metrics` by the name Keras logs it under (the confusion statistics' dict flattened)."""
+    out = {}
+    for name, m in metrics.items():
+        value = m.result()
+        out.update({k: float(v) for k, v in value.items()} if isinstance(value, dict) else {name: float(value)})
+    return out
 
 
 @pytest.mark.parametrize("variant", ["plain", "one_hot_ignore_inside_weighted", "sparse_ignore_outside_weighted"])
@@ -295,11 +301,11 @@ def test_multi_head_metrics_score_every_head_and_each_head(weights):
     probs = softmax(logits.astype(np.float64))
     contract = LabelContract(k, from_logits=True, label_shape=(heads,), num_heads=heads)
     metrics = {m.name: m for m in build_metrics(contract)}
-    assert {f"{name}_head{h}" for name in (*NEW, "accuracy", "auc", "nll") for h in range(heads)} <= set(metrics)
-    assert set(CONTRACT_METRICS) - {"loss"} <= set(metrics)
     for m in metrics.values():
         m.update_state(y, logits, sample_weight=w)
     got = results(metrics)
+    assert {f"{name}_head{h}" for name in (*NEW, "accuracy", "auc", "nll") for h in range(heads)} <= set(got)
+    assert set(CONTRACT_METRICS) - {"loss"} <= set(got)
     w_full = None if w is None else np.broadcast_to(w.reshape(120, -1), y.shape)
     assert {n: got[n] for n in NEW} == pytest.approx(references(y, probs, w_full), abs=1e-4)
     for h in range(heads):
@@ -414,6 +420,7 @@ def test_new_metrics_inside_fit_with_one_hot_labels_and_a_mask():
     SparseBrier(from_logits=True, ignore_class=-1, name="b"),
     SparseNLL(head=0, name="n"),
     SparseConfusion(7, statistic="macro_f1", encoding="one_hot", ignore_class=0, head=2, name="f"),
+    SparseConfusionStatistics(7, statistics=("macro_f1", "worst_class_recall"), suffix="_head2", head=2),
 ], ids=lambda m: type(m).__name__)
 def test_new_metrics_config_round_trip_and_are_registered(metric):
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
@@ -444,6 +451,14 @@ def test_every_layer_reads_names_and_directions_from_the_one_table():
     assert statistics.direction("macro_f1") == "max" and statistics.direction("samples_per_s") is None
     assert set(posthoc.POSTHOC_METRICS) == {m.name for m in metric_table.METRICS if m.posthoc}
     assert set(calibration.CALIBRATED) == set(metric_table.calibrated_names())
+    from xentlab.cli import console
+    from xentlab.report import charts, compare
+
+    assert compare.primary_metric([]) == metric_table.PRIMARY["classification"] == "val_nll"
+    assert charts.curve_metric("test_perplexity") == metric_table.PRIMARY["language_model"] == "val_bpc"
+
+    assert console.HEADLINE == metric_table.summary_metrics() == (
+        "test_accuracy", "test_balanced_accuracy", "test_auc", "test_nll", "test_bpc", "test_ece", "test_perplexity")
     report = columns.Report("s", "p", "base", [], [], "", metric="val_bpc")
     assert headline.headline_metrics(report) == [("val_bpc", "primary")]  # nothing else ranked: only the primary
     assert metric_table.headline_metrics(metric_table.task_of_metric("val_bpc")) == [("test_bpc", "held-out text")]
@@ -506,6 +521,9 @@ def test_only_metrics_a_split_can_leave_undefined_are_held_back():
     note = undefined_note(undefined)
     assert "val_auc, auc_head1 (no class has both positive and negative labels" in note
     assert "test_recall_a_b_1 (the class is absent from the split)" in note
+    from xentlab.cli.console import headline
+
+    assert headline({"test_accuracy": 0.5, "test_auc": math.nan}) == {"test_accuracy": 0.5}  # the end-of-run line
 
 
 def test_class_metric_names_are_unique_and_valid_for_mlflow():
@@ -560,5 +578,25 @@ def test_a_run_logs_no_undefined_metric_says_why_once_and_keeps_every_class_reca
     assert "test_recall_n_a" in metrics and "test_recall_季節" not in metrics
     tag = logged.data.tags["xentlab.undefined_metrics"]
     assert "val_auc" in tag and "test_recall_季節 (the class is absent from the split)" in tag
-    notes = [line for line in capfd.readouterr().err.splitlines() if "not logged, undefined" in line]
+    printed = capfd.readouterr()
+    notes = [line for line in printed.err.splitlines() if "not logged, undefined" in line]
     assert sum("val_auc" in line for line in notes) == 1  # two epochs, said once
+    assert "nan" not in printed.out.split("FINISHED", 1)[1].split("\n")[0]  # the end-of-run line
+
+
+def test_the_confusion_statistics_share_one_matrix_updated_once_per_batch():
+    """One metric, one K x K state, every statistic of it equal to its own single-statistic metric; under fit the
+    statistics are logged by name, as separate metrics were."""
+    rng = np.random.default_rng(4)
+    y, logits = make((300,), 5, 2.0, rng)
+    shared = SparseConfusionStatistics(5, statistics=("balanced_accuracy", "macro_f1", "worst_class_recall"),
+                                       from_logits=True)
+    alone = {s: SparseConfusion(5, statistic=s, from_logits=True) for s in shared.statistics}
+    for m in (shared, *alone.values()):
+        m.update_state(y, logits)
+    assert len(shared.variables) == 1 and shared.variables[0].shape == (5, 5)
+    assert results({"confusion": shared}) == pytest.approx(results(alone), abs=1e-7)
+    pred = logits.argmax(-1)
+    assert results({"confusion": shared})["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-6)
+    built = build_metrics(LabelContract(5, from_logits=True))
+    assert sum(isinstance(m, SparseConfusion) for m in built) == 1  # not one per statistic

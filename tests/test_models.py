@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xentlab.config.choices import Head, HeadLayout
+from xentlab.choices import Head, HeadLayout
 from xentlab.core.losses import LOSS_TABLE
 from xentlab.core.models import capabilities, multi_head, resolve_loss_kind
 from xentlab.errors import ConfigError, ExpectedError

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, compose, config_of, run_cli, runs_of
-from xentlab.config.choices import Encoding
+from xentlab.choices import Encoding
 from xentlab.core.losses import LOSS_TABLE
 from xentlab.core.losses.table import check_loss_combination
 from xentlab.errors import ConfigError, ExpectedError

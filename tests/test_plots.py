@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from xentlab.core.figures import reliability_table, write_evaluation
 from xentlab.core.targets import LabelContract
-from xentlab.report.charts import reliability_table, write_evaluation
 
 KEYS = {"num_bins", "edges", "count", "accuracy", "confidence", "ece"}
 
@@ -97,3 +97,49 @@ def test_known_reliability_all_at_0_8_and_60_percent_right():
     table = reliability_table(y, np.tile([0.8, 0.2], (10, 1)))
     assert table["count"][11] == 10 and table["accuracy"][11] == pytest.approx(0.6)
     assert table["confidence"][11] == pytest.approx(0.8) and table["ece"] == pytest.approx(0.2)
+
+
+def _figures_with(names, tmp_path):
+    """write_evaluation with these class names: the Python warnings it raised."""
+    import warnings
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, len(names), size=40)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_evaluation(tmp_path, y=y, outputs=rng.normal(size=(40, len(names))),
+                         labels=LabelContract(len(names), from_logits=True), class_names=names,
+                         history={"loss": [1.0]})
+    return [str(w.message) for w in caught]
+
+
+def test_class_names_without_an_installed_glyph_are_said_once_not_warned_per_character(tmp_path, capsys):
+    from xentlab.core.figures import fonts_for
+
+    names = ["猫", "犬", "鳥類", "a,b"]
+    warned = _figures_with(names, tmp_path)
+    assert not [w for w in warned if "missing from font" in w]  # matplotlib warned per character and figure before
+    families, missing = fonts_for(names)
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note:")]
+    if missing:  # no CJK font on this machine: one line naming the characters and the fix
+        assert len(notes) == 1 and "猫" in notes[0] and "fonts-noto-cjk" in notes[0]
+    else:  # a CJK font is installed: it draws them, nothing to say
+        assert len(families) == 2 and not notes
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_an_installed_font_with_the_glyphs_draws_the_class_names(tmp_path, capsys):
+    # Circled letters are not in matplotlib's default DejaVu Sans, but in STIX, which matplotlib ships.
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    from xentlab.core.figures import fonts_for
+
+    names = ["\u24b6 cat", "\u24b7 dog"]
+    families, missing = fonts_for(names)
+    assert missing == "" and len(families) == 2
+    chosen = font_manager.findfont(font_manager.FontProperties(family=families[1]), fallback_to_default=False)
+    assert {0x24B6, 0x24B7} <= set(FT2Font(chosen).get_charmap())
+    assert not [w for w in _figures_with(names, tmp_path) if "missing from font" in w]
+    assert "note:" not in capsys.readouterr().err
+    assert fonts_for(["plain ascii"]) == ([], "")

@@ -98,11 +98,11 @@ def test_a_mistyped_choice_fails_at_compose_time_listing_the_allowed_values(key,
 
 
 def _choice_fields() -> dict[str, type]:
-    """Every schema field typed with a closed choice (an Enum of xentlab.config.choices), as "group.field"."""
+    """Every schema field typed with a closed choice (an Enum of xentlab.choices), as "group.field"."""
     from dataclasses import fields
     from typing import get_type_hints
 
-    from xentlab.config.choices import Choice
+    from xentlab.choices import Choice
     from xentlab.config.schema import SCHEMAS
 
     found = {}

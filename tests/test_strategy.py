@@ -183,6 +183,7 @@ def test_two_workers_train_a_short_run(tmp_path, store):
     (run,) = runs_of(store)
     assert run.info.status == "FINISHED" and run.data.params["hardware.replicas"] == "2"
     assert run.data.params["hardware.strategy"] == "multi_worker" and "test_loss" in run.data.metrics
+    assert {"val_balanced_accuracy", "test_macro_f1"} <= set(run.data.metrics)  # one metric, several values
 
 
 @pytest.mark.slow

@@ -153,3 +153,16 @@ def test_overlapping_seeds_stop_the_sweep_before_any_job_with_the_message_on_the
     (parent,) = runs_of(store)
     assert parent.info.status == "FAILED"
     assert "disjoint seeds" in parent.data.tags["xentlab.error"]
+
+
+def test_a_plain_grid_continuing_a_tuned_parent_drops_the_design_tags(tmp_path, store):
+    from xentlab.cli.sweep_grid import forget_designs
+    from xentlab.tracking.store import SEQUENTIAL_TAG, TUNING_TAG
+
+    client = MlflowClient(store)
+    experiment = client.create_experiment("x")
+    parent = client.create_run(experiment, tags={TUNING_TAG: "{}", SEQUENTIAL_TAG: "{}", "keep": "1"}).info.run_id
+    (tmp_path / "sweep.json").write_text(json.dumps({"parent_run_id": parent, "tracking_uri": store}))
+    forget_designs(SimpleNamespace(config=SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=tmp_path)))))
+    tags = client.get_run(parent).data.tags
+    assert TUNING_TAG not in tags and SEQUENTIAL_TAG not in tags and tags["keep"] == "1"

@@ -45,6 +45,7 @@ class Metric:
             puts `test_<name>_posthoc` in the report's long-tail section.
         calibrated: scored again after temperature scaling (`test_<name>_calibrated`, core.calibration).
         headline: what the metric tells in the sweep's headline, after the primary metric (None: not listed).
+        summary: its place in the end-of-run line (`test_<name>`, the first five a run has; 0: not there).
         undefined_when: when a split leaves it undefined (its value is NaN, never logged, and the run says once
             why); None: a non-finite value means a diverged model, and is logged as it is.
     """
@@ -59,27 +60,29 @@ class Metric:
     posthoc: bool | str = False
     calibrated: bool = False
     headline: str | None = None
+    summary: int = 0
     undefined_when: str | None = None
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("loss", "min", "loss", BOTH, ("val", "best_val", "test"), own_scale=True),
     # Cross-entropy of the predictions: one scale for every loss variant (what a sweep ranks by).
-    Metric("nll", "min", "nll", BOTH, posthoc=True, calibrated=True),
-    Metric("ece", "min", "ece", posthoc=True, calibrated=True, headline="calibration"),
+    Metric("nll", "min", "nll", BOTH, posthoc=True, calibrated=True, summary=4),
+    Metric("ece", "min", "ece", posthoc=True, calibrated=True, headline="calibration", summary=6),
     Metric("classwise_ece", "min", "classwise_ece", report=("test",), posthoc=True, calibrated=True),  # Kull 2019
     Metric("adaptive_ece", "min", "adaptive_ece", report=("test",), posthoc=True, calibrated=True),  # equal-mass
     Metric("brier", "min", "brier", posthoc=True, calibrated=True),
-    Metric("accuracy", "max", "accuracy", BOTH, posthoc=True),  # a language model's: next-token accuracy
-    Metric("balanced_accuracy", "max", "confusion", posthoc="report", headline="minority classes",
+    # A language model's accuracy is next-token accuracy.
+    Metric("accuracy", "max", "accuracy", BOTH, posthoc=True, summary=1),
+    Metric("balanced_accuracy", "max", "confusion", posthoc="report", headline="minority classes", summary=2,
            undefined_when=NO_POSITION),
     Metric("macro_f1", "max", "confusion", posthoc=True, undefined_when=NO_POSITION),
     Metric("worst_class_recall", "max", "confusion", posthoc=True, headline="minority classes",
            undefined_when=NO_POSITION),
-    Metric("auc", "max", "auc", undefined_when="no class has both positive and negative labels in the split "
+    Metric("auc", "max", "auc", summary=3, undefined_when="no class has both positive and negative labels in the split "
                                                "(a split of one class)"),
-    Metric("bpc", "min", "from_nll", frozenset({LANGUAGE_MODEL}), headline="held-out text"),  # nll / ln 2
-    Metric("perplexity", "min", "from_nll", frozenset({LANGUAGE_MODEL}), ("test",)),  # exp(nll)
+    Metric("bpc", "min", "from_nll", frozenset({LANGUAGE_MODEL}), headline="held-out text", summary=5),  # nll/ln 2
+    Metric("perplexity", "min", "from_nll", frozenset({LANGUAGE_MODEL}), ("test",), summary=7),  # exp(nll)
     # Recall averaged over the classes with > 100 / 20..100 / < 20 training examples (data.shot_thresholds).
     Metric("many_shot_accuracy", "max", "shot", report=("test",), section="long_tail", posthoc=True,
            undefined_when="no class of the group is in the split"),
@@ -100,6 +103,9 @@ DERIVED_SUFFIXES = ("_posthoc", "_calibrated")
 # What a sweeper minimises, the first of these a run logged: the final val_nll is on one scale for every loss (a
 # focal or smoothed val_loss is not comparable across variants); val_loss for a model compiled without nll.
 OBJECTIVE = ("val_nll", "val_loss")
+# What a sweep's report ranks by, per task: a classifier's val_nll (one scale for every loss), a language model's
+# val_bpc (the same nll in bits per character).
+PRIMARY = {CLASSIFICATION: "val_nll", LANGUAGE_MODEL: "val_bpc"}
 
 
 def base_name(metric: str) -> str:
@@ -178,6 +184,11 @@ def task_of_metric(metric: str) -> str:
     """The task a primary metric says: a language model's when only language models log it (bpc, perplexity)."""
     row = BY_NAME.get(base_name(metric))
     return LANGUAGE_MODEL if row is not None and row.tasks == {LANGUAGE_MODEL} else CLASSIFICATION
+
+
+def summary_metrics() -> tuple[str, ...]:
+    """The test metrics the end-of-run line may name, in its order (it prints the first five a run has)."""
+    return tuple(f"test_{m.name}" for m in sorted((m for m in METRICS if m.summary), key=lambda m: m.summary))
 
 
 def posthoc_names() -> tuple[str, ...]:

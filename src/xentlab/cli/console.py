@@ -4,17 +4,19 @@ readable block (no traceback), and one summary line per finished run."""
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import os
 import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from xentlab.errors import ExpectedError
+from xentlab.metric_table import summary_metrics
 
 # Lines TensorFlow's C++ side writes to stderr at start-up on every machine, GPU or not. They are not about the
 # user's run: absl's pre-initialisation notice, oneDNN and CUDA-stub notes (I-lines), `cuInit` failing on
@@ -89,14 +91,14 @@ def quiet_native_logs() -> None:
 
 # The end-of-run line shows what a reader scans, in this order, at most HEADLINE_SIZE of them; every metric is in
 # MLflow (the line ends with the run's link).
-HEADLINE = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_nll", "test_bpc", "test_ece",
-            "test_perplexity")
+HEADLINE = summary_metrics()  # the metric table's order
 HEADLINE_SIZE = 5
 
 
 def headline(results: dict[str, float]) -> dict[str, float]:
-    """The few test metrics of `results` that the end-of-run line prints."""
-    shown = [name for name in HEADLINE if name in results][:HEADLINE_SIZE]
+    """The few test metrics of `results` that the end-of-run line prints (an undefined one, NaN, is left out: the
+    run has said why)."""
+    shown = [name for name in HEADLINE if name in results and not math.isnan(results[name])][:HEADLINE_SIZE]
     return {name: results[name] for name in shown}
 
 
@@ -137,7 +139,11 @@ def is_expected(err: BaseException) -> bool:
     return isinstance(err, ExpectedError)
 
 
-def error_block(err: BaseException, *, run: str | None = None) -> str:
+TRAIN_HINT = "(HYDRA_FULL_ERROR=1 or trainer.debug=true shows the traceback)"
+COMMAND_HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"  # the same switch for every command
+
+
+def error_block(err: BaseException, *, run: str | None = None, hint: str = TRAIN_HINT) -> str:
     """The block printed for an expected error: what went wrong (the message names the key, what was expected
     and the fix), which run was marked FAILED, and how to see the traceback."""
     from xentlab.tracking.store import mask_text
@@ -145,8 +151,21 @@ def error_block(err: BaseException, *, run: str | None = None) -> str:
     lines = ["", f"xentlab: {type(err).__name__}", *[f"  {ln}" for ln in mask_text(str(err)).splitlines()]]
     if run:
         lines.append(f"  The MLflow run {run} is marked FAILED with this message.")
-    lines.append("  (HYDRA_FULL_ERROR=1 or trainer.debug=true shows the traceback)")
+    lines.append(f"  {hint}")
     return "\n".join(lines) + "\n"
+
+
+def command(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int | None]:
+    """A console command's `main(argv)` with xentlab-train's error handling: an expected error
+    (xentlab.errors.ExpectedError) prints the same block and exits 2, any other error prints its traceback with
+    credentials masked and exits 1. What `main` returns is the exit status."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int | None:
+        with reported_errors(debug=False, multirun=False, run_ref=[], hint=COMMAND_HINT):
+            return main(argv)
+
+    return run
 
 
 @dataclass
@@ -207,8 +226,8 @@ def stopped_in_one_line(argv: list[str]) -> Iterator[None]:
 
 
 @contextmanager
-def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str],
-                    checkpoint: list | None = None) -> Iterator[Failure]:
+def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str], checkpoint: list | None = None,
+                    hint: str = TRAIN_HINT) -> Iterator[Failure]:
     """Turns an expected error of a single run into the error block and exit status 2; any other error into its
     traceback (credentials masked) and exit status 1.
 
@@ -236,7 +255,7 @@ def reported_errors(*, debug: bool, multirun: bool, run_ref: list[str],
             sys.stderr.flush()
             code = 1
         else:
-            sys.stderr.write(error_block(err, run=run))
+            sys.stderr.write(error_block(err, run=run, hint=hint))
             sys.stderr.flush()
             code = 2
         if multirun:

@@ -5,26 +5,32 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 
+from xentlab.cli.console import command
 from xentlab.core.sampling import generate
+from xentlab.errors import ConfigError, ExpectedError
+
+
+class ModelNotLoadable(ExpectedError, RuntimeError):
+    """The run's logged model cannot be read: no such run, or a run that logged no model."""
 
 
 def run_from_logits(client, run_id: str) -> bool:
     """The run's logged `loss.from_logits` param as a bool: whether its model outputs logits.
 
     Raises:
-        ValueError: If the run has no such param, or it is not a boolean.
+        ConfigError: If the run has no such param, or it is not a boolean.
     """
     value = client.get_run(run_id).data.params.get("loss.from_logits")
     if value is None or value.lower() not in ("true", "false"):
-        raise ValueError(
+        raise ConfigError(
             f"run {run_id} has loss.from_logits={value!r}; expected 'True' or 'False' (logged by xentlab-train). "
             f"Generate from a run trained by xentlab-train, which logs it."
         )
     return value.lower() == "true"
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     """`xentlab-generate --run-id ID [--prompt P] [--length N] [--temperature T]`: prints five streams."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--prompt must not be empty: the model needs at least one byte to start from (--prompt ROMEO:)")
 
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     import xentlab.core.losses  # noqa: F401  (registers the loss classes the saved model refers to)
     import xentlab.core.metric_set  # noqa: F401  (registers every metric class a saved model refers to)
@@ -53,15 +60,18 @@ def main(argv: list[str] | None = None) -> None:
 
     mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri, os.getcwd()))
     try:
-        from_logits = run_from_logits(mlflow.MlflowClient(), args.run_id)
-        model_name = mlflow.MlflowClient().get_run(args.run_id).data.params.get("model.resolved") or (
-            mlflow.MlflowClient().get_run(args.run_id).data.params.get("model.name"))
+        params = mlflow.MlflowClient().get_run(args.run_id).data.params
+        model_name = params.get("model.resolved") or params.get("model.name")
         if model_name and model_name not in ("char_lstm",):
-            sys.exit(f"xentlab-generate: run {args.run_id} trained model {model_name}, which does not generate text; "
-                     f"pass the run id of a char_lstm run (e.g. +experiment=shakespeare_lstm)")
+            raise ConfigError(f"xentlab-generate: run {args.run_id} trained model {model_name}, which does not "
+                              f"generate text; pass the run id of a char_lstm run (e.g. +experiment=shakespeare_lstm)")
+        from_logits = run_from_logits(mlflow.MlflowClient(), args.run_id)
         model = mlflow.keras.load_model(f"runs:/{args.run_id}/model")  # Keras safe mode stays on
-    except Exception as err:
-        sys.exit(f"xentlab-generate: cannot load the model of run {args.run_id}: {type(err).__name__}: {err}")
+    except (MlflowException, OSError) as err:
+        raise ModelNotLoadable(
+            f"xentlab-generate: cannot load the model of run {args.run_id}: {type(err).__name__}: {err}. Pass the "
+            f"id of a FINISHED char_lstm run of this store (--tracking-uri names another store)"
+        ) from err
     texts = generate(model, args.prompt, args.length, args.temperature, args.seed, from_logits=from_logits)
     for i, text in enumerate(texts):
         print(f"--- stream {i}\n{text}")

@@ -10,6 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from xentlab.cli.console import command
+from xentlab.errors import ExpectedError
+
 FILES = {
     "my_model.py": '''\
 """Your model: a backbone whose output is features. xentlab adds the head the loss needs (width, activation,
@@ -70,11 +73,15 @@ mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db                    # l
 }
 
 
+class StarterExists(ExpectedError, FileExistsError):
+    """xentlab init into a folder that already holds starter files."""
+
+
 def write_starter(folder: Path) -> list[Path]:
     """Writes the starter files into `folder` (made if missing); refuses to overwrite any."""
     existing = [name for name in FILES if (folder / name).exists()]
     if existing:
-        raise FileExistsError(f"{folder} already has {existing}; pick an empty folder: xentlab init NEW_FOLDER")
+        raise StarterExists(f"{folder} already has {existing}; pick an empty folder: xentlab init NEW_FOLDER")
     written = []
     for name, text in FILES.items():
         path = folder / name
@@ -84,6 +91,7 @@ def write_starter(folder: Path) -> list[Path]:
     return written
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xentlab", description="xentlab: compare classification loss set-ups. "
                                      "Training is `xentlab-train`; reports `xentlab-compare`.")
@@ -92,11 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("folder", nargs="?", default=".", help="where (default: here)")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
-    try:
-        written = write_starter(folder)
-    except FileExistsError as err:
-        print(f"xentlab init: {err}", file=sys.stderr)
-        return 2
+    written = write_starter(folder)
     print("\n".join(f"wrote {path}" for path in written))
     where = "" if folder.resolve() == Path.cwd().resolve() else f"cd {args.folder} && "
     print(f"next: {where}xentlab-train --config-dir conf model=mine data=mine trainer.epochs=5")

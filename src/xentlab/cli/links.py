@@ -13,6 +13,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from xentlab.cli.console import command
 from xentlab.tracking.store import ROLE_TAG, SWEEP_TAG, mask_uri, resolve_tracking_uri, ui_url
 
 
@@ -60,6 +61,7 @@ def links(uri: str, base: str) -> list[str]:
     return lines
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m xentlab.cli.links", description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from xentlab.cli.console import command
 from xentlab.errors import ExpectedError
 
 NODE_IP = "127.0.0.1"
@@ -123,6 +124,7 @@ def kill_node(port: int, index: int) -> list[str]:
     return [f"node {index}: {_end(procs, 0)} process(es) killed"]
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m xentlab.cli.ray_cluster", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop", "kill-node"))
@@ -131,12 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpus", type=int, default=1, help="CPUs each node offers to jobs")
     parser.add_argument("--node", type=int, default=1, help="kill-node: which node (0 is the head)")
     args = parser.parse_args(argv)
-    try:
-        lines = {"start": lambda: start(args.nodes, args.port, args.cpus), "stop": lambda: stop(args.port),
-                 "kill-node": lambda: kill_node(args.port, args.node)}[args.action]()
-    except RayClusterError as err:
-        print(f"ray-cluster: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    lines = {"start": lambda: start(args.nodes, args.port, args.cpus), "stop": lambda: stop(args.port),
+             "kill-node": lambda: kill_node(args.port, args.node)}[args.action]()
     print("\n".join(lines), flush=True)
 
 

@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from xentlab.cli.console import command
 from xentlab.errors import ExpectedError
 
 DATABASE = "mlflow"
@@ -313,21 +314,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     layout = Layout(Path(args.dir).resolve())
-    try:
-        if args.dry_run:
-            user, bindir = _planned_user_and_bindir()
-            for step, command in commands(layout, args.host, args.port, user, bindir, args.workers).items():
-                print(f"{step}: {shlex.join(command)}")
-            print(f"tracking.uri={tracking_uri(args.host, args.port)}")
-            return
-        lines = {"start": lambda: start(layout, args.host, args.port, args.workers), "stop": lambda: stop(layout),
-                 "status": lambda: status(layout)}[args.action]()
-    except ServerError as err:
-        print(f"server: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    if args.dry_run:
+        user, bindir = _planned_user_and_bindir()
+        for step, line in commands(layout, args.host, args.port, user, bindir, args.workers).items():
+            print(f"{step}: {shlex.join(line)}")
+        print(f"tracking.uri={tracking_uri(args.host, args.port)}")
+        return
+    lines = {"start": lambda: start(layout, args.host, args.port, args.workers), "stop": lambda: stop(layout),
+             "status": lambda: status(layout)}[args.action]()
     print("\n".join(lines), flush=True)
 
 

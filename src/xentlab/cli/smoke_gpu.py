@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from xentlab.cli.console import command
+from xentlab.errors import ExpectedError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 INSTALL_STEP = "make install GPU=1  (pip install -e '.[gpu]': TensorFlow's CUDA wheels, tensorflow[and-cuda])"
@@ -34,7 +37,7 @@ TEXT_BYTES = 40_000  # about 390 windows of 100 bytes: 3 steps of 128 per epoch 
 METRICS = ("test_accuracy", "test_nll")
 
 
-class NoGpuError(RuntimeError):
+class NoGpuError(ExpectedError, RuntimeError):
     """TensorFlow sees no GPU."""
 
 
@@ -112,6 +115,7 @@ def train(overrides: list[str], strategy: str, folder: Path) -> dict[str, float]
             "precision": logged.data.params.get("hardware.precision", "?")}
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xentlab.cli.smoke_gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-only", action="store_true", help="skip the GPU check and half (checks the script)")
@@ -124,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         list_devices()
     except NoGpuError as err:
         if not args.cpu_only:
-            print(f"smoke-gpu: {err}", file=sys.stderr)
-            return 2
+            raise
         print(f"(--cpu-only) {err}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="xentlab-smoke-") as tmp:

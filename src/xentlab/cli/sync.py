@@ -7,8 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from xentlab.cli.console import command
+from xentlab.errors import ExpectedError
 from xentlab.tracking.outbox import OUTBOX, Outbox
 from xentlab.tracking.store import ERROR_TAG, probe_server, store_errors, store_wait_s, wait_for_sqlite
+
+
+class JobFolderMissing(ExpectedError, FileNotFoundError):
+    """A folder passed to xentlab-sync that does not exist."""
 
 
 def find_outboxes(paths: list[str]) -> list[Path]:
@@ -16,11 +22,12 @@ def find_outboxes(paths: list[str]) -> list[Path]:
     found: list[Path] = []
     for path in map(Path, paths):
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: pass a job folder (outputs/runs/...) or a sweep folder")
+            raise JobFolderMissing(f"{path} does not exist: pass a job folder (outputs/runs/...) or a sweep folder")
         found += [p.parent.parent for p in sorted(path.glob(f"**/{OUTBOX}/run.json"))]
     return found
 
 
+@command
 def sync_main(argv: list[str] | None = None) -> int:
     """`xentlab-sync JOB_DIR...`: sends the tracking records a job kept while the server was unreachable."""
     parser = argparse.ArgumentParser(prog="xentlab-sync", description=sync_main.__doc__)
@@ -28,11 +35,7 @@ def sync_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None,
                         help="send to this store instead of the one the job used (e.g. the server moved)")
     args = parser.parse_args(argv)
-    try:
-        jobs = find_outboxes(args.job_dirs)
-    except FileNotFoundError as err:
-        print(f"xentlab-sync: {err}", file=sys.stderr)
-        return 2
+    jobs = find_outboxes(args.job_dirs)
     if not jobs:
         print("xentlab-sync: no kept tracking records under " + ", ".join(args.job_dirs))
         return 0
@@ -49,7 +52,7 @@ def sync_main(argv: list[str] | None = None) -> int:
             wait_for_sqlite(uri, store_wait_s())
             with store_errors(uri):
                 sent = outbox.flush()
-        except Exception as err:  # noqa: BLE001 - report per job, go on with the others
+        except ExpectedError as err:  # the store unreachable, busy, ...: report per job, go on with the others
             failed += 1
             print(f"{job}: {outbox.pending} records still pending: {type(err).__name__}: {err}", file=sys.stderr)
             continue

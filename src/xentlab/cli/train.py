@@ -97,7 +97,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
     from xentlab.config.schema import job_config
-    from xentlab.runtime.strategy import is_chief
+    from xentlab.runtime.loops import logs_here
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
 
@@ -105,7 +105,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     config = job_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if config["trainer"]["dry_run"]:
         return dry_run(config, job.launch_dir)
-    if config["strategy"]["name"] == "multi_worker" and not is_chief():  # other workers never log
+    if not logs_here(config["strategy"]["name"]):  # a multi-worker run's other workers train and never log
         return fit_and_evaluate(prepare(config, launch_dir=job.launch_dir), config)[0]["objective"]
     check_tracking(config["tracking"])
     store = tracking.open_store(config["tracking"], job.launch_dir)
@@ -126,7 +126,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
     from xentlab.cli.console import headline, warn_at_chance
-    from xentlab.tracking import resume, sweeps
+    from xentlab.tracking import artifacts, resume, sweeps
     from xentlab.tracking import runs as tracking
     from xentlab.tracking.naming import job_run_name
 
@@ -142,7 +142,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         prepared = prepare(config, initial_epoch=plan.initial_epoch, launch_dir=job.launch_dir)
         run_name = job_run_name(config, job.sweep, prepared.model_name)  # the plan names model=auto's model
         job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
-        tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
+        artifacts.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
         warn_at_chance(history, prepared.bundle.num_classes, outbox, list(prepared.plan.warnings))
         log_outputs(prepared, config, history, outbox)
@@ -153,10 +153,12 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
 
 @dataclass
 class Prepared:
-    """Everything built before training: the plan, the hardware, the checked data, datasets, the compiled model."""
+    """Everything built before training: the plan, the hardware and its loop, the checked data, datasets, the
+    compiled model."""
 
     plan: Any  # xentlab.config.preflight.Plan
     hardware: Any  # xentlab.runtime.strategy.Hardware
+    loop: Any  # xentlab.runtime.loops.Loop
     bundle: Any
     train_ds: Any
     val_ds: Any
@@ -176,8 +178,24 @@ class Prepared:
     def model_name(self) -> str:
         return self.plan.model
 
+    def evaluation(self):
+        """What evaluating the trained model reads (xentlab.core.evaluation)."""
+        from xentlab.core.evaluation import Evaluation
+        from xentlab.metric_table import LANGUAGE_MODEL
+
+        return Evaluation(self.model, self.bundle, self.labels, self.loop,
+                          generates_text=self.task == LANGUAGE_MODEL)  # bits per character too
+
+    @property
+    def task(self) -> str:
+        """The metric table's task: a language model (a sequence model over a vocabulary) or a classifier."""
+        from xentlab.config.preflight import data_shapes
+        from xentlab.core.metric_set import metric_task
+
+        return metric_task(self.model_name, data_shapes(self.bundle))
+
     def facts(self) -> dict[str, Any]:
-        """What the run logs about its inputs before training (tracking.log_inputs)."""
+        """What the run logs about its inputs before training (tracking.artifacts.log_inputs)."""
         return {"hardware": self.hardware.params() | self.plan.hardware.params(), "bundle": self.bundle,
                 "class_weights": self.plan.class_weights, "model": self.plan.model,
                 "warnings": list(self.plan.warnings)}
@@ -197,28 +215,27 @@ def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | N
     from xentlab.config.schema import job_config
     from xentlab.data import load_data
     from xentlab.data.long_tail import record_shot_groups
+    from xentlab.runtime.loops import loop_for
     from xentlab.runtime.strategy import build_strategy, set_precision
 
     config = job_config(config)
     check_config(config)  # the values alone, before any device, file or download is touched
     trainer = config["trainer"]
     hardware = build_strategy(**config["strategy"])  # first: may configure devices
+    loop = loop_for(hardware, global_batch_size=trainer["batch_size"])
     keras.backend.clear_session()  # jobs in one process (sweeps, tests) must not share layers or names
     keras.utils.set_random_seed(trainer["seed"])
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     bundle = load_data(**config["data"], root=launch_dir)
-    if hardware.kind == "multi_worker":  # every worker runs the same job, or none trains
-        from xentlab.runtime.multi_worker import check_same_job
-
-        check_same_job(hardware.strategy, config, bundle.splits())
+    loop.check_same_job(config, bundle.splits())  # every worker of a multi-worker run runs the same job, or none
     plan = preflight(config, bundle, hardware)
     record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
     set_precision(plan.hardware.precision)
     train_ds, val_ds, test_ds = build_datasets(plan, bundle, config, initial_epoch)
     with hardware.strategy.scope():
         model = build_compiled_model(plan, bundle, config)
-    return Prepared(plan, hardware, bundle, train_ds, val_ds, test_ds, model)
+    return Prepared(plan, hardware, loop, bundle, train_ds, val_ds, test_ds, model)
 
 
 def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0) -> tuple[Any, Any, Any]:
@@ -240,9 +257,10 @@ def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0)
 
 def build_compiled_model(plan, bundle, config: dict[str, Any]):
     """The plan's model with its head, compiled with the optimizer, loss and metrics (inside the strategy scope)."""
+    from xentlab.config.preflight import data_shapes
     from xentlab.core.losses import build_loss_from_config
     from xentlab.core.metric_set import build_run_metrics, metric_task
-    from xentlab.core.models import build_model, capabilities
+    from xentlab.core.models import build_model
     from xentlab.core.optimizers import build_optimizer
 
     data_facts = {"vocab_size": bundle.meta.get("vocab_size", bundle.num_classes)}
@@ -254,7 +272,7 @@ def build_compiled_model(plan, bundle, config: dict[str, Any]):
         loss=build_loss_from_config({**config["loss"], "name": plan.loss_kind}, plan.labels,
                                     class_counts=plan.class_counts.tolist()),
         metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups"),
-                                  task=metric_task(capabilities(plan.model).generates_text),
+                                  task=metric_task(plan.model, data_shapes(bundle)),
                                   extra=config["metrics"]["extra"]),
         jit_compile=plan.hardware.jit_compile,
         steps_per_execution=plan.hardware.steps_per_execution,
@@ -277,11 +295,9 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     nothing goes to MLflow. With a job `plan` (xentlab.tracking.resume), training continues from its checkpoint unit and
     saves one per completed epoch; a job whose training had completed goes straight to evaluation.
     """
-    from xentlab.config.choices import Verbosity
-    from xentlab.core.models import capabilities
+    from xentlab.choices import Verbosity
     from xentlab.core.pipeline import steps_per_epoch
-    from xentlab.metric_table import objective
-    from xentlab.runtime.multi_worker import build_for_strategy, fit_custom
+    from xentlab.metric_table import LANGUAGE_MODEL, objective
     from xentlab.tracking.resume import epoch_checkpoint, restore_unit
     from xentlab.tracking.runs import EpochLogger, StopOnNonFiniteLoss, logged_history
 
@@ -289,37 +305,21 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
     callbacks = [StopOnNonFiniteLoss(from_logits=prepared.from_logits)]
     if outbox is not None:
         callbacks.append(EpochLogger(samples_per_epoch=len(prepared.bundle.x_train), outbox=outbox,
-                                     language_model=capabilities(prepared.model_name).generates_text))
+                                     language_model=prepared.task == LANGUAGE_MODEL))
     initial_epoch = 0
-    multi_worker, strategy = prepared.hardware.kind == "multi_worker", prepared.hardware.strategy
-    if multi_worker:
-        # Creating a variable is a collective: every worker creates them in one order, here. The chief's restore
-        # then creates none under the strategy (Keras' load makes a throwaway optimizer, outside the scope).
-        build_for_strategy(prepared.model, prepared.train_ds, strategy)
+    prepared.loop.prepare(prepared.model, prepared.train_ds)
     if plan is not None:
         # After the logger: an epoch logged but not yet saved is re-run on resume and not logged twice.
         callbacks.append(epoch_checkpoint(plan.checkpoint_dir))
         if plan.unit is not None:
             restore_unit(prepared.model, plan.unit)
             initial_epoch = plan.unit.epoch
-    history: dict[str, list[float]] = {}
-    steps = steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"], prepared.plan.hardware.drop_remainder)
-    if multi_worker:  # Keras 3's fit and evaluate do not run under MultiWorkerMirroredStrategy
-        # Every worker enters, also when the chief's training had completed: the chief's epoch is agreed there.
-        history = fit_custom(prepared.model, prepared.train_ds, prepared.val_ds, epochs=trainer["epochs"],
-                             initial_epoch=initial_epoch, steps_per_epoch=steps, strategy=strategy,
-                             global_batch_size=trainer["batch_size"], callbacks=callbacks)
-    elif initial_epoch < trainer["epochs"]:
-        history = prepared.model.fit(
-            prepared.train_ds,
-            validation_data=prepared.val_ds,
-            epochs=trainer["epochs"],
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            shuffle=False,  # the training dataset reshuffles itself every epoch
-            verbose=Verbosity(trainer["verbose"]).keras_verbose(os.isatty(1)),
-            callbacks=callbacks,
-        ).history
+    history = prepared.loop.fit(
+        prepared.model, prepared.train_ds, prepared.val_ds, epochs=trainer["epochs"], initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch(len(prepared.bundle.x_train), trainer["batch_size"],
+                                        prepared.plan.hardware.drop_remainder),
+        verbose=Verbosity(trainer["verbose"]).keras_verbose(os.isatty(1)), callbacks=callbacks,
+    )
     if initial_epoch > 0 and outbox is not None:
         history = logged_history(outbox.run_id) or history  # every epoch, those before the interruption too
     test_metrics = evaluate_test(prepared, config, outbox)
@@ -330,22 +330,24 @@ def fit_and_evaluate(prepared: Prepared, config: dict[str, Any], outbox=None, pl
 
 
 def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
-    """The `test_*` metrics (calibrated and post-hoc ones as configured), logged through `outbox` when there is one."""
-    from xentlab.core.language_metrics import language_model_metrics
-    from xentlab.core.metric_set import EVALUATED_METRICS  # here, not at the top: metrics imports TensorFlow
-    from xentlab.core.models import capabilities
-    from xentlab.runtime.multi_worker import evaluate_custom
+    """The `test_*` metrics (xentlab.core.evaluation), logged through `outbox` when there is one. Where post-hoc
+    adjustment cannot apply, it says why once: on stderr and as the run tag xentlab.posthoc."""
+    import sys
 
-    if prepared.hardware.kind == "multi_worker":
-        test = evaluate_custom(prepared.model, prepared.test_ds, strategy=prepared.hardware.strategy)
-    else:
-        test = prepared.model.evaluate(prepared.test_ds, return_dict=True, verbose=0)
-    test_metrics = {f"test_{name}": float(test[name]) for name in EVALUATED_METRICS if name in test}
-    if capabilities(prepared.model_name).generates_text:  # a language model is judged in bits per character
-        test_metrics.update(language_model_metrics(test_metrics))
-    if config["calibration"]["method"] == "temperature":
-        test_metrics.update(calibrated_metrics(prepared, config))
-    test_metrics.update(posthoc_metrics(prepared, config, outbox))
+    from xentlab.core.evaluation import evaluate_test as evaluate
+    from xentlab.tracking.store import POSTHOC_TAG
+
+    calibration = config["calibration"]
+    test_metrics, posthoc_skipped = evaluate(
+        prepared.evaluation(), prepared.test_ds, temperature=calibration["method"] == "temperature",
+        posthoc_tau=calibration["posthoc_tau"], posthoc_tune=calibration["posthoc_tune"],
+        shot_thresholds=config["data"]["shot_thresholds"],
+    )
+    if posthoc_skipped is not None:
+        if posthoc_skipped.loud:
+            print(f"note: {posthoc_skipped.reason}", file=sys.stderr, flush=True)
+        if outbox is not None:
+            outbox.set_tag(POSTHOC_TAG, posthoc_skipped.reason)
     if outbox is not None:
         from xentlab.tracking.metric_log import log_defined
 
@@ -353,84 +355,29 @@ def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> di
     return test_metrics
 
 
-def calibrated_metrics(prepared: Prepared, config: dict[str, Any]) -> dict[str, float]:
-    """Temperature scaling: T fitted on the validation outputs, the test metrics at T (xentlab.core.calibration)."""
-    from xentlab.core.calibration import calibrate
-
-    bundle = prepared.bundle
-    return calibrate(predict(prepared, "val"), bundle.y_val, predict(prepared, "test"), bundle.y_test,
-                     prepared.labels)
-
-
-def posthoc_metrics(prepared: Prepared, config: dict[str, Any], outbox=None) -> dict[str, float]:
-    """Post-hoc logit adjustment by the training prior (xentlab.core.posthoc): `test_<metric>_posthoc` and the tau
-    used. Where it cannot apply (labels that are not one per example, a class absent from training), it says why
-    once: on stderr and as the run tag xentlab.posthoc."""
-    import sys
-
-    from xentlab.core.posthoc import balanced_reason, posthoc_evaluation, skip_reason
-    from xentlab.core.weighting import label_counts
-    from xentlab.tracking.store import POSTHOC_TAG
-
-    calibration, bundle, ignore_class = config["calibration"], prepared.bundle, prepared.labels.ignore_class
-    if calibration["posthoc_tau"] is None:
-        return {}
-    counts = label_counts(bundle.y_train, prepared.labels)
-    reason = skip_reason(bundle.y_train, counts, bundle.class_names)
-    if reason:
-        print(f"note: {reason}", file=sys.stderr, flush=True)
-        if outbox is not None:
-            outbox.set_tag(POSTHOC_TAG, reason)
-        return {}
-    if reason := balanced_reason(counts, config["data"]["shot_thresholds"]):  # not worth it: said in the tag only
-        if outbox is not None:
-            outbox.set_tag(POSTHOC_TAG, reason)
-        return {}
-    tune = calibration["posthoc_tune"]
-    return posthoc_evaluation(
-        predict(prepared, "test"), bundle.y_test, counts, from_logits=prepared.from_logits,
-        tau=calibration["posthoc_tau"], ignore_class=ignore_class, shot_groups=bundle.meta.get("shot_groups"),
-        val_outputs=predict(prepared, "val") if tune else None, y_val=bundle.y_val if tune else None,
-    )
-
-
-def predict(prepared: Prepared, split: str):
-    """The model's outputs on one split, in order, as a numpy array."""
-    import numpy as np
-
-    from xentlab.core.pipeline import features_dataset
-
-    features = features_dataset(prepared.bundle, split, 256)
-    if prepared.hardware.kind == "multi_worker":  # predict would start collectives the other workers never join
-        from xentlab.runtime.multi_worker import predict_local
-
-        return predict_local(prepared.model, features)
-    return np.asarray(prepared.model.predict(features, verbose=0))
-
-
 def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
     """After training: evaluation figures and per-class metrics, generated text, the model, as configured."""
     from xentlab.core.models import capabilities
-    from xentlab.tracking import runs as tracking
+    from xentlab.tracking import artifacts
 
     able = capabilities(prepared.model_name)
     if config["tracking"]["log_plots"]:
         import tempfile
 
-        from xentlab.report.charts import write_evaluation
+        from xentlab.core.figures import write_evaluation
 
         bundle = prepared.bundle
         with tempfile.TemporaryDirectory() as tmp:
             write_evaluation(
-                Path(tmp), y=bundle.y_test, outputs=predict(prepared, "test"), labels=prepared.labels,
+                Path(tmp), y=bundle.y_test, outputs=prepared.evaluation().predict("test"), labels=prepared.labels,
                 class_names=bundle.class_names, history=history,
             )
-            tracking.log_evaluation(outbox, Path(tmp), bundle.num_classes)
+            artifacts.log_evaluation(outbox, Path(tmp), bundle.num_classes)
     if able.generates_text:
-        tracking.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
+        artifacts.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
                                     seed=config["trainer"]["seed"])
     if config["tracking"]["log_model"]:
-        tracking.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
+        artifacts.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""Configuration: schemas, closed choices, and the checks that run before anything is built."""
+"""Configuration: schemas and the checks that run before anything is built."""

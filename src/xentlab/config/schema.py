@@ -12,7 +12,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from xentlab.config.choices import (
+from xentlab.choices import (
     CalibrationMethod,
     ColorMode,
     Encoding,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from xentlab.core.metrics import _PositionMetric
+from xentlab.core.metrics import SparseECE, _PositionMetric
 from xentlab.core.probabilities import (
     CALIBRATION_BINS,
     FINE_BINS,
@@ -72,7 +72,7 @@ class SparseClasswiseECE(_PositionMetric):
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
-class SparseAdaptiveECE(_PositionMetric):
+class SparseAdaptiveECE(SparseECE):
     """Adaptive (equal-mass) top-label ECE: sum_b |correct_b - confidence_b| / N over bins of equal mass.
 
     Exact equal-mass bins need every confidence sorted, which a streaming metric cannot keep. The state is a fine
@@ -94,23 +94,13 @@ class SparseAdaptiveECE(_PositionMetric):
     """
 
     def __init__(self, *, num_bins=CALIBRATION_BINS, name="adaptive_ece", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.num_bins = int(num_bins)
-        shape = (FINE_BINS,)
-        self.count = self.add_variable(shape=shape, initializer="zeros", name="count", aggregation="sum")
-        self.correct = self.add_variable(shape=shape, initializer="zeros", name="correct", aggregation="sum")
-        self.confidence = self.add_variable(shape=shape, initializer="zeros", name="confidence", aggregation="sum")
+        super().__init__(num_bins=num_bins, name=name, **kwargs)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, w, probs = self._positions(y_true, y_pred, sample_weight)
-        confidence = tf.where(w > 0, tf.reduce_max(probs, axis=-1), 0.0)  # masked rows may hold NaN
-        hit = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels), tf.float32)
-        rows = tf.stack([w, w * hit, w * confidence], axis=-1)
-        per_bin = tf.math.unsorted_segment_sum(rows, fine_confidence_bins_tf(confidence), FINE_BINS)
-        count, correct, confidence_sum = tf.unstack(per_bin, axis=-1)
-        self.count.assign_add(count)
-        self.correct.assign_add(correct)
-        self.confidence.assign_add(confidence_sum)
+    def _cells(self) -> int:
+        return FINE_BINS
+
+    def _bins(self, confidence):
+        return fine_confidence_bins_tf(confidence)
 
     def result(self):
         count = tf.convert_to_tensor(self.count)
@@ -118,5 +108,3 @@ class SparseAdaptiveECE(_PositionMetric):
         per_bin = tf.math.unsorted_segment_sum(gap, equal_mass_groups_tf(count, self.num_bins), self.num_bins)
         return tf.math.divide_no_nan(tf.reduce_sum(tf.abs(per_bin)), tf.reduce_sum(count))
 
-    def get_config(self):
-        return {**super().get_config(), "num_bins": self.num_bins}

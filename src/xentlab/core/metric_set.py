@@ -7,28 +7,39 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from xentlab.core.calibration_metrics import SparseAdaptiveECE, SparseClasswiseECE
-from xentlab.core.metrics import SparseAccuracy, SparseAUC, SparseBrier, SparseConfusion, SparseECE, SparseNLL
+from xentlab.core.metrics import (
+    SparseAccuracy,
+    SparseAUC,
+    SparseBrier,
+    SparseConfusionStatistics,
+    SparseECE,
+    SparseNLL,
+)
+from xentlab.core.models import FITS, DataShapes, capabilities
 from xentlab.core.shot_metrics import SHOT_GROUPS, SparseGroupRecall
 from xentlab.core.targets import LabelContract
 from xentlab.metric_table import CLASSIFICATION, LANGUAGE_MODEL, check_extra, evaluated_names, task_metrics
 
 # What the runner logs as `test_<name>` when the model reports it (shot groups only when they exist).
 EVALUATED_METRICS = evaluated_names()
-# How each streaming computation of the table is built: (classes K, the table's name, Keras arguments) -> metric.
+# How each streaming computation of the table is built: (classes K, Keras arguments) -> metric;
+# the confusion statistics are built together (SparseConfusionStatistics), shot groups from the training split.
 BUILDERS: dict[str, Callable] = {
-    "accuracy": lambda k, row, **c: SparseAccuracy(**c),
-    "auc": lambda k, row, **c: SparseAUC(k, **c),
-    "nll": lambda k, row, **c: SparseNLL(**c),
-    "ece": lambda k, row, **c: SparseECE(**c),
-    "brier": lambda k, row, **c: SparseBrier(**c),
-    "confusion": lambda k, row, **c: SparseConfusion(k, statistic=row, **c),
-    "classwise_ece": lambda k, row, **c: SparseClasswiseECE(k, **c),
-    "adaptive_ece": lambda k, row, **c: SparseAdaptiveECE(**c),
+    "accuracy": lambda k, **c: SparseAccuracy(**c),
+    "auc": lambda k, **c: SparseAUC(k, **c),
+    "nll": lambda k, **c: SparseNLL(**c),
+    "ece": lambda k, **c: SparseECE(**c),
+    "brier": lambda k, **c: SparseBrier(**c),
+    "classwise_ece": lambda k, **c: SparseClasswiseECE(k, **c),
+    "adaptive_ece": lambda k, **c: SparseAdaptiveECE(**c),
 }
 
 
-def metric_task(language_model: bool) -> str:
-    """The table's task of a run: a language model (a sequence model over a vocabulary) or a classifier."""
+def metric_task(model_name: str, data: DataShapes) -> str:
+    """The table's task of a run: a language model, i.e. a sequence model over a vocabulary (the char LSTM, or any
+    model, a user's too, on token ids labelled per position: the next-token data the char LSTM fits), or a
+    classifier."""
+    language_model = capabilities(model_name).generates_text or FITS["char_lstm"][1](data)
     return LANGUAGE_MODEL if language_model else CLASSIFICATION
 
 
@@ -54,11 +65,20 @@ def build_run_metrics(labels: LabelContract, shot_groups: Mapping[str, Sequence[
     rows = task_metrics(task, check_extra(list(extra)))
     k = labels.num_classes
     common = {"encoding": labels.encoding, "from_logits": labels.from_logits, "ignore_class": labels.ignore_class}
-    per_position = [m for m in rows if m.computed != "shot"]
-    metrics = [BUILDERS[m.computed](k, m.name, name=m.name, head=None, **common) for m in per_position]
+    per_position = [m for m in rows if m.computed in BUILDERS]
+    # The confusion matrix's statistics share one matrix: one metric updates it once per batch for all of them.
+    confusion = tuple(m.name for m in rows if m.computed == "confusion")
+
+    def one_set(head: int | None, suffix: str) -> list:
+        built = [BUILDERS[m.computed](k, name=f"{m.name}{suffix}", head=head, **common) for m in per_position]
+        if confusion:
+            built.append(SparseConfusionStatistics(k, statistics=confusion, suffix=suffix, name=f"confusion{suffix}",
+                                                   head=head, **common))
+        return built
+
+    metrics = one_set(None, "")
     for h in range(labels.num_heads or 0):
-        metrics += [BUILDERS[m.computed](k, m.name, name=f"{m.name}_head{h}", head=h, **common)
-                    for m in per_position]
+        metrics += one_set(h, f"_head{h}")
     shots = {m.name for m in rows if m.computed == "shot"}
     return metrics + [SparseGroupRecall(k, classes=shot_groups[g], name=f"{g}_shot_accuracy", **common)
                       for g in SHOT_GROUPS if shot_groups and shot_groups.get(g) and f"{g}_shot_accuracy" in shots]

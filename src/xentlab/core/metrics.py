@@ -276,17 +276,24 @@ class SparseECE(_PositionMetric):
     def __init__(self, *, num_bins=CALIBRATION_BINS, name="ece", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_bins = int(num_bins)
-        shape = (self.num_bins,)
+        shape = (self._cells(),)
         self.count = self.add_variable(shape=shape, initializer="zeros", name="count", aggregation="sum")
         self.correct = self.add_variable(shape=shape, initializer="zeros", name="correct", aggregation="sum")
         self.confidence = self.add_variable(shape=shape, initializer="zeros", name="confidence", aggregation="sum")
+
+    def _cells(self) -> int:
+        """How many bins the state holds (the adaptive ECE keeps a finer histogram)."""
+        return self.num_bins
+
+    def _bins(self, confidence):
+        return confidence_bins_tf(confidence, self.num_bins)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels, w, probs = self._positions(y_true, y_pred, sample_weight)
         confidence = tf.where(w > 0, tf.reduce_max(probs, axis=-1), 0.0)  # masked rows may hold NaN
         hit = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels), tf.float32)
         rows = tf.stack([w, w * hit, w * confidence], axis=-1)  # (M, 3): one scatter-add for the three sums
-        per_bin = tf.math.unsorted_segment_sum(rows, confidence_bins_tf(confidence, self.num_bins), self.num_bins)
+        per_bin = tf.math.unsorted_segment_sum(rows, self._bins(confidence), self._cells())
         count, correct, confidence_sum = tf.unstack(per_bin, axis=-1)
         self.count.assign_add(count)
         self.correct.assign_add(correct)
@@ -378,6 +385,37 @@ class SparseConfusion(_PositionMetric):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "statistic": self.statistic}
+
+
+@keras.saving.register_keras_serializable(package="xentlab")
+class SparseConfusionStatistics(SparseConfusion):
+    """Several statistics of one streaming confusion matrix, updated once per batch: one K x K scatter-add and one
+    state for all of them, where a metric each would repeat both. `result()` is a dict, {`<statistic><suffix>`:
+    value}, which Keras logs under each key (`balanced_accuracy`, `macro_f1_head0`, ...).
+
+    Args:
+        num_classes: K, the width of the output (2 for one sigmoid unit).
+        statistics: Some of `CONFUSION_STATISTICS` (see `SparseConfusion` for each).
+        suffix: Appended to every statistic's name (`_head<h>` for one head of a multi-head model).
+        **kwargs: encoding, from_logits, ignore_class, head, name (default "confusion").
+    """
+
+    def __init__(self, num_classes, *, statistics, suffix="", name="confusion", statistic=None, **kwargs):
+        statistics = tuple(statistics)
+        unknown = [s for s in statistics if s not in CONFUSION_STATISTICS]
+        if not statistics or unknown:
+            raise ConfigError(f"statistics must be some of {CONFUSION_STATISTICS}; received {list(statistics)}.")
+        super().__init__(num_classes, statistic=statistics[0], name=name, **kwargs)
+        self.statistics, self.suffix = statistics, suffix
+
+    def result(self):
+        matrix = tf.convert_to_tensor(self.matrix)
+        return {f"{s}{self.suffix}": _confusion_statistic(matrix, s) for s in self.statistics}
+
+    def get_config(self):
+        config = {**super().get_config(), "statistics": list(self.statistics), "suffix": self.suffix}
+        config.pop("statistic")
+        return config
 
 
 def _confusion_statistic(matrix, statistic: str):

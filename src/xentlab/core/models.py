@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import keras
 from keras import layers
 
-from xentlab.config.choices import Head, HeadLayout
+from xentlab.choices import Head, HeadLayout
 from xentlab.core.architectures import keras_app, resnet
 from xentlab.core.losses import LOSS_TABLE, loss_spec
 from xentlab.core.user_model import build_user_model, check_full_model, refuse_a_head_on_a_head

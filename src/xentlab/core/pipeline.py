@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from xentlab.config.choices import Encoding, Normalize
+from xentlab.choices import Encoding, Normalize
 from xentlab.core.targets import LabelContract, valid_mask_tf
 
 if TYPE_CHECKING:

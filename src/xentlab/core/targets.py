@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from xentlab.config.choices import Encoding
+from xentlab.choices import Encoding
 from xentlab.errors import ConfigError, ConfigTypeError, LabelError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xentlab.config.choices import WeightingScheme
+from xentlab.choices import WeightingScheme
 from xentlab.core.targets import LabelContract, valid_mask_np
 from xentlab.errors import ConfigError, LabelError
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xentlab.config.choices import ColorMode
+from xentlab.choices import ColorMode
 from xentlab.data.bundle import DataBundle, DataError, complete_splits
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # the formats Keras' image_dataset_from_directory reads

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from xentlab.metric_table import CLASSIFICATION, LANGUAGE_MODEL, PRIMARY
 from xentlab.report.charts import curve_metric, plot_charts
 from xentlab.report.columns import (
     COLUMN_NAMES,
@@ -153,8 +154,11 @@ def group_variants(finished: list) -> tuple[dict[str, list], dict[str, str]]:
 
 
 def primary_metric(finished: list) -> str:
-    """val_bpc when the runs are language models (they log it), else val_nll (one scale for every loss)."""
-    return "val_bpc" if finished and all("val_bpc" in r.data.metrics for r in finished) else "val_nll"
+    """The metric table's primary metric: a language model's (val_bpc) when every run logs it, else a
+    classifier's (val_nll, one scale for every loss)."""
+    language_model = PRIMARY[LANGUAGE_MODEL]
+    return language_model if finished and all(language_model in r.data.metrics for r in finished) else (
+        PRIMARY[CLASSIFICATION])
 
 
 def ranked_columns(finished: list) -> tuple[list[str], str | None]:

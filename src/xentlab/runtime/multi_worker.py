@@ -156,8 +156,12 @@ class _Steps:
 
 
 def _results(model: keras.Model, prefix: str = "") -> dict[str, float]:
-    """The model's metric results, reduced over every replica of every worker (a collective: all call it)."""
-    return {f"{prefix}{name}": float(value) for name, value in model.get_metrics_result().items()}
+    """The model's metric results, reduced over every replica of every worker (a collective: all call it); a metric
+    of several values (the confusion statistics) gives each under its own name, as Keras' fit logs them."""
+    flat: dict = {}
+    for name, value in model.get_metrics_result().items():
+        flat.update(value if isinstance(value, dict) else {name: value})
+    return {f"{prefix}{name}": float(value) for name, value in flat.items()}
 
 
 def _num_batches(ds: tf.data.Dataset) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from xentlab.config.choices import Precision, StrategyName
+from xentlab.choices import Precision, StrategyName
 from xentlab.errors import ConfigError, ExpectedError
 
 STRATEGIES = StrategyName.names()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from xentlab.config.choices import Encoding, Reduction
+from xentlab.choices import Encoding, Reduction
 from xentlab.errors import ConfigError, ConfigTypeError
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from xentlab.config.choices import Encoding
+from xentlab.choices import Encoding
 from xentlab.core.losses.arguments import check_encoding
 from xentlab.errors import ConfigError
 
