@@ -78,11 +78,13 @@ class JobContext:
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         launch_dir = Path(hydra.utils.get_original_cwd())
-        # A relative sweep folder is the launch folder's: a Ray job runs in its raylet's folder, not the launcher's.
-        sweep_dir = launch_dir / hc.sweep.dir
+        job_dir = Path(hc.runtime.output_dir)
+        if multirun:  # a relative sweep folder is the launch folder's: a Ray job runs in its raylet's folder
+            job_dir = launch_dir / hc.sweep.dir / str(hc.sweep.subdir)  # where the sweep looks for its outcome
+            job_dir.mkdir(parents=True, exist_ok=True)
         return cls(
-            launch_dir=launch_dir, job_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task),
-            multirun=multirun, sweep=sweep_job(sweep_dir, list(hc.overrides.task), hc.job.num) if multirun else None,
+            launch_dir=launch_dir, job_dir=job_dir, overrides=list(hc.overrides.task), multirun=multirun,
+            sweep=sweep_job(launch_dir / hc.sweep.dir, list(hc.overrides.task), hc.job.num) if multirun else None,
         )
 
     @classmethod
