@@ -44,9 +44,27 @@ def log_call_ms(uri: str, epochs: int, folder: Path) -> dict:
             "p90_ms": sorted(times)[int(0.9 * (len(times) - 1))], "metrics_per_call": len(EPOCH_METRICS) + 2}
 
 
-def report_case(uri: str, runs: int, folder: Path, name: str) -> dict:
+def tree_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their children (a server's workers, PostgreSQL's
+    backends), so far."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def report_case(uri: str, runs: int, folder: Path, name: str, server_pids: list[int]) -> dict:
     """A sweep of `runs` children (5 seeds a variant) written through the server at `uri`, then the
-    `xentlab-compare` command over it (wall and CPU seconds)."""
+    `xentlab-compare` command over it: wall and CPU seconds of the command, CPU seconds of the server (and its
+    database) while it answered."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -57,8 +75,10 @@ def report_case(uri: str, runs: int, folder: Path, name: str) -> dict:
     start = time.perf_counter()
     synthetic_sweep(uri, specs)  # experiment xentlab: where xentlab-compare looks
     build_s = time.perf_counter() - start
+    server_before = tree_cpu_s(server_pids)
     wall, cpu = _timed_compare(uri, folder / f"report_{name}")
-    return {"child_runs": runs, "build_s": build_s, "compare_s": wall, "compare_cpu_s": cpu}
+    return {"child_runs": runs, "build_s": build_s, "compare_s": wall, "compare_cpu_s": cpu,
+            "server_cpu_s": tree_cpu_s(server_pids) - server_before}
 
 
 def _postgres_server(folder: Path):
@@ -93,8 +113,11 @@ def bench_team_server(size: str, folder: Path) -> dict:
         layout, pg_uri = _postgres_server(reachable)
         for name, uri in (("postgres_server", pg_uri), ("sqlite_server", sqlite_uri)):
             results["logging"][name] = log_call_ms(uri, epochs, folder)
-        results["report"] = {name: report_case(uri, runs, folder, name)
-                             for name, uri in (("postgres_server", pg_uri), ("sqlite_server", sqlite_uri))}
+        postmaster = int((layout.pgdata / "postmaster.pid").read_text().split()[0])
+        pg_pids = [int(layout.pid_file.read_text().split()[0]), postmaster]
+        results["report"] = {
+            "postgres_server": report_case(pg_uri, runs, folder, "postgres_server", pg_pids),
+            "sqlite_server": report_case(sqlite_uri, runs, folder, "sqlite_server", [proc.pid])}
     finally:
         _stop_server(proc)
         if layout is not None:
@@ -113,8 +136,9 @@ def summary(r: dict) -> list[str]:
         lines.append(f"| {names[name]} | {c['median_ms']:.1f} | {c['mean_ms']:.1f} | {c['p90_ms']:.1f} |")
     if "report" in r:
         lines += ["", f"`xentlab-compare` over {r['child_runs']} children through the server (target "
-                      f"{r['target_report_s']:.0f} s):", "", "| server | command s | CPU s | sweep written in s |",
-                  "|---|---|---|---|"]
+                      f"{r['target_report_s']:.0f} s):", "",
+                  "| server | command s | its CPU s | server CPU s | sweep written in s |", "|---|---|---|---|---|"]
         for name, c in r["report"].items():
-            lines.append(f"| {names[name]} | {c['compare_s']:.1f} | {c['compare_cpu_s']:.1f} | {c['build_s']:.1f} |")
+            lines.append(f"| {names[name]} | {c['compare_s']:.1f} | {c['compare_cpu_s']:.1f} | "
+                         f"{c['server_cpu_s']:.1f} | {c['build_s']:.1f} |")
     return [*lines, ""]

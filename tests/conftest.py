@@ -44,17 +44,11 @@ def store(tmp_path: Path, empty_store_db: Path) -> str:
 
 
 def compose(overrides: list[str]):
-    """Composes conf/train.yaml with `overrides` through Hydra's compose API (the real config tree)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """Composes conf/train.yaml with `overrides` through Hydra's compose API (the real config tree), as scripts and
+    the benchmarks do (xentlab.cli.configs.compose: one composition)."""
+    from xentlab.cli.configs import compose as compose_run_config
 
-    from xentlab.config.schema import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
+    return compose_run_config(overrides)
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:

@@ -212,8 +212,9 @@ def test_baseline_from_the_preset_tag_or_the_flag_and_a_wrong_one_lists_the_vari
     assert "Baseline: `loss=a` (chosen with --baseline)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as err:
         main(["--tracking-uri", store, "--baseline", "loss=c", "--out", str(tmp_path / "bad")])
-    assert "'loss=c' names no variant" in str(err.value) and "loss=a" in str(err.value) and "loss=b" in str(
-        err.value)
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and "xentlab: ReportError" in message and "Traceback" not in message
+    assert "'loss=c' names no variant" in message and "loss=a" in message and "loss=b" in message
 
 
 def test_one_run_per_variant_is_reported_untested_with_how_to_add_seeds(tmp_path, store):
@@ -287,20 +288,21 @@ def test_more_than_a_default_page_of_children(tmp_path, store):
 
 
 # ---------------------------------------------------------------------------------------------- faults
-def test_no_store_fails_fast_and_creates_nothing(tmp_path, monkeypatch):
+def test_no_store_fails_fast_and_creates_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     start = time.time()
     with pytest.raises(SystemExit) as err:
         main([])
-    message = str(err.value)
+    message = capsys.readouterr().err
+    assert err.value.code == 2
     assert f"no tracking store at {tmp_path.resolve() / 'outputs' / 'mlflow.db'}" in message
     assert "--tracking-uri" in message and "MLFLOW_TRACKING_URI" in message
     assert not (tmp_path / "outputs").exists()
     assert time.time() - start < 5
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SystemExit):
         main(["--tracking-uri", f"sqlite:///{tmp_path / 'elsewhere.db'}"])
-    assert "from --tracking-uri" in str(err.value) and not (tmp_path / "elsewhere.db").exists()
+    assert "from --tracking-uri" in capsys.readouterr().err and not (tmp_path / "elsewhere.db").exists()
 
 
 def test_a_sweep_id_with_quotes_is_a_clear_error(sweep, capsys):
@@ -310,7 +312,7 @@ def test_a_sweep_id_with_quotes_is_a_clear_error(sweep, capsys):
             main(["--tracking-uri", uri, "--sweep", bad])
         assert err.value.code == 2
         message = capsys.readouterr().err
-        assert "--sweep must be 'latest' or a sweep id" in message and repr(bad) in message
+        assert "--sweep must be 'latest', a sweep id or a run id" in message and repr(bad) in message
         assert "Traceback" not in message and "MlflowException" not in message
 
 

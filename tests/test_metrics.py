@@ -521,6 +521,9 @@ def test_only_metrics_a_split_can_leave_undefined_are_held_back():
     note = undefined_note(undefined)
     assert "val_auc, auc_head1 (no class has both positive and negative labels" in note
     assert "test_recall_a_b_1 (the class is absent from the split)" in note
+    from xentlab.cli.console import headline
+
+    assert headline({"test_accuracy": 0.5, "test_auc": math.nan}) == {"test_accuracy": 0.5}  # the end-of-run line
 
 
 def test_class_metric_names_are_unique_and_valid_for_mlflow():
@@ -575,8 +578,10 @@ def test_a_run_logs_no_undefined_metric_says_why_once_and_keeps_every_class_reca
     assert "test_recall_n_a" in metrics and "test_recall_季節" not in metrics
     tag = logged.data.tags["xentlab.undefined_metrics"]
     assert "val_auc" in tag and "test_recall_季節 (the class is absent from the split)" in tag
-    notes = [line for line in capfd.readouterr().err.splitlines() if "not logged, undefined" in line]
+    printed = capfd.readouterr()
+    notes = [line for line in printed.err.splitlines() if "not logged, undefined" in line]
     assert sum("val_auc" in line for line in notes) == 1  # two epochs, said once
+    assert "nan" not in printed.out.split("FINISHED", 1)[1].split("\n")[0]  # the end-of-run line
 
 
 def test_the_confusion_statistics_share_one_matrix_updated_once_per_batch():

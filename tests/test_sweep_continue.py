@@ -215,6 +215,9 @@ def _assert_failed_sweep(store: str, result, tmp_path: Path):
     path = MlflowClient(store).download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path))
     report = Path(path).read_text()
     assert "Jobs that did not finish (1" in report and "NonFiniteLoss: loss became nan" in report
+    # The verdict covers the variant that finished and names the one that diverged.
+    note = MlflowClient(store).get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    assert "diverged" in note and "learning_rate=1e+30" in note and "is not ranked in this sweep" not in note
     return parent
 
 

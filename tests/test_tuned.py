@@ -162,7 +162,8 @@ def test_a_plain_grid_continuing_a_tuned_parent_drops_the_design_tags(tmp_path, 
     client = MlflowClient(store)
     experiment = client.create_experiment("x")
     parent = client.create_run(experiment, tags={TUNING_TAG: "{}", SEQUENTIAL_TAG: "{}", "keep": "1"}).info.run_id
-    (tmp_path / "sweep.json").write_text(json.dumps({"parent_run_id": parent, "tracking_uri": store}))
-    forget_designs(SimpleNamespace(config=SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=tmp_path)))))
+    (tmp_path / "sweep.json").write_text(json.dumps({"parent_run_id": parent}))
+    forget_designs(SimpleNamespace(config=SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=tmp_path)),
+                                                          tracking=SimpleNamespace(uri=store))))
     tags = client.get_run(parent).data.tags
     assert TUNING_TAG not in tags and SEQUENTIAL_TAG not in tags and tags["keep"] == "1"

@@ -23,3 +23,7 @@ class ConfigTypeError(ExpectedError, TypeError):
 
 class LabelError(ExpectedError, ValueError):
     """Labels that break the run's label contract or do not fit the model's outputs."""
+
+
+class ReportError(ExpectedError, ValueError):
+    """A sweep's report cannot be made as asked: no such sweep, baseline or metric, or no run to compare."""

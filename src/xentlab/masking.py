@@ -1,8 +1,9 @@
-"""Secrets out of everything xentlab prints, logs or uploads: one set of rules for every place.
+r"""Secrets out of everything xentlab prints, logs or uploads: one set of rules for every place.
 
 Two rules, applied by `mask_text` to any text (messages, overrides, tags, the uploaded source diff):
 - a URI's password: `scheme://user:PASSWORD@host` -> `scheme://user:***@host`. The host is after the *last* `@`
-  of the authority, so a password holding `@` is hidden whole; an empty user name (`http://:TOKEN@host`) too.
+  of the authority, so a password holding `@` is hidden whole; an empty user name (`http://:TOKEN@host`) too; and
+  in Hydra's escaped form, as a sweep writes each job's overrides (`http\://u\:PASS\,WORD@host`).
 - the value of a secret-named assignment: `NAME=VALUE`, `NAME: VALUE`, `"NAME": "VALUE"` (config lines, query
   strings such as `?token=abc`, environment files, code) where NAME looks secret (SECRET_NAME).
 `mask_value(key, value)` applies the same rules to a structured pair (a config entry, a param, a tag, an override).
@@ -23,12 +24,13 @@ SECRET_NAME = re.compile(
     r"|[a-z0-9](?:Token|Key|Auth)(?=$|[\W_A-Z])"
 )
 # scheme://authority; the userinfo is everything up to the authority's last "@".
-URI_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)(?P<userinfo>[^\s/?#\"'<>]*)@")
+URI_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*\\?://)(?P<userinfo>[^\s/?#\"'<>]*)@")
 # NAME, an optional closing quote, then ":" (not "://") or "=" (not "=="); the value is only looked at, so a
-# non-secret assignment does not hide a secret one inside its value (url=http://h/?token=abc).
+# non-secret assignment does not hide a secret one inside its value (url=http://h/?token=abc). A character escaped
+# with "\" (Hydra's `a\,b`) is part of the value.
 ASSIGNMENT = re.compile(
     r"(?P<name>[A-Za-z_][\w.+~-]*)(?P<quote>[\"']?)(?P<sep>\s*(?::(?!//)|=(?!=))\s*)"
-    r"(?=(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&)\]}]+))"
+    r"(?=(?P<value>\"[^\"\n]*\"|'[^'\n]*'|(?:\\.|[^\s\"',;&)\]}\\])+))"
 )
 # Values that are not secrets whatever their name: empty, null, booleans, references to the environment
 # (${oc.env:X}, $X) and the type names of annotations (token: str).

@@ -96,8 +96,9 @@ HEADLINE_SIZE = 5
 
 
 def headline(results: dict[str, float]) -> dict[str, float]:
-    """The few test metrics of `results` that the end-of-run line prints."""
-    shown = [name for name in HEADLINE if name in results][:HEADLINE_SIZE]
+    """The few test metrics of `results` that the end-of-run line prints (an undefined one, NaN, is left out: the
+    run has said why)."""
+    shown = [name for name in HEADLINE if name in results and not math.isnan(results[name])][:HEADLINE_SIZE]
     return {name: results[name] for name in shown}
 
 

@@ -1,9 +1,12 @@
 """Hydra callback for multirun sweeps: one parent MLflow run per sweep, the comparison report at the end.
 
-The parent run id is handed to the jobs explicitly through `<sweep dir>/sweep.json`, which works for jobs in
-the same process (basic launcher) and in other processes or hosts sharing the folder (joblib, submitit, Ray).
+The parent run id is handed to the jobs explicitly through a record in the sweep folder, which works for jobs in
+the same process (basic launcher) and in other processes or hosts sharing the folder (joblib, submitit, Ray). Each
+invocation writes its own record, `sweep-<attempt>.json`, and its jobs read that one (the attempt id reaches them
+through the environment): two sweeps that share a folder (started in the same second, or given the same
+`hydra.sweep.dir`) never take each other's parent. `sweep.json` holds the latest record, for jobs on other hosts.
 Running the same sweep again continues its parent; which jobs are reused, resumed or run again is decided in each
-job (xentlab.tracking.sweeps).
+job (xentlab.tracking.sweeps); the parent's status has one owner (xentlab.tracking.parent).
 
 A preset names the variant the report compares the others with under the callback's own key (stored on the
 parent run as tag `xentlab.baseline`; `xentlab-compare --baseline` overrides it):
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import signal
 import sys
+import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,12 +33,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from xentlab.errors import ConfigError, ExpectedError
 from xentlab.tracking import naming
-from xentlab.tracking.store import BASELINE_TAG, ERROR_TAG, ROLE_TAG, SWEEP_KEY_TAG, SWEEP_TAG, mask_value
+from xentlab.tracking.store import BASELINE_TAG, mask_text, mask_value
+from xentlab.tracking.sweeps import ATTEMPT_ENV
 
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = "sweep.json"  # the latest record of the folder (jobs on other hosts read it)
+RECORD_FILE = "sweep-{attempt}.json"  # one invocation's record
 SEED_KEY = naming.SEED_KEY
-SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(")
+TRACKING_PREFIXES = ("tracking.", "tracking/")  # store, experiment, tags: never a sweep axis
 STAGE_KEYS = ("sweep.stage", "sweep.trial")  # set by a tuned sweep on its jobs (xentlab.cli.tuned)
 
 
@@ -41,21 +49,39 @@ def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
+def _is_sweep(key: str, value: Any) -> bool:
+    """Whether `key=value` launches several jobs, as Hydra reads it: a comma list or a sweep function; a quoted
+    value (`'a,b'`) or an escaped comma (`a\\,b`) is one value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(f"{key}={value}").is_sweep_override()
+    except Exception:  # noqa: BLE001 - Hydra refuses the override itself, with its own message
+        return False
+
+
 def varying_keys(overrides: list[str], sweeper_params: dict[str, Any] | None) -> list[str]:
-    """Keys whose value differs between jobs: comma lists and sweep functions on the command line, plus
-    every grid entry of `hydra.sweeper.params` with more than one value."""
-    keys = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if "," in value or value.startswith(SWEEP_FUNCTIONS):
-            keys.append(key.lstrip("+~"))
-    fixed = {item.partition("=")[0].lstrip("+~") for item in overrides}
+    """Keys whose value differs between jobs: sweeps on the command line, plus every grid entry of
+    `hydra.sweeper.params` with more than one value that the command line does not narrow.
+
+    Raises:
+        ConfigError: a tracking setting varies (a store, experiment or tag per job is not a comparison).
+    """
+    keys = [_key(item) for item in overrides if "=" in item and _is_sweep(*item.split("=", 1))]
+    fixed = {_key(item) for item in overrides}
     for key, value in (sweeper_params or {}).items():
         # A grid entry narrowed to one value on the command line (the command line wins) no longer varies.
-        if key.lstrip("+~") in fixed and key.lstrip("+~") not in keys:
+        if _key(key) in fixed and _key(key) not in keys:
             continue
-        if "," in str(value) or str(value).startswith(SWEEP_FUNCTIONS):
-            keys.append(key.lstrip("+~"))
+        if _is_sweep(key, value):
+            keys.append(_key(key))
+    tracking = sorted({k for k in keys if k.startswith(TRACKING_PREFIXES)})
+    if tracking:
+        raise ConfigError(
+            f"{', '.join(tracking)} varies in this sweep, but tracking settings (store, experiment, tags) are never "
+            "a sweep axis: the sweep's runs and report live in one store and experiment. A value that holds a comma "
+            "is one value when quoted: \"tracking.uri='http://user:pa,ss@host:5000'\"; for several stores, run one "
+            "sweep per store")
     return sorted(set(keys))
 
 
@@ -66,31 +92,46 @@ def job_variant(task_overrides: list[str], varying: list[str]) -> dict[str, str]
     return {"variant": naming.variant_name(chosen), "variant_overrides": naming.variant_overrides(chosen)}
 
 
-def _masked(key: str, value: str) -> str:
-    """A param value as tracking.flatten_params writes it (xentlab.masking.mask_value)."""
-    return mask_value(key, value)
-
-
 def sweep_params(overrides: list[str], sweeper_params: dict[str, Any] | None) -> dict[str, str]:
     """The parent run's params: `sweep.<key>` per grid entry and `sweep.override.<i>` per command-line
     override, with secrets masked (`tracking.api_token=abc` -> `tracking.api_token=***`)."""
     # MLflow param names allow no "+" or "~": `+setup` is logged as sweep.setup.
-    params = {f"sweep.{k.lstrip('+~')}": _masked(k.lstrip("+~"), str(v)) for k, v in (sweeper_params or {}).items()}
+    params = {f"sweep.{_key(k)}": mask_value(_key(k), str(v)) for k, v in (sweeper_params or {}).items()}
     for i, item in enumerate(overrides):
         key, sep, value = item.partition("=")
-        params[f"sweep.override.{i}"] = f"{key}{sep}{_masked(key.lstrip('+~'), value)}" if sep else item
+        params[f"sweep.override.{i}"] = f"{key}{sep}{mask_value(_key(key), value)}" if sep else mask_text(item)
     return {k[:250]: v for k, v in params.items()}
 
 
+# ---------------------------------------------------------------------------------------------- the sweep record
+def write_record(sweep_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    """This invocation's record (`sweep-<attempt>.json`) and the folder's latest (`sweep.json`), each replaced
+    whole: a job never reads half a file."""
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=2)
+    attempt = record.get("attempt")
+    for name in ([RECORD_FILE.format(attempt=attempt)] if attempt else []) + [SWEEP_FILE]:
+        tmp = sweep_dir / f".{name}.{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, sweep_dir / name)
+
+
 def read_sweep_file(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(sweep_dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The record of the invocation this process belongs to (its attempt id in the environment), else the
+    folder's latest; None when the sweep runs without the SweepRun callback."""
+    attempt = os.environ.get(ATTEMPT_ENV)
+    for name in ([RECORD_FILE.format(attempt=attempt)] if attempt else []) + [SWEEP_FILE]:
+        path = Path(sweep_dir) / name
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
 
 
 def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: int) -> dict[str, Any] | None:
     """For a job of a multirun sweep: its parent run, sweep id, variant (`job_variant`) and run name
     (`<variant> s<seed>`, the seed of the overrides; naming.job_run_name uses the config's); None when the sweep has
-    no parent run (launched without the SweepRun callback)."""
+    no record (launched without the SweepRun callback). A dry-run sweep's record names no parent."""
     info = read_sweep_file(sweep_dir)
     if info is None:
         return None
@@ -109,6 +150,7 @@ def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: 
             "trial": stage.get("sweep.trial")}
 
 
+# ---------------------------------------------------------------------------------------------- what is printed
 def parent_source_tags() -> dict[str, str]:
     """The parent run's source tags, as its children carry them: git commit, dirty flag, library versions."""
     from xentlab.tracking.runs import source_tags
@@ -127,18 +169,62 @@ def print_parent_link(client, uri: str, parent_id: str) -> None:
 
 
 def _tally(outcomes: list[dict[str, Any]]) -> str:
-    """"4 jobs: 1 trained, 2 reused, 1 failed" for the jobs of this invocation."""
+    """"4 jobs: 1 trained, 2 reused, 1 failed" for the jobs of this invocation, then where reused runs came from
+    when another sweep made them ("; 2 reused from sweep 3f9c2a1b7d4e")."""
     counts = {status: sum(o["status"] == status for o in outcomes) for status in ("trained", "reused", "failed")}
-    return f"{len(outcomes)} jobs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+    text = f"{len(outcomes)} jobs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+    sources: dict[str, int] = {}
+    for o in outcomes:
+        if o["status"] == "reused" and o.get("from_sweep"):
+            sources[o["from_sweep"]] = sources.get(o["from_sweep"], 0) + 1
+    return text + "".join(f"; {n} reused from sweep {sweep}" for sweep, n in sources.items())
 
 
+class _MaskedRecords:
+    """A log record factory that masks the messages of Hydra's loggers: the launchers print each job's overrides
+    (`#0 : tracking.uri=http\\://u\\:PASSWORD@host ...`). A factory, because Hydra reconfigures logging per job."""
+
+    def __init__(self, previous) -> None:
+        self.previous = previous
+
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
+        if record.name.startswith(("hydra", "hydra_plugins")):
+            record.msg, record.args = mask_text(record.getMessage()), None
+        return record
+
+
+def mask_launch_lines() -> None:
+    """Installs `_MaskedRecords` once per process."""
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, _MaskedRecords):
+        logging.setLogRecordFactory(_MaskedRecords(factory))
+
+
+def report_error(err: BaseException, what: str) -> int:
+    """Prints an error of the sweep command itself as xentlab-train prints a job's: the one block for an expected
+    error (exit status 2), the masked traceback of a bug (1). Returns the exit status."""
+    from xentlab.cli.console import COMMAND_HINT, error_block
+
+    if isinstance(err, ExpectedError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        sys.stderr.write(error_block(err, hint=COMMAND_HINT).replace("\nxentlab: ", f"\nxentlab: {what}: ", 1))
+        code = 2
+    else:
+        sys.stderr.write(f"\nxentlab: {what}:\n" + mask_text("".join(traceback.format_exception(err))))
+        code = 1
+    sys.stderr.flush()
+    return code
+
+
+# ---------------------------------------------------------------------------------------------- the callback
 class SweepRun(Callback):
-    """Creates or continues the parent run before any job starts and finishes it with the report after the last one.
+    """Opens the parent run before any job starts and ends it with the report after the last one.
 
     A sweep whose key (tracking.sweeps.sweep_key) matches an existing parent continues it; `trainer.resume=never`
-    starts a fresh one. The parent ends FINISHED (every job finished; report logged), FAILED (the report over the
-    FINISHED children is logged all the same; tags `xentlab.failed_jobs` and `xentlab.error` say which jobs did not
-    finish, or why the report failed), or KILLED (Ctrl-C or SIGTERM stopped the sweep).
+    starts a fresh one; a dry run (`trainer.dry_run=true`) makes none. The parent ends FINISHED (every job finished;
+    report logged), FAILED (the report over the FINISHED children is logged all the same; tags
+    `xentlab.failed_jobs` and `xentlab.error` say which jobs did not finish, or why the report failed), or KILLED
+    (Ctrl-C or SIGTERM stopped the sweep); the command exits non-zero unless the parent ends FINISHED.
 
     Args:
         baseline: the variant the report compares the others with (a preset sets it, see the module docstring).
@@ -146,94 +232,75 @@ class SweepRun(Callback):
 
     def __init__(self, baseline: str | None = None) -> None:
         self.baseline = baseline
-        self.parent_id: str | None = None
+        self.parent: Any = None  # xentlab.tracking.parent.SweepParent
         self.uri: str | None = None
         self.interrupted: str | None = None
         self.attempt = ""
+        self.dry_run = False
         self._previous_sigint: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Creates the parent run and sweep.json; if that fails the sweep stops before any job runs (Hydra would
-        only warn and launch jobs without a parent)."""
+        """Opens the parent run and writes the sweep record; if that fails the sweep stops before any job runs
+        (Hydra would only warn and launch jobs without a parent)."""
+        mask_launch_lines()
         try:
             self._start(config)
-        except Exception as err:  # noqa: BLE001 - reported and turned into a stop, whatever it was
-            from xentlab.tracking.store import mask_text
-
-            if self.parent_id is not None and self.uri is not None:
-                from mlflow.tracking import MlflowClient
-
-                MlflowClient(self.uri).set_tag(self.parent_id, ERROR_TAG, mask_text(f"{type(err).__name__}: {err}"))
-                MlflowClient(self.uri).set_terminated(self.parent_id, "FAILED")
-            print(f"\nxentlab: the sweep could not start: {mask_text(str(err)).splitlines()[0]}", file=sys.stderr,
-                  flush=True)
-            raise SystemExit(2) from None
+        except Exception as err:  # noqa: BLE001 - reported (block or traceback) and turned into a stop
+            if self.parent is not None:
+                self.parent.end("FAILED", f"{type(err).__name__}: {err}")
+            raise SystemExit(report_error(err, "the sweep could not start")) from None
 
     def _start(self, config: DictConfig) -> None:
         from mlflow.tracking import MlflowClient
 
-        from xentlab.tracking import sweeps
         from xentlab.tracking.store import resolve_tracking_uri, setup_experiment
 
-        # Store and experiment exist before any job starts: parallel jobs on a fresh SQLite store would
-        # otherwise race on MLflow's schema creation.
-        self.uri = resolve_tracking_uri(config.tracking.uri, Path.cwd())
-        experiment_id = setup_experiment(self.uri, config.tracking.experiment)
         overrides = list(config.hydra.overrides.task)
         params_node = config.hydra.sweeper.get("params")
         sweeper_params = OmegaConf.to_container(params_node, resolve=False) if params_node else {}
-        client = MlflowClient(self.uri)
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_id = self._open_parent(client, experiment_id, overrides, sweeper_params, sweep_dir,
-                                     fresh=str(config.trainer.resume) == "never")
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.attempt = uuid.uuid4().hex[:8]  # this invocation: its jobs' outcome files carry it
-        os.environ[sweeps.ATTEMPT_ENV] = self.attempt
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps({
-            "parent_run_id": self.parent_id, "sweep_id": sweep_id, "tracking_uri": self.uri,
-            "experiment_id": experiment_id, "varying": varying_keys(overrides, sweeper_params),
-            "attempt": self.attempt,
-        }, indent=2))
-        self._watch_interrupts()
-        atexit.register(self._end_unfinished)
+        varying = varying_keys(overrides, sweeper_params)
+        self.attempt = uuid.uuid4().hex[:8]  # this invocation: its record and its jobs' outcome files carry it
+        os.environ[ATTEMPT_ENV] = self.attempt
+        record = {"varying": varying, "attempt": self.attempt}
+        self.dry_run = bool(config.trainer.dry_run)
+        if not self.dry_run:  # a dry run validates each job and logs nothing: no parent
+            # Store and experiment exist before any job starts: parallel jobs on a fresh SQLite store would
+            # otherwise race on MLflow's schema creation.
+            self.uri = resolve_tracking_uri(config.tracking.uri, Path.cwd())
+            experiment_id = setup_experiment(self.uri, config.tracking.experiment)
+            self._open_parent(MlflowClient(self.uri), experiment_id, config, overrides, sweeper_params, varying)
+            record |= {"parent_run_id": self.parent.run_id, "sweep_id": self.parent.sweep_id,
+                       "tracking_uri": mask_text(self.uri), "experiment_id": experiment_id}
+        write_record(Path(config.hydra.sweep.dir), record)
+        if not self.dry_run:
+            self._watch_interrupts()
+            atexit.register(self._end_unfinished)
 
-    def _open_parent(self, client, experiment_id: str, overrides: list[str], sweeper_params: dict[str, Any],
-                     sweep_dir: Path, *, fresh: bool) -> str:
-        """Continues the parent of this sweep's key (tracking.sweeps) or creates one; returns the sweep id."""
+    def _open_parent(self, client, experiment_id: str, config: DictConfig, overrides: list[str],
+                     sweeper_params: dict[str, Any], varying: list[str]) -> None:
+        """Continues the parent of this sweep's key (tracking.sweeps) or creates one."""
+        from xentlab.data.digest import DIGEST_PARAM, data_digest
         from xentlab.tracking import sweeps
+        from xentlab.tracking.parent import SweepParent
 
-        key = sweeps.sweep_key(self.uri, client.get_experiment(experiment_id).name, overrides, sweeper_params)
-        existing = sweeps.parents_of(client, experiment_id, key)
-        params = sweep_params(overrides, sweeper_params)
+        data = OmegaConf.to_container(config.data, resolve=True)
+        digest = None if "data.path" in varying else data_digest(data, Path.cwd())
+        key = sweeps.sweep_key(self.uri, config.tracking.experiment, overrides, sweeper_params, digest)
+        params = sweep_params(overrides, sweeper_params) | ({f"sweep.{DIGEST_PARAM}": digest} if digest else {})
         # The latest command (masked), as children carry theirs: params keep the first attempt's grid.
         command = " ".join(["xentlab-train", "-m", *(params[f"sweep.override.{i}"] for i in range(len(overrides)))])
-        tags = {"xentlab.sweep_dir": str(sweep_dir.resolve()), "xentlab.command": command, **parent_source_tags()}
+        tags = {"xentlab.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()), "xentlab.command": command,
+                **parent_source_tags()}
         if self.baseline:  # the preset's (or the command's) baseline, also when a rerun changes it
             tags[BASELINE_TAG] = str(self.baseline)
-        if existing and not fresh:
-            parent = existing[0]
-            self.parent_id = parent.info.run_id
-            sweeps.reopen_parent(client, parent, tags)
-            for name, value in params.items():  # a param is written once: the first attempt's grid stays
-                if name not in parent.data.params:
-                    client.log_param(self.parent_id, name, value)
-            sweep_id = parent.data.tags[SWEEP_TAG]
-            print(f"sweep {sweep_id}: continuing parent MLflow run {self.parent_id} (same sweep key {key}; "
-                  "FINISHED jobs are reused; trainer.resume=never starts a fresh sweep)", flush=True)
-            return sweep_id
-        sweep_id = uuid.uuid4().hex[:12]
-        tags.update({SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", SWEEP_KEY_TAG: key})
-        self.parent_id = client.create_run(experiment_id, run_name=f"sweep/{sweep_id}", tags=tags).info.run_id
-        winner = sweeps.settle_parent(client, experiment_id, key, self.parent_id, {r.info.run_id for r in existing})
-        if winner != self.parent_id:  # the same sweep started at the same moment elsewhere: join it
-            self.parent_id = winner
-            sweep_id = client.get_run(winner).data.tags[SWEEP_TAG]
-            print(f"sweep {sweep_id}: joining parent MLflow run {winner}, started at the same moment", flush=True)
-            return sweep_id
-        for name, value in params.items():
-            client.log_param(self.parent_id, name, value)
-        print(f"sweep {sweep_id}: parent MLflow run {self.parent_id}", flush=True)
-        return sweep_id
+        self.parent = SweepParent.open(client, experiment_id, key, tags=tags, params=params,
+                                       fresh=str(config.trainer.resume) == "never")
+        sweep_id, run_id = self.parent.sweep_id, self.parent.run_id
+        print({"created": f"sweep {sweep_id}: parent MLflow run {run_id}",
+               "continued": f"sweep {sweep_id}: continuing parent MLflow run {run_id} (same sweep key {key}; FINISHED "
+                            "jobs are reused; trainer.resume=never starts a fresh sweep)",
+               "joined": f"sweep {sweep_id}: joining parent MLflow run {run_id}, started at the same moment",
+               }[self.parent.how], flush=True)
 
     def _watch_interrupts(self) -> None:
         """Remembers a Ctrl-C (SIGINT) that reaches this process, then lets it act as before."""
@@ -261,80 +328,72 @@ class SweepRun(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """The report over the current children, the parent's status, one line per failed job; exits 1 when a job
-        failed (the report is written all the same)."""
-        from mlflow.tracking import MlflowClient
-
-        from xentlab.report.compare import write_report
+        failed (the report is written all the same), 2 or 1 when the report itself failed (an expected error or a
+        bug, printed as xentlab-train prints them)."""
         from xentlab.tracking import sweeps
 
-        client = MlflowClient(self.uri)
         sweep_dir = Path(config.hydra.sweep.dir)
-        failed: list[sweeps.FailedJob] = []
+        outcomes = sweeps.read_outcomes(sweep_dir, self.attempt)
+        if self.dry_run:
+            return self._end_dry_run(outcomes)
         try:
-            experiment_id = client.get_run(self.parent_id).info.experiment_id
-            outcomes = sweeps.read_outcomes(sweep_dir, self.attempt)
-            failed = sweeps.failed_jobs(sweeps.current_children(client, experiment_id, self.parent_id), outcomes)
-            report = write_report(self.uri, parent_run_id=self.parent_id, out_dir=sweep_dir / "report")
-            print(report.markdown, flush=True)
-            print(f"\nsweep {report.sweep_id}: {_tally(outcomes)}", flush=True)
-            print_parent_link(client, self.uri, self.parent_id)
-            status = "FAILED" if failed else "FINISHED"
-        except Exception as err:  # the report must not leave the parent RUNNING
-            client.set_tag(self.parent_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
-            status = "FAILED"
-        except BaseException as err:  # Ctrl-C or SIGTERM while the report was being written
-            client.set_tag(self.parent_id, ERROR_TAG, f"{type(err).__name__}: stopped while writing the report; "
-                           "`xentlab-compare` writes it again")
-            client.set_terminated(self.parent_id, "KILLED")
-            self.parent_id = None
+            failed = self._report(sweep_dir, outcomes)
+        except Exception as err:  # noqa: BLE001 - the parent ends FAILED saying why, the command says it too
+            self.parent.end("FAILED", f"{type(err).__name__}: {err}")
+            raise SystemExit(report_error(err, "the sweep's report failed")) from None
+        except BaseException:  # Ctrl-C or SIGTERM while the report was being written
+            self.parent.end("KILLED", "stopped while writing the report; `xentlab-compare` writes it again")
             raise
         finally:
             self._restore_interrupts()
         if failed:
-            self._record_failures(client, failed)
-        client.set_terminated(self.parent_id, status)
-        self.parent_id = None
-        if failed:
+            self._record_failures(failed)
             raise SystemExit(1)
+        self.parent.end("FINISHED")
 
-    def _record_failures(self, client, failed: list) -> None:
-        """Tags the parent with the failure count and a summary, and prints one line per failed job."""
-        from xentlab.tracking.store import FAILED_JOBS_TAG
+    def _report(self, sweep_dir: Path, outcomes: list[dict[str, Any]]) -> list:
+        """Writes and prints the report and the tally; returns the jobs that did not finish."""
+        from xentlab.report.compare import write_report
+        from xentlab.tracking import sweeps
 
+        client, parent_id = self.parent.client, self.parent.run_id
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        failed = sweeps.failed_jobs(sweeps.current_children(client, experiment_id, parent_id), outcomes)
+        # Two sweeps in one folder each keep their own report files.
+        shared = len(list(sweep_dir.glob(RECORD_FILE.format(attempt="*")))) > 1
+        out = sweep_dir / (f"report-{self.parent.sweep_id}" if shared else "report")
+        report = write_report(self.uri, parent_run_id=parent_id, out_dir=out)
+        print(report.markdown, flush=True)
+        print(f"\nsweep {report.sweep_id}: {_tally(outcomes)}", flush=True)
+        print_parent_link(client, self.uri, parent_id)
+        return failed
+
+    def _record_failures(self, failed: list) -> None:
+        """Ends the parent FAILED with the failure count and a summary, and prints one line per failed job."""
         summary = (f"{len(failed)} job(s) did not finish; the report covers the FINISHED ones. "
                    + "; ".join(f.line() for f in failed))
-        client.set_tag(self.parent_id, FAILED_JOBS_TAG, str(len(failed)))
-        client.set_tag(self.parent_id, ERROR_TAG, summary[:5000])
+        self.parent.end("FAILED", summary, failed_jobs=len(failed))
         lines = [f"\nxentlab: {len(failed)} job(s) of this sweep did not finish; the report covers the FINISHED ones "
                  "(the parent run ends FAILED). The same command runs them again and reuses the others:"]
         lines += [f"  {f.line()}" for f in failed]
         print("\n".join(lines), file=sys.stderr, flush=True)
 
-    def _end_unfinished(self) -> None:
-        """The sweep stopped before on_multirun_end: KILLED when it was interrupted (Ctrl-C here, or a job
-        ended KILLED: Ctrl-C or SIGTERM in its process), else FAILED (a job failed)."""
-        if self.parent_id is None:
-            return
-        from mlflow.tracking import MlflowClient
+    def _end_dry_run(self, outcomes: list[dict[str, Any]]) -> None:
+        """One line for a dry-run sweep (no parent, nothing logged); exits 1 when a job's config or data was bad."""
+        bad = [o for o in outcomes if o["status"] == "failed"]
+        print(f"\ndry run: {len(outcomes)} jobs, {len(outcomes) - len(bad)} valid, {len(bad)} failed; nothing "
+              "trained or logged (a dry run makes no parent run)", flush=True)
+        if bad:
+            print("\n".join(f"  job {o['name']}: {o.get('error', 'no message')}" for o in bad), file=sys.stderr,
+                  flush=True)
+            raise SystemExit(1)
 
+    def _end_unfinished(self) -> None:
+        """The sweep stopped before on_multirun_end (tracking.parent.SweepParent.end_early)."""
+        if self.parent is None or self.parent.ended:
+            return
         from xentlab.tracking.sweeps import current_children
 
-        client = MlflowClient(self.uri)
-        parent = client.get_run(self.parent_id)
-        children = current_children(client, parent.info.experiment_id, self.parent_id)
-        killed = [r for r in children if r.info.status == "KILLED"]
-        if ERROR_TAG in parent.data.tags and not self.interrupted and not killed:  # the sweep said why it stopped
-            client.set_terminated(self.parent_id, "FAILED")
-            self.parent_id = None
-            return
-        if self.interrupted or killed:
-            reason = self.interrupted or (f"the sweep was stopped: job {killed[0].info.run_name} ended KILLED "
-                                          f"({killed[0].data.tags.get(ERROR_TAG, 'Ctrl-C or SIGTERM')})")
-            client.set_tag(self.parent_id, ERROR_TAG, reason[:5000])
-            client.set_terminated(self.parent_id, "KILLED")
-        else:
-            reason = ("the sweep stopped early: a job failed (see its child run)" if children else
-                      "the sweep stopped before any job ran: the launcher failed (see the console)")
-            client.set_tag(self.parent_id, ERROR_TAG, reason)
-            client.set_terminated(self.parent_id, "FAILED")
-        self.parent_id = None
+        client = self.parent.client
+        experiment_id = client.get_run(self.parent.run_id).info.experiment_id
+        self.parent.end_early(current_children(client, experiment_id, self.parent.run_id), self.interrupted)

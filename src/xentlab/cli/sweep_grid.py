@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from xentlab.cli.sweep import SEED_KEY, SWEEP_FILE, job_variant, read_sweep_file
+from xentlab.cli.sweep import SEED_KEY, job_variant, read_sweep_file, write_record
 from xentlab.errors import ExpectedError
 
 
@@ -95,8 +95,8 @@ class Parent:
         info = read_sweep_file(sweep_dir) or {}
         if info and SEED_KEY not in info.get("varying", []):
             info["varying"] = sorted([*info.get("varying", []), SEED_KEY])
-            (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
-        return cls(info.get("parent_run_id"), info.get("tracking_uri"), list(info.get("varying", [])))
+            write_record(sweep_dir, info)  # the record this sweep's jobs read
+        return cls(info.get("parent_run_id"), store_uri(sweeper), list(info.get("varying", [])))
 
     def variant_name(self, overrides: list[str]) -> str:
         """The variant's short name, as tag `xentlab.variant` of its runs says it."""
@@ -122,6 +122,13 @@ def refuse(parent: Parent, err: ExpectedError) -> None:
     raise SystemExit(2)
 
 
+def store_uri(sweeper) -> str:
+    """The sweep's store, resolved as the SweepRun callback resolves it (its record keeps the URI masked)."""
+    from xentlab.tracking.store import resolve_tracking_uri
+
+    return resolve_tracking_uri(sweeper.config.tracking.uri, Path.cwd())
+
+
 def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
@@ -136,7 +143,7 @@ def forget_designs(sweeper) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(info["tracking_uri"])
+    client = MlflowClient(store_uri(sweeper))
     tags = client.get_run(info["parent_run_id"]).data.tags
     for tag in (SEQUENTIAL_TAG, TUNING_TAG):
         if tag in tags:

@@ -78,11 +78,13 @@ class JobContext:
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         launch_dir = Path(hydra.utils.get_original_cwd())
-        # A relative sweep folder is the launch folder's: a Ray job runs in its raylet's folder, not the launcher's.
-        sweep_dir = launch_dir / hc.sweep.dir
+        job_dir = Path(hc.runtime.output_dir)
+        if multirun:  # a relative sweep folder is the launch folder's: a Ray job runs in its raylet's folder
+            job_dir = launch_dir / hc.sweep.dir / str(hc.sweep.subdir)  # where the sweep looks for its outcome
+            job_dir.mkdir(parents=True, exist_ok=True)
         return cls(
-            launch_dir=launch_dir, job_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task),
-            multirun=multirun, sweep=sweep_job(sweep_dir, list(hc.overrides.task), hc.job.num) if multirun else None,
+            launch_dir=launch_dir, job_dir=job_dir, overrides=list(hc.overrides.task), multirun=multirun,
+            sweep=sweep_job(launch_dir / hc.sweep.dir, list(hc.overrides.task), hc.job.num) if multirun else None,
         )
 
     @classmethod
@@ -95,6 +97,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
     """Trains one job described by `cfg`; returns the final val_nll, what sweepers minimise (None for a dry run)."""
     from xentlab.config.checks import check_tracking
     from xentlab.config.schema import job_config
+    from xentlab.data.digest import data_params
     from xentlab.runtime.loops import logs_here
     from xentlab.tracking import resume, sweeps
     from xentlab.tracking import runs as tracking
@@ -107,7 +110,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
         return fit_and_evaluate(prepare(config, launch_dir=job.launch_dir), config)[0]["objective"]
     check_tracking(config["tracking"])
     store = tracking.open_store(config["tracking"], job.launch_dir)
-    params = tracking.flatten_params(config)
+    params = tracking.flatten_params(config) | data_params(config["data"], job.launch_dir)  # the data is the job's
     if job.sweep is None:
         return train(config, job, store, params, resume.plan_job(store, params, config["trainer"], job.launch_dir))
     key = resume.job_key(params, store_uri=store.uri, experiment=store.experiment)
@@ -124,7 +127,7 @@ def run(cfg: DictConfig, job: JobContext | None = None) -> float | None:
 def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str], plan) -> float:
     """Trains, evaluates and logs one job into the run `plan` (tracking.resume) says: new, or resumed."""
     from xentlab.cli.console import headline, warn_at_chance
-    from xentlab.tracking import resume, sweeps
+    from xentlab.tracking import artifacts, resume, sweeps
     from xentlab.tracking import runs as tracking
     from xentlab.tracking.naming import job_run_name
 
@@ -140,7 +143,7 @@ def train(config: dict[str, Any], job: JobContext, store, params: dict[str, str]
         prepared = prepare(config, initial_epoch=plan.initial_epoch, launch_dir=job.launch_dir)
         run_name = job_run_name(config, job.sweep, prepared.model_name)  # the plan names model=auto's model
         job.run_ref[:] = [f"{run_name} ({outbox.run_id})"]
-        tracking.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
+        artifacts.log_inputs(outbox, {**prepared.facts(), "run_name": run_name}, config, job.overrides)
         results, history = fit_and_evaluate(prepared, config, outbox, plan)
         warn_at_chance(history, prepared.bundle.num_classes, outbox, list(prepared.plan.warnings))
         log_outputs(prepared, config, history, outbox)
@@ -193,7 +196,7 @@ class Prepared:
         return metric_task(self.model_name, data_shapes(self.bundle))
 
     def facts(self) -> dict[str, Any]:
-        """What the run logs about its inputs before training (tracking.log_inputs)."""
+        """What the run logs about its inputs before training (tracking.artifacts.log_inputs)."""
         return {"hardware": self.hardware.params() | self.plan.hardware.params(), "bundle": self.bundle,
                 "class_weights": self.plan.class_weights, "model": self.plan.model,
                 "warnings": list(self.plan.warnings)}
@@ -278,10 +281,17 @@ def build_compiled_model(plan, bundle, config: dict[str, Any]):
     return model
 
 
+_SUMMARIES_SHOWN: set[str] = set()
+
+
 def dry_run(config: dict[str, Any], launch_dir: Path | None = None) -> None:
     """Validates config and data and builds the model; trains and logs nothing."""
     prepared = prepare(config, launch_dir=launch_dir)
-    prepared.model.summary()
+    chunks: list[str] = []
+    prepared.model.summary(print_fn=lambda text, line_break=True: chunks.append(text + "\n" * line_break))
+    summary = "".join(chunks)
+    print(summary if summary not in _SUMMARIES_SHOWN else f"model {prepared.model_name}: summary as above\n", end="")
+    _SUMMARIES_SHOWN.add(summary)  # the jobs of a dry-run sweep in one process print each model once
     print(f"dry run: config and data valid; model {prepared.model_name}; splits {prepared.bundle.sizes()}; "
           f"nothing trained or logged")
 
@@ -372,7 +382,7 @@ def evaluate_test(prepared: Prepared, config: dict[str, Any], outbox=None) -> di
 def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, list[float]], outbox) -> None:
     """After training: evaluation figures and per-class metrics, generated text, the model, as configured."""
     from xentlab.core.models import capabilities
-    from xentlab.tracking import runs as tracking
+    from xentlab.tracking import artifacts
 
     able = capabilities(prepared.model_name)
     if config["tracking"]["log_plots"]:
@@ -386,12 +396,12 @@ def log_outputs(prepared: Prepared, config: dict[str, Any], history: dict[str, l
                 Path(tmp), y=bundle.y_test, outputs=prepared.evaluation().predict("test"), labels=prepared.labels,
                 class_names=bundle.class_names, history=history,
             )
-            tracking.log_evaluation(outbox, Path(tmp), bundle.num_classes)
+            artifacts.log_evaluation(outbox, Path(tmp), bundle.num_classes)
     if able.generates_text:
-        tracking.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
+        artifacts.log_generated_text(outbox, prepared.model, **prepared.plan.sampling, from_logits=prepared.from_logits,
                                     seed=config["trainer"]["seed"])
     if config["tracking"]["log_model"]:
-        tracking.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
+        artifacts.log_model(outbox, prepared.model, prepared.bundle.features("val", 4))
 
 
 if __name__ == "__main__":

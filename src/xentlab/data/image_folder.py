@@ -193,6 +193,29 @@ def _shuffled(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.n
     return x[order], y[order]
 
 
+def _split_folders(root: Path, folders: list[str], split_seed: int) -> tuple[list, list[str], int]:
+    """The files of `root`'s train/ (and val/, test/) folders as x, y per split (None for a missing split, which
+    complete_splits draws from train), the class names (train's class folders) and the files passed over."""
+    extra = sorted(set(folders) - set(SPLIT_FOLDERS))
+    if extra:
+        raise DataError(
+            f"data=image_folder: {root} has a train/ folder, so its sub-folders must be among {SPLIT_FOLDERS}; "
+            f"found also {extra}. Rename them or point data.path at one folder of class folders"
+        )
+    x_train, y_train, class_names, skipped = list_classes(root / "train")
+    parts: list = [*_shuffled(x_train, y_train, split_seed)]
+    for split in ("val", "test"):
+        if split not in folders:
+            parts += [None, None]
+            continue
+        x, y, _, more = list_classes(root / split, class_names)
+        if len(x) == 0:
+            raise DataError(f"data=image_folder: {root / split} holds no class folders with images")
+        parts += [*_shuffled(x, y, split_seed)]
+        skipped += more
+    return parts, class_names, skipped
+
+
 def load_image_folder(
     path: str | None, val_fraction: float, test_fraction: float, split_seed: int,
     image_size: Sequence[int] = (64, 64), color_mode: str = "rgb", **_: object,
@@ -219,33 +242,12 @@ def load_image_folder(
 
     folders = _visible_dirs(root)
     if "train" in folders:
-        extra = sorted(set(folders) - set(SPLIT_FOLDERS))
-        if extra:
-            raise DataError(
-                f"data=image_folder: {root} has a train/ folder, so its sub-folders must be among {SPLIT_FOLDERS}; "
-                f"found also {extra}. Rename them or point data.path at one folder of class folders"
-            )
-        x_train, y_train, class_names, skipped = list_classes(root / "train")
-        given: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for split in ("val", "test"):
-            if split in folders:
-                x, y, _, more = list_classes(root / split, class_names)
-                if len(x) == 0:
-                    raise DataError(f"data=image_folder: {root / split} holds no class folders with images")
-                given[split] = _shuffled(x, y, split_seed)
-                skipped += more
-        x_val, y_val = given.get("val", (None, None))
-        x_test, y_test = given.get("test", (None, None))
-        splits = complete_splits(
-            *_shuffled(x_train, y_train, split_seed), x_val, y_val, x_test, y_test,
-            val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed,
-        )
+        parts, class_names, skipped = _split_folders(root, folders, split_seed)
         layout = "split folders (" + ", ".join(s for s in SPLIT_FOLDERS if s in folders) + ")"
     else:
         x, y, class_names, skipped = list_classes(root)
-        splits = complete_splits(x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed)
-        layout = "class folders"
-
+        parts, layout = [x, y], "class folders"
+    splits = complete_splits(*parts, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed)
     listing = np.concatenate([splits[0], splits[2], splits[4]])
     check_files(listing.tolist(), class_names, root, skipped)
     channels = COLOR_CHANNELS[mode]

@@ -107,6 +107,38 @@ def feature_matrix(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return frame[list(columns)].to_numpy(dtype=np.float32)
 
 
+def feature_columns(file, columns: list[str], features: Sequence[str] | None, reserved: set[str]) -> list[str]:
+    """The feature columns: `features` (checked against the file's `columns`), else every column not `reserved`."""
+    if features is None:
+        return [c for c in columns if c not in reserved]
+    features = [str(c) for c in features]
+    unknown = [c for c in features if c not in columns]
+    if unknown:
+        raise DataError(f"data.features names columns {unknown} that {file} lacks; its columns are {columns}")
+    clash = sorted(reserved & set(features))
+    if clash:
+        raise DataError(f"data.features includes {clash}, the label or split column; leave it out")
+    return features
+
+
+def rows_by_split(column, split_column: str, x: np.ndarray, y: np.ndarray) -> list[np.ndarray | None]:
+    """x and y of the rows each split names in `column` (train, val, test), None for a split without rows."""
+    split = column.astype("string").str.strip()
+    bad = sorted(set(split.dropna()) - set(SPLIT_VALUES))
+    if split.isna().any() or bad:
+        found = bad or ["<missing>"]
+        raise DataError(
+            f"data.split_column={split_column} must hold train, val or test in every row; found {found[:5]}"
+        )
+    if not (split == "train").any():
+        raise DataError(f"data.split_column={split_column} marks no row as train; the training split is required")
+    parts: list[np.ndarray | None] = []
+    for name in SPLIT_VALUES:
+        rows = (split == name).to_numpy()
+        parts += [x[rows], y[rows]] if rows.any() else [None, None]
+    return parts
+
+
 def load_table(
     path: str | None, label: str | None, val_fraction: float, test_fraction: float, split_seed: int,
     features: Sequence[str] | None = None, split_column: str | None = None, standardize: bool = True,
@@ -129,38 +161,15 @@ def load_table(
             raise DataError(f"{option}={column} is not a column of {file}; its columns are {columns}")
     if len(frame) == 0:
         raise DataError(f"data={kind}: {file} has no rows")
-    reserved = {label, split_column} - {None}
-    if features is None:
-        features = [c for c in columns if c not in reserved]
-    else:
-        features = [str(c) for c in features]
-        unknown = [c for c in features if c not in columns]
-        if unknown:
-            raise DataError(f"data.features names columns {unknown} that {file} lacks; its columns are {columns}")
-        clash = sorted(reserved & set(features))
-        if clash:
-            raise DataError(f"data.features includes {clash}, the label or split column; leave it out")
+    features = feature_columns(file, columns, features, reserved={label, split_column} - {None})
     x = feature_matrix(frame, features)
     y, class_names = label_ids(frame[label], label)
-
     if split_column is None:
-        splits = complete_splits(x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed)
+        parts: list[np.ndarray | None] = [x, y]
     else:
-        split = frame[split_column].astype("string").str.strip()
-        bad = sorted(set(split.dropna()) - set(SPLIT_VALUES))
-        if split.isna().any() or bad:
-            found = bad or ["<missing>"]
-            raise DataError(
-                f"data.split_column={split_column} must hold train, val or test in every row; found {found[:5]}"
-            )
-        if not (split == "train").any():
-            raise DataError(f"data.split_column={split_column} marks no row as train; the training split is required")
-        parts: list[np.ndarray | None] = []
-        for name in SPLIT_VALUES:
-            rows = (split == name).to_numpy()
-            parts += [x[rows], y[rows]] if rows.any() else [None, None]
-        splits = complete_splits(*parts, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed)
-    x_train, y_train, x_val, y_val, x_test, y_test = splits
+        parts = rows_by_split(frame[split_column], split_column, x, y)
+    x_train, y_train, x_val, y_val, x_test, y_test = complete_splits(
+        *parts, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed)
     if standardize:
         # Statistics from the training split only, so nothing of val/test leaks into the inputs.
         mean, std = x_train.mean(0), x_train.std(0) + 1e-8

@@ -66,6 +66,7 @@ class Report:
         overrides: {variant: its overrides} (`+setup=balanced`), where the runs say them.
         followup: Markdown lines after the tables (report.followup): the jobs that did not finish, the seeds each
             "not shown" difference needs and the command that adds them.
+        unfinished: {variant: "diverged", "failed" or "killed"} for the variants with runs that did not finish.
         verdict_line: a sequential sweep's verdict in one line (report.sweep_designs), which opens the headline.
         design_lines: the sections of a tuned or sequential sweep (report.sweep_designs), after the tables.
     """
@@ -84,6 +85,7 @@ class Report:
     title: str = ""
     overrides: dict[str, str] = field(default_factory=dict)
     followup: list[str] = field(default_factory=list)
+    unfinished: dict[str, str] = field(default_factory=dict)
     verdict_line: str | None = None
     design_lines: list[str] = field(default_factory=list)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from xentlab.errors import ReportError
 from xentlab.metric_table import CLASSIFICATION, LANGUAGE_MODEL, PRIMARY
 from xentlab.report.charts import curve_metric, plot_charts
 from xentlab.report.columns import (
@@ -54,6 +55,7 @@ from xentlab.report.sweep_designs import (
 from xentlab.report.variants import choose_baseline, pair_key, variant_of
 from xentlab.tracking.store import (
     BASELINE_TAG,
+    ERROR_TAG,
     SWEEP_TAG,
 )
 
@@ -140,6 +142,38 @@ def add_posthoc_variant(seeded: dict[str, list], keys: dict[str, str], baseline:
     overrides[name] = overrides.get(baseline, baseline) + POSTHOC_VARIANT
 
 
+# ---------------------------------------------------------------------------------------------- the data
+DATA_DIGEST_PARAM = "data.digest"  # a run's digest of its data's bytes (xentlab.data.digest)
+
+
+def data_identity(run) -> tuple[str, str]:
+    """What a run trained on: the digest of its data's bytes (param `data.digest`, for data with a path) and MLflow's
+    digest of its training split (left out of a k-fold run: each fold trains on its own split by design)."""
+    params = run.data.params
+    if params.get("data.folds", "None") not in ("None", "null", ""):
+        return params.get(DATA_DIGEST_PARAM, ""), ""
+    inputs = run.inputs.dataset_inputs if run.inputs else []
+    training = [d.dataset.digest for d in inputs if any(t.key == "mlflow.data.context" and t.value == "training"
+                                                        for t in d.tags)]
+    return params.get(DATA_DIGEST_PARAM, ""), training[0] if training else ""
+
+
+def current_data(finished: list) -> tuple[list, str | None]:
+    """The runs of each variant that trained on the data of its newest run, and a note naming the runs left out
+    (trained on other data: the file changed between two attempts), or None when every variant is on one data."""
+    newest: dict[str, tuple[str, str]] = {}
+    for run in sorted(finished, key=lambda r: r.info.start_time):
+        newest[variant_of(run)[0]] = data_identity(run)
+    kept = [r for r in finished if data_identity(r) == newest[variant_of(r)[0]]]
+    left = [r for r in finished if data_identity(r) != newest[variant_of(r)[0]]]
+    if not left:
+        return finished, None
+    names = "; ".join(f"`{r.info.run_name}` ({r.info.run_id}, data {'/'.join(filter(None, data_identity(r)))})"
+                      for r in left[:10]) + (f"; and {len(left) - 10} more" if len(left) > 10 else "")
+    return kept, (f"- **Left out: {len(left)} runs trained on other data** than the newest run of their variant "
+                  f"(a variant's runs are never pooled across data): {names}.")
+
+
 # ---------------------------------------------------------------------------------------------- the report
 def group_variants(finished: list) -> tuple[dict[str, list], dict[str, str]]:
     """({variant: its runs, in launch order}, {variant: its overrides}) by each run's `xentlab.variant` tag (the
@@ -193,22 +227,25 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
             tag, else the first variant launched.
         page_size: runs per search request.
 
+    A `metric` other than the sweep's primary one is reported beside it (report.headline.publish), never over it.
+
     Raises:
-        ValueError: `baseline` names no variant (the message lists them), or the sweep has no finished run.
+        ReportError: `baseline` names no variant (the message lists them), `metric` is one no run logged (the
+            message lists those logged), or the sweep has no finished run.
     """
     client = MlflowClient(uri)
     parent = client.get_run(parent_run_id)
     sweep_id = parent.data.tags.get(SWEEP_TAG, "?")
     children = compared_runs(fetch_children(client, parent.info.experiment_id, parent_run_id, page_size))
-    finished = [r for r in children if r.info.status == "FINISHED"]
+    finished, other_data = current_data([r for r in children if r.info.status == "FINISHED"])
     if not finished and any(r.info.status in ("FAILED", "KILLED") for r in children):
         return _failed_only(client, parent_run_id, sweep_id, children, out_dir)
     runs_by_variant, overrides = group_variants(finished)
     posthoc_base = bool(baseline and baseline.endswith(POSTHOC_VARIANT))  # --baseline "<variant> + post-hoc"
     base, note = choose_baseline(list(runs_by_variant), baseline.removesuffix(POSTHOC_VARIANT) if posthoc_base
                                  else baseline, parent.data.tags.get(BASELINE_TAG), overrides)
-    metric = metric or primary_metric(finished)
-
+    primary = primary_metric(finished)
+    metric = metric or primary
     workers = _workers(uri)
     ids = [r.info.run_id for r in finished]
     histories = read_histories(client, ids, HISTORY_METRIC, workers)
@@ -219,7 +256,28 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     base = _posthoc_baseline(base, seeded, baseline) if posthoc_base else base
     ranked, losses_note = ranked_columns(finished)
     ranked = [c for c in ranked if any(math.isfinite(v[c]) for v in values.values())]  # logged by some run
+    _check_logged(metric, values)
     by_seed = {v: [(seeds[rid], vals) for rid, vals in runs] for v, runs in seeded.items()}
+    comparisons, verdict_line, design_lines, design_files = _designs(parent, by_seed, base, metric, ranked, out_dir)
+    rows = order_rows(aggregate({v: [vals for _, vals in runs] for v, runs in seeded.items()}), base, metric, ranked)
+    shown = {v: runs_by_variant[v] for v in [r["variant"] for r in rows if r["variant"] in runs_by_variant][
+        :MAX_RELIABILITY_VARIANTS]}
+    reliability, sampled = read_reliability(client, shown, workers)
+    report = Report(sweep_id, parent_run_id, base, rows, comparisons, "", metric=metric, baseline_note=note,
+                    ranked=ranked, losses_note=losses_note, overrides=overrides, unfinished=unfinished(children),
+                    verdict_line=verdict_line, design_lines=design_lines)
+    _write_markdown(report, parent, children, finished, values, sampled, out_dir, other_data)
+    if curve_metric(metric) != HISTORY_METRIC:
+        histories = read_histories(client, ids, curve_metric(metric), workers)
+    _write_files(client, report, seeded, histories, reliability, out_dir, design_files, primary=metric == primary)
+    publish(client, report, finished, primary=metric == primary)
+    return report
+
+
+def _designs(parent, by_seed: dict, base: str, metric: str, ranked: list[str], out_dir: Path
+             ) -> tuple[list[Comparison], str | None, list[str], list[Path]]:
+    """(comparisons, verdict line, design sections, design files): the plain tests, or a sequential sweep's rule
+    (its verdicts replace the plain tests), and a tuned sweep's section (report.sweep_designs)."""
     comparisons = compare_variants(by_seed, base, ranked)
     verdict_line, design_lines, design_files = None, [], []
     design = sequential_design(parent)
@@ -228,24 +286,39 @@ def write_report(uri: str, *, parent_run_id: str, out_dir: Path, metric: str | N
     summary = tuning_summary(parent)
     if summary is not None:
         design_lines, design_files = tuning_section(summary, out_dir)
-    rows = order_rows(aggregate({v: [vals for _, vals in runs] for v, runs in seeded.items()}), base, metric, ranked)
+    return comparisons, verdict_line, design_lines, design_files
 
-    shown = [r["variant"] for r in rows if r["variant"] in runs_by_variant][:MAX_RELIABILITY_VARIANTS]
-    reliability, sampled = read_reliability(client, {v: runs_by_variant[v] for v in shown}, workers)
-    report = Report(sweep_id, parent_run_id, base, rows, comparisons, "", metric=metric, baseline_note=note,
-                    ranked=ranked, losses_note=losses_note, overrides=overrides, verdict_line=verdict_line,
-                    design_lines=design_lines)
-    _write_markdown(report, parent, children, finished, values, sampled, out_dir)
-    report.files = [out_dir / "report.md", *write_csvs(rows, comparisons, base, out_dir, overrides)]
-    curves = curve_metric(metric)
-    if curves != HISTORY_METRIC:
-        histories = read_histories(client, ids, curves, workers)
+
+def _write_files(client: MlflowClient, report: Report, seeded: dict, histories: dict, reliability: dict,
+                 out_dir: Path, design_files: list[Path], *, primary: bool) -> None:
+    """The CSVs, charts and report.html beside report.md, logged to the parent under `report/` (a report on
+    another metric than the sweep's primary one: `report/<metric>/`)."""
+    report.files = [out_dir / "report.md", *write_csvs(report.rows, report.comparisons, report.baseline, out_dir,
+                                                       report.overrides)]
     report.files += plot_charts(report, seeded, histories, reliability, out=out_dir) + design_files
     report.files.append(write_html(report, out_dir))
     for f in report.files:
-        client.log_artifact(parent_run_id, str(f), "report")
-    publish(client, report, finished)
-    return report
+        client.log_artifact(report.parent_run_id, str(f), "report" if primary else f"report/{report.metric}")
+
+
+def _check_logged(metric: str, values: dict[str, dict[str, float]]) -> None:
+    """Raises ReportError when no run logged `metric`, listing the report's metrics that some run logged."""
+    if any(math.isfinite(v.get(metric, math.nan)) for v in values.values()):
+        return
+    logged = [c for c in COLUMN_NAMES if any(math.isfinite(v[c]) for v in values.values())]
+    raise ReportError(f"--metric {metric}: no FINISHED run of this sweep logged it. Logged: {', '.join(logged)}")
+
+
+def unfinished(children: list) -> dict[str, str]:
+    """{variant: "diverged" (a loss that became NaN or infinite), "failed" or "killed"} for the variants with a
+    current run that did not finish."""
+    out: dict[str, str] = {}
+    for run in children:
+        if run.info.status in ("FAILED", "KILLED"):
+            error = run.data.tags.get(ERROR_TAG, "")
+            diverged = "NonFiniteLoss" in error or "became nan" in error.lower()
+            out[variant_of(run)[0]] = "diverged" if diverged else run.info.status.lower()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- follow-up
@@ -257,28 +330,28 @@ def _test_twin(metric: str) -> str:
 def _posthoc_baseline(base: str, seeded: dict, requested: str) -> str:
     """`<base> + post-hoc` as the baseline (--baseline asked for it), when the baseline's runs logged post-hoc."""
     if base + POSTHOC_VARIANT not in seeded:
-        raise ValueError(f"--baseline {requested!r}: the runs of {base} logged no post-hoc metrics of a long-tailed "
+        raise ReportError(f"--baseline {requested!r}: the runs of {base} logged no post-hoc metrics of a long-tailed "
                          f"training split (test_<metric>_posthoc and shot groups), so there is no post-hoc row")
     return base + POSTHOC_VARIANT
 
 
 def _write_markdown(report: Report, parent, children: list, finished: list, values: dict, sampled: bool,
-                    out_dir: Path) -> None:
-    """The report's title and Markdown (report.render), the runs left out for non-finite values, then the follow-up
-    sections; written to `out_dir/report.md`."""
-    skipped = len(children) - len(finished)
+                    out_dir: Path, other_data: str | None = None) -> None:
+    """The report's title and Markdown (report.render), the runs left out for non-finite values or other data, then
+    the follow-up sections; written to `out_dir/report.md`."""
+    skipped = len([r for r in children if r.info.status != "FINISHED"])
     report.title = f"sweep {report.sweep_id}: {len(finished)} runs, {len(report.rows)} variants" + (
         f" ({skipped} runs not FINISHED, left out)" if skipped else "")
     report.followup = _followup(parent, children, report, finished, sampled)
     markdown = to_markdown(report.rows, report.comparisons, title=report.title, baseline=report.baseline,
                            baseline_note=report.baseline_note, metric=report.metric, ranked=report.ranked,
                            losses_note=report.losses_note)
-    left_out = non_finite_runs(finished, values)
     every = sorted({r.data.params.get("trainer.validate_every", "1") for r in finished} - {"1"})
     if every:  # not every epoch validated: say so where the validation columns are read
         markdown += (f"\n- Validation ran every {' or '.join(every)} epochs (`trainer.validate_every`) and after the "
                      "last: `best_val_loss` and the learning curves cover the validated epochs only.")
-    report.markdown = markdown + (f"\n{left_out}" if left_out else "") + "".join(f"\n{x}" for x in report.followup)
+    notes = [n for n in (other_data, non_finite_runs(finished, values)) if n]
+    report.markdown = markdown + "".join(f"\n{x}" for x in notes + report.followup)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(report.markdown + "\n")
 

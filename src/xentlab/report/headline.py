@@ -38,9 +38,15 @@ def _direction_words(metric: str) -> str:
     return "lower is better" if direction(metric) == "min" else "higher is better"
 
 
+def _unfinished(report: Report) -> str:
+    """"`lr=1e+30` diverged, `focal` failed": the variants with runs that did not finish."""
+    return ", ".join(f"`{variant}` {why}" for variant, why in report.unfinished.items())
+
+
 def summary_line(report: Report) -> str:
     """One sentence: which variants differ from the baseline on the primary metric (with Δ, interval and Holm p),
-    and which were not shown; what the Overview shows before its "Show more"."""
+    which were not shown, and which did not finish (diverged, failed); what the Overview shows before its "Show
+    more"."""
     groups: dict[str, list[str]] = {}
     for row in report.rows:
         c = report.comparison(row["variant"], report.metric)
@@ -51,12 +57,17 @@ def summary_line(report: Report) -> str:
                 f"**{c.variant} {c.verdict}** (Δ {format_delta(c)}, p = {format_p(c.p_holm)})")
         else:
             groups.setdefault(verdict_text(c), []).append(c.variant)
+    stopped = _unfinished(report)
+    if not groups and stopped:
+        done = ", ".join(f"`{r['variant']}`" for r in report.rows)
+        return (f"Only {done} finished, so nothing is ranked on `{report.metric}`: {stopped} (see \"Jobs that did "
+                "not finish\" in the report).")
     if not groups:
         return f"`{report.metric}` is not ranked in this sweep (see the report); baseline `{report.baseline}`."
     decided = groups.pop("better", []) + groups.pop("worse", [])
     rest = [f"{', '.join(names)}: {text}" for text, names in groups.items()]
-    return f"Against `{report.baseline}` on `{report.metric}` ({_direction_words(report.metric)}): " + "; ".join(
-        decided + rest)
+    return (f"Against `{report.baseline}` on `{report.metric}` ({_direction_words(report.metric)}): "
+            + "; ".join(decided + rest) + (f". Did not finish: {stopped}." if stopped else ""))
 
 
 def metric_lines(report: Report, metric: str) -> list[str]:
@@ -120,16 +131,19 @@ def verdict_tag(report: Report) -> str:
     decided = [f"{c.variant} {c.verdict}" for c in sorted(tested, key=lambda c: c.verdict != "better")
                if c.verdict in ("better", "worse")]
     others = [c for c in tested if c.verdict not in ("better", "worse")]
+    stopped = [f"{variant} {why}" for variant, why in report.unfinished.items()]
     if not tested:
-        return f"{report.metric} not ranked"
+        return "; ".join([*stopped, f"{report.metric} not ranked"])
     if not decided:
-        return f"none shown on {report.metric} ({len(others)} tested vs {report.baseline})"
-    return "; ".join(decided) + (f"; {len(others)} not shown" if others else "") + f" ({report.metric})"
+        return "; ".join([f"none shown on {report.metric} ({len(others)} tested vs {report.baseline})", *stopped])
+    return "; ".join(decided + ([f"{len(others)} not shown"] if others else []) + stopped) + f" ({report.metric})"
 
 
-def publish(client, report: Report, children: list) -> None:
+def publish(client, report: Report, children: list, primary: bool = True) -> None:
     """Writes the headline, the verdict tag and the difference metrics to the parent run, and gives it the
-    dataset inputs and git commit of its children when it lacks them."""
+    dataset inputs and git commit of its children when it lacks them. A report on another metric than the
+    sweep's primary one (`primary` False) leaves the headline and the verdict as they are: its verdict goes to the
+    tag `xentlab.verdict.<metric>`."""
     from mlflow.entities import DatasetInput, Metric, RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
     from mlflow.utils.time import get_current_time_millis
@@ -137,7 +151,8 @@ def publish(client, report: Report, children: list) -> None:
     parent = client.get_run(report.parent_run_id)
     now = get_current_time_millis()
     metrics = [Metric(k, v, now, 0) for k, v in parent_metrics(report).items()]
-    tags = [RunTag(NOTE_TAG, headline(report)), RunTag(VERDICT_TAG, verdict_tag(report)[:7900])]
+    tags = ([RunTag(NOTE_TAG, headline(report)), RunTag(VERDICT_TAG, verdict_tag(report)[:7900])] if primary
+            else [RunTag(f"{VERDICT_TAG}.{report.metric}", verdict_tag(report)[:7900])])
     commits = {r.data.tags.get(MLFLOW_GIT_COMMIT) for r in children} - {None}
     if MLFLOW_GIT_COMMIT not in parent.data.tags and len(commits) == 1:
         tags.append(RunTag(MLFLOW_GIT_COMMIT, commits.pop()))

@@ -16,25 +16,40 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from xentlab.errors import ReportError
 from xentlab.report.columns import COLUMNS, PAGE_SIZE, RELIABILITY_ARTIFACT, SWEEP_ID
 from xentlab.tracking.store import (
     RELIABILITY_TAG,
     ROLE_TAG,
     SUPERSEDED_TAG,
+    SWEEP_JOB_TAG,
     SWEEP_TAG,
+    VARIANT_OVERRIDES_TAG,
+    VARIANT_TAG,
+    member_tag,
 )
 
 
 # ---------------------------------------------------------------------------------------------- reading MLflow
 def fetch_children(client: MlflowClient, experiment_id: str, parent_run_id: str, page_size: int = PAGE_SIZE) -> list:
     """Every current child run of `parent_run_id` (not superseded by a later run of its job), oldest first, page
-    after page."""
+    after page; then the runs of other sweeps this sweep reused (tracking.store.member_tag), read as its own: their
+    variant and job tags are those of this sweep."""
+    runs = _search_all(client, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_run_id}'", page_size)
+    tag = member_tag(parent_run_id)
+    for run in _search_all(client, experiment_id, f"tags.`{tag}` LIKE '%'", page_size):
+        entry = json.loads(run.data.tags[tag])
+        run.data.tags.update({VARIANT_TAG: entry["variant"], VARIANT_OVERRIDES_TAG: entry["variant_overrides"],
+                              SWEEP_JOB_TAG: entry["job"]})
+        runs.append(run)
+    return runs
+
+
+def _search_all(client: MlflowClient, experiment_id: str, flt: str, page_size: int) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs(
-            [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-            order_by=["attributes.start_time ASC"], max_results=page_size, page_token=token,
-        )
+        page = client.search_runs([experiment_id], flt, order_by=["attributes.start_time ASC"],
+                                  max_results=page_size, page_token=token)
         runs.extend(r for r in page if SUPERSEDED_TAG not in r.data.tags)
         token = page.token
         if not token:
@@ -225,14 +240,34 @@ def pool_reliability(diagrams: list[dict]) -> dict | None:
 
 
 def find_parent(client: MlflowClient, experiment_ids: list[str], sweep: str) -> str:
-    """The parent run id of sweep `sweep` (an id, or "latest")."""
+    """The parent run id of sweep `sweep`: a sweep id (tag xentlab.sweep_id), "latest", or the run id of the parent
+    (what the MLflow UI shows) or of one of its children.
+
+    Raises:
+        ReportError: `sweep` is not an id, or names no sweep in these experiments.
+    """
     if not SWEEP_ID.match(sweep):
-        raise ValueError(f"--sweep must be 'latest' or a sweep id (letters, digits, '_', '-', '.'; the tag "
-                         f"{SWEEP_TAG} of a parent run, e.g. 3f9c2a1b7d4e), got {sweep!r}")
+        raise ReportError(f"--sweep must be 'latest', a sweep id or a run id (letters, digits, '_', '-', '.'; the "
+                          f"tag {SWEEP_TAG} of a parent run, e.g. 3f9c2a1b7d4e), got {sweep!r}")
     flt = f"tags.`{ROLE_TAG}` = 'sweep'"
     if sweep != "latest":
         flt += f" and tags.`{SWEEP_TAG}` = '{sweep}'"
     found = client.search_runs(experiment_ids, flt, order_by=["attributes.start_time DESC"], max_results=1)
-    if not found:
-        raise SystemExit(f"xentlab-compare: no sweep {sweep!r} in experiments {experiment_ids}; run `make sweep` first")
-    return found[0].info.run_id
+    if found:
+        return found[0].info.run_id
+    run = _run_or_none(client, sweep) if sweep != "latest" else None
+    if run is not None and run.info.experiment_id in experiment_ids:
+        if run.data.tags.get(ROLE_TAG) == "sweep":
+            return run.info.run_id
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent and (up := _run_or_none(client, parent)) is not None and up.data.tags.get(ROLE_TAG) == "sweep":
+            return parent
+    raise ReportError(f"no sweep {sweep!r} in experiments {experiment_ids} (a sweep id, or the run id of a "
+                      "sweep's parent run); run `make sweep` first, or pass --experiment")
+
+
+def _run_or_none(client: MlflowClient, run_id: str):
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None

@@ -92,6 +92,36 @@ def _table(header: list[str], lines: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(c) + " |" for c in lines)]
 
 
+def reading_notes(rows: list[dict], comparisons: list[Comparison], *, metric: str, ranked: list[str],
+                  losses_note: str | None) -> list[str]:
+    """The report's "How to read it" lines: what the cells mean, the tests, bold, and notes on these rows."""
+    n_others = len(rows) - 1
+    lines = ["- Mean ± sample std over the runs (seeds) of a variant; `-`: the runs did not log that metric.",
+             f"- Δ = variant - baseline with its 95% confidence interval. Test: paired t-test on the seeds both "
+             f"ran (equal `trainer.seed`, and `data.fold` in k-fold sweeps; at least 2), else Welch's t-test "
+             f"(interval with Welch-Satterthwaite "
+             f"degrees of freedom). p-values are Holm-corrected over the {n_others} variant(s) of each metric; "
+             f"verdicts at alpha {ALPHA} in the metric's direction.",
+             f"- **Bold**: significantly best, i.e. significantly better than the baseline (Holm-adjusted "
+             f"p < {ALPHA}); the baseline is bold when every other variant is significantly worse. Bold values are "
+             "not ranked against each other. Ranked: " + ", ".join(ranked) + ".",
+             "- epochs, wall_time_s, samples_per_s (last epoch) are costs: shown, not tested."]
+    if losses_note:
+        lines.append(f"- {losses_note}")
+    for posthoc in [r["variant"] for r in rows if r["variant"].endswith(POSTHOC_VARIANT)]:
+        lines.append(f"- `{posthoc}`: the runs of `{posthoc.removesuffix(POSTHOC_VARIANT)}`, their test predictions "
+                     "adjusted after training by the training prior (log p - tau * log prior, no retraining; "
+                     "`test_<metric>_posthoc`), paired run by run; validation and cost columns do not apply to it. "
+                     f"`xentlab-compare --baseline \"{posthoc}\"` tests the other variants against it.")
+    untested = [c.variant for c in comparisons if c.verdict == "untested" and c.metric == metric]
+    if untested:
+        lines.append(f"- **Differences are untested** for {', '.join(untested)}: a t-test needs at least 2 runs "
+                     f"per variant (2 common seeds to pair). Add seeds: {ADD_SEEDS}.")
+    if len(rows) == 1:
+        lines.append("- One variant: nothing to compare it with; sweep over more than one value of an option.")
+    return lines
+
+
 def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, baseline: str, baseline_note: str,
                 metric: str, ranked: list[str], losses_note: str | None) -> str:
     """The report: the primary metric's verdicts, then every metric per section, then how to read it."""
@@ -131,31 +161,8 @@ def to_markdown(rows: list[dict], comparisons: list[Comparison], *, title: str, 
             [r["variant"], str(r["n"]), *[format_cell(r, c, (r["variant"], c) in bold) for c in columns]] for r in rows
         ])
 
-    n_others = len(rows) - 1
-    lines += ["", "How to read it:",
-              "- Mean ± sample std over the runs (seeds) of a variant; `-`: the runs did not log that metric.",
-              f"- Δ = variant - baseline with its 95% confidence interval. Test: paired t-test on the seeds both "
-              f"ran (equal `trainer.seed`, and `data.fold` in k-fold sweeps; at least 2), else Welch's t-test "
-              f"(interval with Welch-Satterthwaite "
-              f"degrees of freedom). p-values are Holm-corrected over the {n_others} variant(s) of each metric; "
-              f"verdicts at alpha {ALPHA} in the metric's direction.",
-              f"- **Bold**: significantly best, i.e. significantly better than the baseline (Holm-adjusted "
-              f"p < {ALPHA}); the baseline is bold when every other variant is significantly worse. Bold values are "
-              "not ranked against each other. Ranked: " + ", ".join(ranked) + ".",
-              "- epochs, wall_time_s, samples_per_s (last epoch) are costs: shown, not tested."]
-    if losses_note:
-        lines.append(f"- {losses_note}")
-    for posthoc in [r["variant"] for r in rows if r["variant"].endswith(POSTHOC_VARIANT)]:
-        lines.append(f"- `{posthoc}`: the runs of `{posthoc.removesuffix(POSTHOC_VARIANT)}`, their test predictions "
-                     "adjusted after training by the training prior (log p - tau * log prior, no retraining; "
-                     "`test_<metric>_posthoc`), paired run by run; validation and cost columns do not apply to it. "
-                     f"`xentlab-compare --baseline \"{posthoc}\"` tests the other variants against it.")
-    untested = [c.variant for c in comparisons if c.verdict == "untested" and c.metric == metric]
-    if untested:
-        lines.append(f"- **Differences are untested** for {', '.join(untested)}: a t-test needs at least 2 runs "
-                     f"per variant (2 common seeds to pair). Add seeds: {ADD_SEEDS}.")
-    if len(rows) == 1:
-        lines.append("- One variant: nothing to compare it with; sweep over more than one value of an option.")
+    lines += ["", "How to read it:", *reading_notes(rows, comparisons, metric=metric, ranked=ranked,
+                                                     losses_note=losses_note)]
     return "\n".join(lines)
 
 

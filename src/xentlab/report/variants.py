@@ -3,6 +3,7 @@ the baseline."""
 
 from __future__ import annotations
 
+from xentlab.errors import ReportError
 from xentlab.report.columns import FOLD_OVERRIDE, OVERRIDE_SPLIT, SEED_OVERRIDE
 from xentlab.tracking.store import VARIANT_OVERRIDES_TAG, VARIANT_TAG
 
@@ -60,12 +61,12 @@ def choose_baseline(variants: list[str], requested: str | None, preset: str | No
     overrides); a preset's baseline that matches none (its grid was overridden) gives way to the first variant,
     and the report says so."""
     if not variants:
-        raise ValueError("the sweep has no FINISHED child runs to compare")
+        raise ReportError("the sweep has no FINISHED child runs to compare")
     if requested:
         found = find_variant(variants, requested, overrides)
         if found is None:
             listed = "\n  ".join(v if (overrides or {}).get(v, v) == v else f"{v}  ({overrides[v]})" for v in variants)
-            raise ValueError(f"--baseline {requested!r} names no variant of this sweep; the variants are:\n  {listed}")
+            raise ReportError(f"--baseline {requested!r} names no variant of this sweep; the variants are:\n  {listed}")
         return found, "chosen with --baseline"
     if preset:
         found = find_variant(variants, preset, overrides)

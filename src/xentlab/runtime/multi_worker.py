@@ -214,6 +214,24 @@ def evaluate_custom(model: keras.Model, ds: tf.data.Dataset, *, strategy: tf.dis
     return _results(model)
 
 
+def _check_global_batch(global_batch_size: int, replicas: int) -> None:
+    if global_batch_size % replicas:
+        raise ConfigError(
+            f"global_batch_size={global_batch_size} does not split over {replicas} replicas; pass a multiple of "
+            f"{replicas}"
+        )
+
+
+def _train_epoch(steps: _Steps, train_iterator, steps_per_epoch: int, callback_list) -> None:
+    """One epoch's training steps; the batch callbacks get the running loss, weighted by global batch size."""
+    total, seen = 0.0, 0.0
+    for batch in range(steps_per_epoch):
+        callback_list.on_train_batch_begin(batch)
+        loss, size = steps.train(train_iterator)
+        total, seen = total + float(loss) * float(size), seen + float(size)
+        callback_list.on_train_batch_end(batch, {"loss": total / seen if seen else math.nan})
+
+
 def fit_custom(
     model: keras.Model,
     train_ds: tf.data.Dataset,
@@ -245,12 +263,7 @@ def fit_custom(
     Raises:
         ValueError: For a global batch that does not split over the replicas.
     """
-    replicas = strategy.num_replicas_in_sync
-    if global_batch_size % replicas:
-        raise ConfigError(
-            f"global_batch_size={global_batch_size} does not split over {replicas} replicas; pass a multiple of "
-            f"{replicas}"
-        )
+    _check_global_batch(global_batch_size, strategy.num_replicas_in_sync)
     build_for_strategy(model, train_ds, strategy)
     start = sync_from_chief(model, initial_epoch, strategy)
     # A worker that did not resume starts its training set `start - initial_epoch` epochs later, as the chief's.
@@ -267,12 +280,7 @@ def fit_custom(
     for epoch in range(start, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
-        total, seen = 0.0, 0.0
-        for batch in range(steps_per_epoch):
-            callback_list.on_train_batch_begin(batch)
-            loss, size = steps.train(train_iterator)
-            total, seen = total + float(loss) * float(size), seen + float(size)
-            callback_list.on_train_batch_end(batch, {"loss": total / seen if seen else math.nan})
+        _train_epoch(steps, train_iterator, steps_per_epoch, callback_list)
         logs = _results(model)
         logs.update({f"val_{k}": v for k, v in evaluate_custom(model, val_ds, strategy=strategy, steps=steps).items()})
         callback_list.on_epoch_end(epoch, logs)

@@ -41,6 +41,9 @@ SWEEP_KEY_TAG = "xentlab.sweep_key"  # on a sweep parent: its identity (tracking
 SWEEP_JOB_TAG = "xentlab.sweep_job"  # on a sweep's child: its job's varying overrides (the same in every attempt)
 SUPERSEDED_TAG = "xentlab.superseded_by"  # on a sweep's child that a later run of its job replaced: that run's id
 FAILED_JOBS_TAG = "xentlab.failed_jobs"  # on a FAILED sweep parent: how many of its jobs did not finish
+# On a FINISHED child of one sweep that another sweep reused (same job, same data): `xentlab.in_sweep.<parent run
+# id>` = {"variant", "variant_overrides", "job"} in that sweep, as JSON. Its report reads the run as its own child.
+MEMBER_TAG_PREFIX = "xentlab.in_sweep."
 STAGE_TAG = "xentlab.stage"  # on a tuned sweep's child: "tuning" (a trial) or "evaluation" (a tuned variant's seed)
 TRIAL_TAG = "xentlab.trial"  # on a tuning child: its trial number within its variant's study
 TUNING_TAG = "xentlab.tuning"  # on a tuned sweep's parent: budget, search spaces, chosen values, curves (JSON)
@@ -50,6 +53,11 @@ SEQUENTIAL_TAG = "xentlab.sequential"  # on a sequential sweep's parent: its des
 RELIABILITY_TAG = "xentlab.reliability"
 POSTHOC_TAG = "xentlab.posthoc"  # why post-hoc logit adjustment did not apply to a run (text, a class never seen)
 UNDEFINED_TAG = "xentlab.undefined_metrics"  # the metrics a run left out as undefined, and why (tracking.metric_log)
+
+
+def member_tag(parent_run_id: str) -> str:
+    """The tag that makes a run of another sweep a member of the sweep whose parent is `parent_run_id`."""
+    return MEMBER_TAG_PREFIX + parent_run_id
 
 
 # MLflow prints "View run <name> at: <server URI>/..." whenever a run on a server ends, the URI as given, so with

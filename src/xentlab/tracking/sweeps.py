@@ -1,11 +1,14 @@
 """A sweep across reruns: its key, the parent run a rerun continues, the current child of each job (reused when
 FINISHED, superseded when run again), and what each job of one invocation came to.
 
-The rule. A sweep's key hashes the store, the experiment, the grid without its seed axis and the fixed overrides
-(knobs that change no result left out: verbosity, resume, run name, Hydra's own settings such as the launcher).
+The rule. A sweep's key hashes the store, the experiment, the grid without its seed axis, the fixed overrides
+(knobs that change no result left out: verbosity, resume, run name, Hydra's own settings such as the launcher) and
+the digest of the data's bytes (xentlab.data.digest); a job's key holds that digest too (param `data.digest`).
 Running a sweep whose key matches an existing parent continues that parent: a job whose child run FINISHED is
 reused (not run again), an unfinished one resumes from its checkpoint (tracking.resume), any other runs again as a
 new child and the child it replaces is tagged `xentlab.superseded_by`. Reports read the children not superseded.
+A job that FINISHED in another sweep of the experiment (same job key: same config, store and data) is reused too:
+the run is tagged a member of this sweep (tracking.store.member_tag) and its report reads it as a child.
 `trainer.resume=never` starts a fresh parent on purpose.
 
 The reuse decision is made in each job, so it holds for every launcher (basic, joblib, submitit, Ray). Each job
@@ -34,16 +37,15 @@ from xentlab import metric_table
 from xentlab.tracking.resume import NOT_IDENTITY, JobBusy, JobPlan, job_key, plan_job
 from xentlab.tracking.store import (
     ERROR_TAG,
-    FAILED_JOBS_TAG,
     JOB_TAG,
-    ROLE_TAG,
     STAGE_TAG,
     SUPERSEDED_TAG,
     SWEEP_JOB_TAG,
-    SWEEP_KEY_TAG,
+    SWEEP_TAG,
     TRIAL_TAG,
     mask_text,
     mask_uri,
+    member_tag,
 )
 
 SEED_KEY = "trainer.seed"
@@ -89,41 +91,15 @@ def sweep_identity(overrides: list[str], sweeper_params: dict[str, Any] | None) 
             if k != SEED_KEY and k not in NOT_IN_KEY and not k.startswith(("hydra.", "hydra/"))}
 
 
-def sweep_key(store_uri: str, experiment: str, overrides: list[str], sweeper_params: dict[str, Any] | None) -> str:
-    """The sweep's identity: store, experiment, grid without its seed axis, fixed overrides (see the module doc)."""
+def sweep_key(store_uri: str, experiment: str, overrides: list[str], sweeper_params: dict[str, Any] | None,
+              data_digest: str | None = None) -> str:
+    """The sweep's identity: store, experiment, grid without its seed axis, fixed overrides and the digest of the
+    data's bytes when it has a path (see the module doc)."""
     identity = {"store": mask_uri(store_uri), "experiment": experiment,
                 "grid": sweep_identity(overrides, sweeper_params)}
+    if data_digest:
+        identity["data"] = data_digest
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------- the parent
-def parents_of(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
-    """Parent runs of sweep key `key`, newest first."""
-    return client.search_runs([experiment_id], f"tags.`{SWEEP_KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'sweep'",
-                              order_by=["attributes.start_time DESC"])
-
-
-def settle_parent(client: MlflowClient, experiment_id: str, key: str, mine: str, known: set[str]) -> str:
-    """After creating parent `mine`: the one parent two commands started at once agree on.
-
-    Every parent of `key` not in `known` (those that existed before) was created concurrently; the oldest (start
-    time, then id) wins in every process that looks, and a losing process deletes its own parent.
-    """
-    fresh = [r for r in parents_of(client, experiment_id, key) if r.info.run_id not in known]
-    winner = min(fresh, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if fresh else mine
-    if winner != mine:
-        client.delete_run(mine)
-    return winner
-
-
-def reopen_parent(client: MlflowClient, parent: Run, tags: dict[str, str]) -> None:
-    """A continued parent is RUNNING again, without the last attempt's error and failure count."""
-    for stale in (ERROR_TAG, FAILED_JOBS_TAG):
-        if stale in parent.data.tags:
-            client.delete_tag(parent.info.run_id, stale)
-    for name, value in tags.items():
-        client.set_tag(parent.info.run_id, name, value)
-    client.update_run(parent.info.run_id, status="RUNNING")
 
 
 # ---------------------------------------------------------------------------------------------- children
@@ -153,11 +129,27 @@ def child_tags(sweep: dict[str, Any] | None) -> dict[str, str]:
     return tags
 
 
-def finished_child(client: MlflowClient, experiment_id: str, parent_id: str, key: str) -> Run | None:
-    """The current FINISHED child of job `key`, if any."""
-    found = _children(client, experiment_id, parent_id, f" and tags.`{JOB_TAG}` = '{key}' and "
-                                                        "attributes.status = 'FINISHED'")
-    return found[0] if found else None
+def finished_run(client: MlflowClient, experiment_id: str, parent_id: str, key: str, elsewhere: bool = True
+                 ) -> Run | None:
+    """The FINISHED run of job `key` this sweep keeps: its own current child, else (with `elsewhere`) a run of
+    another sweep it already holds as a member, else the newest FINISHED child of job `key` in any sweep of the
+    experiment."""
+    done = "attributes.status = 'FINISHED'"
+    own = _children(client, experiment_id, parent_id, f" and tags.`{JOB_TAG}` = '{key}' and {done}")
+    if own or not elsewhere:
+        return own[0] if own else None
+    found = [r for r in client.search_runs([experiment_id], f"tags.`{JOB_TAG}` = '{key}' and {done}",
+                                           order_by=["attributes.start_time DESC"])
+             if SWEEP_TAG in r.data.tags and SUPERSEDED_TAG not in r.data.tags]
+    members = [r for r in found if member_tag(parent_id) in r.data.tags]
+    return (members or found or [None])[0]
+
+
+def join_sweep(client: MlflowClient, run: Run, sweep: dict[str, Any]) -> None:
+    """Makes `run` (a FINISHED child of another sweep) a member of `sweep`, as the job and variant it is there."""
+    entry = {"variant": sweep.get("variant", ""), "variant_overrides": sweep.get("variant_overrides", ""),
+             "job": sweep.get("job", "")}
+    client.set_tag(run.info.run_id, member_tag(sweep["parent_run_id"]), json.dumps(entry))
 
 
 def supersede(client: MlflowClient, experiment_id: str, sweep: dict[str, Any], key: str, run_id: str) -> list[str]:
@@ -172,15 +164,26 @@ def supersede(client: MlflowClient, experiment_id: str, sweep: dict[str, Any], k
     others.pop(run_id, None)
     for other in others:
         client.set_tag(other, SUPERSEDED_TAG, run_id)
+    _leave_members(client, experiment_id, parent, key, slot)
     return list(others)
+
+
+def _leave_members(client: MlflowClient, experiment_id: str, parent: str, key: str, slot: str) -> None:
+    """A job run again in this sweep no longer reads the run of another sweep it had reused for that job."""
+    tag = member_tag(parent)
+    for run in client.search_runs([experiment_id], f"tags.`{tag}` LIKE '%'"):
+        if run.data.tags.get(JOB_TAG) == key or json.loads(run.data.tags[tag]).get("job") == slot:
+            client.delete_tag(run.info.run_id, tag)
 
 
 # ---------------------------------------------------------------------------------------------- one job
 @dataclass
 class Reused:
-    """A job whose FINISHED child is kept: nothing is trained or logged again."""
+    """A job whose FINISHED run is kept: nothing is trained or logged again. `from_sweep`: the id of the other
+    sweep the run was made in (None: this sweep's own child)."""
 
     run: Run
+    from_sweep: str | None = None
 
     @property
     def objective(self) -> float:
@@ -190,16 +193,17 @@ class Reused:
 
 def plan_sweep_job(store, sweep: dict[str, Any], params: dict[str, str], trainer: dict, launch_dir: Path,
                    poll_s: float = WAIT_POLL_S) -> JobPlan | Reused:
-    """A sweep job's start: its FINISHED child (reused), else resume.plan_job; while another process runs this very
-    job (a second sweep command), waits for it and looks again."""
+    """A sweep job's start: its FINISHED run in this sweep or another (reused; tracking.sweeps.finished_run), else
+    resume.plan_job; while another process runs this very job (a second sweep command), waits for it and looks
+    again."""
     key = job_key(params, store_uri=store.uri, experiment=store.experiment)
     waiting = False
     while True:
-        done = finished_child(store.client, store.experiment_id, sweep["parent_run_id"], key)
+        # trainer.resume=never: a fresh sweep on purpose, nothing taken from another one
+        done = finished_run(store.client, store.experiment_id, sweep["parent_run_id"], key,
+                            elsewhere=trainer["resume"] != "never")
         if done is not None:
-            print(f"job {sweep['name']}: reused run {done.info.run_id} (FINISHED in an earlier attempt of this "
-                  f"sweep); nothing trained", flush=True)
-            return Reused(done)
+            return _reuse(store.client, done, sweep)
         try:
             return plan_job(store, params, trainer, launch_dir)
         except JobBusy as busy:
@@ -207,6 +211,19 @@ def plan_sweep_job(store, sweep: dict[str, Any], params: dict[str, str], trainer
                 print(f"job {sweep['name']}: waiting: {str(busy).split('. ')[0]}", flush=True)
                 waiting = True
             time.sleep(poll_s)
+
+
+def _reuse(client: MlflowClient, run: Run, sweep: dict[str, Any]) -> Reused:
+    if run.data.tags.get("mlflow.parentRunId") == sweep["parent_run_id"]:
+        print(f"job {sweep['name']}: reused run {run.info.run_id} (FINISHED in an earlier attempt of this "
+              f"sweep); nothing trained", flush=True)
+        return Reused(run)
+    other = run.data.tags[SWEEP_TAG]
+    join_sweep(client, run, sweep)
+    sweep["reused_from"] = other  # the job's outcome says so (write_outcome)
+    print(f"job {sweep['name']}: reused run {run.info.run_id} of sweep {other} (FINISHED there: the same config "
+          f"on the same data); nothing trained", flush=True)
+    return Reused(run, other)
 
 
 @contextmanager
@@ -247,6 +264,8 @@ def write_outcome(job_dir: Path, sweep: dict[str, Any], *, status: str, run_ref:
     "failed", its run, and the error (masked, first line)."""
     record = {"job": sweep.get("job") or sweep["name"], "name": sweep["name"], "status": status,
               "run": run_ref[0] if run_ref else None}
+    if status == "reused" and sweep.get("reused_from"):
+        record["from_sweep"] = sweep["reused_from"]
     if error is not None:
         record["error"] = mask_text(f"{type(error).__name__}: {error}").splitlines()[0][:500]
     Path(job_dir).mkdir(parents=True, exist_ok=True)
