@@ -933,3 +933,19 @@ def test_build_loss_maps_every_kind_to_its_class():
                                      "ignore_class": -1, "reduction": "sum_over_batch_size", "name": "logit_adjusted"}
     poly = L.build_loss("poly1", from_logits=True, epsilon=-0.5, tau=9.0, class_counts=[1, 2])
     assert (poly.encoding, poly.epsilon, poly.from_logits) == ("sparse", -0.5, True)
+
+
+def test_one_default_gamma_from_the_config_to_the_function():
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from xentlab.config.schema import FocalLossConfig
+    from xentlab.core.losses.arguments import FOCAL_GAMMA
+
+    defaults = {FocalLossConfig().gamma, inspect.signature(L.focal_crossentropy).parameters["gamma"].default,
+                inspect.signature(L.FocalCrossEntropy).parameters["gamma"].default,
+                inspect.signature(L.build_loss).parameters["gamma"].default,
+                yaml.safe_load((Path(__file__).parents[1] / "conf" / "loss" / "focal.yaml").read_text())["gamma"]}
+    assert defaults == {FOCAL_GAMMA}

@@ -177,7 +177,7 @@ class LossConfig:
 
 @dataclass
 class FocalLossConfig(LossConfig):
-    gamma: float = 2.0
+    gamma: float = 2.0  # = core.losses.arguments.FOCAL_GAMMA (no TensorFlow here; a test checks they agree)
     alpha: Optional[Any] = None  # null, a scalar, or one value per class
 
 

@@ -49,6 +49,9 @@ def check_label_smoothing(label_smoothing: Any) -> float:
     return value
 
 
+FOCAL_GAMMA = 2.0  # the focal loss's focusing parameter unless one is given (Lin et al. 2017 found 2 best)
+
+
 def check_gamma(gamma: Any) -> float:
     value = check_real(gamma, "gamma")
     if value < 0:

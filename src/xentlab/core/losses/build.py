@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xentlab.core.losses.arguments import FOCAL_GAMMA
 from xentlab.core.losses.classes import (
     BinaryCrossEntropy,
     CrossEntropy,
@@ -21,7 +22,8 @@ from xentlab.errors import ConfigError
 
 def build_loss(
     kind, *, encoding=None, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
-    ignore_class=None, gamma=2.0, alpha=None, pos_weight=1.0, tau=1.0, epsilon=1.0, class_counts=None, priors=None,
+    ignore_class=None, gamma=FOCAL_GAMMA, alpha=None, pos_weight=1.0, tau=1.0, epsilon=1.0, class_counts=None,
+    priors=None,
 ):
     """Builds the loss object of one kind from plain arguments, after `check_loss_combination`.
 

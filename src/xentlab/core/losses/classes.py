@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from xentlab.core.losses.arguments import (
+    FOCAL_GAMMA,
     check_alpha,
     check_bool,
     check_encoding,
@@ -128,7 +129,7 @@ class FocalCrossEntropy(ElementwiseLoss):
         alpha: None, one number >= 0, or a list of K per-class weights >= 0.
     """
 
-    def __init__(self, encoding="sparse", gamma=2.0, alpha=None, from_logits=False, label_smoothing=0.0,
+    def __init__(self, encoding="sparse", gamma=FOCAL_GAMMA, alpha=None, from_logits=False, label_smoothing=0.0,
                  ignore_class=None, reduction="sum_over_batch_size", name="focal"):
         super().__init__(focal_crossentropy, reduction=reduction, name=name, encoding=check_encoding(encoding),
                          gamma=check_gamma(gamma), alpha=check_alpha(alpha),

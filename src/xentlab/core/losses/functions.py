@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from xentlab.core.losses.arguments import (
+    FOCAL_GAMMA,
     check_alpha,
     check_bool,
     check_epsilon,
@@ -83,7 +84,7 @@ def crossentropy(y_true, y_pred, *, encoding="sparse", from_logits=False, label_
 
 
 def focal_crossentropy(
-    y_true, y_pred, *, encoding="sparse", gamma=2.0, alpha=None, from_logits=False, label_smoothing=0.0,
+    y_true, y_pred, *, encoding="sparse", gamma=FOCAL_GAMMA, alpha=None, from_logits=False, label_smoothing=0.0,
     ignore_class=None,
 ):
     """Focal cross-entropy per element (Lin et al. 2017): sum_c t_c * a_c * (1 - p_c)^gamma * (-log p_c).
