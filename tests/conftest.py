@@ -65,6 +65,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports on 127.0.0.1 (all bound at once, so none is handed out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 def start_mlflow_server(port: int, db: Path, artifacts: Path) -> subprocess.Popen:
     """A real `mlflow server` on 127.0.0.1:port over a SQLite store, once it answers /health."""
     proc = subprocess.Popen(

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import free_ports
 from xentlab.core.losses import build_loss
 from xentlab.core.pipeline import make_dataset
 from xentlab.core.targets import LabelContract
@@ -153,24 +154,12 @@ def test_fit_custom_over_two_replicas_matches_one_device():
         np.testing.assert_allclose(out["two"][name], values, rtol=1e-5, err_msg=name)
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _workers(per_worker: list[tuple[list[str], Path]]) -> list[tuple[int, str]]:
     """`xentlab-train strategy=multi_worker ARGS` as one cluster on 127.0.0.1, each worker with its own arguments
     and folder; (exit status, output) per worker."""
     import os
 
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(len(per_worker))]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(len(per_worker))]}
     procs = []
     for index, (args, cwd) in enumerate(per_worker):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import TINY, config_of, run_cli, runs_of
+from conftest import TINY, config_of, free_ports, run_cli, runs_of
 
 DET = ["trainer.epochs=2", "trainer.batch_size=32", "data.limit=128", "model=mlp", "model.dropout=0.0",
        "trainer.deterministic=true",
@@ -113,19 +112,9 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(tmp_path):
         assert losses["multi_cpu"][name] == pytest.approx(losses["cpu"][name], rel=1e-3), name
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _start_workers(args: list[str], cwd, workers: int = 2) -> list[subprocess.Popen]:
     """`xentlab-train ARGS` as `workers` processes of one MultiWorkerMirroredStrategy cluster on 127.0.0.1."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(workers)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(workers)]}
     procs = []
     for index in range(workers):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
