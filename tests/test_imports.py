@@ -61,10 +61,11 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
 
 # Which layer may import which (DESIGN.md §4), with no exception. A module's layer is the longest prefix listed here;
 # it may import its own layer and the prefixes in its set. The ground (the expected-error type, secrets masking, the
-# closed choices, the metric table, the user-code hooks) imports only the error type. core, data and runtime never
-# reach config, tracking, report or cli; report reads runs only through tracking.store and never imports core;
-# cli may import everything.
-GROUND = {"xentlab.errors", "xentlab.masking", "xentlab.choices", "xentlab.metric_table", "xentlab.hooks"}
+# closed choices, the metric table, the user-code hooks, the charts' style) imports only the error type. core, data
+# and runtime never reach config, tracking, report or cli; report reads runs only through tracking.store and never
+# imports core; cli may import everything.
+GROUND = {"xentlab.errors", "xentlab.masking", "xentlab.choices", "xentlab.metric_table", "xentlab.hooks",
+          "xentlab.chart_style"}
 ALLOWED = {
     **{ground: {"xentlab.errors"} - {ground} for ground in GROUND},
     "xentlab.data": GROUND,

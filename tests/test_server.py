@@ -9,14 +9,16 @@ import os
 import shutil
 import subprocess
 import tempfile
-import urllib.request
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, free_port, run_cli
+from xentlab.cli.server import answers
 
 # Tiny jobs (mlp on 64 digits, 2 epochs so every epoch can be counted), nothing heavy logged.
 JOB = ["model=mlp", "data=digits", "data.limit=64", "trainer.epochs=2", "trainer.batch_size=32",
@@ -36,14 +38,6 @@ def make(target: str, server_dir: Path, port: int, timeout: float = 600) -> subp
                             capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result
-
-
-def answers(uri: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{uri}/health", timeout=3).close()
-        return True
-    except OSError:
-        return False
 
 
 @contextmanager
@@ -128,6 +122,24 @@ def test_server_command_line_runs_postgres_as_a_user_and_serves_artifacts(tmp_pa
     make_n = subprocess.run(["make", "-n", "-C", str(REPO), "server", "PORT=5123", "HOST=0.0.0.0"],
                             capture_output=True, text=True, timeout=60)
     assert "-m xentlab.cli.server start --dir outputs/server --host 0.0.0.0 --port 5123" in make_n.stdout
+
+
+def test_answers_only_where_a_server_answers_its_health_endpoint():
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's name is http.server's)
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert answers(url)
+        assert not answers(f"{url}/elsewhere")  # /elsewhere/health: 404
+        server.shutdown()
+    assert not answers(url)  # nothing listens there any more
 
 
 # ------------------------------------------------------------------------------------------------ the real server

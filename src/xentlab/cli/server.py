@@ -182,7 +182,8 @@ def start_postgres(layout: Layout, steps: dict[str, list[str]]) -> str:
     return ", ".join(done)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether an MLflow server answers at `url` (its /health endpoint, within 2 s)."""
     try:
         urllib.request.urlopen(f"{url}/health", timeout=2).close()
         return True
@@ -204,7 +205,7 @@ def start_mlflow(layout: Layout, host: str, port: int, command: list[str], wait_
     """Starts `mlflow server` in its own session (it outlives this command) and waits for /health (a fresh
     database: MLflow creates its tables first, minutes on a loaded machine)."""
     local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
-    if _server_pid(layout) is not None and _answers(local):
+    if _server_pid(layout) is not None and answers(local):
         return "already running"
     with socket.socket() as probe:
         probe.settimeout(1)
@@ -218,7 +219,7 @@ def start_mlflow(layout: Layout, host: str, port: int, command: list[str], wait_
     layout.pid_file.write_text(f"{proc.pid} {host} {port}\n")
     deadline = time.time() + wait_s
     while time.time() < deadline:
-        if _answers(local):
+        if answers(local):
             return "started"
         if proc.poll() is not None:
             layout.pid_file.unlink(missing_ok=True)

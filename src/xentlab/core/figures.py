@@ -16,11 +16,11 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from xentlab.chart_style import CHART_FONT  # noqa: E402
 from xentlab.core.probabilities import CALIBRATION_BINS, confidence_bins, to_probabilities  # noqa: E402
 from xentlab.core.targets import LabelContract, labelled_rows  # noqa: E402
 
 MAX_CLASSES_PLOTTED = 12  # beyond this (the 256-byte vocabulary) show the most frequent classes only
-CHART_FONT = 9  # points: tick labels and legends stay readable at the MLflow artifact viewer's width
 GLYPH_WARNING = r"Glyph \d+ .* missing from font"  # matplotlib's warning, once per character drawn without a glyph
 _charmaps: dict[str, frozenset[int]] = {}  # font file -> the characters it draws, read once per process
 

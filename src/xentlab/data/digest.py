@@ -26,10 +26,16 @@ def content_digest(path: str | os.PathLike) -> str:
     for file in files:
         if file != location:
             digest.update(file.relative_to(location).as_posix().encode() + b"\0")
-        with file.open("rb") as handle:
-            while block := handle.read(BLOCK):
-                digest.update(block)
+        read_into(digest, file)
     return digest.hexdigest()[:16]
+
+
+def read_into(digest: Any, path: str | os.PathLike) -> Any:
+    """Feeds a file's bytes into `digest` (a hashlib object), `BLOCK` bytes at a time; returns `digest`."""
+    with Path(path).open("rb") as handle:
+        while block := handle.read(BLOCK):
+            digest.update(block)
+    return digest
 
 
 def data_digest(data: dict[str, Any], root: str | os.PathLike | None = None) -> str | None:

@@ -11,13 +11,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from xentlab.chart_style import CHART_FONT  # noqa: E402
 from xentlab.metric_table import PRIMARY, task_of_metric  # noqa: E402
 from xentlab.report.columns import MAX_RELIABILITY_VARIANTS  # noqa: E402
 from xentlab.report.query import pool_reliability  # noqa: E402
 from xentlab.report.render import format_p, verdict_text  # noqa: E402
 from xentlab.report.statistics import direction  # noqa: E402
-
-CHART_FONT = 9  # points: tick labels and legends stay readable at the MLflow artifact viewer's width
 
 # One colour per verdict, in every chart and in report.html: the picture says what the test said.
 VERDICT_COLOURS = {"better": "#1a9850", "worse": "#d73027", "no difference": "#7f7f7f", "untested": "#bdbdbd"}

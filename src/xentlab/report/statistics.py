@@ -150,14 +150,3 @@ def verdict(diff: Difference, p_adjusted: float, better: str, alpha: float = ALP
     improves = diff.mean < 0 if better == "min" else diff.mean > 0
     return "better" if improves else "worse"
 
-
-def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(mean, low, high): the t interval of the mean of `values` (low = high = NaN with fewer than 2)."""
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype="float64")
-    if len(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(_special.stdtrit(len(x) - 1, 0.5 + confidence / 2)) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return mean, mean - half, mean + half

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from xentlab.data.digest import read_into
 from xentlab.errors import ExpectedError
 from xentlab.tracking.store import (
     ERROR_TAG,
@@ -224,11 +225,7 @@ class Unit:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return read_into(hashlib.sha256(), path).hexdigest()
 
 
 def verify_unit(folder: Path) -> Unit:
