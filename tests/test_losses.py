@@ -895,6 +895,32 @@ def test_bad_arguments_say_what_was_expected(make, error, message):
         make()
 
 
+def test_arguments_are_checked_once_when_a_loss_is_built_and_not_again_at_each_step(monkeypatch):
+    from collections import Counter
+
+    from xentlab.core.losses import arguments
+
+    calls = Counter()
+    for arg, check in list(arguments.ARGUMENT_CHECKS.items()):  # the real checks, counted
+        monkeypatch.setitem(arguments.ARGUMENT_CHECKS, arg,
+                            lambda value, arg=arg, check=check: (calls.update([arg]), check(value))[1])
+    once = {arg: 1 for arg in ("encoding", "gamma", "alpha", "from_logits", "label_smoothing", "ignore_class")}
+    loss = L.FocalCrossEntropy(gamma=1.0, alpha=0.5, from_logits=True, ignore_class=-1)
+    assert calls == once
+    rng = np.random.default_rng(0)
+    pred, y = make_pred((6,), True, rng), rng.integers(0, K, 6)
+    calls.clear()
+    value = loss(y, pred, sample_weight=np.ones(6))
+    assert not calls  # the step runs the function unchecked
+    bare = L.focal_crossentropy(y, pred, gamma=1.0, alpha=0.5, from_logits=True, ignore_class=-1)  # checks on entry
+    assert calls == once
+    np.testing.assert_allclose(float(value), float(np.mean(bare)), rtol=1e-6)
+    with pytest.raises(ValueError, match="^LogitAdjustedCrossEntropy adds tau"):  # the caller named in the message
+        L.LogitAdjustedCrossEntropy(PRIORS, from_logits=False)
+    with pytest.raises(ValueError, match="^logit_adjusted_crossentropy adds tau"):
+        L.logit_adjusted_crossentropy([0], np.zeros((1, K)), priors=PRIORS, from_logits=False)
+
+
 def test_bad_shapes_say_what_was_expected():
     pred = np.zeros((4, K), np.float32)
     with pytest.raises(ValueError, match="pass encoding='one_hot'"):

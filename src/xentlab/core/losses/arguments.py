@@ -1,12 +1,18 @@
 """Argument checks of the losses: each returns the value in a plain, JSON-friendly form (what `get_config` stores)
 or raises an error that names the argument, what was expected and what was received.
 
+`checked_arguments` is the one path through them: a loss function checks its keyword arguments by name
+(`ARGUMENT_CHECKS`) when it is called, and a loss class checks them once, when it is built, with the same
+function (`fn.check_arguments`), then calls the function unchecked (`fn.unchecked`) at every step.
 Errors are `ConfigError` (a ValueError) and `ConfigTypeError` (a TypeError): the user's input, never a bug.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
 
@@ -16,13 +22,15 @@ from xentlab.choices import Encoding, Reduction
 from xentlab.errors import ConfigError, ConfigTypeError
 
 
+def _check_choice(value: Any, choice: type[Encoding] | type[Reduction], arg: str, hint: str) -> str:
+    if value not in choice.names():
+        raise ConfigError(f"{arg} must be one of {choice.names()}; received {arg}={value!r}. {hint}")
+    return choice(value).value
+
+
 def check_encoding(encoding: Any) -> str:
-    if encoding not in Encoding.names():
-        raise ConfigError(
-            f"encoding must be one of {Encoding.names()}; received encoding={encoding!r}. Use 'sparse' for integer "
-            f"class ids shaped like y_pred without its class axis, 'one_hot' for labels shaped like y_pred."
-        )
-    return Encoding(encoding).value
+    return _check_choice(encoding, Encoding, "encoding", "Use 'sparse' for integer class ids shaped like y_pred "
+                         "without its class axis, 'one_hot' for labels shaped like y_pred.")
 
 
 def check_bool(value: Any, arg: str) -> bool:
@@ -96,12 +104,8 @@ def check_ignore_class(ignore_class: Any) -> int | None:
 
 
 def check_reduction(reduction: Any) -> str:
-    if reduction not in Reduction.names():
-        raise ConfigError(
-            f"reduction must be one of {Reduction.names()}; received reduction={reduction!r}. 'sum_over_batch_size' "
-            f"is the mean over unmasked elements, 'none' returns the per-element losses."
-        )
-    return Reduction(reduction).value
+    return _check_choice(reduction, Reduction, "reduction", "'sum_over_batch_size' is the mean over unmasked "
+                         "elements, 'none' returns the per-element losses.")
 
 
 def check_tau(tau: Any) -> float:
@@ -140,3 +144,53 @@ def check_priors(priors: Any) -> list[float]:
         raise ConfigTypeError(f"priors must be a list with one prior per class; received priors={priors!r}.")
     total = math.fsum(values)
     return [v / total for v in values]
+
+
+# The check of each keyword argument of the loss functions, by its name.
+ARGUMENT_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "encoding": check_encoding,
+    "from_logits": functools.partial(check_bool, arg="from_logits"),
+    "label_smoothing": check_label_smoothing,
+    "ignore_class": check_ignore_class,
+    "gamma": check_gamma,
+    "alpha": check_alpha,
+    "pos_weight": check_pos_weight,
+    "tau": check_tau,
+    "epsilon": check_epsilon,
+    "priors": check_priors,
+}
+
+
+def checked_arguments(*, needs_logits: bool = False) -> Callable[[Callable], Callable]:
+    """Decorates a loss function ``fn(y_true, y_pred, **arguments)`` so that its keyword arguments (defaults
+    included) are checked by `ARGUMENT_CHECKS` before it runs.
+
+    The decorated function carries `check_arguments(owner=None, **arguments)` (the checked, JSON-friendly values;
+    `owner` names the caller in a message) and `unchecked`, the function itself, for a caller that checked once.
+
+    Args:
+        needs_logits: The function is defined on logits only: from_logits must be True (`check_needs_logits`).
+    """
+
+    def decorate(unchecked: Callable) -> Callable:
+        signature = inspect.signature(unchecked)
+
+        def check_arguments(owner: str | None = None, **arguments: Any) -> dict[str, Any]:
+            checked = {}
+            for arg, value in arguments.items():
+                if arg == "from_logits" and needs_logits:
+                    checked[arg] = check_needs_logits(value, owner or unchecked.__name__)
+                else:
+                    checked[arg] = ARGUMENT_CHECKS[arg](value)
+            return checked
+
+        @functools.wraps(unchecked)
+        def loss_fn(y_true, y_pred, **arguments):
+            bound = signature.bind(y_true, y_pred, **arguments)
+            bound.apply_defaults()
+            return unchecked(y_true, y_pred, **check_arguments(**bound.kwargs))
+
+        loss_fn.check_arguments, loss_fn.unchecked = check_arguments, unchecked
+        return loss_fn
+
+    return decorate

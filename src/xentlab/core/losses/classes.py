@@ -1,5 +1,6 @@
 """The Keras loss classes: one generic wrapper (`ElementwiseLoss`, in the style of Keras' `LossFunctionWrapper`)
-and, per loss function, a class that is only its constructor: it checks the arguments and hands them over.
+and, per loss function, a class that is only its constructor: it hands the arguments to the wrapper, which checks
+them once, with the function's own checks (`arguments.checked_arguments`).
 
 `get_config` returns the checked arguments, which are the constructor's, so a saved model loads again
 (`Loss.from_config` calls ``cls(**config)``); the classes are registered as ``xentlab>ClassName``.
@@ -12,21 +13,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from xentlab.core.losses.arguments import (
-    FOCAL_GAMMA,
-    check_alpha,
-    check_bool,
-    check_encoding,
-    check_epsilon,
-    check_gamma,
-    check_ignore_class,
-    check_label_smoothing,
-    check_needs_logits,
-    check_pos_weight,
-    check_priors,
-    check_reduction,
-    check_tau,
-)
+from xentlab.core.losses.arguments import FOCAL_GAMMA, check_reduction
 from xentlab.core.losses.functions import (
     binary_crossentropy,
     crossentropy,
@@ -56,16 +43,20 @@ class ElementwiseLoss(keras.losses.Loss):
     sample weights get trailing axes here.
 
     Args:
-        fn: A function of this package, ``fn(y_true, y_pred, **fn_kwargs)`` -> per-element losses.
+        fn: ``fn(y_true, y_pred, **fn_kwargs)`` -> per-element losses. A function of this package checks
+            `fn_kwargs` here (its `check_arguments`) and runs unchecked at every step; another runs as given.
         reduction: ``"sum_over_batch_size"`` (mean over unmasked elements), ``"sum"`` or ``"none"``.
         name: The loss name.
-        **fn_kwargs: The function's keyword arguments, already checked and JSON-friendly.
+        **fn_kwargs: The function's keyword arguments; `get_config` returns them checked and JSON-friendly.
     """
 
     def __init__(self, fn, *, reduction: str = "sum_over_batch_size", name: str | None = None, **fn_kwargs: Any):
+        check = getattr(fn, "check_arguments", None)  # this package's functions check their arguments, once here
+        fn_kwargs = check(owner=type(self).__name__, **fn_kwargs) if check else fn_kwargs
         super().__init__(name=name or fn.__name__, reduction=check_reduction(reduction))
         self.fn = fn
         self.fn_kwargs = fn_kwargs
+        self._unchecked = getattr(fn, "unchecked", fn)  # every step: the arguments were checked above
 
     def __getattr__(self, key: str) -> Any:
         # Only reached when normal lookup fails: the function's arguments read as attributes (loss.encoding).
@@ -75,7 +66,7 @@ class ElementwiseLoss(keras.losses.Loss):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
 
     def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred, **self.fn_kwargs)
+        return self._unchecked(y_true, y_pred, **self.fn_kwargs)
 
     def get_config(self) -> dict[str, Any]:
         return {**self.fn_kwargs, "reduction": self.reduction, "name": self.name}
@@ -101,6 +92,12 @@ class ElementwiseLoss(keras.losses.Loss):
         return w
 
 
+def constructor_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's own arguments (its `locals()` on entry) for `ElementwiseLoss`: the function's keyword
+    arguments, ``reduction`` and ``name``."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+
+
 # Args shared by the classes below:
 #     encoding: "sparse" (integer class ids) or "one_hot".
 #     from_logits: Whether y_pred holds logits.
@@ -114,10 +111,7 @@ class CrossEntropy(ElementwiseLoss):
 
     def __init__(self, encoding="sparse", from_logits=False, label_smoothing=0.0, ignore_class=None,
                  reduction="sum_over_batch_size", name="crossentropy"):
-        super().__init__(crossentropy, reduction=reduction, name=name, encoding=check_encoding(encoding),
-                         from_logits=check_bool(from_logits, "from_logits"),
-                         label_smoothing=check_label_smoothing(label_smoothing),
-                         ignore_class=check_ignore_class(ignore_class))
+        super().__init__(crossentropy, **constructor_arguments(locals()))
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
@@ -131,11 +125,7 @@ class FocalCrossEntropy(ElementwiseLoss):
 
     def __init__(self, encoding="sparse", gamma=FOCAL_GAMMA, alpha=None, from_logits=False, label_smoothing=0.0,
                  ignore_class=None, reduction="sum_over_batch_size", name="focal"):
-        super().__init__(focal_crossentropy, reduction=reduction, name=name, encoding=check_encoding(encoding),
-                         gamma=check_gamma(gamma), alpha=check_alpha(alpha),
-                         from_logits=check_bool(from_logits, "from_logits"),
-                         label_smoothing=check_label_smoothing(label_smoothing),
-                         ignore_class=check_ignore_class(ignore_class))
+        super().__init__(focal_crossentropy, **constructor_arguments(locals()))
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
@@ -148,10 +138,7 @@ class BinaryCrossEntropy(ElementwiseLoss):
 
     def __init__(self, from_logits=False, label_smoothing=0.0, ignore_class=None, reduction="sum_over_batch_size",
                  name="binary"):
-        super().__init__(binary_crossentropy, reduction=reduction, name=name,
-                         from_logits=check_bool(from_logits, "from_logits"),
-                         label_smoothing=check_label_smoothing(label_smoothing),
-                         ignore_class=check_ignore_class(ignore_class))
+        super().__init__(binary_crossentropy, **constructor_arguments(locals()))
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
@@ -164,8 +151,7 @@ class WeightedBinaryCrossEntropy(ElementwiseLoss):
     """
 
     def __init__(self, pos_weight=1.0, from_logits=True, reduction="sum_over_batch_size", name="weighted_binary"):
-        super().__init__(weighted_binary_crossentropy, reduction=reduction, name=name,
-                         pos_weight=check_pos_weight(pos_weight), from_logits=check_bool(from_logits, "from_logits"))
+        super().__init__(weighted_binary_crossentropy, **constructor_arguments(locals()))
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
@@ -180,11 +166,7 @@ class LogitAdjustedCrossEntropy(ElementwiseLoss):
 
     def __init__(self, priors, tau=1.0, encoding="sparse", from_logits=True, label_smoothing=0.0, ignore_class=None,
                  reduction="sum_over_batch_size", name="logit_adjusted"):
-        super().__init__(logit_adjusted_crossentropy, reduction=reduction, name=name, priors=check_priors(priors),
-                         tau=check_tau(tau), encoding=check_encoding(encoding),
-                         from_logits=check_needs_logits(from_logits, type(self).__name__),
-                         label_smoothing=check_label_smoothing(label_smoothing),
-                         ignore_class=check_ignore_class(ignore_class))
+        super().__init__(logit_adjusted_crossentropy, **constructor_arguments(locals()))
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
@@ -197,7 +179,4 @@ class Poly1CrossEntropy(ElementwiseLoss):
 
     def __init__(self, encoding="sparse", epsilon=1.0, from_logits=False, label_smoothing=0.0, ignore_class=None,
                  reduction="sum_over_batch_size", name="poly1"):
-        super().__init__(poly1_crossentropy, reduction=reduction, name=name, encoding=check_encoding(encoding),
-                         epsilon=check_epsilon(epsilon), from_logits=check_bool(from_logits, "from_logits"),
-                         label_smoothing=check_label_smoothing(label_smoothing),
-                         ignore_class=check_ignore_class(ignore_class))
+        super().__init__(poly1_crossentropy, **constructor_arguments(locals()))

@@ -1,7 +1,8 @@
 """The loss functions: per-element losses of any label rank, masked at `ignore_class` positions.
 
-Each is a pure function of (y_true, y_pred) and its keyword arguments; `xentlab.core.losses.classes` wraps them
-as Keras losses. The math of each stays in one function (the softmax losses share `tensors.categorical`).
+Each is a pure function of (y_true, y_pred) and its keyword arguments, which it checks on entry
+(`arguments.checked_arguments`); `xentlab.core.losses.classes` wraps them as Keras losses, which check them once
+when built. The math of each stays in one function (the softmax losses share `tensors.categorical`).
 """
 
 from __future__ import annotations
@@ -13,33 +14,22 @@ import keras
 import numpy as np
 from keras import ops
 
-from xentlab.core.losses.arguments import (
-    FOCAL_GAMMA,
-    check_alpha,
-    check_bool,
-    check_epsilon,
-    check_gamma,
-    check_ignore_class,
-    check_label_smoothing,
-    check_needs_logits,
-    check_pos_weight,
-    check_priors,
-    check_tau,
-    check_weights,
-)
+from xentlab.core.losses.arguments import FOCAL_GAMMA, check_weights, checked_arguments
 from xentlab.core.losses.tensors import (
     binary_labels,
     categorical,
     clipped_probabilities,
     float_tensor,
+    log_p_and_complement,
     masked,
+    one_hot_labels,
     per_class_weights,
-    shapes_compatible,
 )
 from xentlab.core.targets import valid_mask_tf
-from xentlab.errors import ConfigError, ConfigTypeError, LabelError
+from xentlab.errors import ConfigError, ConfigTypeError
 
 
+@checked_arguments()
 def crossentropy(y_true, y_pred, *, encoding="sparse", from_logits=False, label_smoothing=0.0, ignore_class=None):
     """Categorical cross-entropy per element: -sum_c t_c log p_c.
 
@@ -72,7 +62,6 @@ def crossentropy(y_true, y_pred, *, encoding="sparse", from_logits=False, label_
     Raises:
         ValueError: For an unknown encoding, label smoothing outside [0, 1) or label shapes that do not fit.
     """
-    check_bool(from_logits, "from_logits")
 
     def nll(pred):
         if from_logits:
@@ -83,6 +72,7 @@ def crossentropy(y_true, y_pred, *, encoding="sparse", from_logits=False, label_
                         ignore_class=ignore_class, per_class_fn=nll, fn="crossentropy")
 
 
+@checked_arguments()
 def focal_crossentropy(
     y_true, y_pred, *, encoding="sparse", gamma=FOCAL_GAMMA, alpha=None, from_logits=False, label_smoothing=0.0,
     ignore_class=None,
@@ -112,18 +102,10 @@ def focal_crossentropy(
     Raises:
         ValueError: For gamma < 0, negative alpha, alpha of the wrong length, or the errors of `crossentropy`.
     """
-    check_bool(from_logits, "from_logits")
-    gamma = check_gamma(gamma)
-    alpha = check_alpha(alpha)
     tiny = float(np.finfo(np.float32).tiny)  # smallest normal float32: keeps pow's gradient finite at 1 - p = 0
 
     def focal(pred):
-        if from_logits:
-            log_p = ops.log_softmax(pred, axis=-1)
-            one_minus_p = -ops.expm1(log_p)  # 1 - p without cancellation when p is close to 1
-        else:
-            p = clipped_probabilities(pred)
-            log_p, one_minus_p = ops.log(p), 1.0 - p  # Keras' formula, on the clipped p
+        log_p, one_minus_p = log_p_and_complement(pred, from_logits)
         per_class = -log_p
         if gamma:  # gamma == 0: no modulating factor at all, so the result is exactly crossentropy
             per_class = ops.power(ops.maximum(one_minus_p, tiny), gamma) * per_class
@@ -135,6 +117,7 @@ def focal_crossentropy(
                         ignore_class=ignore_class, per_class_fn=focal, fn="focal_crossentropy")
 
 
+@checked_arguments(needs_logits=True)
 def logit_adjusted_crossentropy(
     y_true, y_pred, *, priors, tau=1.0, encoding="sparse", from_logits=True, label_smoothing=0.0, ignore_class=None,
 ):
@@ -164,9 +147,6 @@ def logit_adjusted_crossentropy(
         ValueError: For from_logits=False, tau < 0, priors that are not > 0 or not one per class, or the
             errors of `crossentropy`.
     """
-    check_needs_logits(from_logits, "logit_adjusted_crossentropy")
-    tau = check_tau(tau)
-    priors = check_priors(priors)
     shift = [tau * math.log(p) for p in priors]  # in float64, cast once to the logits' dtype
 
     def adjusted_nll(pred):
@@ -177,6 +157,7 @@ def logit_adjusted_crossentropy(
                         ignore_class=ignore_class, per_class_fn=adjusted_nll, fn="logit_adjusted_crossentropy")
 
 
+@checked_arguments()
 def poly1_crossentropy(
     y_true, y_pred, *, epsilon=1.0, encoding="sparse", from_logits=False, label_smoothing=0.0, ignore_class=None,
 ):
@@ -192,10 +173,7 @@ def poly1_crossentropy(
         y_true: Class ids (``encoding="sparse"``) or one-hot labels (``encoding="one_hot"``); see `crossentropy`.
         y_pred: Logits or probabilities, shape (..., K).
         epsilon: Weight of the extra (1 - p_t) term, >= -1.
-        encoding: ``"sparse"`` or ``"one_hot"``; both give the same values and gradients.
-        from_logits: Whether y_pred holds logits (True) or probabilities (False).
-        label_smoothing: ls in [0, 1): target (1 - ls) * one_hot + ls / K, for both encodings.
-        ignore_class: The "n/a" label; its positions get exactly zero loss and gradient (see `crossentropy`).
+        encoding, from_logits, label_smoothing, ignore_class: As in `crossentropy`.
 
     Returns:
         Per-element losses of shape ``y_pred.shape[:-1]`` (with ``_keras_mask`` set when ``ignore_class`` is).
@@ -203,22 +181,16 @@ def poly1_crossentropy(
     Raises:
         ValueError: For epsilon < -1, or the errors of `crossentropy`.
     """
-    check_bool(from_logits, "from_logits")
-    epsilon = check_epsilon(epsilon)
 
     def poly1(pred):
-        if from_logits:
-            log_p = ops.log_softmax(pred, axis=-1)
-            one_minus_p = -ops.expm1(log_p)
-        else:
-            p = clipped_probabilities(pred)
-            log_p, one_minus_p = ops.log(p), 1.0 - p
+        log_p, one_minus_p = log_p_and_complement(pred, from_logits)
         return -log_p + epsilon * one_minus_p
 
     return categorical(y_true, y_pred, encoding=encoding, label_smoothing=label_smoothing,
                         ignore_class=ignore_class, per_class_fn=poly1, fn="poly1_crossentropy")
 
 
+@checked_arguments()
 def binary_crossentropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0, ignore_class=None):
     """Binary cross-entropy of one sigmoid unit for 2-class data, per element.
 
@@ -240,9 +212,6 @@ def binary_crossentropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.
     Raises:
         ValueError: If y_pred does not end in one unit, or y_true does not fit its shape.
     """
-    check_bool(from_logits, "from_logits")
-    label_smoothing = check_label_smoothing(label_smoothing)
-    ignore_class = check_ignore_class(ignore_class)
     y, x = binary_labels(y_true, y_pred, "binary_crossentropy")
     valid = valid_mask_tf(y, encoding="sparse", ignore_class=ignore_class)
     if valid is not None:
@@ -262,6 +231,7 @@ def binary_crossentropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.
     return masked(losses, valid)
 
 
+@checked_arguments()
 def weighted_binary_crossentropy(y_true, y_pred, *, pos_weight, from_logits=True):
     """Multi-label sigmoid cross-entropy with a positive weight per label, averaged over the label axis.
 
@@ -282,17 +252,9 @@ def weighted_binary_crossentropy(y_true, y_pred, *, pos_weight, from_logits=True
     Raises:
         ValueError: If pos_weight is not > 0 or has the wrong length, or y_true does not match y_pred's shape.
     """
-    check_bool(from_logits, "from_logits")
-    pos_weight = check_pos_weight(pos_weight)
     y_pred = float_tensor(y_pred)
-    y_true = ops.convert_to_tensor(y_true)
-    if not shapes_compatible(tuple(y_true.shape), tuple(y_pred.shape)):
-        raise LabelError(
-            f"weighted_binary_crossentropy: y_true must be 0/1 labels of the shape of y_pred; received "
-            f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}. For integer class ids "
-            f"use their one-hot view (labels encoding='one_hot')."
-        )
-    y = ops.cast(y_true, y_pred.dtype)
+    y = one_hot_labels(y_true, y_pred, "weighted_binary_crossentropy", "y_true must be 0/1 labels of the shape of "
+                       "y_pred", "For integer class ids use their one-hot view (labels encoding='one_hot').")
     q = per_class_weights(pos_weight, y_pred, "pos_weight", "weighted_binary_crossentropy")
     if from_logits:
         neg_log_p, neg_log_not_p = ops.softplus(-y_pred), ops.softplus(y_pred)

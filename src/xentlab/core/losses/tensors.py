@@ -10,7 +10,6 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from xentlab.core.losses.arguments import check_encoding, check_ignore_class, check_label_smoothing
 from xentlab.core.probabilities import to_probabilities_tf
 from xentlab.core.targets import valid_mask_tf
 from xentlab.errors import ConfigError, LabelError
@@ -42,29 +41,30 @@ def shapes_compatible(a, b) -> bool:
     return len(a) == len(b) and all(i is None or j is None or i == j for i, j in zip(a, b, strict=True))
 
 
+def _fitted(y_true, shape, y_pred, fn: str, expected: str, hint: str = ""):
+    """y_true as a tensor of `shape`, a trailing axis of 1 squeezed when `shape` is y_pred's without its class axis;
+    else LabelError: "`fn`: `expected`; received" both shapes, then `hint`."""
+    y_true = ops.convert_to_tensor(y_true)
+    if len(shape) < len(y_pred.shape) and len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+    if not shapes_compatible(tuple(y_true.shape), tuple(shape)):
+        raise LabelError(f"{fn}: {expected}; received y_true.shape={tuple(y_true.shape)}, "
+                         f"y_pred.shape={tuple(y_pred.shape)}.{' ' + hint if hint else ''}")
+    return y_true
+
+
 def sparse_labels(y_true, y_pred, fn: str):
     """Integer class ids shaped like y_pred without its class axis; a trailing size-1 axis is squeezed."""
-    y_true = ops.convert_to_tensor(y_true)
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
-        y_true = ops.squeeze(y_true, axis=-1)
-    if not shapes_compatible(tuple(y_true.shape), tuple(y_pred.shape[:-1])):
-        raise LabelError(
-            f"{fn}: with encoding='sparse', y_true must hold integer class ids of shape y_pred.shape[:-1] "
-            f"(or with a trailing axis of 1); received y_true.shape={tuple(y_true.shape)}, "
-            f"y_pred.shape={tuple(y_pred.shape)}. For labels shaped like y_pred pass encoding='one_hot'."
-        )
+    y_true = _fitted(y_true, y_pred.shape[:-1], y_pred, fn, "with encoding='sparse', y_true must hold integer class "
+                     "ids of shape y_pred.shape[:-1] (or with a trailing axis of 1)",
+                     "For labels shaped like y_pred pass encoding='one_hot'.")
     return ops.cast(y_true, "int32")
 
 
-def one_hot_labels(y_true, y_pred, fn: str):
-    y_true = ops.convert_to_tensor(y_true)
-    if not shapes_compatible(tuple(y_true.shape), tuple(y_pred.shape)):
-        raise LabelError(
-            f"{fn}: with encoding='one_hot', y_true must have the shape of y_pred; received "
-            f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}. "
-            f"For integer class ids pass encoding='sparse'."
-        )
-    return ops.cast(y_true, y_pred.dtype)
+def one_hot_labels(y_true, y_pred, fn: str, expected: str = "with encoding='one_hot', y_true must have the shape "
+                   "of y_pred", hint: str = "For integer class ids pass encoding='sparse'."):
+    """Labels of the shape of y_pred (the one-hot view, or multi-hot), in y_pred's dtype."""
+    return ops.cast(_fitted(y_true, y_pred.shape, y_pred, fn, expected, hint), y_pred.dtype)
 
 
 def masked(losses, valid):
@@ -80,6 +80,16 @@ def clipped_probabilities(y_pred):
     """Keras' probability path: normalise over the class axis, then clip to [eps, 1 - eps] (eps = 1e-7)."""
     eps = keras.config.epsilon()
     return ops.clip(to_probabilities_tf(y_pred, from_logits=False), eps, 1.0 - eps)
+
+
+def log_p_and_complement(pred, from_logits: bool):
+    """(log p, 1 - p) per class: from logits by log_softmax and 1 - p = -expm1(log p), exact when p nears 1; from
+    probabilities Keras' way, on the clipped p (`clipped_probabilities`)."""
+    if from_logits:
+        log_p = ops.log_softmax(pred, axis=-1)
+        return log_p, -ops.expm1(log_p)  # 1 - p without cancellation when p is close to 1
+    p = clipped_probabilities(pred)
+    return ops.log(p), 1.0 - p  # Keras' formula, on the clipped p
 
 
 def class_count(y_pred):
@@ -102,10 +112,9 @@ def per_class_weights(weights, y_pred, arg: str, fn: str):
 
 
 def categorical(y_true, y_pred, *, encoding, label_smoothing, ignore_class, per_class_fn, fn):
-    """sum_c t_c * per_class_fn(y_pred)_c with t the (smoothed) target, masked at ignore_class positions."""
-    check_encoding(encoding)
-    label_smoothing = check_label_smoothing(label_smoothing)
-    ignore_class = check_ignore_class(ignore_class)
+    """sum_c t_c * per_class_fn(y_pred)_c with t the (smoothed) target, masked at ignore_class positions.
+
+    The arguments come checked (`arguments.checked_arguments`, on the loss function that calls this)."""
     y_pred = float_tensor(y_pred)
     k = class_count(y_pred)
 
@@ -145,12 +154,6 @@ def binary_labels(y_true, y_pred, fn: str):
             f"{fn}: y_pred must end in one sigmoid unit, shape (..., 1); received "
             f"y_pred.shape={tuple(y_pred.shape)}. For K units use crossentropy (softmax)."
         )
-    y_true = ops.convert_to_tensor(y_true)
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
-        y_true = ops.squeeze(y_true, axis=-1)
-    if not shapes_compatible(tuple(y_true.shape), tuple(y_pred.shape[:-1])):
-        raise LabelError(
-            f"{fn}: y_true must hold 0/1 labels of shape y_pred.shape[:-1] or y_pred.shape; "
-            f"received y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}."
-        )
+    y_true = _fitted(y_true, y_pred.shape[:-1], y_pred, fn,
+                     "y_true must hold 0/1 labels of shape y_pred.shape[:-1] or y_pred.shape")
     return ops.cast(y_true, y_pred.dtype), ops.squeeze(y_pred, axis=-1)
