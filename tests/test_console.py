@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -47,6 +50,25 @@ def test_the_filter_drops_noise_written_to_file_descriptor_2_and_keeps_the_rest_
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stderr.splitlines() == [KEPT[0], KEPT[1], KEPT[2], "python stderr"]
+
+
+def test_the_filter_lets_the_command_exit_while_a_child_process_still_holds_stderr():
+    # A process pool's helpers outlive the command and keep the filter's pipe open: the command's own last lines
+    # still come out, and it exits at once instead of waiting (up to 2 s) for the pipe's end.
+    code = (
+        "import os, subprocess, sys, time\nfrom xentlab.cli.console import quiet_native_logs\nquiet_native_logs()\n"
+        "child = subprocess.Popen(['sleep', '30'], stdout=subprocess.DEVNULL)\n"
+        "print(child.pid, time.time(), flush=True)\nos.write(2, b'last line')\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        child_pid, last_line_at = parent.stdout.readline().split()
+        parent.wait(timeout=60)
+        exited_at = time.time()
+    finally:
+        os.kill(int(child_pid), signal.SIGKILL)
+    assert parent.returncode == 0 and parent.stderr.read() == b"last line"
+    assert exited_at - float(last_line_at) < 1.9
 
 
 def test_expected_errors_are_told_from_bugs_by_type_only():

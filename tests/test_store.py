@@ -61,6 +61,42 @@ def test_jobs_starting_together_on_a_fresh_store_all_finish(tmp_path):
 
 
 @pytest.mark.slow
+def test_runs_starting_together_each_link_the_same_dataset_on_a_sqlite_store(tmp_path):
+    # Parallel sweep jobs log one dataset at the same moment: MLflow looks it up, then inserts it, and all but one
+    # insert met SQLite's UNIQUE constraint (the run FAILED) before log_input tried again.
+    import threading
+
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from xentlab.tracking.store import log_input
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("race")
+    run_ids = [client.create_run(experiment_id).info.run_id for _ in range(4)]
+    dataset = mlflow.data.from_numpy(np.zeros((5, 2)), name="digits", source="digits")
+    barrier, errors = threading.Barrier(len(run_ids)), []
+
+    def job(run_id: str) -> None:
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(run_id=run_id):
+            barrier.wait()
+            try:
+                log_input(dataset, "training")
+            except Exception as err:  # noqa: BLE001 - collected and asserted below
+                errors.append(str(err)[:200])
+
+    threads = [threading.Thread(target=job, args=(run_id,)) for run_id in run_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert all(len(client.get_run(run_id).inputs.dataset_inputs) == 1 for run_id in run_ids)
+
+
 def test_credentials_in_a_server_uri_reach_the_server_and_are_never_shown(tmp_path):
     port = free_port()
     server = start_mlflow_server(port, tmp_path / "server.db", tmp_path / "artifacts")

@@ -31,6 +31,7 @@ NATIVE_NOISE = re.compile(
     r"|.*TF-TRT Warning|.*could not find cuda drivers|.*Could not find TensorRT)"
     r"|.*NodeDef mentions attribute \w+ which is not in the op definition)"
 )
+END_OF_STDERR = b"\0xentlab: end of stderr\0"  # what the filter's last write is, at exit
 SHOW_ENV = "XENTLAB_NATIVE_LOGS"  # =1 shows every native line (debugging TensorFlow itself)
 _installed = False
 
@@ -66,11 +67,13 @@ def quiet_native_logs() -> None:
         with open(read_end, "rb", buffering=0) as source:
             pending = b""
             while chunk := source.read(65536):
-                pending += chunk
+                pending, ended, _ = (pending + chunk).partition(END_OF_STDERR)
                 *lines, pending = pending.split(b"\n")
                 out = [ln for ln in lines if not is_native_noise(ln.decode("utf-8", "replace"))]
                 if out:
                     os.write(original, b"\n".join(out) + b"\n")
+                if ended:
+                    break
             if pending and not is_native_noise(pending.decode("utf-8", "replace")):
                 os.write(original, pending)
 
@@ -78,9 +81,11 @@ def quiet_native_logs() -> None:
     thread.start()
 
     def restore() -> None:
-        # Hand fd 2 back to the terminal; the pump drains what is left once no writer holds the pipe.
+        # Hand fd 2 back to the terminal; the pump drains what this process wrote, up to the marker. Not up to
+        # the pipe's end: child processes that outlive this one (a process pool's helpers) hold it open.
         try:
             sys.stderr.flush()
+            os.write(2, END_OF_STDERR)  # one write, shorter than the pipe's atomic size: never split
         except (OSError, ValueError):
             pass
         os.dup2(original, 2)

@@ -152,8 +152,9 @@ def sweep_job(sweep_dir: str | os.PathLike, task_overrides: list[str], job_num: 
 
 # ---------------------------------------------------------------------------------------------- what is printed
 def parent_source_tags() -> dict[str, str]:
-    """The parent run's source tags, as its children carry them: git commit, dirty flag, library versions."""
-    from xentlab.tracking.runs import source_tags
+    """The parent run's source tags, as its children carry them: git commit, dirty flag, library versions (from
+    xentlab.tracking.source, not tracking.runs: the parent never imports TensorFlow)."""
+    from xentlab.tracking.source import source_tags
 
     return source_tags()
 

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from xentlab.errors import ExpectedError
 from xentlab.masking import mask_text, mask_value
 from xentlab.tracking.metric_log import log_defined
-from xentlab.tracking.source import source_info
+from xentlab.tracking.source import source_tags
 from xentlab.tracking.store import (
     ERROR_TAG,
     SWEEP_TAG,
@@ -299,19 +299,6 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_test_end(self, logs=None):
         return None
-
-
-def source_tags() -> dict[str, str]:
-    """Run tags for the source: MLflow's git-commit and source tags, xentlab.git.dirty, xentlab.version.*."""
-    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
-
-    info = source_info()
-    tags = {MLFLOW_SOURCE_NAME: "xentlab-train", MLFLOW_SOURCE_TYPE: "LOCAL"}
-    tags.update({f"xentlab.version.{name}": v for name, v in info["versions"].items()})
-    if info["commit"]:
-        tags[MLFLOW_GIT_COMMIT] = info["commit"]
-        tags["xentlab.git.dirty"] = str(info["dirty"]).lower()
-    return tags
 
 
 def print_summary(store: Store, outbox, results: dict[str, float], run_ref: list[str]) -> None:

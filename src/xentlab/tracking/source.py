@@ -63,3 +63,16 @@ def _capped(text: str, limit: int) -> str:
         return text
     kept = data[:limit].decode(errors="ignore").rsplit("\n", 1)[0]
     return f"{kept}\n... cut: the diff holds {len(data)} bytes, {limit} are uploaded (tracking.log_diff=false: none)\n"
+
+
+def source_tags() -> dict[str, str]:
+    """Run tags for the source: MLflow's git-commit and source tags, xentlab.git.dirty, xentlab.version.*."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
+    info = source_info()
+    tags = {MLFLOW_SOURCE_NAME: "xentlab-train", MLFLOW_SOURCE_TYPE: "LOCAL"}
+    tags.update({f"xentlab.version.{name}": v for name, v in info["versions"].items()})
+    if info["commit"]:
+        tags[MLFLOW_GIT_COMMIT] = info["commit"]
+        tags["xentlab.git.dirty"] = str(info["dirty"]).lower()
+    return tags

@@ -367,8 +367,8 @@ def wait_for_sqlite(uri: str, budget_s: float) -> None:
 
 def log_input(dataset, context: str, attempts: int = 4) -> None:
     """mlflow.log_input, again when another run inserted the same dataset at the same moment: MLflow looks for the
-    dataset, then inserts it, so two jobs starting together on a PostgreSQL or MySQL store race on its row (SQLite
-    serialises them); the call is one transaction, and the next attempt finds the row and links it."""
+    dataset, then inserts it, so jobs starting together race on its row (PostgreSQL, MySQL, and SQLite too: the
+    look-up does not lock); the call is one transaction, and the next attempt finds the row and links it."""
     from mlflow.exceptions import MlflowException
 
     for attempt in range(attempts):
@@ -376,7 +376,9 @@ def log_input(dataset, context: str, attempts: int = 4) -> None:
             mlflow.log_input(dataset, context=context)
             return
         except MlflowException as err:
-            raced = "dataset_pk" in str(err) or ("Duplicate entry" in str(err) and "datasets" in str(err))
+            text = str(err)
+            raced = ("dataset_pk" in text or "UNIQUE constraint failed: datasets." in text
+                     or ("Duplicate entry" in text and "datasets" in text))
             if not raced or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
