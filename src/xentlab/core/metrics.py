@@ -21,7 +21,7 @@ from xentlab.core.probabilities import (
     log_probabilities_tf,
     to_probabilities_tf,
 )
-from xentlab.core.targets import valid_mask_tf
+from xentlab.core.targets import align_sample_weight, valid_mask_tf
 from xentlab.errors import ConfigError, LabelError
 from xentlab.metric_table import METRICS
 
@@ -64,13 +64,9 @@ def _weights(sample_weight, valid, y_pred):
     w = tf.cast(valid, tf.float32)
     if sample_weight is None:
         return w
-    sw = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-    label_rank = y_pred.shape.rank - 1
-    while sw.shape.rank > label_rank and sw.shape[-1] == 1:
-        sw = tf.squeeze(sw, -1)
-    while sw.shape.rank < label_rank:
-        sw = sw[..., None]
+    sw = align_sample_weight(sample_weight, y_pred.shape.rank - 1)
     return w * tf.reshape(tf.broadcast_to(sw, tf.shape(y_pred)[:-1]), [-1])
+
 
 def predicted_positions(metric, y_true, y_pred, sample_weight):
     """Per labelled position of `metric`'s head: (labels, valid, weights, predicted class), the class read from
