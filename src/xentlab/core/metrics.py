@@ -224,8 +224,24 @@ class _PositionMetric(keras.metrics.Metric):
                 "ignore_class": self.ignore_class, "head": self.head}
 
 
+class _WeightedMean(_PositionMetric):
+    """Base of the metrics that are a mean over labelled positions, sum(w * value) / sum(w)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count", aggregation="sum")
+
+    def _add(self, values, w):
+        self.total.assign_add(tf.reduce_sum(tf.where(w > 0, values * w, 0.0)))  # masked rows may hold inf/NaN
+        self.count.assign_add(tf.reduce_sum(w))
+
+    def result(self):
+        return tf.math.divide_no_nan(self.total, self.count)
+
+
 @keras.saving.register_keras_serializable(package="xentlab")
-class SparseNLL(_PositionMetric):
+class SparseNLL(_WeightedMean):
     """Mean negative log-likelihood of the true class (nats), whatever loss trains the model.
 
     Focal, smoothed and weighted losses report values on their own scales; `nll` puts every variant on one
@@ -233,11 +249,8 @@ class SparseNLL(_PositionMetric):
     From probabilities they are clipped to [1e-7, 1] as Keras does; from logits the value is exact.
     """
 
-    def __init__(self, *, encoding="sparse", from_logits=False, ignore_class=None, head=None, name="nll", **kwargs):
-        super().__init__(encoding=encoding, from_logits=from_logits, ignore_class=ignore_class, head=head,
-                         name=name, **kwargs)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count", aggregation="sum")
+    def __init__(self, *, name="nll", **kwargs):
+        super().__init__(name=name, **kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
@@ -246,12 +259,7 @@ class SparseNLL(_PositionMetric):
         w = _weights(sample_weight, valid, y_pred)
         log_p = log_probabilities_tf(y_pred, self.from_logits)
         log_p = tf.cast(tf.reshape(log_p, [-1, log_p.shape[-1]]), tf.float32)
-        nll = -tf.gather(log_p, tf.where(valid, labels, tf.zeros_like(labels)), batch_dims=1)
-        self.total.assign_add(tf.reduce_sum(tf.where(w > 0, nll * w, 0.0)))  # masked rows may hold inf/NaN
-        self.count.assign_add(tf.reduce_sum(w))
-
-    def result(self):
-        return tf.math.divide_no_nan(self.total, self.count)
+        self._add(-tf.gather(log_p, tf.where(valid, labels, tf.zeros_like(labels)), batch_dims=1), w)
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
@@ -305,7 +313,7 @@ class SparseECE(_PositionMetric):
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
-class SparseBrier(_PositionMetric):
+class SparseBrier(_WeightedMean):
     """Multi-class Brier score: the mean over positions of sum_c (p_c - y_c)^2, y the one-hot label.
 
     In [0, 2]; 0 is a certain and right prediction. For one sigmoid unit (classes [1 - p, p]) it is
@@ -315,17 +323,10 @@ class SparseBrier(_PositionMetric):
 
     def __init__(self, *, name="brier", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count", aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels, w, probs = self._positions(y_true, y_pred, sample_weight)
-        per_position = tf.reduce_sum(tf.square(probs - tf.one_hot(labels, probs.shape[-1])), axis=-1)
-        self.total.assign_add(tf.reduce_sum(tf.where(w > 0, per_position * w, 0.0)))  # masked rows may hold NaN
-        self.count.assign_add(tf.reduce_sum(w))
-
-    def result(self):
-        return tf.math.divide_no_nan(self.total, self.count)
+        self._add(tf.reduce_sum(tf.square(probs - tf.one_hot(labels, probs.shape[-1])), axis=-1), w)
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
