@@ -68,13 +68,20 @@ def _weights(sample_weight, valid, y_pred):
     return w * tf.reshape(tf.broadcast_to(sw, tf.shape(y_pred)[:-1]), [-1])
 
 
+def labelled_positions(y_true, y_pred, sample_weight, *, encoding: str, ignore_class: int | None,
+                       head: int | None):
+    """One head's outputs as a tensor, and per position (M,): the labels, whether labelled, and the weights."""
+    y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, head)
+    y_pred = tf.convert_to_tensor(y_pred)
+    labels, valid = _labels_and_valid(y_true, y_pred, encoding, ignore_class)
+    return y_pred, labels, valid, _weights(sample_weight, valid, y_pred)
+
+
 def predicted_positions(metric, y_true, y_pred, sample_weight):
     """Per labelled position of `metric`'s head: (labels, valid, weights, predicted class), the class read from
     the outputs as accuracy reads it (arg-max; one sigmoid unit: above 0 for logits, 0.5 for probabilities)."""
-    y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, metric.head)
-    y_pred = tf.convert_to_tensor(y_pred)
-    labels, valid = _labels_and_valid(y_true, y_pred, metric.encoding, metric.ignore_class)
-    w = _weights(sample_weight, valid, y_pred)
+    y_pred, labels, valid, w = labelled_positions(y_true, y_pred, sample_weight, encoding=metric.encoding,
+                                                  ignore_class=metric.ignore_class, head=metric.head)
     scores = class_outputs(tf.reshape(y_pred, [-1, y_pred.shape[-1]]), metric.from_logits)
     return labels, valid, w, tf.argmax(scores, axis=-1, output_type=tf.int32)  # ties: the first class, as p > 0.5
 
@@ -86,10 +93,8 @@ def _positions(y_true, y_pred, sample_weight, *, encoding, ignore_class, head, f
     Masked positions get weight 0 and label 0 (an in-range id, so one_hot and gather never see -1); one sigmoid
     unit becomes the two columns [1 - p, p].
     """
-    y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, head)
-    y_pred = tf.convert_to_tensor(y_pred)
-    labels, valid = _labels_and_valid(y_true, y_pred, encoding, ignore_class)
-    w = _weights(sample_weight, valid, y_pred)
+    y_pred, labels, valid, w = labelled_positions(y_true, y_pred, sample_weight, encoding=encoding,
+                                                  ignore_class=ignore_class, head=head)
     probs = to_probabilities_tf(y_pred, from_logits)
     probs = tf.cast(tf.reshape(probs, [-1, probs.shape[-1]]), tf.float32)
     return tf.where(valid, labels, tf.zeros_like(labels)), w, probs
@@ -128,10 +133,8 @@ class SparseAUC(keras.metrics.Metric):
         self.neg = self.add_variable(shape=shape, initializer="zeros", name="neg", aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
-        y_pred = tf.convert_to_tensor(y_pred)
-        labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
-        w = _weights(sample_weight, valid, y_pred)
+        y_pred, labels, valid, w = labelled_positions(y_true, y_pred, sample_weight, encoding=self.encoding,
+                                                      ignore_class=self.ignore_class, head=self.head)
         z = log_odds(y_pred, self.from_logits)  # (M, C)
         width = 2.0 * LOGIT_RANGE / self.num_bins
         bins = tf.cast(tf.floor((tf.clip_by_value(z, -LOGIT_RANGE, LOGIT_RANGE) + LOGIT_RANGE) / width), tf.int32)
@@ -253,10 +256,8 @@ class SparseNLL(_WeightedMean):
         super().__init__(name=name, **kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
-        y_pred = tf.convert_to_tensor(y_pred)
-        labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
-        w = _weights(sample_weight, valid, y_pred)
+        y_pred, labels, valid, w = labelled_positions(y_true, y_pred, sample_weight, encoding=self.encoding,
+                                                      ignore_class=self.ignore_class, head=self.head)
         log_p = log_probabilities_tf(y_pred, self.from_logits)
         log_p = tf.cast(tf.reshape(log_p, [-1, log_p.shape[-1]]), tf.float32)
         self._add(-tf.gather(log_p, tf.where(valid, labels, tf.zeros_like(labels)), batch_dims=1), w)
