@@ -250,9 +250,9 @@ def plan_of(overrides: list[str], bundle=None):
     """The pre-flight plan of `overrides` on this machine's CPU, with the data loaded as the run loads it (or
     `bundle`): the validators in milliseconds, without a store or a training run."""
     from xentlab.config.checks import check_config
-    from xentlab.config.preflight import preflight
+    from xentlab.config.preflight import resolve_plan
     from xentlab.data import load_data
     from xentlab.runtime.strategy import build_strategy
 
     config = check_config(config_of(overrides))
-    return preflight(config, bundle or load_data(**config["data"]), build_strategy("cpu"))
+    return resolve_plan(config, bundle or load_data(**config["data"]), build_strategy("cpu"))

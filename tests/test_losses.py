@@ -859,6 +859,7 @@ def test_trains_inside_model_fit_and_survives_save_and_load(encoding, tmp_path):
         (lambda: L.CrossEntropy(from_logits="yes"), TypeError, "from_logits must be True or False"),
         (lambda: L.CrossEntropy(ignore_class=1.5), TypeError, "ignore_class must be an integer"),
         (lambda: L.CrossEntropy(reduction="mean"), ValueError, r"reduction must be one of .* received"),
+        (lambda: L.ElementwiseLoss(L.crossentropy, gamma=2.0), TypeError, "unexpected keyword argument 'gamma'"),
         (lambda: L.FocalCrossEntropy(gamma=-1), ValueError, "gamma must be >= 0; received gamma=-1"),
         (lambda: L.FocalCrossEntropy(alpha=[0.5, -1]), ValueError, r"alpha must be >= 0"),
         (lambda: L.FocalCrossEntropy(alpha=[]), ValueError, "alpha must not be empty"),

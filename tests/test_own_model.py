@@ -54,14 +54,14 @@ def user_models(tmp_path, monkeypatch):
 def build(overrides: list[str]):
     """The plan of `overrides` and the model the runner builds from it (no training)."""
     from xentlab.config.checks import check_config
-    from xentlab.config.preflight import preflight
+    from xentlab.config.preflight import resolve_plan
     from xentlab.core.models import build_model
     from xentlab.data import load_data
     from xentlab.runtime.strategy import build_strategy
 
     config = check_config(config_of(overrides))  # composed once: plan_of would compose again
     bundle = load_data(**config["data"])
-    plan = preflight(config, bundle, build_strategy("cpu"))
+    plan = resolve_plan(config, bundle, build_strategy("cpu"))
     return plan, build_model(plan.model, input_shape=bundle.input_shape, head=plan.head, **plan.arch)
 
 

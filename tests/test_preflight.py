@@ -83,3 +83,37 @@ def test_every_model_built_from_its_plan_ends_in_the_plans_head_in_float32(overr
     activation = getattr(getattr(head, "activation", None), "__name__", None)
     assert model.output_shape[-1] == plan.head.units and head.compute_dtype == "float32"
     assert (None if activation == "linear" else activation) == plan.head.activation
+
+
+def test_one_pass_checks_the_values_before_it_touches_a_device_or_a_file(tmp_path):
+    from conftest import config_of
+    from xentlab.config.checks import CheckError
+    from xentlab.config.preflight import preflight
+
+    missing = ["data=mnist", f"data.path={tmp_path / 'nope.npz'}", "model=mlp"]
+    with pytest.raises(CheckError, match="trainer.epochs=0 is not allowed"):  # not the missing file
+        preflight(config_of([*missing, "trainer.epochs=0"]))
+    with pytest.raises(CheckError, match="loss=binary .* needs 2 classes, the data has 10"):  # after the data
+        preflight(config_of(["data=digits", "model=mlp", "loss=binary"]))
+    ready = preflight(config_of(["data=breast_cancer", "model=mlp", "data.limit=64"]))
+    assert ready.plan.task == "classification" and ready.bundle.y_train.dtype == "int64"  # the checked labels
+    assert ready.hardware.kind == "cpu" and ready.plan.hardware.precision == "float32"
+
+
+def test_the_build_reads_the_plan_and_never_calls_back_into_config():
+    """Validation is one pass (xentlab.config.preflight): the entry point's build steps import nothing from
+    config but the pass itself; config.checks is reached by the pass, and by `run` for the store's own values."""
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).parents[1] / "src" / "xentlab" / "cli" / "train.py"
+    functions = {n.name: n for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.FunctionDef)}
+    allowed = {"prepare": {"xentlab.config.preflight", "xentlab.config.schema"}, "build_datasets": set(),
+               "build_compiled_model": set()}
+    for name, modules in allowed.items():
+        imported = {(n.module, a.name) for n in ast.walk(functions[name]) if isinstance(n, ast.ImportFrom)
+                    for a in n.names if n.module.startswith("xentlab.config")}
+        assert {m for m, _ in imported} <= modules, (name, imported)
+    from_checks = {(f, a.name) for f, fn in functions.items() for n in ast.walk(fn)
+                   if isinstance(n, ast.ImportFrom) and n.module == "xentlab.config.checks" for a in n.names}
+    assert from_checks == {("run", "check_tracking")}

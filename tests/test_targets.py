@@ -111,3 +111,32 @@ def test_the_rule_is_stated_in_one_module():
     assert not offenders, "re-derives the label mask instead of calling xentlab.core.targets:\n" + "\n".join(offenders)
     defined = re.findall(r"^def (valid_mask\w*)", (SRC / "core" / "targets.py").read_text(), re.M)
     assert defined == ["valid_mask_np", "valid_mask_tf"]
+
+
+
+def test_sample_weights_meet_the_labels_one_way_in_the_loss_the_metrics_and_the_multi_worker_loss():
+    from xentlab.core.losses import CrossEntropy
+    from xentlab.core.metrics import SparseNLL
+    from xentlab.runtime.multi_worker import loss_parts
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 3, 5)).astype(np.float32)  # sequences: (N, T, K)
+    y = rng.integers(0, 5, size=(4, 3))
+    w = np.array([0.0, 1.0, 2.0, 0.5], np.float32)
+    loss = CrossEntropy(from_logits=True)
+
+    def metric(weights):
+        nll = SparseNLL(from_logits=True)
+        nll.update_state(y, logits, sample_weight=weights)
+        return float(nll.result())
+
+    def multi_worker(weights):
+        numerator, count = loss_parts(loss, y, logits, weights)
+        return float(numerator / count)
+
+    for weighted in (lambda weights: float(loss(y, logits, sample_weight=weights)), metric, multi_worker):
+        per_position = weighted(np.repeat(w[:, None], 3, 1))
+        for per_example in (w, w[:, None]):  # (N,) and (N, 1) weigh each of an example's positions alike
+            np.testing.assert_allclose(weighted(per_example), per_position, rtol=1e-6)
+        with pytest.raises(LabelError, match="sample_weight must broadcast to the per-element loss shape"):
+            weighted(np.ones((4, 3, 2)))

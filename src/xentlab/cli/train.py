@@ -190,10 +190,7 @@ class Prepared:
     @property
     def task(self) -> str:
         """The metric table's task: a language model (a sequence model over a vocabulary) or a classifier."""
-        from xentlab.config.preflight import data_shapes
-        from xentlab.core.metric_set import metric_task
-
-        return metric_task(self.model_name, data_shapes(self.bundle))
+        return self.plan.task
 
     def facts(self) -> dict[str, Any]:
         """What the run logs about its inputs before training (tracking.artifacts.log_inputs)."""
@@ -203,40 +200,23 @@ class Prepared:
 
 
 def prepare(config: dict[str, Any], initial_epoch: int = 0, launch_dir: Path | None = None) -> Prepared:
-    """Validates, then builds in order: the strategy, the data, the pre-flight plan, datasets, the model in scope.
+    """Validates in one pass (the pre-flight plan), then builds from the plan: datasets, the model in scope.
 
     `initial_epoch` > 0 when resuming: the training set then starts at that epoch's shuffle order. A relative
     data.path is read from `launch_dir` (default: the working directory), as a relative tracking.uri is.
     """
-    import keras
-    import tensorflow as tf
-
-    from xentlab.config.checks import check_config
     from xentlab.config.preflight import preflight
     from xentlab.config.schema import job_config
-    from xentlab.data import load_data
-    from xentlab.data.long_tail import record_shot_groups
-    from xentlab.runtime.loops import loop_for
-    from xentlab.runtime.strategy import build_strategy, set_precision
+    from xentlab.runtime.strategy import set_precision
 
     config = job_config(config)
-    check_config(config)  # the values alone, before any device, file or download is touched
-    trainer = config["trainer"]
-    hardware = build_strategy(**config["strategy"])  # first: may configure devices
-    loop = loop_for(hardware, global_batch_size=trainer["batch_size"])
-    keras.backend.clear_session()  # jobs in one process (sweeps, tests) must not share layers or names
-    keras.utils.set_random_seed(trainer["seed"])
-    if trainer["deterministic"]:
-        tf.config.experimental.enable_op_determinism()
-    bundle = load_data(**config["data"], root=launch_dir)
-    loop.check_same_job(config, bundle.splits())  # every worker of a multi-worker run runs the same job, or none
-    plan = preflight(config, bundle, hardware)
-    record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
+    ready = preflight(config, launch_dir)  # every check; nothing below checks again
+    plan, bundle = ready.plan, ready.bundle
     set_precision(plan.hardware.precision)
     train_ds, val_ds, test_ds = build_datasets(plan, bundle, config, initial_epoch)
-    with hardware.strategy.scope():
+    with ready.hardware.strategy.scope():
         model = build_compiled_model(plan, bundle, config)
-    return Prepared(plan, hardware, loop, bundle, train_ds, val_ds, test_ds, model)
+    return Prepared(plan, ready.hardware, ready.loop, bundle, train_ds, val_ds, test_ds, model)
 
 
 def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0) -> tuple[Any, Any, Any]:
@@ -258,9 +238,8 @@ def build_datasets(plan, bundle, config: dict[str, Any], initial_epoch: int = 0)
 
 def build_compiled_model(plan, bundle, config: dict[str, Any]):
     """The plan's model with its head, compiled with the optimizer, loss and metrics (inside the strategy scope)."""
-    from xentlab.config.preflight import data_shapes
     from xentlab.core.losses import build_loss_from_config
-    from xentlab.core.metric_set import build_run_metrics, metric_task
+    from xentlab.core.metric_set import build_run_metrics
     from xentlab.core.models import build_model
     from xentlab.core.optimizers import build_optimizer
 
@@ -273,7 +252,7 @@ def build_compiled_model(plan, bundle, config: dict[str, Any]):
         loss=build_loss_from_config({**config["loss"], "name": plan.loss_kind}, plan.labels,
                                     class_counts=plan.class_counts.tolist()),
         metrics=build_run_metrics(plan.labels, shot_groups=bundle.meta.get("shot_groups"),
-                                  task=metric_task(plan.model, data_shapes(bundle)),
+                                  task=plan.task,
                                   extra=config["metrics"]["extra"]),
         jit_compile=plan.hardware.jit_compile,
         steps_per_execution=plan.hardware.steps_per_execution,

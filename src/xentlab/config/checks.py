@@ -1,6 +1,6 @@
-"""The validators of the run: the config's values alone (`check_config`, `check_tracking`), then the data and
-the combinations of config and data, which the pre-flight plan runs (xentlab.config.preflight), before anything
-is built.
+"""The validators of the run: the config's values alone (`check_config`), then the data and the combinations of
+config, data and hardware, all run by the pre-flight pass (xentlab.config.preflight) before anything is built;
+`check_tracking`, the values needed to open the store, runs before the store is opened.
 
 Every check raises `CheckError` saying what was wrong, what was expected and the override that fixes it.
 """

@@ -1,20 +1,25 @@
-"""Pre-flight: the config, the data's facts and the hardware picked become one resolved plan, validated once.
+"""Pre-flight: the run's one validation pass, before anything is built. The config, the data's facts and the
+hardware picked become one resolved plan.
 
+`preflight` checks in this order: the config's values alone (before any device, file or download is touched),
+then gathers the facts (the hardware picked and its loop, the loaded data, the same on every worker), then the data
+and every combination of config, data and hardware (`resolve_plan`), by the validators of xentlab.config.checks.
 Everything a run decides before it builds is decided here: the model for model=auto, the loss kind the head
-implies, the head itself, the hardware policy (one table: xentlab.runtime.strategy.HARDWARE_POLICY), the class
-weights and the label contract (xentlab.core.targets). Every combination is checked here, by the validators of
-xentlab.config.checks. The builders read the plan and check nothing again.
+implies, the head itself, the metric task, the hardware policy (one table: xentlab.runtime.strategy.HARDWARE_POLICY),
+the class weights and the label contract (xentlab.core.targets). The builders read the plan and check nothing again.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xentlab.config import checks
 from xentlab.config.schema import SCHEMAS
+from xentlab.core.metric_set import metric_task
 from xentlab.core.models import (
     DataShapes,
     HeadSpec,
@@ -27,8 +32,10 @@ from xentlab.core.models import (
 )
 from xentlab.core.targets import LabelContract
 from xentlab.core.weighting import class_weights, label_counts
-from xentlab.data import DataBundle
-from xentlab.runtime.strategy import Hardware, HardwarePolicy, resolve_policy
+from xentlab.data import DataBundle, load_data
+from xentlab.data.long_tail import record_shot_groups
+from xentlab.runtime.loops import Loop, loop_for
+from xentlab.runtime.strategy import Hardware, HardwarePolicy, build_strategy, fresh_session, resolve_policy
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Plan:
         sampling: the `sample_*` settings of a text-generating model.
         loss_kind: the loss the head implies (model.head=sigmoid1 turns crossentropy into binary).
         head: units and activation of the output layer.
+        task: the metric table's task (xentlab.metric_table): a language model or a classifier.
         labels: the label contract every builder reads (classes, encoding, ignore class, shape, heads, logits).
         hardware: precision, XLA, steps per execution and static batch shapes for the hardware picked.
         class_counts: training-split examples per class, masked positions left out.
@@ -53,6 +61,7 @@ class Plan:
     sampling: dict[str, Any]
     loss_kind: str
     head: HeadSpec
+    task: str
     labels: LabelContract
     hardware: HardwarePolicy
     class_counts: np.ndarray
@@ -96,7 +105,7 @@ def resolve_model(model_cfg: dict[str, Any], data: DataShapes) -> tuple[str, dic
     return name, knobs, {k: v for k, v in model_cfg.items() if k.startswith("sample_")}
 
 
-def preflight(config: dict[str, Any], bundle: DataBundle, hardware: Hardware) -> Plan:
+def resolve_plan(config: dict[str, Any], bundle: DataBundle, hardware: Hardware) -> Plan:
     """Resolves and validates everything the builders need; the bundle's labels come back cleaned (int64, squeezed).
 
     Args:
@@ -129,8 +138,42 @@ def preflight(config: dict[str, Any], bundle: DataBundle, hardware: Hardware) ->
     weights = class_weights(counts, weighting["scheme"], beta=weighting["beta"], weights=weighting["weights"])
     return Plan(
         model=model, arch=arch, sampling=sampling, loss_kind=loss_kind,
-        head=head_spec(loss=loss_kind, from_logits=from_logits, num_classes=bundle.num_classes), labels=contract,
+        head=head_spec(loss=loss_kind, from_logits=from_logits, num_classes=bundle.num_classes),
+        task=metric_task(model, shapes), labels=contract,
         hardware=resolve_policy(hardware.kind, config["strategy"]), class_counts=counts, class_weights=weights,
         warnings=warnings,
     )
 
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What the pre-flight pass hands the build: the plan, the hardware built and its loop, the checked data."""
+
+    plan: Plan
+    hardware: Hardware
+    loop: Loop
+    bundle: DataBundle
+
+
+def preflight(config: dict[str, Any], launch_dir: Path | None = None) -> Ready:
+    """The run's one validation pass: every check of config, data and hardware, before a dataset or a model is built.
+
+    Args:
+        config: the resolved run config (`xentlab.config.schema.job_config`).
+        launch_dir: where a relative data.path is read from (default: the working directory).
+
+    Raises:
+        CheckError: For a value, data, or a combination of config, data and hardware that would train wrongly or
+            not at all; the loaders' and the hardware's own errors (DataError, HardwareError) as they come.
+    """
+    checks.check_config(config)  # the values alone, before any device, file or download is touched
+    trainer = config["trainer"]
+    hardware = build_strategy(**config["strategy"])  # first: may configure devices
+    loop = loop_for(hardware, global_batch_size=trainer["batch_size"])
+    fresh_session(seed=trainer["seed"], deterministic=trainer["deterministic"])
+    bundle = load_data(**config["data"], root=launch_dir)
+    loop.check_same_job(config, bundle.splits())  # every worker of a multi-worker run runs the same job, or none
+    plan = resolve_plan(config, bundle, hardware)
+    record_shot_groups(bundle, plan.class_counts, config["data"]["shot_thresholds"])  # the contract's counts
+    return Ready(plan, hardware, loop, bundle)

@@ -21,7 +21,7 @@ from xentlab.core.probabilities import (
     log_probabilities_tf,
     to_probabilities_tf,
 )
-from xentlab.core.targets import valid_mask_tf
+from xentlab.core.targets import align_sample_weight, valid_mask_tf
 from xentlab.errors import ConfigError, LabelError
 from xentlab.metric_table import METRICS
 
@@ -64,21 +64,24 @@ def _weights(sample_weight, valid, y_pred):
     w = tf.cast(valid, tf.float32)
     if sample_weight is None:
         return w
-    sw = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-    label_rank = y_pred.shape.rank - 1
-    while sw.shape.rank > label_rank and sw.shape[-1] == 1:
-        sw = tf.squeeze(sw, -1)
-    while sw.shape.rank < label_rank:
-        sw = sw[..., None]
+    sw = align_sample_weight(sample_weight, y_pred.shape.rank - 1)
     return w * tf.reshape(tf.broadcast_to(sw, tf.shape(y_pred)[:-1]), [-1])
+
+
+def labelled_positions(y_true, y_pred, sample_weight, *, encoding: str, ignore_class: int | None,
+                       head: int | None):
+    """One head's outputs as a tensor, and per position (M,): the labels, whether labelled, and the weights."""
+    y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, head)
+    y_pred = tf.convert_to_tensor(y_pred)
+    labels, valid = _labels_and_valid(y_true, y_pred, encoding, ignore_class)
+    return y_pred, labels, valid, _weights(sample_weight, valid, y_pred)
+
 
 def predicted_positions(metric, y_true, y_pred, sample_weight):
     """Per labelled position of `metric`'s head: (labels, valid, weights, predicted class), the class read from
     the outputs as accuracy reads it (arg-max; one sigmoid unit: above 0 for logits, 0.5 for probabilities)."""
-    y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, metric.head)
-    y_pred = tf.convert_to_tensor(y_pred)
-    labels, valid = _labels_and_valid(y_true, y_pred, metric.encoding, metric.ignore_class)
-    w = _weights(sample_weight, valid, y_pred)
+    y_pred, labels, valid, w = labelled_positions(y_true, y_pred, sample_weight, encoding=metric.encoding,
+                                                  ignore_class=metric.ignore_class, head=metric.head)
     scores = class_outputs(tf.reshape(y_pred, [-1, y_pred.shape[-1]]), metric.from_logits)
     return labels, valid, w, tf.argmax(scores, axis=-1, output_type=tf.int32)  # ties: the first class, as p > 0.5
 
@@ -90,10 +93,8 @@ def _positions(y_true, y_pred, sample_weight, *, encoding, ignore_class, head, f
     Masked positions get weight 0 and label 0 (an in-range id, so one_hot and gather never see -1); one sigmoid
     unit becomes the two columns [1 - p, p].
     """
-    y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, head)
-    y_pred = tf.convert_to_tensor(y_pred)
-    labels, valid = _labels_and_valid(y_true, y_pred, encoding, ignore_class)
-    w = _weights(sample_weight, valid, y_pred)
+    y_pred, labels, valid, w = labelled_positions(y_true, y_pred, sample_weight, encoding=encoding,
+                                                  ignore_class=ignore_class, head=head)
     probs = to_probabilities_tf(y_pred, from_logits)
     probs = tf.cast(tf.reshape(probs, [-1, probs.shape[-1]]), tf.float32)
     return tf.where(valid, labels, tf.zeros_like(labels)), w, probs
@@ -132,10 +133,8 @@ class SparseAUC(keras.metrics.Metric):
         self.neg = self.add_variable(shape=shape, initializer="zeros", name="neg", aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
-        y_pred = tf.convert_to_tensor(y_pred)
-        labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
-        w = _weights(sample_weight, valid, y_pred)
+        y_pred, labels, valid, w = labelled_positions(y_true, y_pred, sample_weight, encoding=self.encoding,
+                                                      ignore_class=self.ignore_class, head=self.head)
         z = log_odds(y_pred, self.from_logits)  # (M, C)
         width = 2.0 * LOGIT_RANGE / self.num_bins
         bins = tf.cast(tf.floor((tf.clip_by_value(z, -LOGIT_RANGE, LOGIT_RANGE) + LOGIT_RANGE) / width), tf.int32)
@@ -228,8 +227,24 @@ class _PositionMetric(keras.metrics.Metric):
                 "ignore_class": self.ignore_class, "head": self.head}
 
 
+class _WeightedMean(_PositionMetric):
+    """Base of the metrics that are a mean over labelled positions, sum(w * value) / sum(w)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count", aggregation="sum")
+
+    def _add(self, values, w):
+        self.total.assign_add(tf.reduce_sum(tf.where(w > 0, values * w, 0.0)))  # masked rows may hold inf/NaN
+        self.count.assign_add(tf.reduce_sum(w))
+
+    def result(self):
+        return tf.math.divide_no_nan(self.total, self.count)
+
+
 @keras.saving.register_keras_serializable(package="xentlab")
-class SparseNLL(_PositionMetric):
+class SparseNLL(_WeightedMean):
     """Mean negative log-likelihood of the true class (nats), whatever loss trains the model.
 
     Focal, smoothed and weighted losses report values on their own scales; `nll` puts every variant on one
@@ -237,25 +252,15 @@ class SparseNLL(_PositionMetric):
     From probabilities they are clipped to [1e-7, 1] as Keras does; from logits the value is exact.
     """
 
-    def __init__(self, *, encoding="sparse", from_logits=False, ignore_class=None, head=None, name="nll", **kwargs):
-        super().__init__(encoding=encoding, from_logits=from_logits, ignore_class=ignore_class, head=head,
-                         name=name, **kwargs)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count", aggregation="sum")
+    def __init__(self, *, name="nll", **kwargs):
+        super().__init__(name=name, **kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true, y_pred, sample_weight = _select_head(y_true, y_pred, sample_weight, self.head)
-        y_pred = tf.convert_to_tensor(y_pred)
-        labels, valid = _labels_and_valid(y_true, y_pred, self.encoding, self.ignore_class)
-        w = _weights(sample_weight, valid, y_pred)
+        y_pred, labels, valid, w = labelled_positions(y_true, y_pred, sample_weight, encoding=self.encoding,
+                                                      ignore_class=self.ignore_class, head=self.head)
         log_p = log_probabilities_tf(y_pred, self.from_logits)
         log_p = tf.cast(tf.reshape(log_p, [-1, log_p.shape[-1]]), tf.float32)
-        nll = -tf.gather(log_p, tf.where(valid, labels, tf.zeros_like(labels)), batch_dims=1)
-        self.total.assign_add(tf.reduce_sum(tf.where(w > 0, nll * w, 0.0)))  # masked rows may hold inf/NaN
-        self.count.assign_add(tf.reduce_sum(w))
-
-    def result(self):
-        return tf.math.divide_no_nan(self.total, self.count)
+        self._add(-tf.gather(log_p, tf.where(valid, labels, tf.zeros_like(labels)), batch_dims=1), w)
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
@@ -309,7 +314,7 @@ class SparseECE(_PositionMetric):
 
 
 @keras.saving.register_keras_serializable(package="xentlab")
-class SparseBrier(_PositionMetric):
+class SparseBrier(_WeightedMean):
     """Multi-class Brier score: the mean over positions of sum_c (p_c - y_c)^2, y the one-hot label.
 
     In [0, 2]; 0 is a certain and right prediction. For one sigmoid unit (classes [1 - p, p]) it is
@@ -319,17 +324,10 @@ class SparseBrier(_PositionMetric):
 
     def __init__(self, *, name="brier", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total", aggregation="sum")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count", aggregation="sum")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels, w, probs = self._positions(y_true, y_pred, sample_weight)
-        per_position = tf.reduce_sum(tf.square(probs - tf.one_hot(labels, probs.shape[-1])), axis=-1)
-        self.total.assign_add(tf.reduce_sum(tf.where(w > 0, per_position * w, 0.0)))  # masked rows may hold NaN
-        self.count.assign_add(tf.reduce_sum(w))
-
-    def result(self):
-        return tf.math.divide_no_nan(self.total, self.count)
+        self._add(tf.reduce_sum(tf.square(probs - tf.one_hot(labels, probs.shape[-1])), axis=-1), w)
 
 
 @keras.saving.register_keras_serializable(package="xentlab")

@@ -12,7 +12,8 @@ checks name it) instead of being dropped in silence. Without an ignore class not
 
 `valid_mask_np` (numpy, integer ids) and `valid_mask_tf` (TensorFlow, both encodings) state the rule; losses,
 metrics, the tf.data pipeline, class counts, calibration and the evaluation figures all call one of them.
-TensorFlow is imported inside `valid_mask_tf` only, so the numpy side stays light.
+`align_sample_weight` is the one way sample weights meet the labels' positions (losses, metrics, the multi-worker
+loop). TensorFlow and Keras are imported inside those functions only, so the numpy side stays light.
 """
 
 from __future__ import annotations
@@ -65,6 +66,38 @@ def valid_mask_tf(y_true: Any, *, encoding: str, ignore_class: int | None):
         # <= 0.5 rather than == 0: also right for rows that arrive already smoothed
         valid = tf.logical_and(valid, y_true[..., ignore_class] <= 0.5)
     return valid
+
+
+def align_sample_weight(sample_weight: Any, label_rank: int, *, dtype: Any = "float32", owner: str = ""):
+    """Sample weights of rank `label_rank`, to broadcast over the labels' positions: trailing axes of 1 beyond it
+    squeezed, trailing axes of 1 added below it, so (N,) or (N, 1) weights for (N, T) labels become (N, 1).
+
+    The one alignment of the losses (`ElementwiseLoss`), the metrics and the multi-worker loop's loss: Keras would
+    broadcast (N,) weights against (N, T) values from the left and fail. A scalar stays a scalar.
+
+    Args:
+        sample_weight: A scalar, one weight per example (N,) or (N, 1), or one per position (the label shape).
+        label_rank: The rank of the labels' positions (the per-element losses; y_pred's rank minus its class axis).
+        dtype: The weights' dtype.
+        owner: Who asks, to name in the error (a loss class's name).
+
+    Raises:
+        LabelError: For weights with more axes than the labels, other than trailing axes of 1.
+    """
+    from keras import ops
+
+    w = ops.cast(sample_weight, dtype)
+    while len(w.shape) > label_rank and w.shape[-1] == 1:
+        w = ops.squeeze(w, axis=-1)
+    if len(w.shape) > label_rank:
+        raise LabelError(
+            f"{owner + ': ' if owner else ''}sample_weight must broadcast to the per-element loss shape (rank "
+            f"{label_rank}); received sample_weight.shape={tuple(w.shape)}. Pass one weight per example (N,) or per "
+            f"element (the label shape)."
+        )
+    while 0 < len(w.shape) < label_rank:
+        w = ops.expand_dims(w, axis=-1)
+    return w
 
 
 def labelled_rows(y: Any, rows: Any, ignore_class: int | None) -> tuple[np.ndarray, np.ndarray]:

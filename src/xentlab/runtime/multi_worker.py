@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from xentlab.core.targets import align_sample_weight
 from xentlab.errors import ConfigError
 
 try:
@@ -55,16 +56,6 @@ def _per_element(loss, y, y_pred):
     return values, get_keras_mask(values)
 
 
-def _align(weights, values):
-    """(N,) or (N, 1) sample weights broadcast over the trailing axes of the per-element losses."""
-    w = ops.cast(weights, values.dtype)
-    while len(w.shape) > len(values.shape) and w.shape[-1] == 1:
-        w = ops.squeeze(w, axis=-1)
-    while len(w.shape) < len(values.shape):
-        w = ops.expand_dims(w, axis=-1)
-    return ops.broadcast_to(w, ops.shape(values))
-
-
 def loss_parts(loss, y, y_pred, sample_weight=None) -> tuple[tf.Tensor, tf.Tensor]:
     """The numerator and the denominator of a "sum_over_batch_size" loss on one replica's share of a batch.
 
@@ -86,7 +77,7 @@ def loss_parts(loss, y, y_pred, sample_weight=None) -> tuple[tf.Tensor, tf.Tenso
     values, mask = _per_element(loss, y, y_pred)
     values = ops.cast(values, "float32")
     if sample_weight is not None:
-        values = values * ops.cast(_align(sample_weight, values), "float32")
+        values = values * align_sample_weight(sample_weight, len(values.shape))  # over the trailing label axes
     if mask is None:
         return ops.sum(values), ops.cast(ops.size(values), "float32")
     mask = ops.cast(mask, "float32")

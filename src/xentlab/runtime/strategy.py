@@ -322,3 +322,15 @@ def set_precision(precision: str) -> None:
     import keras
 
     keras.mixed_precision.set_global_policy(precision)
+
+
+def fresh_session(*, seed: int, deterministic: bool) -> None:
+    """A clean Keras session for the next job (jobs in one process, sweeps and tests, must not share layers or
+    names), seeded with `seed` (Python, NumPy, TensorFlow); with `deterministic`, TensorFlow's ops too."""
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()

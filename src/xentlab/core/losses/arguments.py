@@ -176,6 +176,7 @@ def checked_arguments(*, needs_logits: bool = False) -> Callable[[Callable], Cal
         signature = inspect.signature(unchecked)
 
         def check_arguments(owner: str | None = None, **arguments: Any) -> dict[str, Any]:
+            signature.bind_partial(None, None, **arguments)  # TypeError for an argument the function does not take
             checked = {}
             for arg, value in arguments.items():
                 if arg == "from_logits" and needs_logits:

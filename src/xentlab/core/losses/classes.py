@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from xentlab.core.losses.arguments import FOCAL_GAMMA, check_reduction
 from xentlab.core.losses.functions import (
@@ -23,7 +22,7 @@ from xentlab.core.losses.functions import (
     weighted_binary_crossentropy,
 )
 from xentlab.core.losses.tensors import rank
-from xentlab.errors import LabelError
+from xentlab.core.targets import align_sample_weight
 
 
 class ElementwiseLoss(keras.losses.Loss):
@@ -73,23 +72,9 @@ class ElementwiseLoss(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
-            sample_weight = self._align_sample_weight(sample_weight, rank(y_pred) - 1)
+            sample_weight = align_sample_weight(sample_weight, rank(y_pred) - 1, dtype=self.dtype,
+                                                owner=type(self).__name__)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-
-    def _align_sample_weight(self, sample_weight, loss_rank: int):
-        """(N,) or (N, 1) weights for (N, T) losses -> (N, 1): weights broadcast over the trailing label axes."""
-        w = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
-        while len(w.shape) > loss_rank and w.shape[-1] == 1:
-            w = ops.squeeze(w, axis=-1)
-        if len(w.shape) > loss_rank:
-            raise LabelError(
-                f"{type(self).__name__}: sample_weight must broadcast to the per-element loss shape (rank "
-                f"{loss_rank}); received sample_weight.shape={tuple(w.shape)}. Pass one weight per example "
-                f"(N,) or per element (the label shape)."
-            )
-        while 0 < len(w.shape) < loss_rank:
-            w = ops.expand_dims(w, axis=-1)
-        return w
 
 
 def constructor_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
