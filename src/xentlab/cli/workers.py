@@ -109,8 +109,8 @@ class WarmWorkers(Callback):
     """
 
     def __init__(self, launcher: Any = None, mode: Any = None) -> None:
-        if launcher is not None and str(mode).rpartition(".")[2] == "MULTIRUN":
-            start_workers(launcher)
+        if launcher is not None and "n_jobs" in launcher and str(mode).rpartition(".")[2] == "MULTIRUN":
+            start_workers(launcher)  # only the joblib launcher has n_jobs: any other starts its jobs as it does
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         stop_workers()
