@@ -1,5 +1,6 @@
 """Cheaper epochs without losing anything: MLflow's asynchronous logging through the outbox (real SQLite stores, a
-real lock held by another process), validation every n epochs, and each parallel job's share of the cores."""
+real lock held by another process), validation every n epochs, each parallel job's share of the cores, and the
+workers of a parallel sweep warmed while it sets up."""
 
 from __future__ import annotations
 
@@ -124,3 +125,65 @@ def test_each_parallel_job_gets_its_share_of_the_cores():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["1", "1", "1"]  # one job per core: one thread each
+
+
+def test_the_warm_up_imports_only_modules_that_exist():
+    """A renamed module in the warm-up's list would make every worker's warm-up fail (quietly: the launcher then
+    starts cold workers); each name must resolve."""
+    import importlib.util
+
+    from xentlab.cli.workers import JOB_MODULES
+
+    assert [name for name in JOB_MODULES if importlib.util.find_spec(name) is None] == []
+
+
+def _worker_state() -> tuple[int, bool, bool, int]:
+    """What a job finds in its worker: the pid, TensorFlow imported, objects frozen, TensorFlow's intra-op threads."""
+    import gc
+    import os
+
+    loaded = "tensorflow" in sys.modules
+    threads = sys.modules["tensorflow"].config.threading.get_intra_op_parallelism_threads() if loaded else -1
+    return os.getpid(), loaded, gc.get_freeze_count() > 0, threads
+
+
+@pytest.mark.slow
+def test_the_jobs_of_a_parallel_preset_run_in_the_workers_warmed_while_the_sweep_sets_up():
+    """The long_tail preset's warm_workers callback starts the joblib launcher's workers; the launcher's own
+    Parallel call (its settings processed as the launcher does) then runs every job in them, each with TensorFlow
+    imported and its share of the cores; after the last job stop_workers ends them."""
+    import os
+
+    import joblib
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from omegaconf import OmegaConf
+
+    from xentlab.cli.configs import CONFIG_MODULE
+    from xentlab.cli.workers import start_workers, stop_workers
+    from xentlab.config.schema import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = hydra_compose("train", overrides=["+sweep=long_tail"], return_hydra_config=True)
+    callback = cfg.hydra.callbacks.warm_workers
+    assert callback._target_ == "xentlab.cli.workers.WarmWorkers" and callback.launcher == cfg.hydra.launcher
+    launcher_settings = {k: v for k, v in OmegaConf.to_container(cfg.hydra.launcher, resolve=True).items()
+                         if k != "_target_"}
+    launcher_settings["backend"] = "loky"  # as the launcher's launch() sets them
+    process_joblib_cfg(launcher_settings)
+    try:
+        warm_up = start_workers(cfg.hydra.launcher)
+        warm_up.join(timeout=300)
+        jobs = joblib.Parallel(**launcher_settings)(joblib.delayed(_worker_state)() for _ in range(6))
+        assert warm_up.pids and {pid for pid, *_ in jobs} <= set(warm_up.pids)  # the same pool, not a new one
+        # n_jobs=-1: one job per core, one TensorFlow thread each.
+        assert all(loaded and frozen and threads == 1 for _, loaded, frozen, threads in jobs), jobs
+    finally:
+        stop_workers()
+    for pid in set(warm_up.pids):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -69,25 +69,31 @@ def joblib_settings(launcher: Any) -> dict[str, Any]:
     return settings
 
 
-def start_workers(launcher: Any) -> threading.Thread:
-    """Starts the joblib launcher's worker processes from a background thread, each running `warm_worker` once;
-    returns the thread (the sweep goes on meanwhile; its jobs queue behind the warm-up)."""
-    from joblib import Parallel, delayed
+class WarmUp(threading.Thread):
+    """The background thread that starts the joblib launcher's workers; `pids` holds theirs once it is done."""
 
-    from xentlab.runtime.launchers import jobs_at_once
+    def __init__(self, settings: dict[str, Any], jobs: int) -> None:
+        super().__init__(name="xentlab-warm-workers", daemon=True)
+        self.settings, self.jobs, self.pids = settings, jobs, []
 
-    settings = joblib_settings(launcher)
-    jobs = jobs_at_once(settings.get("n_jobs"))
+    def run(self) -> None:
+        from joblib import Parallel, delayed
 
-    def warm() -> None:
         try:
-            Parallel(**settings)(delayed(warm_worker)(jobs) for _ in range(jobs))
+            self.pids = Parallel(**self.settings)(delayed(warm_worker)(self.jobs) for _ in range(self.jobs))
         except Exception:  # noqa: BLE001 - a worker that could not warm up is started again by the launcher
             pass
 
-    thread = threading.Thread(target=warm, name="xentlab-warm-workers", daemon=True)
-    thread.start()
-    return thread
+
+def start_workers(launcher: Any) -> WarmUp:
+    """Starts the joblib launcher's worker processes from a background thread, each running `warm_worker` once;
+    returns the thread (the sweep goes on meanwhile; its jobs queue behind the warm-up)."""
+    from xentlab.runtime.launchers import jobs_at_once
+
+    settings = joblib_settings(launcher)
+    warm_up = WarmUp(settings, jobs_at_once(settings.get("n_jobs")))
+    warm_up.start()
+    return warm_up
 
 
 def stop_workers() -> None:
