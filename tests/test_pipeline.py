@@ -65,3 +65,15 @@ def test_the_per_epoch_shuffle_is_a_permutation_keyed_by_seed_and_epoch():
                                                         epochs=(1, 2))]
     np.testing.assert_array_equal(np.concatenate(resumed), second)  # epoch 1 alike, resumed or not
     assert steps_per_epoch(10, 4, drop_remainder=True) == 2
+
+
+def test_in_memory_batches_run_without_tf_data_autotuning_and_streamed_ones_keep_it():
+    # tf.data's tuning thread kept a finished fit waiting up to 2.4 s while its iterator was destroyed; in-memory
+    # batches gain nothing from it. A streamed source's decode map still has its parallelism tuned.
+    labels = LabelContract(3, ignore_class=-1)
+    in_memory = make_dataset(X, Y, labels=labels, batch_size=5, shuffle=True, seed=7, epochs=(0, 2))
+    assert in_memory.options().autotune.enabled is False
+    assert make_dataset(X, Y, labels=labels, batch_size=5).options().autotune.enabled is False
+    streamed = make_dataset(X, Y, labels=labels, batch_size=5, decode=lambda xb: xb * 2.0)
+    assert streamed.options().autotune.enabled is not False
+    np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in streamed]), X * 2.0)
