@@ -3,11 +3,13 @@ weighted mean of weight_sum, and the per-epoch shuffle."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from xentlab.core.pipeline import element_weights, encode_labels, make_dataset, steps_per_epoch
+from xentlab.core.pipeline import element_weights, encode_labels, features_dataset, make_dataset, steps_per_epoch
 from xentlab.core.targets import LabelContract, valid_mask_np, valid_mask_tf
 from xentlab.errors import ConfigError
 
@@ -77,3 +79,6 @@ def test_in_memory_batches_run_without_tf_data_autotuning_and_streamed_ones_keep
     streamed = make_dataset(X, Y, labels=labels, batch_size=5, decode=lambda xb: xb * 2.0)
     assert streamed.options().autotune.enabled is not False
     np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in streamed]), X * 2.0)
+    bundle = SimpleNamespace(x_test=X, decode=None)
+    assert features_dataset(bundle, "test", 4).options().autotune.enabled is False
+    np.testing.assert_array_equal(np.concatenate([b.numpy() for b in features_dataset(bundle, "test", 4)]), X)

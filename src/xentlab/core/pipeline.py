@@ -135,8 +135,10 @@ def features_dataset(bundle: DataBundle, split: str, batch_size: int) -> tf.data
     `model.predict` takes outside fit, without loading a streamed split into memory."""
     ds = tf.data.Dataset.from_tensor_slices(getattr(bundle, f"x_{split}")).batch(batch_size)
     if bundle.decode is not None:
-        ds = ds.map(bundle.decode, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        return ds.map(bundle.decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False  # in memory: nothing to tune (see make_dataset)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool) -> int:
