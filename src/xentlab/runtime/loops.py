@@ -32,7 +32,8 @@ class Loop:
         seed CNN). A model not built yet (a subclassed one) creates them at its first step as before."""
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None and not optimizer.built and model.built and model.trainable_variables:
-            optimizer.build(model.trainable_variables)
+            with model.distribute_strategy.scope():  # a replicated model's optimizer variables are replicated too
+                optimizer.build(model.trainable_variables)
 
     def fit(self, model, train_ds, val_ds, *, epochs: int, initial_epoch: int, steps_per_epoch: int,
             callbacks: list, verbose: int, validate_every: int = 1) -> dict[str, list[float]]:
