@@ -232,7 +232,7 @@ def test_xentlab_sync_to_a_server_with_credentials_prints_no_password(tmp_path, 
     try:
         result = sync([str(tmp_path / "job")], cwd=tmp_path)
     finally:
-        stop_mlflow_server(server)
+        stop_mlflow_server(server, signal.SIGKILL)
     assert result.returncode == 0, result.stderr
     assert f"sent 2 records to run {run_id} (FINISHED)" in result.stdout
     assert "s3cretPW" not in result.stdout + result.stderr
