@@ -134,3 +134,47 @@ def test_sigterm_to_a_sweep_prints_one_line_and_the_same_command_continues_it(st
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(r.info.status for r in runs_of(store)) == ["FINISHED"] * 3
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_parallel_sweep_ends_every_run_and_worker_and_the_same_command_continues_it(store, tmp_path):
+    """Jobs in joblib's worker processes: SIGTERM reaches only the command's process, which has the running jobs end
+    their runs KILLED, stops the workers and ends the parent KILLED: nothing left RUNNING, no process left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import run_cli
+
+    args = ["-m", *AUTO, "trainer.epochs=40", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "trainer.seed=0,1,2", f"tracking.uri={store}"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-c", "from xentlab.cli.train import main; main()", *args],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own session: the workers left behind can be found
+    output = _sigterm_after(proc, "Epoch 3/40")
+    assert proc.returncode == 143, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    statuses = {r.info.run_name: r.info.status for r in runs_of(store)}
+    assert "RUNNING" not in statuses.values(), statuses
+    assert statuses[next(n for n in statuses if n.startswith("sweep/"))] == "KILLED"
+    assert "KILLED" in [s for n, s in statuses.items() if not n.startswith("sweep/")], statuses
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # a process of the command's session is still alive
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("worker processes outlived the stopped sweep")
+    (line,) = [ln for ln in output.splitlines() if ln.startswith("xentlab: stopped by SIGTERM")]
+    assert "is KILLED, its running jobs' runs too" in line
+    again = run_cli(_resume_args(output), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    finished = [r for r in runs_of(store) if r.info.status == "FINISHED" and not r.info.run_name.startswith("sweep/")]
+    assert len({r.data.params["trainer.seed"] for r in finished}) == 3

@@ -238,7 +238,7 @@ class SweepRun(Callback):
         self.interrupted: str | None = None
         self.attempt = ""
         self.dry_run = False
-        self._previous_sigint: Any = None
+        self._previous_handlers: dict[int, Any] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Opens the parent run and writes the sweep record; if that fails the sweep stops before any job runs
@@ -304,28 +304,78 @@ class SweepRun(Callback):
                }[self.parent.how], flush=True)
 
     def _watch_interrupts(self) -> None:
-        """Remembers a Ctrl-C (SIGINT) that reaches this process, then lets it act as before."""
-        previous = signal.getsignal(signal.SIGINT)
-        if not callable(previous):  # SIGINT ignored (a background job) or left to the system: keep it so
+        """Remembers a Ctrl-C (SIGINT) or SIGTERM that reaches this process, has the jobs running in worker
+        processes (joblib launcher) end their runs KILLED, then lets the signal act as in a job: Ctrl-C as before,
+        SIGTERM as `Terminated` (the one line and exit 143). A job run in this process installs its own SIGTERM
+        handler (tracking.resume), which then takes over."""
+        from xentlab.tracking.resume import Terminated
+
+        def terminated(signum, frame):
+            err = Terminated("SIGTERM: the sweep was stopped by the system (preemption, kill or a time limit)")
+            if self.parent is not None:  # the one line (cli.console.stopped_line) names what was left
+                err.xentlab_saved = (f"sweep {self.parent.sweep_id} (parent run {self.parent.run_id}) is KILLED, "
+                                     "its running jobs' runs too, their checkpoints kept")
+            raise err
+
+        reasons = {signal.SIGINT: "KeyboardInterrupt: the sweep was stopped by the user (Ctrl-C)",
+                   signal.SIGTERM: "Terminated: the sweep was stopped by the system (SIGTERM)"}
+        for signum, reason in reasons.items():
+            previous = signal.getsignal(signum)
+            if signum == signal.SIGTERM and previous == signal.SIG_DFL:
+                previous = terminated
+            if not callable(previous):  # ignored (a background job's SIGINT) or left to the system: keep it so
+                continue
+
+            def handler(signum, frame, previous=previous, reason=reason):
+                signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the runs' ending short
+                self.interrupted = reason
+                self._stop_worker_jobs(forward_after_s=0.0 if signum == signal.SIGTERM else 2.0)
+                return previous(signum, frame)
+
+            try:
+                self._previous_handlers[signum] = signal.signal(signum, handler)
+            except ValueError:  # not the main thread: the children's KILLED status still tells (_end_unfinished)
+                return
+
+    def _stop_worker_jobs(self, forward_after_s: float, wait_s: float = 30.0) -> None:
+        """Has the jobs running in joblib's workers end their runs KILLED, then stops the workers: waits until no
+        child of the parent is RUNNING (at most `wait_s`), sending the workers SIGTERM (each job's own handler ends
+        its run) after `forward_after_s`: at once for SIGTERM, which reaches only this process; after 2 s for a
+        Ctrl-C, which a terminal also sends to the workers (a second signal would cut their runs' ending short)."""
+        import time
+
+        from xentlab.cli.workers import worker_pids
+        from xentlab.tracking.sweeps import current_children
+
+        pids = worker_pids()
+        if not pids or self.parent is None:
             return
-
-        def handler(signum, frame):
-            self.interrupted = "KeyboardInterrupt: the sweep was stopped by the user (Ctrl-C)"
-            return previous(signum, frame)
-
-        try:
-            signal.signal(signal.SIGINT, handler)
-            self._previous_sigint = previous
-        except ValueError:  # not the main thread: the children's KILLED status still tells (see _end_unfinished)
-            pass
+        client = self.parent.client
+        experiment_id = client.get_run(self.parent.run_id).info.experiment_id
+        start = time.monotonic()
+        while time.monotonic() - start < wait_s and any(
+                c.info.status == "RUNNING" for c in current_children(client, experiment_id, self.parent.run_id)):
+            if pids and time.monotonic() - start >= forward_after_s:
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                pids = []
+            time.sleep(0.25)
+        for pid in worker_pids():  # their runs have ended: left alone, idle workers would outlive the command
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _restore_interrupts(self) -> None:
-        if self._previous_sigint is not None:
+        for signum, previous in self._previous_handlers.items():
             try:
-                signal.signal(signal.SIGINT, self._previous_sigint)
+                signal.signal(signum, previous)
             except ValueError:  # not the main thread
                 pass
-            self._previous_sigint = None
+        self._previous_handlers = {}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """The report over the current children, the parent's status, one line per failed job; exits 1 when a job

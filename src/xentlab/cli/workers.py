@@ -105,6 +105,15 @@ def stop_workers() -> None:
         executor.shutdown(wait=True, kill_workers=True)
 
 
+def worker_pids() -> list[int]:
+    """The pids of joblib's process workers alive now (none when the jobs run in this process)."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)
+    processes = dict(getattr(executor, "_processes", None) or {})
+    return [pid for pid, process in processes.items() if process.is_alive()]
+
+
 class WarmWorkers(Callback):
     """Hydra callback of the presets that run jobs in parallel processes (joblib launcher): starts the workers when
     Hydra builds its callbacks (before the sweep's parent run is set up) and stops them after the last job.

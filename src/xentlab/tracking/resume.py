@@ -50,6 +50,7 @@ def install_sigterm_handler() -> None:
     """Turns SIGTERM into `Terminated`, so the run is closed as KILLED instead of left RUNNING."""
 
     def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the run's ending short
         raise Terminated("SIGTERM: stopped by the system (preemption, kill or a time limit)")
 
     signal.signal(signal.SIGTERM, handler)
