@@ -304,22 +304,16 @@ class SweepRun(Callback):
                }[self.parent.how], flush=True)
 
     def _watch_interrupts(self) -> None:
-        """Remembers a Ctrl-C (SIGINT) or SIGTERM that reaches this process, has the jobs running in worker
-        processes (joblib launcher) end their runs KILLED, then lets the signal act as in a job: Ctrl-C as before,
-        SIGTERM as `Terminated` (the one line and exit 143). A job run in this process installs its own SIGTERM
-        handler (tracking.resume), which then takes over."""
+        """Remembers a Ctrl-C or SIGTERM reaching this process, has the jobs in worker processes (joblib) end their
+        runs KILLED, then lets the signal act as in a job (SIGTERM: `Terminated`, the one line and exit 143); a job
+        run in this process installs its own SIGTERM handler (tracking.resume), which then takes over."""
         from xentlab.tracking.resume import Terminated
 
         def terminated(signum, frame):
-            err = Terminated("SIGTERM: the sweep was stopped by the system (preemption, kill or a time limit)")
-            if self.parent is not None:  # the one line (cli.console.stopped_line) names what was left
-                err.xentlab_saved = (f"sweep {self.parent.sweep_id} (parent run {self.parent.run_id}) is KILLED, "
-                                     "its running jobs' runs too, their checkpoints kept")
-            raise err
+            raise Terminated("SIGTERM: the sweep was stopped by the system (preemption, kill or a time limit)")
 
-        reasons = {signal.SIGINT: "KeyboardInterrupt: the sweep was stopped by the user (Ctrl-C)",
-                   signal.SIGTERM: "Terminated: the sweep was stopped by the system (SIGTERM)"}
-        for signum, reason in reasons.items():
+        for signum, reason in {signal.SIGINT: "KeyboardInterrupt: the sweep was stopped by the user (Ctrl-C)",
+                               signal.SIGTERM: "Terminated: the sweep was stopped by the system (SIGTERM)"}.items():
             previous = signal.getsignal(signum)
             if signum == signal.SIGTERM and previous == signal.SIG_DFL:
                 previous = terminated
@@ -330,7 +324,13 @@ class SweepRun(Callback):
                 signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the runs' ending short
                 self.interrupted = reason
                 self._stop_worker_jobs(forward_after_s=0.0 if signum == signal.SIGTERM else 2.0)
-                return previous(signum, frame)
+                try:
+                    return previous(signum, frame)
+                except (KeyboardInterrupt, Terminated) as err:  # the one line (console.stopped_line) says what
+                    if self.parent is not None:                 # was left; a job run here names its own run
+                        err.xentlab_saved = (f"sweep {self.parent.sweep_id} (parent run {self.parent.run_id}) is "
+                                             "KILLED, its running jobs' runs too, their checkpoints kept")
+                    raise
 
             try:
                 self._previous_handlers[signum] = signal.signal(signum, handler)
