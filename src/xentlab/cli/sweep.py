@@ -344,7 +344,7 @@ class SweepRun(Callback):
         Ctrl-C, which a terminal also sends to the workers (a second signal would cut their runs' ending short)."""
         import time
 
-        from xentlab.cli.workers import worker_pids
+        from xentlab.cli.workers import signal_workers, worker_pids
         from xentlab.tracking.sweeps import current_children
 
         pids = worker_pids()
@@ -356,18 +356,10 @@ class SweepRun(Callback):
         while time.monotonic() - start < wait_s and any(
                 c.info.status == "RUNNING" for c in current_children(client, experiment_id, self.parent.run_id)):
             if pids and time.monotonic() - start >= forward_after_s:
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
+                signal_workers(signal.SIGTERM, pids)
                 pids = []
             time.sleep(0.25)
-        for pid in worker_pids():  # their runs have ended: left alone, idle workers would outlive the command
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        signal_workers(signal.SIGKILL)  # their runs have ended: left alone, idle workers would outlive the command
 
     def _restore_interrupts(self) -> None:
         for signum, previous in self._previous_handlers.items():

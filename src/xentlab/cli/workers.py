@@ -114,6 +114,19 @@ def worker_pids() -> list[int]:
     return [pid for pid, process in processes.items() if process.is_alive()]
 
 
+def signal_workers(sig: int, pids: list[int] | None = None) -> None:
+    """Sends `sig` to joblib's process workers (`pids`, default: those alive now); one gone meanwhile is skipped.
+    From a signal handler this, not `stop_workers`: shutting the pool down there would wait on its manager thread
+    while the main thread, interrupted inside joblib, holds what that thread waits for."""
+    import os
+
+    for pid in worker_pids() if pids is None else pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 class WarmWorkers(Callback):
     """Hydra callback of the presets that run jobs in parallel processes (joblib launcher): starts the workers when
     Hydra builds its callbacks (before the sweep's parent run is set up) and stops them after the last job.
